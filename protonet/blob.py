@@ -1,0 +1,86 @@
+"""Blob: the named N-d array every layer reads and writes, with its gradient.
+
+Like Caffe's Blob, `data` and `diff` are views into buffers that keep their capacity: a
+reshape to a smaller or equal count re-views the same memory, so reshaping every iteration
+(a net whose input size changes) allocates nothing.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import ShapeError
+
+DTYPE = np.float32
+
+
+class Blob:
+    """`data` and `diff`: float32 arrays of `shape`. `count` is the number of elements."""
+
+    __slots__ = ("_data_buf", "_diff_buf", "_shape", "data", "diff", "name")
+
+    def __init__(self, shape=(), name: str = "") -> None:
+        self.name = name
+        self._shape: tuple[int, ...] = ()
+        self._data_buf = np.zeros(0, DTYPE)
+        self._diff_buf = np.zeros(0, DTYPE)
+        self.reshape(*shape)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._shape
+
+    @property
+    def count(self) -> int:
+        return int(np.prod(self._shape, dtype=np.int64))
+
+    @property
+    def num_axes(self) -> int:
+        return len(self._shape)
+
+    def reshape(self, *shape) -> None:
+        """Change the shape; memory is reallocated only when the count grows (contents then zero)."""
+        if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
+            shape = tuple(shape[0])
+        shape = tuple(int(s) for s in shape)
+        if any(s < 0 for s in shape):
+            raise ShapeError(f"blob '{self.name}': negative dimension in shape {shape}")
+        count = int(np.prod(shape, dtype=np.int64))
+        if count > self._data_buf.size:
+            self._data_buf = np.zeros(count, DTYPE)
+            self._diff_buf = np.zeros(count, DTYPE)
+        self._shape = shape
+        self.data = self._data_buf[:count].reshape(shape)
+        self.diff = self._diff_buf[:count].reshape(shape)
+
+    def share_data(self, other: "Blob") -> None:
+        """Use `other`'s data memory (Caffe's ShareData): shared weights, train/test nets."""
+        if other.count != self.count:
+            raise ShapeError(f"blob '{self.name}': cannot share data of shape {other.shape} "
+                             f"with shape {self.shape}")
+        self._data_buf = other._data_buf
+        self.data = other.data.reshape(self._shape)
+
+    def share_diff(self, other: "Blob") -> None:
+        """Use `other`'s diff memory (Caffe's ShareDiff): gradients of shared weights add up."""
+        if other.count != self.count:
+            raise ShapeError(f"blob '{self.name}': cannot share diff of shape {other.shape} "
+                             f"with shape {self.shape}")
+        self._diff_buf = other._diff_buf
+        self.diff = other.diff.reshape(self._shape)
+
+    def set_data(self, values) -> None:
+        """Copy `values` into data, with a clear error when the shape differs."""
+        values = np.asarray(values)
+        if values.shape != self._shape:
+            raise ShapeError(f"blob '{self.name}': expected shape {self._shape}, got {values.shape}")
+        self.data[...] = values
+
+    def __repr__(self) -> str:
+        return f"Blob({self.name!r}, shape={self._shape})"
+
+
+def legacy_shape(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """Caffe's num/channels/height/width view of a shape of at most 4 axes (missing axes are 1)."""
+    if len(shape) > 4:
+        raise ShapeError(f"shape {shape} has more than 4 axes; no legacy 4-d form")
+    return tuple([1] * (4 - len(shape)) + list(shape))  # type: ignore[return-value]

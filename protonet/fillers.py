@@ -1,0 +1,92 @@
+"""Caffe's weight fillers (filler.hpp), drawing from the one random source in `rng`.
+
+Each filler writes into a float32 array in place. Fan-in and fan-out follow Caffe:
+fan_in = count / shape[0], fan_out = count / shape[1] (for a conv weight (M, C/g, kh, kw) that
+is C/g*kh*kw and M*kh*kw).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import caffe_pb2, rng
+from .errors import NetDefinitionError
+
+
+def _constant(p, x):
+    x[...] = p.value
+
+
+def _uniform(p, x):
+    x[...] = rng.generator().uniform(p.min, p.max, size=x.shape)
+
+
+def _gaussian(p, x):
+    x[...] = rng.generator().normal(p.mean, p.std, size=x.shape)
+    if p.sparse >= 0:
+        # Caffe parity: each weight is kept with probability sparse / num_outputs.
+        if x.ndim < 1:
+            raise NetDefinitionError("gaussian filler with sparse needs a blob of at least 1 axis")
+        keep = rng.generator().random(size=x.shape) < p.sparse / x.shape[0]
+        x *= keep
+
+
+def _positive_unitball(p, x):
+    x[...] = rng.generator().uniform(0.0, 1.0, size=x.shape)
+    rows = x.reshape(x.shape[0], -1) if x.ndim else x.reshape(1, -1)
+    rows /= rows.sum(axis=1, keepdims=True)
+
+
+def _fan(p, x) -> float:
+    count = x.size
+    fan_in = count / x.shape[0]
+    fan_out = count / x.shape[1] if x.ndim > 1 else count
+    norm = p.variance_norm
+    if norm == caffe_pb2.FillerParameter.AVERAGE:
+        return (fan_in + fan_out) / 2.0
+    if norm == caffe_pb2.FillerParameter.FAN_OUT:
+        return fan_out
+    return fan_in
+
+
+def _xavier(p, x):
+    scale = math.sqrt(3.0 / _fan(p, x))
+    x[...] = rng.generator().uniform(-scale, scale, size=x.shape)
+
+
+def _msra(p, x):
+    x[...] = rng.generator().normal(0.0, math.sqrt(2.0 / _fan(p, x)), size=x.shape)
+
+
+def _bilinear(p, x):
+    # Upsampling kernel for a Deconvolution, identical for every (output, input) channel pair.
+    if x.ndim != 4 or x.shape[2] != x.shape[3]:
+        raise NetDefinitionError(f"bilinear filler needs a 4-d blob with square kernels, "
+                                 f"got shape {x.shape}")
+    f = math.ceil(x.shape[3] / 2.0)
+    c = (2 * f - 1 - f % 2) / (2.0 * f)
+    ys = np.arange(x.shape[2])[:, None]
+    xs = np.arange(x.shape[3])[None, :]
+    x[...] = (1 - np.abs(xs / f - c)) * (1 - np.abs(ys / f - c))
+
+
+FILLERS = {
+    "constant": _constant,
+    "uniform": _uniform,
+    "gaussian": _gaussian,
+    "positive_unitball": _positive_unitball,
+    "xavier": _xavier,
+    "msra": _msra,
+    "bilinear": _bilinear,
+}
+
+
+def fill(filler_param, x: np.ndarray) -> None:
+    """Fill `x` in place as the FillerParameter says."""
+    filler = FILLERS.get(filler_param.type)
+    if filler is None:
+        raise NetDefinitionError(f'unknown filler type "{filler_param.type}" '
+                                 f"(known: {', '.join(sorted(FILLERS))})")
+    if x.size:
+        filler(filler_param, x)

@@ -1,0 +1,80 @@
+"""BlobProto <-> numpy, and .binaryproto files (mean images, single blobs).
+
+A BlobProto gives its shape either as `shape { dim: ... }` or, in files from before 2015,
+as the legacy num/channels/height/width fields; values are float `data` or `double_data`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .. import caffe_pb2
+from ..errors import DataError, PrototxtError
+from .atomic import atomic_write
+
+
+def blobproto_shape(proto) -> tuple[int, ...]:
+    if proto.HasField("shape"):
+        return tuple(int(d) for d in proto.shape.dim)
+    if any(proto.HasField(f) for f in ("num", "channels", "height", "width")):
+        return (proto.num, proto.channels, proto.height, proto.width)
+    # Neither form: Caffe treats it as a 1-d blob of its values.
+    n = len(proto.data) or len(proto.double_data)
+    return (n,) if n else ()
+
+
+def array_from_blobproto(proto, where: str = "blob", diff: bool = False) -> np.ndarray:
+    """The blob's values (or diff) as a float32 array of its shape."""
+    shape = blobproto_shape(proto)
+    if diff:
+        values = proto.diff if len(proto.diff) else proto.double_diff
+    else:
+        values = proto.data if len(proto.data) else proto.double_data
+    array = np.asarray(values, dtype=np.float32)
+    expected = int(np.prod(shape, dtype=np.int64))
+    if array.size != expected:
+        if diff and array.size == 0:
+            return np.zeros(shape, np.float32)
+        raise PrototxtError(f"{where}: shape {shape} needs {expected} values, "
+                            f"the file has {array.size}")
+    return array.reshape(shape)
+
+
+def blobproto_from_array(array, diff=None, legacy_4d: bool = False):
+    """A BlobProto of float32 values; `legacy_4d` writes num/channels/height/width instead of
+    `shape` (for tools that only read the old fields)."""
+    array = np.asarray(array, dtype=np.float32)
+    proto = caffe_pb2.BlobProto()
+    if legacy_4d:
+        if array.ndim > 4:
+            raise DataError(f"cannot write shape {array.shape} as a legacy 4-d blob")
+        n, c, h, w = [1] * (4 - array.ndim) + list(array.shape)
+        proto.num, proto.channels, proto.height, proto.width = n, c, h, w
+    else:
+        proto.shape.dim.extend(int(d) for d in array.shape)
+    proto.data.extend(array.ravel().tolist())
+    if diff is not None:
+        proto.diff.extend(np.asarray(diff, dtype=np.float32).ravel().tolist())
+    return proto
+
+
+def read_binaryproto(path) -> np.ndarray:
+    """A .binaryproto file (one serialized BlobProto) as a float32 array."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror})") from None
+    proto = caffe_pb2.BlobProto()
+    try:
+        proto.ParseFromString(raw)
+    except Exception as e:
+        raise DataError(f"{path}: not a binary BlobProto ({e})") from None
+    return array_from_blobproto(proto, where=str(path))
+
+
+def write_binaryproto(path, array, legacy_4d: bool = True) -> None:
+    """Write `array` as a .binaryproto, atomically. Legacy 4-d fields by default, as Caffe's
+    compute_image_mean writes them."""
+    atomic_write(path, blobproto_from_array(array, legacy_4d=legacy_4d).SerializeToString())

@@ -1,0 +1,150 @@
+"""Layer, NeuronLayer, LossLayer: Caffe's layer lifecycle with pycaffe's method names.
+
+A layer is built from its LayerParameter and does no work in its constructor. The net calls
+`set_up(bottom, top)` once (check blob counts, `setup`, then `reshape`), `reshape` whenever
+input shapes may have changed, then `forward(bottom, top)` and
+`backward(top, propagate_down, bottom)`.
+
+The gradient contract (Caffe's): `backward` OVERWRITES bottom[i].diff for each i with
+propagate_down[i], and ADDS into self.blobs[j].diff for each j with param_propagate_down[j]
+(the solver zeroes parameter diffs once per step, which is how iter_size accumulates).
+`setup` turns protobuf fields into plain attributes; `reshape` owns every allocation;
+`forward`/`backward` never read self.param and allocate nothing large.
+"""
+from __future__ import annotations
+
+from typing import ClassVar, Sequence, Union
+
+import numpy as np
+
+from .. import caffe_pb2
+from ..blob import Blob
+from ..errors import NetDefinitionError, ShapeError
+from ..io.binaryproto import array_from_blobproto
+
+TRAIN = caffe_pb2.TRAIN
+TEST = caffe_pb2.TEST
+
+# An exact count, or (minimum, maximum) where maximum None means unbounded.
+Arity = Union[int, tuple[int, Union[int, None]]]
+
+
+class Layer:
+    """One Caffe layer: its LayerParameter, its learnable blobs (weights first), four steps."""
+
+    type: ClassVar[str] = ""
+    num_bottom: ClassVar[Arity] = 1
+    num_top: ClassVar[Arity] = 1
+    # Loss layers put loss_weight 1 on their first top unless the prototxt says otherwise.
+    default_loss_weight: ClassVar[float] = 0.0
+    # Input layers' tops are the net's inputs (pycaffe's net.inputs).
+    is_net_input: ClassVar[bool] = False
+
+    def __init__(self, param, phase: int = TRAIN) -> None:
+        self.name: str = param.name
+        self.param = param
+        self.phase = phase
+        self.blobs: list[Blob] = []
+        for i, proto in enumerate(param.blobs):
+            array = array_from_blobproto(proto, where=f"layer '{param.name}' blob {i}")
+            blob = Blob(array.shape, name=f"{param.name}[{i}]")
+            blob.data[...] = array
+            self.blobs.append(blob)
+        # Set by the net from lr_mult (0 means frozen); layers skip those parameter gradients.
+        self.param_propagate_down: list[bool] = []
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def set_up(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
+        """Caffe's Layer::SetUp: check blob counts, then `setup`, then `reshape`."""
+        self._check_count("bottom", self.num_bottom, len(bottom))
+        self._check_count("top", self.num_top, len(top))
+        self.setup(bottom, top)
+        self.reshape(bottom, top)
+        if len(self.param_propagate_down) != len(self.blobs):
+            self.param_propagate_down = [True] * len(self.blobs)
+
+    def setup(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
+        """Once: read this layer's parameters into attributes and create or check its blobs."""
+
+    def reshape(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
+        """Each time input shapes may change: size the tops and any scratch buffers."""
+        raise NotImplementedError(f"{type(self).__name__} must define reshape")
+
+    def forward(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must define forward")
+
+    def backward(self, top: Sequence[Blob], propagate_down: Sequence[bool],
+                 bottom: Sequence[Blob]) -> None:
+        """Default: nothing to propagate (layers without bottoms or gradients)."""
+
+    def allow_force_backward(self, bottom_index: int) -> bool:
+        """False for bottoms that never take a gradient (labels)."""
+        return True
+
+    # -- helpers for subclasses ----------------------------------------------------------
+    def error(self, message: str, exc=ShapeError):
+        """An exception naming this layer: `layer 'conv1' (Convolution): <message>`."""
+        return exc(f"layer '{self.name}' ({self.type}): {message}")
+
+    def _check_count(self, which: str, arity: Arity, got: int) -> None:
+        if isinstance(arity, int):
+            if got != arity:
+                raise self.error(f"takes {arity} {which} blob{'s' if arity != 1 else ''}, "
+                                 f"got {got}", NetDefinitionError)
+            return
+        low, high = arity
+        if got < low or (high is not None and got > high):
+            expected = f"{low} or more" if high is None else f"{low} to {high}"
+            raise self.error(f"takes {expected} {which} blobs, got {got}", NetDefinitionError)
+
+    def make_blob(self, shape, filler, index: int) -> Blob:
+        """A learnable blob of `shape`, filled by `filler` (a FillerParameter)."""
+        from ..fillers import fill
+        blob = Blob(shape, name=f"{self.name}[{index}]")
+        fill(filler, blob.data)
+        return blob
+
+    def check_blob_shape(self, index: int, shape: tuple[int, ...]) -> None:
+        """Weights that came with the LayerParameter must fit the shape the layer computes."""
+        got = self.blobs[index].shape
+        if tuple(got) != tuple(shape):
+            raise self.error(f"blob {index} has shape {got}, expected {tuple(shape)}")
+
+
+class NeuronLayer(Layer):
+    """One bottom, one top of the same shape; may work in place (top is bottom)."""
+
+    def reshape(self, bottom, top):
+        top[0].reshape(bottom[0].shape)
+
+
+class LossLayer(Layer):
+    """Two bottoms (predictions, labels/targets) to one scalar top with loss_weight 1.
+
+    Backward scales its gradient by top[0].diff[()], which the net sets to the loss weight.
+    """
+
+    num_bottom: ClassVar[Arity] = 2
+    num_top: ClassVar[Arity] = 1
+    default_loss_weight: ClassVar[float] = 1.0
+
+    def reshape(self, bottom, top):
+        if bottom[0].shape[0] != bottom[1].shape[0]:
+            raise self.error(f"bottoms must have the same num (first axis): "
+                             f"{bottom[0].shape} vs {bottom[1].shape}")
+        top[0].reshape(())
+
+    def allow_force_backward(self, bottom_index: int) -> bool:
+        return bottom_index != 1
+
+
+def canonical_axis(axis: int, num_axes: int, layer: Layer) -> int:
+    """Caffe's Blob::CanonicalAxisIndex: negative axes count from the end."""
+    if not -num_axes <= axis < num_axes:
+        raise layer.error(f"axis {axis} out of range for a blob with {num_axes} axes")
+    return axis % num_axes if num_axes else 0
+
+
+def count(shape, start: int = 0, end: int | None = None) -> int:
+    """Product of shape[start:end] (Caffe's Blob::count(start, end))."""
+    return int(np.prod(shape[start:end], dtype=np.int64))
