@@ -81,6 +81,9 @@ class Layer:
         """False for bottoms that never take a gradient (labels)."""
         return True
 
+    def close(self) -> None:
+        """Release threads and files (the Data layer's prefetch); the net calls it once."""
+
     # -- helpers for subclasses ----------------------------------------------------------
     def error(self, message: str, exc=ShapeError):
         """An exception naming this layer: `layer 'conv1' (Convolution): <message>`."""
