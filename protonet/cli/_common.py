@@ -1,0 +1,45 @@
+"""Helpers shared by the subcommands: logging set-up, progress bars, prototxt sniffing."""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from .. import caffe_pb2, logs
+from ..errors import ProtonetError
+from ..prototxt import parse_text
+
+log = logging.getLogger("protonet")
+
+
+def setup_logging(args) -> None:
+    logs.configure(logfile=getattr(args, "log", None))
+    if getattr(args, "gpu", None) is not None:
+        log.info("protonet runs on the CPU; --gpu %s is ignored", args.gpu)
+
+
+def add_common(parser) -> None:
+    parser.add_argument("--log", metavar="FILE", help="also write the log lines to FILE")
+    parser.add_argument("--gpu", metavar="ID", help="accepted for Caffe compatibility; ignored")
+
+
+def is_solver_file(path) -> bool:
+    """True when `path` holds a SolverParameter rather than a NetParameter."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError as e:
+        raise ProtonetError(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        net = parse_text(text, caffe_pb2.NetParameter(), str(path))
+        return not (len(net.layer) or len(net.layers))
+    except ProtonetError:
+        return True
+
+
+def progress(total: int, initial: int = 0, desc: str = ""):
+    """A tqdm bar on a terminal; None otherwise (plain log lines only)."""
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, initial=initial, desc=desc, unit="it", dynamic_ncols=True,
+                leave=True)

@@ -1,0 +1,95 @@
+"""`protonet train`: train with a solver, like `caffe train`."""
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+
+from ..errors import ProtonetError
+from ..plot import plot_learning_curve
+from ..solvers import get_solver
+from ._common import add_common, is_solver_file, progress, setup_logging
+
+NAME = "train"
+ORDER = 10
+HELP = "train a net: give a solver prototxt, or a net prototxt with its solver beside it"
+log = logging.getLogger("protonet")
+
+
+def add_arguments(p) -> None:
+    p.add_argument("prototxt", nargs="?", help="a solver prototxt, or a net prototxt whose "
+                   "solver is <name>_solver.prototxt beside it")
+    p.add_argument("--solver", help="the solver prototxt (Caffe's -solver)")
+    p.add_argument("--weights", help="caffemodel(s) to fine-tune from, comma-separated")
+    p.add_argument("--snapshot", help="a .solverstate to resume from")
+    p.add_argument("--iters", type=int, help="train to this many iterations (overrides max_iter)")
+    p.add_argument("--no-plot", action="store_true", help="do not write the learning curve PNG")
+    add_common(p)
+
+
+def _solver_and_net(args) -> tuple[str, str | None]:
+    if args.prototxt is None and args.solver is None:
+        raise ProtonetError("give a solver or net prototxt (protonet train models/lenet.prototxt)")
+    if args.prototxt is None:
+        return args.solver, None
+    if is_solver_file(args.prototxt):
+        if args.solver:
+            raise ProtonetError(f"{args.prototxt} is a solver; give either it or --solver")
+        return args.prototxt, None
+    net = Path(args.prototxt)
+    if args.solver:
+        return args.solver, str(net)
+    beside = net.with_name(f"{net.stem}_solver.prototxt")
+    if not beside.exists():
+        raise ProtonetError(f"{net} is a net; no solver found beside it ({beside}); give --solver")
+    log.info("Using solver %s for net %s", beside, net)
+    return str(beside), str(net)
+
+
+def run(args) -> int:
+    setup_logging(args)
+    if args.weights and args.snapshot:
+        raise ProtonetError("give --weights or --snapshot, not both (as in Caffe)")
+    solver_path, net_path = _solver_and_net(args)
+    solver = get_solver(solver_path, train_net_file=net_path)
+    if args.iters is not None:
+        if args.iters <= 0:
+            raise ProtonetError(f"--iters must be positive, got {args.iters}")
+        solver.param.max_iter = args.iters
+    try:
+        if args.weights:
+            for model in args.weights.split(","):
+                for net in [solver.net] + solver.test_nets:
+                    missing = net.copy_from(model, strict=False)
+                    if missing and net is solver.net:
+                        log.info("Fine-tuning from %s; layers not in it keep their fillers: %s",
+                                 model, ", ".join(missing))
+        if args.snapshot:
+            solver.restore(args.snapshot)
+        bar = progress(solver.param.max_iter, initial=solver.iter, desc="train")
+        if bar is not None:
+            solver.callbacks.append(lambda s, loss: (bar.update(1),
+                                                     bar.set_postfix(loss=f"{loss:.4g}")))
+        with _tqdm_logging(bar):
+            solver.solve()
+        if bar is not None:
+            bar.close()
+        if not args.no_plot and solver.param.snapshot_prefix and solver.train_history:
+            path = Path(f"{solver.param.snapshot_prefix}_curve.png")
+            plot_learning_curve(solver.train_history, solver.test_history, path,
+                                title=f"{solver.net.name} ({solver_path})")
+            log.info("Learning curve written to %s", path)
+    finally:
+        solver.close()
+    return 0
+
+
+@contextlib.contextmanager
+def _tqdm_logging(bar):
+    """Route log lines through tqdm.write while a bar is on screen, so they don't tear it."""
+    if bar is None:
+        yield
+        return
+    from tqdm.contrib.logging import logging_redirect_tqdm
+    with logging_redirect_tqdm(loggers=[log]):
+        yield

@@ -1,0 +1,349 @@
+"""Net: a Caffe network built from a NetParameter, run forward and backward.
+
+Construction follows Caffe's Net::Init: filter layers by NetState, order them, insert Split
+layers, create each layer through the registry, wire blobs by name (in place when a top
+repeats its bottom), set layers up, attach loss weights, collect learnable parameters (shared
+by ParamSpec name) and work out which layers need a backward. Forward and backward are plain
+loops over the layers. The public surface is pycaffe's.
+"""
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from . import caffe_pb2, graph, prototxt
+from .blob import Blob
+from .errors import NetDefinitionError, ProtonetError, ShapeError
+from .io import caffemodel
+from .registry import layer_class
+
+log = logging.getLogger("protonet")
+
+TRAIN = caffe_pb2.TRAIN
+TEST = caffe_pb2.TEST
+
+
+class Net:
+    """A network. `Net(prototxt, phase)`, `Net(prototxt, phase, weights=path)` or pycaffe's
+    older `Net(prototxt, weights, phase)`; or `Net(param=net_parameter, phase=...)`.
+
+    Attributes (pycaffe's): `blobs` and `params` (ordered dicts), `layers`, `layer_dict`,
+    `inputs`, `outputs`, `name`, `phase`.
+    """
+
+    def __init__(self, network_file=None, phase=TRAIN, weights=None, *, param=None,
+                 level: int = 0, stages=(), source: str | None = None) -> None:
+        if isinstance(phase, (str, Path)):  # pycaffe's Net(file, weights, phase)
+            phase, weights = (weights if weights is not None else TRAIN), phase
+        if phase not in (TRAIN, TEST):
+            raise ProtonetError(f"phase must be protonet.TRAIN or protonet.TEST, got {phase!r}")
+        if param is None:
+            if network_file is None:
+                raise ProtonetError("Net needs a prototxt path or param=NetParameter")
+            param = prototxt.read_net(network_file)
+            source = source or str(network_file)
+        else:
+            param = prototxt.upgrade_net(param, source or "<net>")
+        self.source = source or "<net>"
+        self.phase = phase
+        self.name = param.name
+        state = caffe_pb2.NetState()
+        state.CopyFrom(param.state)
+        state.phase = phase
+        if level:
+            state.level = level
+        state.stage.extend(s for s in stages if s not in state.stage)
+        self._build(param, state)
+        if weights is not None:
+            self.copy_from(weights)
+
+    # -- construction ------------------------------------------------------------------------
+    def _build(self, param, state) -> None:
+        filtered = graph.filter_net(param, state)
+        ordered = graph.order_layers(filtered)
+        net_param = graph.insert_splits(ordered)
+        self.param = net_param
+        self.force_backward = param.force_backward
+        self.blobs: OrderedDict[str, Blob] = OrderedDict()
+        self.layers = []
+        self.layer_dict: OrderedDict = OrderedDict()
+        self._bottoms: list[list[Blob]] = []
+        self._tops: list[list[Blob]] = []
+        self._loss_tops: list[list[tuple[int, float]]] = []
+        consumed: set[str] = set()
+        inputs: list[str] = []
+        for lp in net_param.layer:
+            if not lp.HasField("phase"):
+                lp.phase = self.phase
+            if lp.name in self.layer_dict:
+                raise NetDefinitionError(f"{self.source}: two layers are named '{lp.name}'")
+            layer = layer_class(lp.type, lp.name)(lp, self.phase)
+            bottom = [self.blobs[b] for b in lp.bottom]
+            consumed.update(lp.bottom)
+            top = []
+            for j, t in enumerate(lp.top):
+                if j < len(lp.bottom) and lp.bottom[j] == t:
+                    top.append(self.blobs[t])  # in place
+                else:
+                    blob = Blob((), name=t)
+                    self.blobs[t] = blob
+                    top.append(blob)
+            if layer.is_net_input:
+                inputs.extend(lp.top)
+            layer.set_up(bottom, top)
+            self.layers.append(layer)
+            self.layer_dict[lp.name] = layer
+            self._bottoms.append(bottom)
+            self._tops.append(top)
+            self._loss_tops.append(self._loss_weights(layer, lp, top))
+        self.inputs = inputs
+        self.outputs = [name for name in self.blobs if name not in consumed]
+        self._collect_params(net_param)
+        self._init_backward()
+        self._base_loss_weights = [list(lt) for lt in self._loss_tops]
+        self.params: OrderedDict[str, list[Blob]] = OrderedDict(
+            (layer.name, layer.blobs) for layer in self.layers if layer.blobs)
+
+    def _loss_weights(self, layer, lp, top) -> list[tuple[int, float]]:
+        weights = list(lp.loss_weight)
+        if not weights and layer.default_loss_weight:
+            weights = [layer.default_loss_weight]
+        if len(weights) > len(top):
+            raise NetDefinitionError(f"layer '{lp.name}' ({lp.type}): {len(weights)} loss_weight "
+                                     f"values for {len(top)} tops")
+        return [(j, float(w)) for j, w in enumerate(weights) if w != 0]
+
+    def _collect_params(self, net_param) -> None:
+        """Caffe's AppendParam: owners, sharing by ParamSpec name, lr and decay multipliers."""
+        self.learnable_params: list[Blob] = []
+        self.params_lr: list[float] = []
+        self.params_weight_decay: list[float] = []
+        self.learnable_param_names: list[str] = []
+        owners: dict[str, tuple[Blob, int, str]] = {}
+        for layer, lp in zip(self.layers, net_param.layer):
+            if len(lp.param) > len(layer.blobs):
+                raise NetDefinitionError(f"layer '{lp.name}' ({lp.type}): {len(lp.param)} param "
+                                         f"specs for {len(layer.blobs)} learnable blobs")
+            propagate = []
+            for j, blob in enumerate(layer.blobs):
+                spec = lp.param[j] if j < len(lp.param) else caffe_pb2.ParamSpec()
+                propagate.append(spec.lr_mult != 0)
+                if not spec.name or spec.name not in owners:
+                    if spec.name:
+                        owners[spec.name] = (blob, len(self.learnable_params), lp.name)
+                    self.learnable_params.append(blob)
+                    self.params_lr.append(spec.lr_mult)
+                    self.params_weight_decay.append(spec.decay_mult)
+                    self.learnable_param_names.append(f"{lp.name}[{j}]")
+                    continue
+                owner, k, owner_layer = owners[spec.name]
+                permissive = spec.share_mode == caffe_pb2.ParamSpec.PERMISSIVE
+                if (owner.count != blob.count) if permissive else (owner.shape != blob.shape):
+                    raise ShapeError(f"layer '{lp.name}': cannot share param '{spec.name}' owned "
+                                     f"by layer '{owner_layer}': shape {blob.shape} vs owner's "
+                                     f"{owner.shape}")
+                if spec.HasField("lr_mult") and spec.lr_mult != self.params_lr[k]:
+                    raise NetDefinitionError(f"layer '{lp.name}': shared param '{spec.name}' has "
+                                             f"lr_mult {spec.lr_mult}, owner has "
+                                             f"{self.params_lr[k]}")
+                blob.share_data(owner)
+                blob.share_diff(owner)
+            layer.param_propagate_down = propagate
+
+    def _init_backward(self) -> None:
+        """Which layers and bottoms take part in backward (Caffe's Net::Init, same rules)."""
+        n = len(self.layers)
+        blob_needs = {name: False for name in self.blobs}
+        self._layer_need_backward = [False] * n
+        self._bottom_need_backward: list[list[bool]] = []
+        for i, lp in enumerate(self.param.layer):
+            need = False
+            bottom_need = []
+            for j, b in enumerate(lp.bottom):
+                need |= blob_needs[b]
+                nb = blob_needs[b]
+                if len(lp.propagate_down):
+                    nb = lp.propagate_down[j]
+                bottom_need.append(nb)
+            need |= any(self.layers[i].param_propagate_down)
+            self._layer_need_backward[i] = need
+            self._bottom_need_backward.append(bottom_need)
+            if need:
+                for t in lp.top:
+                    blob_needs[t] = True
+        under_loss: set[str] = set()
+        skip: set[str] = set()
+        for i in reversed(range(n)):
+            lp = self.param.layer[i]
+            loss_tops = {j for j, _ in self._loss_tops[i]}
+            contributes = any(j in loss_tops or t in under_loss for j, t in enumerate(lp.top))
+            skip_down = all(t in skip for t in lp.top)
+            if self._layer_need_backward[i] and skip_down:
+                self._layer_need_backward[i] = False
+                self._bottom_need_backward[i] = [False] * len(lp.bottom)
+            if not contributes:
+                self._layer_need_backward[i] = False
+            for j, b in enumerate(lp.bottom):
+                if contributes:
+                    under_loss.add(b)
+                else:
+                    self._bottom_need_backward[i][j] = False
+                if not self._bottom_need_backward[i][j]:
+                    skip.add(b)
+        if self.force_backward:
+            for i, layer in enumerate(self.layers):
+                self._layer_need_backward[i] = True
+                self._bottom_need_backward[i] = [
+                    nb or layer.allow_force_backward(j)
+                    for j, nb in enumerate(self._bottom_need_backward[i])]
+                layer.param_propagate_down = [True] * len(layer.blobs)
+
+    # -- running -----------------------------------------------------------------------------
+    def _index(self, layer_name, default: int) -> int:
+        if layer_name is None:
+            return default
+        try:
+            return list(self.layer_dict).index(layer_name)
+        except ValueError:
+            raise ProtonetError(f"no layer named '{layer_name}' in the net") from None
+
+    def forward_from_to(self, start: int, end: int) -> float:
+        """Run layers start..end (indices, inclusive); return the weighted loss they produce."""
+        loss = 0.0
+        for i in range(start, end + 1):
+            layer, bottom, top = self.layers[i], self._bottoms[i], self._tops[i]
+            layer.reshape(bottom, top)
+            layer.forward(bottom, top)
+            for j, w in self._loss_tops[i]:
+                loss += w * float(top[j].data.sum(dtype=np.float64))
+        return loss
+
+    def backward_from_to(self, start: int, end: int) -> None:
+        """Backward through layers end..start (indices, inclusive), as far as needed."""
+        for i in range(end, start - 1, -1):
+            for j, w in self._loss_tops[i]:
+                self._tops[i][j].diff[...] = w
+            if self._layer_need_backward[i]:
+                self.layers[i].backward(self._tops[i], self._bottom_need_backward[i],
+                                        self._bottoms[i])
+
+    def forward(self, blobs=None, start=None, end=None, **kwargs):
+        """pycaffe's Net.forward: set inputs from kwargs, run, return {output: data}."""
+        for name, value in kwargs.items():
+            if name not in self.inputs:
+                raise ProtonetError(f"'{name}' is not an input of the net (inputs: "
+                                    f"{', '.join(self.inputs) or 'none'})")
+            self.blobs[name].set_data(value)
+        start_i = self._index(start, 0)
+        end_i = self._index(end, len(self.layers) - 1)
+        self.loss = self.forward_from_to(start_i, end_i)
+        outputs = set(self.outputs if end is None else self.param.layer[end_i].top)
+        outputs.update(blobs or ())
+        return {name: self.blobs[name].data for name in self.blobs if name in outputs}
+
+    def backward(self, diffs=None, start=None, end=None, **kwargs):
+        """pycaffe's Net.backward: set output diffs from kwargs, run, return {input: diff}."""
+        for name, value in kwargs.items():
+            if name not in self.outputs:
+                raise ProtonetError(f"'{name}' is not an output of the net")
+            self.blobs[name].diff[...] = value
+        start_i = self._index(end, 0)
+        end_i = self._index(start, len(self.layers) - 1)
+        self.backward_from_to(start_i, end_i)
+        wanted = set(self.inputs) | set(diffs or ())
+        return {name: self.blobs[name].diff for name in self.blobs if name in wanted}
+
+    def forward_backward(self) -> float:
+        """One forward and one backward over the whole net; returns the loss."""
+        loss = self.forward_from_to(0, len(self.layers) - 1)
+        self.backward_from_to(0, len(self.layers) - 1)
+        return loss
+
+    def reshape(self) -> None:
+        """Propagate shape changes (e.g. after net.blobs['data'].reshape(...))."""
+        for layer, bottom, top in zip(self.layers, self._bottoms, self._tops):
+            layer.reshape(bottom, top)
+
+    def clear_param_diffs(self) -> None:
+        for blob in self.learnable_params:
+            blob.diff[...] = 0
+
+    # -- loss weights ------------------------------------------------------------------------
+    def loss_weights(self) -> dict[tuple[str, str], float]:
+        """{(layer name, top name): weight} for every top that counts in the objective."""
+        return {(self.layers[i].name, self._tops[i][j].name): w
+                for i, lt in enumerate(self._loss_tops) for j, w in lt}
+
+    def apply_loss_weight_schedule(self, iteration: int) -> None:
+        """Set each scheduled loss top's weight for `iteration` (protonet's loss_weight_schedule
+        extension): linear from loss_weight at start_iter to end_weight at end_iter, then flat."""
+        for i, lp in enumerate(self.param.layer):
+            if not lp.HasField("loss_weight_schedule"):
+                continue
+            s = lp.loss_weight_schedule
+            new = []
+            for j, w in self._base_loss_weights[i]:
+                if iteration <= s.start_iter:
+                    new.append((j, w))
+                elif iteration >= s.end_iter:
+                    new.append((j, s.end_weight))
+                else:
+                    t = (iteration - s.start_iter) / (s.end_iter - s.start_iter)
+                    new.append((j, w + t * (s.end_weight - w)))
+            self._loss_tops[i] = new
+
+    # -- weights -----------------------------------------------------------------------------
+    def copy_from(self, path, strict: bool = True) -> list[str]:
+        """Load weights from a .caffemodel by layer name (Caffe's CopyTrainedLayersFrom).
+
+        Layers in the file but not in the net are ignored, as in Caffe. With `strict`, a
+        learnable layer of the net that the file lacks is an error; otherwise it keeps its
+        filled values and its name is returned (fine-tuning).
+        """
+        return caffemodel.copy_weights(self, prototxt.read_net_binary(path), str(path), strict)
+
+    def save(self, path) -> None:
+        """Write the weights as a binary .caffemodel, atomically (Caffe's Net::ToProto)."""
+        caffemodel.save(self, path)
+
+    def share_trained_layers_with(self, other: "Net") -> None:
+        """Use `other`'s learnable blobs (data) for same-named layers (a solver's test nets)."""
+        for layer in self.layers:
+            source = other.layer_dict.get(layer.name)
+            if source is None or not layer.blobs:
+                continue
+            if len(source.blobs) != len(layer.blobs):
+                raise ShapeError(f"layer '{layer.name}': {len(layer.blobs)} blobs here, "
+                                 f"{len(source.blobs)} in the net to share with")
+            for j, (mine, theirs) in enumerate(zip(layer.blobs, source.blobs)):
+                if mine.shape != theirs.shape:
+                    raise ShapeError(f"layer '{layer.name}' blob {j}: shape {mine.shape} here, "
+                                     f"{theirs.shape} in the net to share with")
+                mine.share_data(theirs)
+
+    # -- diagnostics -------------------------------------------------------------------------
+    def first_nonfinite(self) -> tuple[str, str] | None:
+        """(layer, top) of the first layer whose output holds NaN or Inf, after a forward."""
+        for layer, top in zip(self.layers, self._tops):
+            for blob in top:
+                if blob.count and not np.isfinite(blob.data).all():
+                    return layer.name, blob.name
+        return None
+
+    def close(self) -> None:
+        """Stop data prefetch threads and close databases."""
+        for layer in self.layers:
+            layer.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self) -> str:
+        phase = "TRAIN" if self.phase == TRAIN else "TEST"
+        return f"Net({self.name!r}, {phase}, {len(self.layers)} layers)"

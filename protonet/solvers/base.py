@@ -1,0 +1,402 @@
+"""Solver: Caffe's training loop (solver.cpp, sgd_solver.cpp) around a rule's compute_update.
+
+One iteration: clear parameter diffs; maybe test; iter_size x forward/backward; smooth and
+display the loss; rate from the lr policy; clip gradients; per parameter normalize (1/iter_size),
+regularize (L2/L1 weight decay x decay_mult), `compute_update` (the rule: SGD, Adam, ...); then
+data -= diff. Snapshots write <prefix>_iter_N.caffemodel and .solverstate atomically.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import time
+from pathlib import Path
+from typing import Callable, ClassVar
+
+import numpy as np
+
+from .. import caffe_pb2, prototxt, rng
+from ..errors import NonFiniteError, ProtonetError, SolverConfigError
+from ..io.atomic import atomic_write
+from ..io.binaryproto import array_from_blobproto, blobproto_from_array
+from ..net import TEST, TRAIN, Net
+from . import lr_policy
+
+log = logging.getLogger("protonet")
+
+
+class Solver:
+    """Trains a net as a SolverParameter says. Subclasses implement `compute_update`."""
+
+    type: ClassVar[str] = ""
+    # History blobs per learnable parameter (AdaDelta and Adam keep two).
+    num_history: ClassVar[int] = 1
+
+    def __init__(self, param, source: str = "<solver>", *, train_net_file=None) -> None:
+        if isinstance(param, (str, Path)):
+            source = str(param)
+            param = prototxt.read_solver(param)
+        self.param = param
+        self.source = source
+        self._check_param()
+        if param.random_seed >= 0:
+            rng.set_random_seed(param.random_seed)
+        self.net = self._build_train_net(train_net_file)
+        self.test_nets = self._build_test_nets(train_net_file)
+        params = self.net.learnable_params
+        self.history = [np.zeros(p.shape, np.float32) for _ in range(self.num_history)
+                        for p in params]
+        self.iter = 0
+        self.current_step = 0
+        self.callbacks: list[Callable[["Solver", float], None]] = []
+        self.smoothed_loss = 0.0
+        self._losses: list[float] = []
+        self._stop_requested = False
+        self._snapshot_requested = False
+        # (iteration, {output blob: value}) of every training iteration and every test pass,
+        # for learning curves and scripts.
+        self.train_history: list[tuple[int, dict[str, float]]] = []
+        self.test_history: list[tuple[int, int, dict[str, float]]] = []
+
+    # -- construction ------------------------------------------------------------------------
+    def _check_param(self) -> None:
+        p, where = self.param, self.source
+        if p.base_lr < 0:
+            raise SolverConfigError(f"{where}: base_lr must not be negative, got {p.base_lr}")
+        lr_policy.check_policy(p, where)
+        if p.regularization_type not in ("L1", "L2"):
+            raise SolverConfigError(f"{where}: unknown regularization_type "
+                                    f"\"{p.regularization_type}\" (known: L1, L2)")
+        if p.iter_size < 1:
+            raise SolverConfigError(f"{where}: iter_size must be at least 1, got {p.iter_size}")
+        if p.average_loss < 1:
+            raise SolverConfigError(f"{where}: average_loss must be at least 1")
+        if p.snapshot_format == caffe_pb2.SolverParameter.HDF5:
+            raise SolverConfigError(f"{where}: snapshot_format HDF5 is not supported; use "
+                                    "BINARYPROTO (Caffe's default)")
+
+    def _resolve(self, path: str) -> str:
+        """Paths in a solver are relative to the working directory (as in Caffe); failing
+        that, to the solver file's folder."""
+        if Path(path).exists() or self.source.startswith("<"):
+            return path
+        beside = Path(self.source).parent / path
+        return str(beside) if beside.exists() else path
+
+    def _build_train_net(self, train_net_file) -> Net:
+        p = self.param
+        given = [f for f in ("net", "net_param", "train_net", "train_net_param") if p.HasField(f)]
+        if train_net_file is None and len(given) != 1:
+            raise SolverConfigError(f"{self.source}: give exactly one of net, net_param, "
+                                    f"train_net, train_net_param (found {given or 'none'})")
+        state = caffe_pb2.NetState(phase=TRAIN)
+        state.MergeFrom(p.train_state)
+        if train_net_file is not None:
+            log.info("Creating training net from net file: %s", train_net_file)
+            return Net(train_net_file, TRAIN, stages=list(state.stage), level=state.level)
+        field = given[0]
+        if field.endswith("_param"):
+            log.info("Creating training net specified in %s.", field)
+            return Net(param=getattr(p, field), phase=TRAIN, stages=list(state.stage),
+                       level=state.level, source=f"{self.source} ({field})")
+        path = self._resolve(getattr(p, field))
+        log.info("Creating training net from %s file: %s", field, path)
+        return Net(path, TRAIN, stages=list(state.stage), level=state.level)
+
+    def _build_test_nets(self, train_net_file) -> list[Net]:
+        p = self.param
+        generic = train_net_file or (p.net if p.HasField("net") else None)
+        generic_param = p.net_param if p.HasField("net_param") else None
+        specific = [("test_net_param", tp) for tp in p.test_net_param] + \
+                   [("test_net", self._resolve(f)) for f in p.test_net]
+        has_generic = generic is not None or generic_param is not None
+        if (len(p.test_iter) < len(specific)) or (not has_generic and
+                                                  len(p.test_iter) != len(specific)):
+            raise SolverConfigError(f"{self.source}: test_iter must be given once per test net "
+                                    f"({len(specific)} test nets, {len(p.test_iter)} test_iter)")
+        count = len(specific) + (len(p.test_iter) - len(specific) if has_generic else 0)
+        if len(p.test_state) and len(p.test_state) != count:
+            raise SolverConfigError(f"{self.source}: test_state must be given once per test net")
+        if count and p.test_interval <= 0:
+            raise SolverConfigError(f"{self.source}: test nets need test_interval > 0")
+        nets = []
+        for i in range(count):
+            state = caffe_pb2.NetState(phase=TEST)
+            if len(p.test_state):
+                state.MergeFrom(p.test_state[i])
+            kw = dict(stages=list(state.stage), level=state.level)
+            if i < len(specific):
+                kind, spec = specific[i]
+                net = (Net(param=spec, phase=TEST, source=f"{self.source} (test_net_param)", **kw)
+                       if kind == "test_net_param" else Net(spec, TEST, **kw))
+            elif generic is not None:
+                net = Net(self._resolve(str(generic)) if train_net_file is None
+                          else train_net_file, TEST, **kw)
+            else:
+                net = Net(param=generic_param, phase=TEST, source=f"{self.source} (net_param)",
+                          **kw)
+            net.share_trained_layers_with(self.net)
+            nets.append(net)
+        return nets
+
+    # -- training ----------------------------------------------------------------------------
+    def step(self, iters: int) -> None:
+        """Run `iters` iterations (Caffe's Solver::Step)."""
+        p = self.param
+        start_iter = self.iter
+        stop_iter = self.iter + iters
+        self._losses = []
+        self.smoothed_loss = 0.0
+        timer, last_iter = time.perf_counter(), self.iter
+        while self.iter < stop_iter:
+            self.net.clear_param_diffs()
+            if p.test_interval and self.iter % p.test_interval == 0 and (
+                    self.iter > 0 or p.test_initialization):
+                self.test_all()
+                if self._stop_requested:
+                    break
+            display = p.display and self.iter % p.display == 0
+            self.net.apply_loss_weight_schedule(self.iter)
+            loss = 0.0
+            for _ in range(p.iter_size):
+                loss += self.net.forward_backward()
+            loss /= p.iter_size
+            if not math.isfinite(loss):
+                bad = self.net.first_nonfinite()
+                where = f"; first non-finite output: layer '{bad[0]}', top '{bad[1]}'" if bad \
+                    else ""
+                raise NonFiniteError(f"iteration {self.iter}: loss is {loss}{where}")
+            self._update_smoothed_loss(loss, start_iter)
+            self.train_history.append((self.iter, self._output_values(self.net)))
+            if display:
+                lapse = time.perf_counter() - timer
+                per_s = (self.iter - last_iter) / lapse if lapse > 0 else 0.0
+                log.info("Iteration %d (%.4g iter/s, %.4gs/%d iters), loss = %.6g",
+                         self.iter, per_s, lapse, p.display, self.smoothed_loss)
+                timer, last_iter = time.perf_counter(), self.iter
+                self._log_outputs(self.net, "Train", {n: self.net.blobs[n].data
+                                                      for n in self.net.outputs})
+            self.apply_update(display)
+            self.iter += 1
+            for callback in self.callbacks:
+                callback(self, loss)
+            if (p.snapshot and self.iter % p.snapshot == 0) or self._snapshot_requested:
+                self._snapshot_requested = False
+                self.snapshot()
+            if self._stop_requested:
+                break
+
+    def solve(self, resume_file=None) -> None:
+        """Train to max_iter (Caffe's Solver::Solve), snapshot at the end, test once more."""
+        p = self.param
+        log.info("Solving %s", self.net.name)
+        log.info("Learning Rate Policy: %s", p.lr_policy)
+        self._stop_requested = False
+        if resume_file:
+            self.restore(resume_file)
+        with _SigintStops(self):
+            self.step(p.max_iter - self.iter)
+        if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
+            self.snapshot()
+        if self._stop_requested:
+            log.info("Optimization stopped early.")
+            return
+        if p.display and self.iter % p.display == 0:
+            self.net.apply_loss_weight_schedule(self.iter)
+            loss = self.net.forward_from_to(0, len(self.net.layers) - 1)
+            self._update_smoothed_loss(loss, self.iter)
+            log.info("Iteration %d, loss = %.6g", self.iter, self.smoothed_loss)
+        if p.test_interval and self.iter % p.test_interval == 0:
+            self.test_all()
+        log.info("Optimization Done.")
+
+    def request_stop(self, snapshot: bool = False) -> None:
+        """Stop after the current iteration (what SIGINT does), optionally snapshotting."""
+        self._stop_requested = True
+        self._snapshot_requested = snapshot
+
+    def _update_smoothed_loss(self, loss: float, start_iter: int) -> None:
+        n = self.param.average_loss
+        if len(self._losses) < n:
+            self._losses.append(loss)
+            size = len(self._losses)
+            self.smoothed_loss = (self.smoothed_loss * (size - 1) + loss) / size
+        else:
+            idx = (self.iter - start_iter) % n
+            self.smoothed_loss += (loss - self._losses[idx]) / n
+            self._losses[idx] = loss
+
+    def learning_rate(self) -> float:
+        self.current_step = lr_policy.multistep_position(self.param, self.iter,
+                                                         self.current_step)
+        return lr_policy.learning_rate(self.param, self.iter, self.current_step)
+
+    def apply_update(self, display: bool = False) -> None:
+        rate = self.learning_rate()
+        if display:
+            log.info("Iteration %d, lr = %.6g", self.iter, rate)
+        self._clip_gradients()
+        p, net = self.param, self.net
+        for i, blob in enumerate(net.learnable_params):
+            if p.iter_size > 1:
+                blob.diff *= np.float32(1.0 / p.iter_size)
+            decay = p.weight_decay * net.params_weight_decay[i]
+            if decay:
+                if p.regularization_type == "L2":
+                    blob.diff += np.float32(decay) * blob.data
+                else:
+                    blob.diff += np.float32(decay) * np.sign(blob.data)
+            self.compute_update(i, rate * net.params_lr[i])
+        for blob in net.learnable_params:
+            blob.data -= blob.diff
+
+    def _clip_gradients(self) -> None:
+        clip = self.param.clip_gradients
+        if clip < 0:
+            return
+        params = self.net.learnable_params
+        norm = math.sqrt(sum(float(np.dot(b.diff.ravel(), b.diff.ravel())) for b in params))
+        if norm > clip:
+            log.info("Gradient clipping: scaling down gradients (L2 norm %g > %g) by scale "
+                     "factor %g", norm, clip, clip / norm)
+            for b in params:
+                b.diff *= np.float32(clip / norm)
+
+    def compute_update(self, param_id: int, rate: float) -> None:
+        """Turn net.learnable_params[param_id].diff into the step to subtract (in place)."""
+        raise NotImplementedError
+
+    def history_of(self, param_id: int, k: int = 0) -> np.ndarray:
+        """The k-th history array of a parameter (Caffe's history_[k * n + param_id])."""
+        return self.history[k * len(self.net.learnable_params) + param_id]
+
+    # -- testing -----------------------------------------------------------------------------
+    def test_all(self) -> list[dict[str, float]]:
+        return [self.test(i) for i in range(len(self.test_nets))]
+
+    def test(self, test_net_id: int = 0) -> dict[str, float]:
+        """Run test_iter batches; log and return the mean of every output blob."""
+        log.info("Iteration %d, Testing net (#%d)", self.iter, test_net_id)
+        net = self.test_nets[test_net_id]
+        net.apply_loss_weight_schedule(self.iter)
+        iters = self.param.test_iter[test_net_id]
+        sums: dict[str, np.ndarray] = {}
+        loss = 0.0
+        for _ in range(iters):
+            loss += net.forward_from_to(0, len(net.layers) - 1)
+            for name in net.outputs:
+                value = net.blobs[name].data.astype(np.float64).ravel()
+                sums[name] = sums[name] + value if name in sums else value.copy()
+        if self.param.test_compute_loss:
+            log.info("Test loss: %g", loss / iters)
+        means = {name: s / iters for name, s in sums.items()}
+        self._log_outputs(net, "Test", means)
+        scores = {n: float(v[0]) if v.size == 1 else float(v.mean()) for n, v in means.items()}
+        self.test_history.append((self.iter, test_net_id, scores))
+        return scores
+
+    @staticmethod
+    def _output_values(net: Net) -> dict[str, float]:
+        return {n: float(net.blobs[n].data.mean()) for n in net.outputs}
+
+    @staticmethod
+    def _log_outputs(net: Net, kind: str, values) -> None:
+        weights = {top: w for (_, top), w in net.loss_weights().items()}
+        index = 0
+        for name in net.outputs:
+            for v in np.atleast_1d(np.asarray(values[name], dtype=np.float64)).ravel():
+                w = weights.get(name, 0.0)
+                extra = f" (* {w:g} = {w * v:.6g} loss)" if w else ""
+                log.info("    %s net output #%d: %s = %.6g%s", kind, index, name, v, extra)
+                index += 1
+
+    # -- snapshots ---------------------------------------------------------------------------
+    def snapshot_filename(self, extension: str) -> str:
+        return f"{self.param.snapshot_prefix}_iter_{self.iter}{extension}"
+
+    def snapshot(self) -> tuple[str, str]:
+        """Write <prefix>_iter_N.caffemodel and .solverstate, each atomically."""
+        if not self.param.snapshot_prefix:
+            raise SolverConfigError(f"{self.source}: snapshot_prefix is needed to snapshot")
+        model = self.snapshot_filename(".caffemodel")
+        log.info("Snapshotting to binary proto file %s", model)
+        self.net.save(model)
+        state = caffe_pb2.SolverState(iter=self.iter, learned_net=model,
+                                      current_step=self.current_step)
+        for h in self.history:
+            state.history.add().CopyFrom(blobproto_from_array(h))
+        for net_id, net in enumerate([self.net] + self.test_nets):
+            for layer in net.layers:
+                if hasattr(layer, "reader_position"):
+                    state.data_reader.add(layer=f"{net_id}/{layer.name}",
+                                          source=getattr(layer, "source", ""),
+                                          position=layer.reader_position())
+        state.rng_state = rng.get_state()
+        path = self.snapshot_filename(".solverstate")
+        log.info("Snapshotting solver state to binary proto file %s", path)
+        atomic_write(path, state.SerializeToString())
+        return model, path
+
+    def restore(self, path) -> None:
+        """Continue from a .solverstate: iteration, weights, histories, data positions."""
+        state = caffe_pb2.SolverState()
+        try:
+            state.ParseFromString(Path(path).read_bytes())
+        except OSError as e:
+            raise ProtonetError(f"{path}: cannot read solver state ({e.strerror})") from None
+        except Exception as e:
+            raise ProtonetError(f"{path}: not a solver state ({e})") from None
+        log.info("Restoring previous solver status from %s", path)
+        if state.learned_net:
+            model = Path(state.learned_net)
+            if not model.exists():
+                model = Path(path).parent / model.name
+            self.net.copy_from(model)
+        if len(state.history) != len(self.history):
+            raise ProtonetError(f"{path}: {len(state.history)} history blobs, this {self.type} "
+                                f"solver keeps {len(self.history)}")
+        for i, proto in enumerate(state.history):
+            values = array_from_blobproto(proto, f"{path}: history {i}")
+            if values.size != self.history[i].size:
+                raise ProtonetError(f"{path}: history {i} has {values.size} values, the net's "
+                                    f"parameter has {self.history[i].size}")
+            self.history[i][...] = values.reshape(self.history[i].shape)
+        self.iter = state.iter
+        self.current_step = state.current_step
+        readers = {r.layer: r.position for r in state.data_reader}
+        for net_id, net in enumerate([self.net] + self.test_nets):
+            for layer in net.layers:
+                key = f"{net_id}/{layer.name}"
+                if key in readers and hasattr(layer, "seek"):
+                    layer.seek(readers[key])
+        if state.rng_state:
+            rng.set_state(state.rng_state)
+
+    def close(self) -> None:
+        for net in [self.net] + self.test_nets:
+            net.close()
+
+
+class _SigintStops:
+    """While training, Ctrl-C (SIGINT) asks the solver to stop after the current iteration;
+    Solve then snapshots (Caffe's default sigint_effect "stop" with snapshot_after_train)."""
+
+    def __init__(self, solver: Solver) -> None:
+        self.solver = solver
+        self.previous = None
+
+    def _handle(self, signum, frame) -> None:
+        log.info("Interrupted: stopping after iteration %d and snapshotting", self.solver.iter)
+        self.solver.request_stop()
+
+    def __enter__(self):
+        try:
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: leave signals alone
+            self.previous = None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)

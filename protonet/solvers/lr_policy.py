@@ -1,0 +1,65 @@
+"""Caffe's learning-rate policies (SGDSolver::GetLearningRate), one small function each.
+
+Each takes the SolverParameter, the iteration and the multistep position, and returns the rate.
+"""
+from __future__ import annotations
+
+import math
+
+from ..errors import SolverConfigError
+
+
+def _fixed(p, it, step):
+    return p.base_lr
+
+
+def _step(p, it, step):
+    return p.base_lr * p.gamma ** (it // p.stepsize)
+
+
+def _exp(p, it, step):
+    return p.base_lr * p.gamma ** it
+
+
+def _inv(p, it, step):
+    return p.base_lr * (1.0 + p.gamma * it) ** (-p.power)
+
+
+def _multistep(p, it, step):
+    return p.base_lr * p.gamma ** step
+
+
+def _poly(p, it, step):
+    return p.base_lr * (1.0 - it / p.max_iter) ** p.power
+
+
+def _sigmoid(p, it, step):
+    return p.base_lr * (1.0 / (1.0 + math.exp(-p.gamma * (it - p.stepsize))))
+
+
+LR_POLICIES = {
+    "fixed": _fixed, "step": _step, "exp": _exp, "inv": _inv,
+    "multistep": _multistep, "poly": _poly, "sigmoid": _sigmoid,
+}
+
+
+def check_policy(p, where: str) -> None:
+    """Reject what Caffe rejects, at load time rather than at the first step."""
+    if p.lr_policy not in LR_POLICIES:
+        raise SolverConfigError(f"{where}: unknown lr_policy \"{p.lr_policy}\" "
+                                f"(known: {', '.join(LR_POLICIES)})")
+    if p.lr_policy == "step" and p.stepsize <= 0:
+        raise SolverConfigError(f"{where}: lr_policy \"step\" needs stepsize > 0")
+    if p.lr_policy == "poly" and p.max_iter <= 0:
+        raise SolverConfigError(f"{where}: lr_policy \"poly\" needs max_iter > 0")
+
+
+def multistep_position(p, it: int, step: int) -> int:
+    """Advance Caffe's current_step past every stepvalue already reached."""
+    while step < len(p.stepvalue) and it >= p.stepvalue[step]:
+        step += 1
+    return step
+
+
+def learning_rate(p, it: int, step: int) -> float:
+    return float(LR_POLICIES[p.lr_policy](p, it, step))

@@ -1,0 +1,18 @@
+"""SGD with momentum (Caffe's SGDSolver): the learning rate is folded into the history.
+
+    history = momentum * history + local_rate * diff;  diff = history
+"""
+import numpy as np
+
+from .base import Solver
+
+
+class SGDSolver(Solver):
+    type = "SGD"
+
+    def compute_update(self, param_id: int, rate: float) -> None:
+        diff = self.net.learnable_params[param_id].diff
+        history = self.history_of(param_id)
+        history *= np.float32(self.param.momentum)
+        history += np.float32(rate) * diff
+        diff[...] = history
