@@ -165,7 +165,7 @@ def v1_to_v2_layer(v1, filename: str = "<net>"):
                 and target.message_type.full_name != field.message_type.full_name):
             raise PrototxtError(f"{filename}: layer '{v1.name}': V1 field '{field.name}' has no "
                                 "counterpart in the current format")
-        if field.label == field.LABEL_REPEATED:
+        if field.is_repeated:
             getattr(out, field.name).extend(value)
         elif field.message_type is not None:
             getattr(out, field.name).CopyFrom(value)
@@ -339,7 +339,7 @@ def _assign(message, name: str, value) -> None:
     as its one element (V0's scalar `pad` -> V1's repeated `pad`)."""
     field = message.DESCRIPTOR.fields_by_name[name]
     target = getattr(message, name)
-    if field.label == field.LABEL_REPEATED:
+    if field.is_repeated:
         single = isinstance(value, (str, bytes, int, float)) or hasattr(value, "ListFields")
         values = [value] if single else list(value)
         if field.message_type is not None:
