@@ -1,0 +1,82 @@
+"""The schema: generated module up to date, and Caffe's wire facts users' files rely on."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+from google.protobuf import text_format
+
+from protonet import caffe_pb2
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_generated_module_is_not_stale():
+    if importlib.util.find_spec("grpc_tools") is None:
+        pytest.skip("grpcio-tools not installed (pip install -e '.[test]')")
+    spec = importlib.util.spec_from_file_location("build_proto", ROOT / "tools/build_proto.py")
+    build_proto = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build_proto)
+    assert build_proto.compiled_descriptor_bytes() == caffe_pb2.DESCRIPTOR.serialized_pb, (
+        "protonet/caffe_pb2.py is stale: run python tools/build_proto.py")
+
+
+# (message, field, number) facts checked against Caffe's caffe.proto.
+WIRE_FACTS = [
+    ("BlobShape", "dim", 1), ("BlobProto", "shape", 7), ("BlobProto", "data", 5),
+    ("BlobProto", "diff", 6), ("BlobProto", "double_data", 8), ("BlobProto", "num", 1),
+    ("BlobProto", "width", 4), ("Datum", "channels", 1), ("Datum", "data", 4),
+    ("Datum", "label", 5), ("Datum", "float_data", 6), ("Datum", "encoded", 7),
+    ("FillerParameter", "variance_norm", 8), ("FillerParameter", "sparse", 7),
+    ("NetParameter", "layer", 100), ("NetParameter", "layers", 2), ("NetParameter", "input", 3),
+    ("NetParameter", "input_dim", 4), ("NetParameter", "input_shape", 8),
+    ("NetParameter", "force_backward", 5), ("LayerParameter", "blobs", 7),
+    ("LayerParameter", "param", 6), ("LayerParameter", "propagate_down", 11),
+    ("LayerParameter", "convolution_param", 106), ("LayerParameter", "pooling_param", 121),
+    ("LayerParameter", "input_param", 143), ("LayerParameter", "batch_norm_param", 139),
+    ("V1LayerParameter", "blobs_lr", 7), ("V1LayerParameter", "weight_decay", 8),
+    ("V1LayerParameter", "blobs", 6), ("V1LayerParameter", "type", 5),
+    ("V1LayerParameter", "layer", 1), ("V1LayerParameter", "param", 1001),
+    ("ConvolutionParameter", "dilation", 18), ("ConvolutionParameter", "kernel_size", 4),
+    ("PoolingParameter", "global_pooling", 12), ("LossParameter", "normalization", 3),
+    ("LossParameter", "normalize", 2), ("SolverParameter", "type", 40),
+    ("SolverParameter", "solver_type", 30), ("SolverParameter", "net", 24),
+    ("SolverParameter", "iter_size", 36), ("SolverParameter", "momentum2", 39),
+    ("SolverState", "iter", 1), ("SolverState", "learned_net", 2),
+    ("SolverState", "history", 3), ("SolverState", "current_step", 4),
+    ("DataParameter", "backend", 8), ("DataParameter", "prefetch", 10),
+]
+
+
+@pytest.mark.parametrize("message, field, number", WIRE_FACTS)
+def test_field_numbers_match_caffe(message, field, number):
+    assert getattr(caffe_pb2, message).DESCRIPTOR.fields_by_name[field].number == number
+
+
+def test_protonet_extensions_sit_far_above_caffe_numbers():
+    assert caffe_pb2.LayerParameter.DESCRIPTOR.fields_by_name["loss_weight_schedule"].number == 1000
+    assert caffe_pb2.SolverState.DESCRIPTOR.fields_by_name["data_reader"].number == 1000
+    assert caffe_pb2.SolverState.DESCRIPTOR.fields_by_name["rng_state"].number == 1001
+
+
+def test_defaults_match_caffe():
+    s = caffe_pb2.SolverParameter()
+    assert (s.type, s.delta, s.momentum2, s.average_loss, s.iter_size) == ("SGD", pytest.approx(1e-8),
+                                                                         pytest.approx(0.999), 1, 1)
+    assert s.rms_decay == pytest.approx(0.99) and s.regularization_type == "L2"
+    assert s.snapshot_format == caffe_pb2.SolverParameter.BINARYPROTO and s.random_seed == -1
+    assert s.clip_gradients == -1 and s.test_initialization and s.snapshot_after_train
+    assert caffe_pb2.NetState().phase == caffe_pb2.TEST
+    assert caffe_pb2.ParamSpec().lr_mult == 1 and caffe_pb2.ParamSpec().decay_mult == 1
+    assert caffe_pb2.DataParameter().backend == caffe_pb2.DataParameter.LEVELDB
+    assert caffe_pb2.LossParameter().normalization == caffe_pb2.LossParameter.VALID
+    assert caffe_pb2.FillerParameter().type == "constant"
+    assert caffe_pb2.PoolingParameter().stride == 1
+
+
+def test_text_format_parses_v1_and_v2_snippets():
+    v1 = text_format.Parse('layers { name: "c" type: CONVOLUTION blobs_lr: 1 '
+                           'include: { phase: TRAIN } }', caffe_pb2.NetParameter())
+    assert v1.layers[0].type == caffe_pb2.V1LayerParameter.CONVOLUTION
+    v2 = text_format.Parse('layer { name: "c" type: "Convolution" param { lr_mult: 1 } }',
+                           caffe_pb2.NetParameter())
+    assert v2.layer[0].param[0].lr_mult == 1
