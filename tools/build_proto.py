@@ -30,7 +30,15 @@ def compiled_descriptor_bytes(proto_path: Path = PROTO) -> bytes:
         out = Path(tmp) / "caffe.desc"
         _protoc([f"-I{proto_path.parent}", f"--descriptor_set_out={out}", proto_path.name])
         files = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
-    return files.file[0].SerializeToString()
+    proto = files.file[0]
+    # Descriptor sets carry json_name; generated modules do not: drop it to compare.
+    pending = list(proto.message_type)
+    while pending:
+        message = pending.pop()
+        for field in message.field:
+            field.ClearField("json_name")
+        pending.extend(message.nested_type)
+    return proto.SerializeToString()
 
 
 def build() -> Path:
