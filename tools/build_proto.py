@@ -24,21 +24,17 @@ def _protoc(args: list[str]) -> None:
 
 
 def compiled_descriptor_bytes(proto_path: Path = PROTO) -> bytes:
-    """The serialized FileDescriptorProto of `proto_path`, as protoc compiles it now."""
-    from google.protobuf import descriptor_pb2
+    """The serialized FileDescriptorProto that a module generated now from `proto_path` would
+    embed (taken from protoc's Python output, so formatting of defaults matches exactly)."""
+    import ast
+    import re
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "caffe.desc"
-        _protoc([f"-I{proto_path.parent}", f"--descriptor_set_out={out}", proto_path.name])
-        files = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
-    proto = files.file[0]
-    # Descriptor sets carry json_name; generated modules do not: drop it to compare.
-    pending = list(proto.message_type)
-    while pending:
-        message = pending.pop()
-        for field in message.field:
-            field.ClearField("json_name")
-        pending.extend(message.nested_type)
-    return proto.SerializeToString()
+        _protoc([f"-I{proto_path.parent}", f"--python_out={tmp}", proto_path.name])
+        text = (Path(tmp) / "caffe_pb2.py").read_text()
+    match = re.search(r"AddSerializedFile\((b'.*?')\)", text, re.S)
+    if match is None:
+        raise SystemExit("protoc's output has no serialized descriptor")
+    return ast.literal_eval(match.group(1))
 
 
 def build() -> Path:
