@@ -26,11 +26,16 @@ def _protoc(args: list[str]) -> None:
 def compiled_descriptor_bytes(proto_path: Path = PROTO) -> bytes:
     """The serialized FileDescriptorProto that a module generated now from `proto_path` would
     embed (taken from protoc's Python output, so formatting of defaults matches exactly)."""
-    import ast
-    import re
     with tempfile.TemporaryDirectory() as tmp:
         _protoc([f"-I{proto_path.parent}", f"--python_out={tmp}", proto_path.name])
-        text = (Path(tmp) / "caffe_pb2.py").read_text()
+        return embedded_descriptor_bytes(Path(tmp) / "caffe_pb2.py")
+
+
+def embedded_descriptor_bytes(module_path: Path = OUTPUT) -> bytes:
+    """The serialized descriptor a generated module embeds (its AddSerializedFile literal)."""
+    import ast
+    import re
+    text = Path(module_path).read_text()
     match = re.search(r"AddSerializedFile\((b'.*?')\)", text, re.S)
     if match is None:
         raise SystemExit("protoc's output has no serialized descriptor")
