@@ -1,0 +1,100 @@
+"""im2col / col2im and the convolution output size: the only copies, shared by Convolution,
+Deconvolution and shape inference.
+
+Layout: x is (N, C, H, W); col is (C*kh*kw, N, Ho*Wo), so that a whole batch convolves with one
+GEMM, W (M, C*kh*kw) @ col -> (M, N*Ho*Wo), which BLAS runs on all threads (one GEMM per image
+is too small to thread well: LeNet's conv1 is 20x25 @ 25x576).
+Names: kh, kw kernel; ph, pw pad; sh, sw stride; dh, dw dilation; ho, wo output size.
+"""
+from __future__ import annotations
+
+from ._jit import jit, prange
+
+
+def conv_output_size(size: int, kernel: int, pad: int, stride: int, dilation: int) -> int:
+    """floor((size + 2 pad - dilation (kernel - 1) - 1) / stride) + 1 (Caffe's formula)."""
+    return (size + 2 * pad - (dilation * (kernel - 1) + 1)) // stride + 1
+
+
+@jit(parallel=True)
+def im2col(x, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col):
+    """col[(c, i, j), n, oy*wo + ox] = x[n, c, oy*sh - ph + i*dh, ox*sw - pw + j*dw] (0 outside).
+
+    Parallel over the rows of col; each row is written by one thread only.
+    """
+    n_img, channels, height, width = x.shape
+    for r in prange(channels * kh * kw):
+        c = r // (kh * kw)
+        i = (r // kw) % kh
+        j = r % kw
+        for n in range(n_img):
+            for oy in range(ho):
+                iy = oy * sh - ph + i * dh
+                base = oy * wo
+                if iy < 0 or iy >= height:
+                    for ox in range(wo):
+                        col[r, n, base + ox] = 0.0
+                    continue
+                for ox in range(wo):
+                    ix = ox * sw - pw + j * dw
+                    if ix >= 0 and ix < width:
+                        col[r, n, base + ox] = x[n, c, iy, ix]
+                    else:
+                        col[r, n, base + ox] = 0.0
+
+
+@jit(parallel=True)
+def col2im(col, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, x):
+    """The adjoint of im2col: x (overwritten) = sum of col entries over the windows.
+
+    Parallel over images: each image's slice of x is written by one thread only.
+    """
+    n_img, channels, height, width = x.shape
+    for n in prange(n_img):
+        for c in range(channels):
+            for y in range(height):
+                for xx in range(width):
+                    x[n, c, y, xx] = 0.0
+            for i in range(kh):
+                for j in range(kw):
+                    r = (c * kh + i) * kw + j
+                    for oy in range(ho):
+                        iy = oy * sh - ph + i * dh
+                        if iy < 0 or iy >= height:
+                            continue
+                        base = oy * wo
+                        for ox in range(wo):
+                            ix = ox * sw - pw + j * dw
+                            if ix >= 0 and ix < width:
+                                x[n, c, iy, ix] += col[r, n, base + ox]
+
+
+@jit(parallel=True)
+def channels_first(y2, out):
+    """out[n, m, p] = y2[m, n, p]: GEMM output (M, N, P) to the blob's (N, M, P)."""
+    m_out, n_img, p = y2.shape
+    for n in prange(n_img):
+        for m in range(m_out):
+            for k in range(p):
+                out[n, m, k] = y2[m, n, k]
+
+
+@jit(parallel=True)
+def channels_first_add_bias(y2, bias, out):
+    """channels_first plus a per-channel bias, in one pass."""
+    m_out, n_img, p = y2.shape
+    for n in prange(n_img):
+        for m in range(m_out):
+            b = bias[m]
+            for k in range(p):
+                out[n, m, k] = y2[m, n, k] + b
+
+
+@jit(parallel=True)
+def channels_last(dy, out):
+    """out[m, n, p] = dy[n, m, p]: a top diff to the GEMM layout; the inverse of channels_first."""
+    n_img, m_out, p = dy.shape
+    for m in prange(m_out):
+        for n in range(n_img):
+            for k in range(p):
+                out[m, n, k] = dy[n, m, k]

@@ -1,0 +1,82 @@
+"""InnerProduct: a fully connected layer as one BLAS GEMM."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import NetDefinitionError
+from ..registry import register_layer
+from .base import Layer, canonical_axis, count
+
+
+@register_layer("InnerProduct")
+class InnerProduct(Layer):
+    """y = x W^T + b over the flattened trailing axes, Caffe "InnerProduct" (V1 INNER_PRODUCT).
+
+    Reads inner_product_param: num_output, bias_term (true), axis (1: axes from here on are
+    flattened into K inputs), transpose (false: weights (num_output, K); true: (K, num_output)),
+    weight_filler, bias_filler.
+    Bottom: (d0, ..., d_{axis-1}, ...K). Top: (d0, ..., d_{axis-1}, num_output).
+    """
+
+    def setup(self, bottom, top):
+        p = self.param.inner_product_param
+        self.num_output = p.num_output
+        if self.num_output < 1:
+            raise self.error("num_output must be positive", NetDefinitionError)
+        self.bias_term = p.bias_term
+        self.transpose = p.transpose
+        self.axis = canonical_axis(p.axis, bottom[0].num_axes, self)
+        k = count(bottom[0].shape, self.axis)
+        w_shape = (k, self.num_output) if self.transpose else (self.num_output, k)
+        if self.blobs:
+            expected = 2 if self.bias_term else 1
+            if len(self.blobs) != expected:
+                raise self.error(f"has {len(self.blobs)} blobs, expected {expected}")
+            self._check_inputs(bottom, k)
+            self.check_blob_shape(0, w_shape)
+            if self.bias_term:
+                self.check_blob_shape(1, (self.num_output,))
+        else:
+            self.blobs = [self.make_blob(w_shape, p.weight_filler, 0)]
+            if self.bias_term:
+                self.blobs.append(self.make_blob((self.num_output,), p.bias_filler, 1))
+        self.k = k
+
+    def _check_inputs(self, bottom, k):
+        expected = self.blobs[0].count // self.num_output
+        if k != expected:
+            raise self.error(f"bottom '{bottom[0].name}' has {k} inputs per sample, weights "
+                             f"expect {expected}")
+
+    def reshape(self, bottom, top):
+        k = count(bottom[0].shape, self.axis)
+        if k != self.k:
+            raise self.error(f"bottom '{bottom[0].name}' has {k} inputs per sample, weights "
+                             f"expect {self.k}")
+        self.m = count(bottom[0].shape, 0, self.axis)
+        top[0].reshape(*bottom[0].shape[:self.axis], self.num_output)
+        if getattr(self, "w_grad", np.empty(0)).shape != self.blobs[0].shape:
+            self.w_grad = np.empty(self.blobs[0].shape, np.float32)
+
+    def forward(self, bottom, top):
+        x = bottom[0].data.reshape(self.m, self.k)
+        w = self.blobs[0].data
+        y = top[0].data.reshape(self.m, self.num_output)
+        np.matmul(x, w if self.transpose else w.T, out=y)
+        if self.bias_term:
+            y += self.blobs[1].data
+
+    def backward(self, top, propagate_down, bottom):
+        dy = top[0].diff.reshape(self.m, self.num_output)
+        x = bottom[0].data.reshape(self.m, self.k)
+        if self.param_propagate_down[0]:
+            if self.transpose:
+                np.matmul(x.T, dy, out=self.w_grad)
+            else:
+                np.matmul(dy.T, x, out=self.w_grad)
+            self.blobs[0].diff += self.w_grad
+        if self.bias_term and self.param_propagate_down[1]:
+            self.blobs[1].diff += dy.sum(axis=0, dtype=np.float32)
+        if propagate_down[0]:
+            w = self.blobs[0].data
+            np.matmul(dy, w.T if self.transpose else w, out=bottom[0].diff.reshape(self.m, self.k))

@@ -1,0 +1,98 @@
+"""Pooling: MAX and AVE with Caffe's ceil-rounded output and clipped windows."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import caffe_pb2
+from ..errors import NetDefinitionError
+from ..kernels.pooling import (ave_pool_backward, ave_pool_forward, max_pool_backward,
+                               max_pool_forward, pool_output_size)
+from ..registry import register_layer
+from .base import Layer
+
+P = caffe_pb2.PoolingParameter
+
+
+@register_layer("Pooling")
+class Pooling(Layer):
+    """Window max or mean, Caffe "Pooling" (V1 POOLING).
+
+    Reads pooling_param: pool (MAX; AVE; STOCHASTIC is not run on the CPU), kernel_size or
+    kernel_h/kernel_w, pad (0) or pad_h/pad_w, stride (1) or stride_h/stride_w,
+    global_pooling (false: true pools the whole plane), round_mode (CEIL).
+    Bottom: (N, C, H, W). Top: (N, C, Ho, Wo), Ho = ceil((H + 2 pad - kernel) / stride) + 1,
+    less one when the last window would start in the padding; MAX may add a second top, the
+    argmax index of each window (h * W + w) as a float.
+    """
+
+    num_top = (1, 2)
+
+    def setup(self, bottom, top):
+        p = self.param.pooling_param
+        if p.pool not in (P.MAX, P.AVE):
+            raise self.error(f"pool method {P.PoolMethod.Name(p.pool)} is not supported "
+                             "(MAX and AVE are; Caffe runs STOCHASTIC on GPUs only)",
+                             NetDefinitionError)
+        if len(top) == 2 and p.pool != P.MAX:
+            raise self.error("only MAX pooling has a second (mask) top", NetDefinitionError)
+        if p.round_mode != P.CEIL:
+            raise self.error("round_mode FLOOR is not supported; Caffe's CEIL is",
+                             NetDefinitionError)
+        self.is_max = p.pool == P.MAX
+        self.global_pooling = p.global_pooling
+        if p.global_pooling:
+            if p.HasField("kernel_size") or p.HasField("kernel_h") or p.HasField("kernel_w"):
+                raise self.error("with global_pooling, kernel size cannot be given",
+                                 NetDefinitionError)
+        elif p.HasField("kernel_size") == (p.HasField("kernel_h") or p.HasField("kernel_w")):
+            raise self.error("give kernel_size, or kernel_h and kernel_w", NetDefinitionError)
+        elif not p.HasField("kernel_size") and not (p.HasField("kernel_h") and
+                                                    p.HasField("kernel_w")):
+            raise self.error("kernel_h and kernel_w must be given together", NetDefinitionError)
+        self.kh = p.kernel_h if p.HasField("kernel_h") else p.kernel_size
+        self.kw = p.kernel_w if p.HasField("kernel_w") else p.kernel_size
+        self.ph = p.pad_h if p.HasField("pad_h") else p.pad
+        self.pw = p.pad_w if p.HasField("pad_w") else p.pad
+        self.sh = p.stride_h if p.HasField("stride_h") else p.stride
+        self.sw = p.stride_w if p.HasField("stride_w") else p.stride
+        if self.global_pooling and (self.ph or self.pw or self.sh != 1 or self.sw != 1):
+            raise self.error("with global_pooling, pad must be 0 and stride 1",
+                             NetDefinitionError)
+
+    def reshape(self, bottom, top):
+        if bottom[0].num_axes != 4:
+            raise self.error(f"bottom must be (N, C, H, W), got shape {bottom[0].shape}")
+        n, c, h, w = bottom[0].shape
+        if self.global_pooling:
+            self.kh, self.kw = h, w
+        if self.kh < 1 or self.kw < 1 or self.sh < 1 or self.sw < 1:
+            raise self.error("kernel and stride must be positive", NetDefinitionError)
+        if self.ph >= self.kh or self.pw >= self.kw:
+            raise self.error(f"pad ({self.ph}, {self.pw}) must be smaller than the kernel "
+                             f"({self.kh}, {self.kw})", NetDefinitionError)
+        ho = pool_output_size(h, self.kh, self.ph, self.sh)
+        wo = pool_output_size(w, self.kw, self.pw, self.sw)
+        if ho < 1 or wo < 1:
+            raise self.error(f"kernel larger than the padded input {bottom[0].shape}")
+        for blob in top:
+            blob.reshape(n, c, ho, wo)
+        if self.is_max and getattr(self, "mask", np.empty(0)).shape != (n, c, ho, wo):
+            self.mask = np.empty((n, c, ho, wo), np.int32)
+
+    def forward(self, bottom, top):
+        window = (self.kh, self.kw, self.ph, self.pw, self.sh, self.sw)
+        if self.is_max:
+            max_pool_forward(bottom[0].data, *window, top[0].data, self.mask)
+            if len(top) == 2:
+                top[1].data[...] = self.mask
+        else:
+            ave_pool_forward(bottom[0].data, *window, top[0].data)
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        if self.is_max:
+            max_pool_backward(top[0].diff, self.mask, bottom[0].diff)
+        else:
+            ave_pool_backward(top[0].diff, self.kh, self.kw, self.ph, self.pw, self.sh, self.sw,
+                              bottom[0].diff)

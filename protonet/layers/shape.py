@@ -1,0 +1,262 @@
+"""Layers that move data without arithmetic on it: Split, Flatten, Reshape, Concat, Slice,
+Silence, and Eltwise (elementwise sum, product or max of several bottoms)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import caffe_pb2
+from ..errors import NetDefinitionError, ShapeError
+from ..registry import register_layer
+from .base import Layer, canonical_axis, count
+
+
+@register_layer("Split")
+class Split(Layer):
+    """Copies one bottom to several tops; backward sums their diffs. Caffe "Split" (V1 SPLIT),
+    inserted by the net where one blob feeds several layers."""
+
+    num_top = (1, None)
+
+    def reshape(self, bottom, top):
+        for blob in top:
+            if blob is bottom[0]:
+                raise self.error("a Split top cannot be its bottom (in place)",
+                                 NetDefinitionError)
+            blob.reshape(bottom[0].shape)
+
+    def forward(self, bottom, top):
+        for blob in top:
+            blob.data[...] = bottom[0].data
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        diff = bottom[0].diff
+        if len(top) == 1:
+            diff[...] = top[0].diff
+            return
+        np.add(top[0].diff, top[1].diff, out=diff)
+        for blob in top[2:]:
+            diff += blob.diff
+
+
+class _CopyShapeLayer(Layer):
+    """Top = bottom's values under another shape (forward and backward are copies)."""
+
+    def forward(self, bottom, top):
+        if top[0] is not bottom[0]:
+            top[0].data.reshape(-1)[...] = bottom[0].data.reshape(-1)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0] and top[0] is not bottom[0]:
+            bottom[0].diff.reshape(-1)[...] = top[0].diff.reshape(-1)
+
+
+@register_layer("Flatten")
+class Flatten(_CopyShapeLayer):
+    """Axes axis..end_axis merged into one, Caffe "Flatten" (V1 FLATTEN).
+    Reads flatten_param.axis (1), end_axis (-1). (N, C, H, W) -> (N, C*H*W) by default."""
+
+    def reshape(self, bottom, top):
+        p = self.param.flatten_param
+        n = bottom[0].num_axes
+        start = canonical_axis(p.axis, n, self)
+        end = canonical_axis(p.end_axis, n, self)
+        shape = bottom[0].shape
+        top[0].reshape(*shape[:start], count(shape, start, end + 1), *shape[end + 1:])
+
+
+@register_layer("Reshape")
+class Reshape(_CopyShapeLayer):
+    """Same values, new shape, Caffe "Reshape". Reads reshape_param.shape (0 copies the bottom's
+    dimension, -1 is inferred), axis (0) and num_axes (-1: all) of the part replaced."""
+
+    def setup(self, bottom, top):
+        p = self.param.reshape_param
+        self.dims = [int(d) for d in p.shape.dim]
+        if self.dims.count(-1) > 1:
+            raise self.error("reshape_param.shape may infer (-1) at most one dimension",
+                             NetDefinitionError)
+        self.axis, self.num_axes = p.axis, p.num_axes
+
+    def reshape(self, bottom, top):
+        shape = list(bottom[0].shape)
+        n = len(shape)
+        start = self.axis if self.axis >= 0 else n + self.axis + 1
+        end = n if self.num_axes == -1 else start + self.num_axes
+        if not 0 <= start <= end <= n:
+            raise self.error(f"axis {self.axis} / num_axes {self.num_axes} out of range for "
+                             f"shape {bottom[0].shape}")
+        new = [shape[start + i] if d == 0 else d for i, d in enumerate(self.dims)]
+        out = shape[:start] + new + shape[end:]
+        if -1 in out:
+            known = int(np.prod([d for d in out if d != -1]))
+            if known == 0 or bottom[0].count % known:
+                raise self.error(f"cannot reshape {bottom[0].shape} to {tuple(out)}")
+            out[out.index(-1)] = bottom[0].count // known
+        if int(np.prod(out)) != bottom[0].count:
+            raise self.error(f"cannot reshape {bottom[0].shape} ({bottom[0].count} values) to "
+                             f"{tuple(out)}")
+        top[0].reshape(out)
+
+
+def _concat_axis(layer, p, bottom) -> int:
+    if p.HasField("concat_dim"):
+        return int(p.concat_dim)
+    return canonical_axis(p.axis, bottom[0].num_axes, layer)
+
+
+@register_layer("Concat")
+class Concat(Layer):
+    """Bottoms joined along concat_param.axis (1) (or the legacy concat_dim), Caffe "Concat"
+    (V1 CONCAT). All other dimensions must agree."""
+
+    num_bottom = (1, None)
+
+    def reshape(self, bottom, top):
+        self.axis = _concat_axis(self, self.param.concat_param, bottom)
+        first = bottom[0].shape
+        for blob in bottom[1:]:
+            if blob.num_axes != len(first) or any(
+                    a != b for i, (a, b) in enumerate(zip(blob.shape, first)) if i != self.axis):
+                raise self.error(f"bottom '{blob.name}' shape {blob.shape} does not match "
+                                 f"'{bottom[0].name}' shape {first} outside axis {self.axis}")
+        size = sum(b.shape[self.axis] for b in bottom)
+        top[0].reshape(*first[:self.axis], size, *first[self.axis + 1:])
+
+    def forward(self, bottom, top):
+        if len(bottom) == 1:
+            top[0].data[...] = bottom[0].data
+            return
+        np.concatenate([b.data for b in bottom], axis=self.axis, out=top[0].data)
+
+    def backward(self, top, propagate_down, bottom):
+        offset = 0
+        for blob, down in zip(bottom, propagate_down):
+            size = blob.shape[self.axis]
+            if down:
+                index = (slice(None),) * self.axis + (slice(offset, offset + size),)
+                blob.diff[...] = top[0].diff[index]
+            offset += size
+
+
+@register_layer("Slice")
+class Slice(Layer):
+    """The bottom cut along slice_param.axis (1) (or slice_dim) at slice_point, or into equal
+    parts, one per top, Caffe "Slice" (V1 SLICE)."""
+
+    num_top = (1, None)
+
+    def reshape(self, bottom, top):
+        p = self.param.slice_param
+        self.axis = int(p.slice_dim) if p.HasField("slice_dim") else canonical_axis(
+            p.axis, bottom[0].num_axes, self)
+        size = bottom[0].shape[self.axis]
+        points = list(p.slice_point)
+        if points:
+            if len(points) != len(top) - 1 or sorted(points) != points or points[-1] >= size:
+                raise self.error(f"slice_point {points} does not cut axis {self.axis} (size "
+                                 f"{size}) into {len(top)} parts")
+        else:
+            if size % len(top):
+                raise self.error(f"axis {self.axis} size {size} is not divisible into "
+                                 f"{len(top)} equal parts")
+            points = [size // len(top) * i for i in range(1, len(top))]
+        self.bounds = list(zip([0] + points, points + [size]))
+        shape = list(bottom[0].shape)
+        for blob, (a, b) in zip(top, self.bounds):
+            shape[self.axis] = b - a
+            blob.reshape(shape)
+
+    def _index(self, a, b):
+        return (slice(None),) * self.axis + (slice(a, b),)
+
+    def forward(self, bottom, top):
+        for blob, (a, b) in zip(top, self.bounds):
+            blob.data[...] = bottom[0].data[self._index(a, b)]
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            for blob, (a, b) in zip(top, self.bounds):
+                bottom[0].diff[self._index(a, b)] = blob.diff
+
+
+@register_layer("Silence")
+class Silence(Layer):
+    """Consumes bottoms so they are not net outputs, Caffe "Silence" (V1 SILENCE); no tops."""
+
+    num_bottom = (1, None)
+    num_top = 0
+
+    def reshape(self, bottom, top):
+        pass
+
+    def forward(self, bottom, top):
+        pass
+
+    def backward(self, top, propagate_down, bottom):
+        for blob, down in zip(bottom, propagate_down):
+            if down:
+                blob.diff[...] = 0
+
+
+E = caffe_pb2.EltwiseParameter
+
+
+@register_layer("Eltwise")
+class Eltwise(Layer):
+    """Elementwise PROD, SUM (with one coeff per bottom) or MAX of same-shaped bottoms,
+    Caffe "Eltwise" (V1 ELTWISE). Reads eltwise_param.operation (SUM), coeff, stable_prod_grad."""
+
+    num_bottom = (2, None)
+
+    def setup(self, bottom, top):
+        p = self.param.eltwise_param
+        self.op = p.operation
+        if len(p.coeff) and (self.op != E.SUM or len(p.coeff) != len(bottom)):
+            raise self.error("coeff needs operation SUM and one value per bottom",
+                             NetDefinitionError)
+        self.coeff = [float(c) for c in p.coeff] or [1.0] * len(bottom)
+        self.stable_prod_grad = p.stable_prod_grad
+
+    def reshape(self, bottom, top):
+        for blob in bottom[1:]:
+            if blob.shape != bottom[0].shape:
+                raise self.error(f"bottom '{blob.name}' shape {blob.shape} differs from "
+                                 f"'{bottom[0].name}' shape {bottom[0].shape}", ShapeError)
+        top[0].reshape(bottom[0].shape)
+        if self.op == E.MAX and getattr(self, "argmax", np.empty(0)).shape != bottom[0].shape:
+            self.argmax = np.empty(bottom[0].shape, np.int32)
+
+    def forward(self, bottom, top):
+        out = top[0].data
+        if self.op == E.SUM:
+            np.multiply(bottom[0].data, self.coeff[0], out=out)
+            for blob, c in zip(bottom[1:], self.coeff[1:]):
+                out += c * blob.data if c != 1 else blob.data
+        elif self.op == E.PROD:
+            np.multiply(bottom[0].data, bottom[1].data, out=out)
+            for blob in bottom[2:]:
+                out *= blob.data
+        else:
+            stacked = np.stack([b.data for b in bottom])
+            self.argmax[...] = stacked.argmax(axis=0)
+            np.max(stacked, axis=0, out=out)
+
+    def backward(self, top, propagate_down, bottom):
+        dy = top[0].diff
+        for i, (blob, down) in enumerate(zip(bottom, propagate_down)):
+            if not down:
+                continue
+            if self.op == E.SUM:
+                np.multiply(dy, self.coeff[i], out=blob.diff)
+            elif self.op == E.MAX:
+                np.multiply(dy, self.argmax == i, out=blob.diff)
+            elif self.stable_prod_grad:
+                others = np.ones_like(dy)
+                for j, other in enumerate(bottom):
+                    if j != i:
+                        others *= other.data
+                np.multiply(dy, others, out=blob.diff)
+            else:
+                np.multiply(dy, top[0].data / blob.data, out=blob.diff)
