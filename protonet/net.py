@@ -324,6 +324,14 @@ class Net:
                                      f"{theirs.shape} in the net to share with")
                 mine.share_data(theirs)
 
+    def set_input_arrays(self, data, labels) -> None:
+        """pycaffe's Net.set_input_arrays: feed the first MemoryData layer."""
+        for layer in self.layers:
+            if hasattr(layer, "set_input_arrays"):
+                layer.set_input_arrays(data, labels)
+                return
+        raise ProtonetError("set_input_arrays needs a MemoryData layer; the net has none")
+
     # -- diagnostics -------------------------------------------------------------------------
     def first_nonfinite(self) -> tuple[str, str] | None:
         """(layer, top) of the first layer whose output holds NaN or Inf, after a forward."""

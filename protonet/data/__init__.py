@@ -1,0 +1,1 @@
+"""Batches: Caffe's data transformations, background prefetch, dataset conversion."""

@@ -1,0 +1,85 @@
+"""Caffe's Datum records <-> numpy (C, H, W) arrays.
+
+Raw records keep uint8 pixels in `data` (or floats in `float_data`); encoded ones keep PNG or
+JPEG bytes, decoded with Pillow to Caffe's channel order (BGR for colour, as OpenCV gives).
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from .. import caffe_pb2
+from ..errors import DataError
+
+
+def datum_from_array(image: np.ndarray, label: int) -> bytes:
+    """Serialize a (C, H, W) uint8 array as Caffe's convert_* tools do (fields channels,
+    height, width, data, label; label written even when 0)."""
+    c, h, w = image.shape
+    datum = caffe_pb2.Datum(channels=c, height=h, width=w,
+                            data=np.ascontiguousarray(image, np.uint8).tobytes())
+    datum.label = int(label)
+    return datum.SerializeToString()
+
+
+def encoded_datum(image_bytes: bytes, label: int, channels: int, height: int, width: int) -> bytes:
+    datum = caffe_pb2.Datum(channels=channels, height=height, width=width, data=image_bytes,
+                            encoded=True)
+    datum.label = int(label)
+    return datum.SerializeToString()
+
+
+def parse_datum(value: bytes, key: bytes | str):
+    datum = caffe_pb2.Datum()
+    try:
+        datum.ParseFromString(value)
+    except Exception as e:
+        raise DataError(f"record {_key(key)}: not a Datum ({e})") from None
+    return datum
+
+
+def datum_shape(datum) -> tuple[int, int, int]:
+    if datum.encoded:
+        image = decode_image(datum.data)
+        return image.shape
+    return (datum.channels, datum.height, datum.width)
+
+
+def datum_to_array(datum, key, out: np.ndarray | None = None) -> np.ndarray:
+    """The record's values as (C, H, W): uint8 for pixels, float32 for float_data."""
+    if datum.encoded:
+        image = decode_image(datum.data)
+    elif len(datum.float_data):
+        image = np.asarray(datum.float_data, np.float32)
+        image = _shaped(image, datum, key)
+    else:
+        image = _shaped(np.frombuffer(datum.data, np.uint8), datum, key)
+    if out is not None:
+        if out.shape != image.shape:
+            raise DataError(f"record {_key(key)}: shape {image.shape} differs from the first "
+                            f"record's {out.shape}")
+        out[...] = image
+        return out
+    return image
+
+
+def _shaped(values, datum, key):
+    shape = (datum.channels, datum.height, datum.width)
+    if values.size != int(np.prod(shape)):
+        raise DataError(f"record {_key(key)}: {values.size} values for shape {shape}")
+    return values.reshape(shape)
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """PNG/JPEG bytes -> (C, H, W) uint8; colour comes out BGR (Caffe's OpenCV order)."""
+    from PIL import Image
+    with Image.open(io.BytesIO(data)) as img:
+        if img.mode in ("L", "1", "I", "I;16"):
+            return np.asarray(img.convert("L"), np.uint8)[None]
+        rgb = np.asarray(img.convert("RGB"), np.uint8)
+    return np.ascontiguousarray(rgb[:, :, ::-1].transpose(2, 0, 1))
+
+
+def _key(key) -> str:
+    return key.decode(errors="replace") if isinstance(key, bytes) else str(key)
