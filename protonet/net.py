@@ -18,6 +18,7 @@ from . import caffe_pb2, graph, prototxt
 from .blob import Blob
 from .errors import NetDefinitionError, ProtonetError, ShapeError
 from .io import caffemodel
+from .kernels._jit import configure_threads
 from .registry import layer_class
 
 log = logging.getLogger("protonet")
@@ -62,6 +63,7 @@ class Net:
 
     # -- construction ------------------------------------------------------------------------
     def _build(self, param, state) -> None:
+        configure_threads()
         filtered = graph.filter_net(param, state)
         ordered = graph.order_layers(filtered)
         net_param = graph.insert_splits(ordered)
