@@ -111,7 +111,7 @@ class Convolution(_BaseConvolution):
             self.col = np.empty((k, n, p), np.float32)
             self.col_diff = np.empty((k, n, p), np.float32)
             self.y2 = np.empty((self.num_output, n, p), np.float32)
-            self.w_grad = np.empty((self.num_output, k // self.group), np.float32)
+            self.w_grad = np.empty((self.num_output // self.group, k // self.group), np.float32)
 
     def forward(self, bottom, top):
         n = bottom[0].shape[0]

@@ -1,0 +1,79 @@
+"""Convolution and Deconvolution: shapes, values against direct loops, gradients."""
+import numpy as np
+import pytest
+from helpers import build, check_gradient, run_forward
+
+from protonet.errors import NetDefinitionError, ShapeError
+from reference import vision
+
+F = 'weight_filler { type: "gaussian" std: 0.3 } bias_filler { type: "gaussian" std: 0.3 }'
+# (prototxt, bottom shape, stride, pad, dilation, group)
+CASES = [
+    (f'type: "Convolution" convolution_param {{ num_output: 3 kernel_size: 3 {F} }}',
+     (2, 2, 7, 5), (1, 1), (0, 0), (1, 1), 1),
+    (f'type: "Convolution" convolution_param {{ num_output: 4 kernel_size: 3 stride: 2 pad: 1 {F} }}',
+     (2, 3, 7, 6), (2, 2), (1, 1), (1, 1), 1),
+    (f'type: "Convolution" convolution_param {{ num_output: 4 kernel_h: 3 kernel_w: 2 stride_h: 2 '
+     f'stride_w: 1 pad_h: 2 pad_w: 0 group: 2 {F} }}', (1, 4, 6, 5), (2, 1), (2, 0), (1, 1), 2),
+    (f'type: "Convolution" convolution_param {{ num_output: 2 kernel_size: 3 dilation: 2 pad: 1 '
+     f'bias_term: false {F} }}', (2, 1, 9, 8), (1, 1), (1, 1), (2, 2), 1),
+    (f'type: "Convolution" convolution_param {{ num_output: 6 kernel_size: 1 group: 3 {F} }}',
+     (1, 3, 3, 3), (1, 1), (0, 0), (1, 1), 3),
+]
+DECONV = [
+    (f'type: "Deconvolution" convolution_param {{ num_output: 3 kernel_size: 3 stride: 2 {F} }}',
+     (2, 2, 4, 3), (2, 2), (0, 0), (1, 1), 1),
+    (f'type: "Deconvolution" convolution_param {{ num_output: 4 kernel_size: 4 stride: 2 pad: 1 '
+     f'group: 2 {F} }}', (1, 2, 3, 3), (2, 2), (1, 1), (1, 1), 2),
+]
+
+
+def expected(layer, bottom, case, ref):
+    _, _, stride, pad, dilation, group = case
+    b = layer.blobs[1].data.astype(np.float64) if len(layer.blobs) > 1 else None
+    return ref(bottom[0].data.astype(np.float64), layer.blobs[0].data.astype(np.float64), b,
+               stride, pad, dilation, group)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_convolution_forward_matches_direct_loops(case):
+    layer, bottom, top = build(case[0], [case[1]])
+    y = expected(layer, bottom, case, vision.conv)
+    assert top[0].shape == y.shape and top[0].data.dtype == np.float32
+    np.testing.assert_allclose(run_forward(layer, bottom, top)[0], y, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", DECONV)
+def test_deconvolution_forward_matches_scatter(case):
+    layer, bottom, top = build(case[0], [case[1]])
+    y = expected(layer, bottom, case, vision.deconv)
+    assert top[0].shape == y.shape
+    np.testing.assert_allclose(run_forward(layer, bottom, top)[0], y, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", CASES + DECONV)
+def test_convolution_gradient(case):
+    layer, bottom, top = build(case[0], [case[1]])
+    check_gradient(layer, bottom, top, max_elements=120)
+
+
+def test_convolution_group_must_divide_channels():
+    with pytest.raises(ShapeError, match=r"channels \(3\) and num_output \(4\) must both be "
+                                         r"multiples of group \(2\)"):
+        build('name: "c" type: "Convolution" convolution_param { num_output: 4 kernel_size: 1 '
+              'group: 2 }', [(1, 3, 4, 4)])
+
+
+def test_convolution_needs_a_kernel_size():
+    with pytest.raises(NetDefinitionError, match="kernel_size .* is required"):
+        build('type: "Convolution" convolution_param { num_output: 4 }', [(1, 3, 4, 4)])
+
+
+def test_convolution_weights_from_file_must_fit():
+    text = ('type: "Convolution" convolution_param { num_output: 2 kernel_size: 3 } '
+            'blobs { shape { dim: 2 dim: 1 dim: 3 dim: 3 } ' + "data: 0 " * 18 + '} '
+            'blobs { shape { dim: 2 } data: 0 data: 0 }')
+    build(text, [(1, 1, 5, 5)])
+    with pytest.raises(ShapeError, match=r"blob 0 has shape \(2, 1, 3, 3\), expected "
+                                         r"\(2, 2, 3, 3\)"):
+        build(text, [(1, 2, 5, 5)])

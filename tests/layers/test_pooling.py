@@ -1,0 +1,79 @@
+"""Pooling: Caffe's ceil-rounded output, clipped windows, AVE divisor, gradients."""
+import numpy as np
+import pytest
+from helpers import build, check_gradient, run_forward
+
+from protonet.errors import NetDefinitionError
+from protonet.kernels.pooling import pool_output_size
+from reference import vision
+
+CASES = [  # (prototxt, bottom shape, kernel, stride, pad, method)
+    ('type: "Pooling" pooling_param { pool: MAX kernel_size: 2 stride: 2 }', (2, 3, 6, 6),
+     (2, 2), (2, 2), (0, 0), "MAX"),
+    ('type: "Pooling" pooling_param { pool: MAX kernel_size: 3 stride: 2 }', (2, 2, 7, 6),
+     (3, 3), (2, 2), (0, 0), "MAX"),
+    ('type: "Pooling" pooling_param { pool: MAX kernel_size: 3 stride: 2 pad: 1 }', (1, 2, 7, 5),
+     (3, 3), (2, 2), (1, 1), "MAX"),
+    ('type: "Pooling" pooling_param { pool: AVE kernel_size: 3 stride: 2 pad: 1 }', (2, 2, 7, 5),
+     (3, 3), (2, 2), (1, 1), "AVE"),
+    ('type: "Pooling" pooling_param { pool: AVE kernel_h: 3 kernel_w: 2 stride_h: 2 stride_w: 1 }',
+     (1, 3, 6, 5), (3, 2), (2, 1), (0, 0), "AVE"),
+    ('type: "Pooling" pooling_param { pool: AVE kernel_size: 2 stride: 3 pad: 1 }', (1, 1, 8, 8),
+     (2, 2), (3, 3), (1, 1), "AVE"),
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_pooling_forward_matches_direct_loops(case):
+    text, shape, kernel, stride, pad, method = case
+    layer, bottom, top = build(text, [shape])
+    y = vision.pool(bottom[0].data.astype(np.float64), kernel, stride, pad, method)
+    assert top[0].shape == y.shape
+    np.testing.assert_allclose(run_forward(layer, bottom, top)[0], y, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_pooling_gradient(case):
+    layer, bottom, top = build(case[0], [case[1]])
+    # Distinct values keep the max away from ties (a kink).
+    bottom[0].data[...] = np.random.default_rng(3).permutation(bottom[0].count).reshape(
+        bottom[0].shape) * 0.1
+    check_gradient(layer, bottom, top)
+
+
+def test_pooling_ceil_output_and_dropped_window_starting_in_padding():
+    # ceil((6 + 2 - 2) / 2) + 1 = 4; the last window starts at 3*2 - 1 = 5 < 6 + 1: kept.
+    assert pool_output_size(6, 2, 1, 2) == 4
+    # ceil((7 - 3) / 2) + 1 = 3 (floor would give the same; 8 shows the rounding up).
+    assert pool_output_size(7, 3, 0, 2) == 3
+    assert pool_output_size(8, 3, 0, 2) == 4
+    # ceil((5 + 2 - 2) / 2) + 1 = 4, but the last window starts at 3*2 = 6 >= 5 + 1, in the
+    # padding only: Caffe drops it.
+    assert pool_output_size(5, 2, 1, 2) == 3
+    assert pool_output_size(4, 3, 2, 2) == 3
+
+
+def test_pooling_ave_divides_by_window_clipped_to_padding_not_input():
+    layer, bottom, top = build('type: "Pooling" pooling_param { pool: AVE kernel_size: 3 pad: 1 '
+                               'stride: 1 }', [(1, 1, 3, 3)])
+    bottom[0].data[...] = 1
+    y = run_forward(layer, bottom, top)[0]
+    # Corner window covers 4 real pixels of a 3x3 padded window: 4 / 9, as in Caffe.
+    assert y[0, 0, 0, 0] == pytest.approx(4 / 9)
+    assert y[0, 0, 1, 1] == pytest.approx(1.0)
+
+
+def test_pooling_global_and_max_mask_top():
+    layer, bottom, top = build('type: "Pooling" pooling_param { pool: MAX global_pooling: true }',
+                               [(2, 3, 4, 5)], n_top=2)
+    assert top[0].shape == (2, 3, 1, 1)
+    run_forward(layer, bottom, top)
+    flat = bottom[0].data.reshape(2, 3, -1)
+    np.testing.assert_array_equal(top[1].data.reshape(2, 3), flat.argmax(axis=2))
+
+
+def test_pooling_stochastic_and_pad_errors():
+    with pytest.raises(NetDefinitionError, match="STOCHASTIC is not supported"):
+        build('type: "Pooling" pooling_param { pool: STOCHASTIC kernel_size: 2 }', [(1, 1, 4, 4)])
+    with pytest.raises(NetDefinitionError, match="pad .* must be smaller than the kernel"):
+        build('type: "Pooling" pooling_param { kernel_size: 2 pad: 2 }', [(1, 1, 4, 4)])
