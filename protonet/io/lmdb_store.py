@@ -14,17 +14,39 @@ from .atomic import atomic_path
 MAP_SIZE = 1 << 40
 
 
+# py-lmdb allows one Environment per database per process, so readers of the same source
+# (a train net and a test net on one database) share it: path -> [environment, users].
+_OPEN: dict[str, list] = {}
+
+
 def open_lmdb(path, where: str = "") -> lmdb.Environment:
-    """Open a database read-only, memory-mapped, without the lock file (many readers)."""
+    """Open a database read-only, memory-mapped, without the lock file (many readers).
+    Pair every call with close_lmdb(env)."""
     path = Path(path)
     prefix = f"{where}: " if where else ""
     if not path.exists():
         raise DataError(f"{prefix}LMDB source '{path}' does not exist")
+    key = str(path.resolve())
+    if key in _OPEN:
+        _OPEN[key][1] += 1
+        return _OPEN[key][0]
     try:
-        return lmdb.open(str(path), readonly=True, lock=False, readahead=False,
-                         subdir=path.is_dir(), max_readers=126)
+        env = lmdb.open(str(path), readonly=True, lock=False, readahead=False,
+                        subdir=path.is_dir(), max_readers=126)
     except lmdb.Error as e:
         raise DataError(f"{prefix}'{path}' is not an LMDB database ({e})") from None
+    _OPEN[key] = [env, 1]
+    return env
+
+
+def close_lmdb(env: lmdb.Environment) -> None:
+    for key, entry in list(_OPEN.items()):
+        if entry[0] is env:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del _OPEN[key]
+                env.close()
+            return
 
 
 def record_count(env: lmdb.Environment) -> int:
@@ -90,4 +112,4 @@ def iter_records(path) -> Iterator[tuple[bytes, bytes]]:
         with env.begin() as txn:
             yield from txn.cursor()
     finally:
-        env.close()
+        close_lmdb(env)

@@ -15,7 +15,7 @@ from ..data.transformer import DataTransformer
 from ..errors import DataError, NetDefinitionError, ShapeError
 from ..fillers import fill
 from ..io.datum import datum_shape, datum_to_array, parse_datum
-from ..io.lmdb_store import LmdbCursor, open_lmdb
+from ..io.lmdb_store import LmdbCursor, close_lmdb, open_lmdb
 from ..registry import register_layer
 from .base import Layer
 
@@ -201,7 +201,7 @@ class Data(Layer):
             self.prefetcher.close()
             self.prefetcher = None
             self.cursor.close()
-            self.env.close()
+            close_lmdb(self.env)
 
 
 class _Batch:
