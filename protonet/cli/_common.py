@@ -27,6 +27,8 @@ def is_solver_file(path) -> bool:
     """True when `path` holds a SolverParameter rather than a NetParameter."""
     try:
         text = Path(path).read_text(errors="replace")
+    except FileNotFoundError:
+        raise ProtonetError(f"{path}: no such file") from None
     except OSError as e:
         raise ProtonetError(f"{path}: cannot read ({e.strerror or e})") from None
     try:
