@@ -103,6 +103,12 @@ class Net:
             self._loss_tops.append(self._loss_weights(layer, lp, top))
         self.inputs = inputs
         self.outputs = [name for name in self.blobs if name not in consumed]
+        engines = [lp.name for lp in net_param.layer for f, v in lp.ListFields()
+                   if f.name.endswith("_param") and f.message_type is not None
+                   and "engine" in v.DESCRIPTOR.fields_by_name and v.HasField("engine")]
+        if engines:
+            log.info("%s: 'engine' (layers %s) selects GPU libraries in Caffe; protonet runs "
+                     "its own CPU kernels", self.source, ", ".join(engines))
         self._collect_params(net_param)
         self._init_backward()
         self._base_loss_weights = [list(lt) for lt in self._loss_tops]

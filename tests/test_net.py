@@ -295,3 +295,16 @@ def test_deploy_nets_from_shared_models_build_and_run(caffe_models):
         out = net.forward()
         for name, value in out.items():
             assert np.isfinite(value).all(), (rel, name)
+
+
+def test_gpu_only_engine_is_accepted_with_one_note(caplog):
+    import logging
+    caplog.set_level(logging.INFO, logger="protonet")
+    logging.getLogger("protonet").propagate = True
+    net = protonet.Net(param=prototxt.parse_net_text("""
+      layer { name: "a" type: "Input" top: "a" input_param { shape { dim: 1 dim: 2 } } }
+      layer { name: "r" type: "ReLU" bottom: "a" top: "b" relu_param { engine: CUDNN } }"""),
+        phase=protonet.TEST)
+    notes = [r.message for r in caplog.records if "engine" in r.message]
+    assert len(notes) == 1 and "layers r" in notes[0]
+    assert net.forward(a=np.array([[-1, 2]]))["b"].tolist() == [[0, 2]]

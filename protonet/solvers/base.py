@@ -72,6 +72,9 @@ class Solver:
             raise SolverConfigError(f"{where}: iter_size must be at least 1, got {p.iter_size}")
         if p.average_loss < 1:
             raise SolverConfigError(f"{where}: average_loss must be at least 1")
+        if p.HasField("solver_mode") and p.solver_mode == caffe_pb2.SolverParameter.GPU or \
+                p.HasField("device_id"):
+            log.info("%s: solver_mode/device_id are for GPUs; protonet runs on the CPU", where)
         if p.snapshot_format == caffe_pb2.SolverParameter.HDF5:
             raise SolverConfigError(f"{where}: snapshot_format HDF5 is not supported; use "
                                     "BINARYPROTO (Caffe's default)")
