@@ -28,6 +28,19 @@ LENET_TRAIN_FLOP = 3 * 2 * (20 * 25 * 576 + 50 * 500 * 64 + 800 * 500 + 500 * 10
 
 
 # ---------------------------------------------------------------- workers (one per process)
+def timed_rates(step, batch, iters, repeats) -> list[float]:
+    """Images/s of `repeats` runs of `iters` steps, after 3 warm-up steps."""
+    for _ in range(3):
+        step()
+    rates = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in range(iters):
+            step()
+        rates.append(batch * iters / (time.perf_counter() - t))
+    return rates
+
+
 def _protonet_net(net: str, batch: int, train: bool):
     import protonet
     from protonet import caffe_pb2, prototxt
@@ -59,15 +72,7 @@ def worker_protonet(net, mode, batch, iters, repeats):
     if "label" in n.blobs:
         n.blobs["label"].data[...] = g.integers(0, 10, batch)
     step = (lambda: solver.step(1)) if solver else (lambda: n.forward())
-    for _ in range(3):
-        step()
-    rates = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        for _ in range(iters):
-            step()
-        rates.append(batch * iters / (time.perf_counter() - t))
-    out = {"rates": rates}
+    out = {"rates": timed_rates(step, batch, iters, repeats)}
     if solver and net == "lenet":
         from protonet.cli.time import time_layers
         rows, _ = time_layers(n, 20, warmup=1)
@@ -132,15 +137,7 @@ def worker_torch(net, mode, batch, iters, repeats, channels_last):
     step = train_step if mode == "train" else forward_step
     if mode != "train":
         model.eval()
-    for _ in range(3):
-        step()
-    rates = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        for _ in range(iters):
-            step()
-        rates.append(batch * iters / (time.perf_counter() - t))
-    return {"rates": rates}
+    return {"rates": timed_rates(step, batch, iters, repeats)}
 
 
 def worker_gemm():

@@ -13,23 +13,30 @@ from ._jit import jit, prange
 FLT_MIN = np.float32(1.17549435e-38)
 
 
+@jit()
+def _softmax_column(x, o, i, y):
+    """y[o, :, i] = exp(x - max) / sum(exp(x - max)) for one column."""
+    channels = x.shape[1]
+    m = x[o, 0, i]
+    for c in range(1, channels):
+        if x[o, c, i] > m:
+            m = x[o, c, i]
+    total = np.float32(0.0)
+    for c in range(channels):
+        e = np.float32(math.exp(x[o, c, i] - m))
+        y[o, c, i] = e
+        total += e
+    for c in range(channels):
+        y[o, c, i] /= total
+
+
 @jit(parallel=True)
 def softmax_forward(x, y):
-    """y[o, :, i] = exp(x - max) / sum(exp(x - max)) along axis 1."""
+    """y = softmax of x along axis 1."""
     outer, channels, inner = x.shape
     for o in prange(outer):
         for i in range(inner):
-            m = x[o, 0, i]
-            for c in range(1, channels):
-                if x[o, c, i] > m:
-                    m = x[o, c, i]
-            total = np.float32(0.0)
-            for c in range(channels):
-                e = np.float32(math.exp(x[o, c, i] - m))
-                y[o, c, i] = e
-                total += e
-            for c in range(channels):
-                y[o, c, i] /= total
+            _softmax_column(x, o, i, y)
 
 
 @jit(parallel=True)
@@ -52,17 +59,7 @@ def softmax_loss_forward(x, label, has_ignore, ignore_label, prob, losses):
     outer, channels, inner = x.shape
     for o in prange(outer):
         for i in range(inner):
-            m = x[o, 0, i]
-            for c in range(1, channels):
-                if x[o, c, i] > m:
-                    m = x[o, c, i]
-            total = np.float32(0.0)
-            for c in range(channels):
-                e = np.float32(math.exp(x[o, c, i] - m))
-                prob[o, c, i] = e
-                total += e
-            for c in range(channels):
-                prob[o, c, i] /= total
+            _softmax_column(x, o, i, prob)
             lab = int(label[o, i])
             if has_ignore and lab == ignore_label:
                 losses[o, i] = 0.0
