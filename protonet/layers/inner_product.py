@@ -1,9 +1,10 @@
-"""InnerProduct: a fully connected layer as one BLAS GEMM."""
+"""InnerProduct (a fully connected layer as one BLAS GEMM) and Embed (its one-hot-input
+twin: a row lookup)."""
 from __future__ import annotations
 
 import numpy as np
 
-from ..errors import NetDefinitionError
+from ..errors import NetDefinitionError, ShapeError
 from ..registry import register_layer
 from .base import Layer, canonical_axis, count
 
@@ -80,3 +81,65 @@ class InnerProduct(Layer):
         if propagate_down[0]:
             w = self.blobs[0].data
             np.matmul(dy, w.T if self.transpose else w, out=bottom[0].diff.reshape(self.m, self.k))
+
+
+@register_layer("Embed")
+class Embed(Layer):
+    """y[..., :] = W[x[...], :] + b, a lookup table, Caffe "Embed".
+
+    Reads embed_param: num_output, input_dim (the number of indices), bias_term (true),
+    weight_filler, bias_filler. Weights (input_dim, num_output), bias (num_output,).
+    Bottom: integer indices in [0, input_dim), any shape. Top: bottom's shape + (num_output,).
+    Gradients go to the weights and bias only (indices have none).
+    """
+
+    def setup(self, bottom, top):
+        p = self.param.embed_param
+        self.num_output, self.input_dim, self.bias_term = p.num_output, p.input_dim, p.bias_term
+        if self.num_output < 1 or self.input_dim < 1:
+            raise self.error(f"embed_param.num_output ({self.num_output}) and input_dim "
+                             f"({self.input_dim}) must be positive", NetDefinitionError)
+        w_shape = (self.input_dim, self.num_output)
+        if self.blobs:
+            expected = 2 if self.bias_term else 1
+            if len(self.blobs) != expected:
+                raise self.error(f"has {len(self.blobs)} blobs, expected {expected}")
+            self.check_blob_shape(0, w_shape)
+            if self.bias_term:
+                self.check_blob_shape(1, (self.num_output,))
+        else:
+            self.blobs = [self.make_blob(w_shape, p.weight_filler, 0)]
+            if self.bias_term:
+                self.blobs.append(self.make_blob((self.num_output,), p.bias_filler, 1))
+
+    def reshape(self, bottom, top):
+        top[0].reshape(bottom[0].shape + (self.num_output,))
+        if getattr(self, "index", np.empty(0)).size != bottom[0].count:
+            self.index = np.empty(bottom[0].count, np.int64)
+
+    def allow_force_backward(self, bottom_index):
+        return False
+
+    def forward(self, bottom, top):
+        x = bottom[0].data.reshape(-1)
+        np.copyto(self.index, x, casting="unsafe")
+        # Caffe only DCHECKs these; a bad index would read outside the table.
+        bad = (self.index < 0) | (self.index >= self.input_dim) | (self.index != x)
+        if bad.any():
+            raise self.error(f"index {x[bad][0]:g} in bottom '{bottom[0].name}' is not an "
+                             f"integer in [0, {self.input_dim}) (embed_param.input_dim "
+                             f"{self.input_dim})", ShapeError)
+        y = top[0].data.reshape(-1, self.num_output)
+        np.take(self.blobs[0].data, self.index, axis=0, out=y)
+        if self.bias_term:
+            y += self.blobs[1].data
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            raise self.error("cannot backpropagate to the indices", NetDefinitionError)
+        dy = top[0].diff.reshape(-1, self.num_output)
+        if self.param_propagate_down[0]:
+            # add.at, not +=: an index that appears twice must add both rows.
+            np.add.at(self.blobs[0].diff, self.index, dy)
+        if self.bias_term and self.param_propagate_down[1]:
+            self.blobs[1].diff += dy.sum(axis=0, dtype=np.float32)

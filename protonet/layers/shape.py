@@ -1,5 +1,5 @@
 """Layers that move data without arithmetic on it: Split, Flatten, Reshape, Concat, Slice,
-Silence, and Eltwise (elementwise sum, product or max of several bottoms)."""
+Silence, Crop, Tile, and Eltwise (elementwise sum, product or max of several bottoms)."""
 from __future__ import annotations
 
 import numpy as np
@@ -260,3 +260,88 @@ class Eltwise(Layer):
                 np.multiply(dy, others, out=blob.diff)
             else:
                 np.multiply(dy, top[0].data / blob.data, out=blob.diff)
+
+
+@register_layer("Crop")
+class Crop(Layer):
+    """top = A[..., o_k : o_k + B.shape[k], ...] for every axis k >= crop_param.axis, Caffe
+    "Crop". Reads crop_param: axis (2), offset (repeated: none = 0 for all cropped axes, one =
+    the same for all, else one per cropped axis).
+
+    Bottom: A to crop, B of at least A's number of axes (only its shape is read).
+    Top: A's shape with axes >= axis taken from B. Gradient to A only (B gets none).
+    """
+
+    num_bottom = 2
+
+    def setup(self, bottom, top):
+        p = self.param.crop_param
+        self.axis_param, self.offset = p.axis, list(p.offset)
+
+    def reshape(self, bottom, top):
+        a, b = bottom[0].shape, bottom[1].shape
+        axis = canonical_axis(self.axis_param, len(a), self)
+        cropped = len(a) - axis
+        if len(self.offset) > 1 and len(self.offset) != cropped:
+            raise self.error(f"{len(self.offset)} crop_param.offset values for the {cropped} "
+                             f"axes from axis {axis} of bottom '{bottom[0].name}' {a}",
+                             NetDefinitionError)
+        if len(b) < len(a):
+            raise self.error(f"reference bottom '{bottom[1].name}' {b} has fewer axes than "
+                             f"bottom '{bottom[0].name}' {a}")
+        offsets = self.offset * cropped if len(self.offset) == 1 else \
+            self.offset or [0] * cropped
+        self.slices = tuple(slice(None) for _ in range(axis))
+        for k, off in zip(range(axis, len(a)), offsets):
+            if off + b[k] > a[k]:
+                raise self.error(f"crop of axis {k} out of bounds: size {b[k]} (bottom "
+                                 f"'{bottom[1].name}' {b}) at offset {off} does not fit size "
+                                 f"{a[k]} (bottom '{bottom[0].name}' {a})")
+            self.slices += (slice(off, off + b[k]),)
+        top[0].reshape(a[:axis] + b[axis:len(a)])
+
+    def allow_force_backward(self, bottom_index):
+        return bottom_index == 0
+
+    def forward(self, bottom, top):
+        top[0].data[...] = bottom[0].data[self.slices]
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            bottom[0].diff[...] = 0
+            bottom[0].diff[self.slices] = top[0].diff
+        if propagate_down[1]:
+            # B only supplies a shape; Caffe leaves its diff untouched, protonet writes the
+            # true gradient (zero) so the overwrite contract holds.
+            bottom[1].diff[...] = 0
+
+
+@register_layer("Tile")
+class Tile(Layer):
+    """Repeat the bottom `tiles` times along tile_param.axis (np.tile), Caffe "Tile".
+    Reads tile_param: axis (1), tiles (required, positive).
+    Bottom: (..., d_axis, ...). Top: (..., tiles * d_axis, ...). Backward sums the tiles.
+    """
+
+    def setup(self, bottom, top):
+        p = self.param.tile_param
+        if not p.HasField("tiles") or p.tiles < 1:
+            raise self.error("tile_param.tiles must be given and positive", NetDefinitionError)
+        self.axis_param, self.tiles = p.axis, p.tiles
+
+    def reshape(self, bottom, top):
+        shape = bottom[0].shape
+        axis = canonical_axis(self.axis_param, len(shape), self)
+        top[0].reshape(shape[:axis] + (shape[axis] * self.tiles,) + shape[axis + 1:])
+        # The whole block from the axis on repeats, so (outer, tiles, inner) views suffice.
+        self.view = (count(shape, 0, axis), self.tiles, count(shape, axis))
+
+    def forward(self, bottom, top):
+        outer, _, inner = self.view
+        top[0].data.reshape(self.view)[...] = bottom[0].data.reshape(outer, 1, inner)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            outer, _, inner = self.view
+            np.sum(top[0].diff.reshape(self.view), axis=1,
+                   out=bottom[0].diff.reshape(outer, inner))
