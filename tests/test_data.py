@@ -265,3 +265,73 @@ def test_real_fashion_mnist_converts(tmp_path):
     env = lmdb.open(str(out["test"]), readonly=True, lock=False)
     assert env.stat()["entries"] == 10000
     env.close()
+
+
+def image_list(tmp_path, n=5, size=(6, 4)):
+    from PIL import Image
+    (tmp_path / "img").mkdir()
+    lines = []
+    for i in range(n):
+        Image.fromarray(np.full((*size, 3), (i, 2 * i, 3 * i), np.uint8)).save(
+            tmp_path / f"img/{i}.png")
+        lines.append(f"{i}.png {10 + i}")
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    return tmp_path / "list.txt"
+
+
+def image_data_layer(tmp_path, extra="", phase=protonet.TRAIN):
+    text = (f'name: "img" type: "ImageData" image_data_param {{ source: "{tmp_path}/list.txt" '
+            f'root_folder: "{tmp_path}/img/" batch_size: 3 {extra} }}')
+    layer = layer_from_text(text, phase)
+    top = [Blob(name="data"), Blob(name="label")]
+    layer.set_up([], top)
+    return layer, top
+
+
+def test_image_data_reads_the_list_in_order_bgr_and_wraps(tmp_path):
+    image_list(tmp_path)
+    layer, top = image_data_layer(tmp_path)
+    assert top[0].shape == (3, 3, 6, 4)
+    seen = []
+    for _ in range(3):
+        layer.forward([], top)
+        seen += list(top[1].data)
+        np.testing.assert_array_equal(top[0].data[:, :, 0, 0],
+                                      [[3 * (l - 10), 2 * (l - 10), l - 10] for l in top[1].data])
+    layer.close()
+    assert seen == [10, 11, 12, 13, 14, 10, 11, 12, 13]
+
+
+def test_image_data_resizes_and_shuffles_every_epoch_resumably(tmp_path):
+    image_list(tmp_path, n=6)
+    extra = "shuffle: true new_height: 3 new_width: 5 is_color: false"
+    layer, top = image_data_layer(tmp_path, extra)
+    assert top[0].shape == (3, 1, 3, 5)
+    labels = []
+    for _ in range(4):
+        layer.forward([], top)
+        labels.append(list(top[1].data))
+    epochs = [sorted(labels[0] + labels[1]), sorted(labels[2] + labels[3])]
+    assert epochs == [list(range(10, 16))] * 2 and labels[:2] != [[10, 11, 12], [13, 14, 15]]
+    layer.seek(6)   # a resumed run continues with the same second-epoch order
+    layer.forward([], top)
+    assert list(top[1].data) == labels[2]
+    layer.close()
+
+
+def test_image_data_bad_inputs_name_the_layer_and_file(tmp_path):
+    image_list(tmp_path, n=2)
+    (tmp_path / "list.txt").write_text("0.png 10\nmissing.png 1\n")
+    layer, top = image_data_layer(tmp_path)
+    with pytest.raises(DataError, match=r"'img' \(ImageData\): cannot read image .*missing.png"):
+        layer.forward([], top)
+    layer.close()
+    from PIL import Image
+    Image.fromarray(np.zeros((7, 7, 3), np.uint8)).save(tmp_path / "img/big.png")
+    (tmp_path / "list.txt").write_text("0.png 10\nbig.png 1\n")
+    layer, top = image_data_layer(tmp_path)
+    with pytest.raises(DataError, match="big.png has shape .*new_height and new_width"):
+        layer.forward([], top)
+    layer.close()
+    with pytest.raises(DataError, match="cannot read image list"):
+        image_data_layer(tmp_path / "nowhere")

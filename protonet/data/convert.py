@@ -14,7 +14,8 @@ import numpy as np
 
 from ..errors import DataError
 from ..io.binaryproto import write_binaryproto
-from ..io.datum import datum_from_array, datum_to_array, decode_image, encoded_datum, parse_datum
+from ..io.datum import datum_from_array, datum_to_array, encoded_datum, parse_datum
+from ..io.images import decode_image, encode_png, open_image, read_image_list, to_chw
 from ..io.idx import read_idx
 from ..io.lmdb_store import iter_records, write_lmdb
 
@@ -158,15 +159,7 @@ def convert_imageset(list_file, root, out_lmdb, resize_height=0, resize_width=0,
                      shuffle=False, encoded=False, seed=1701) -> tuple[int, list[str]]:
     """An image list ('relative/path label' per line) -> an LMDB, like convert_imageset.
     Returns (records written, paths skipped because they could not be read)."""
-    from PIL import Image
-    lines = []
-    for n, line in enumerate(Path(list_file).read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        path, _, label = line.strip().rpartition(" ")
-        if not path or not label.lstrip("-").isdigit():
-            raise DataError(f"{list_file}:{n}: expected 'path label', got {line!r}")
-        lines.append((path, int(label)))
+    lines = read_image_list(list_file)
     if shuffle:
         random.Random(seed).shuffle(lines)
     skipped: list[str] = []
@@ -175,21 +168,12 @@ def convert_imageset(list_file, root, out_lmdb, resize_height=0, resize_width=0,
         for i, (path, label) in enumerate(lines):
             full = Path(root) / path
             try:
-                with Image.open(full) as img:
-                    img = img.convert("L" if gray else "RGB")
-                    if resize_height and resize_width:
-                        img = img.resize((resize_width, resize_height), Image.BILINEAR)
-                    if encoded:
-                        import io
-                        buffer = io.BytesIO()
-                        img.save(buffer, format="PNG")
-                        data = buffer.getvalue()
-                        shape = decode_image(data).shape
-                        value = encoded_datum(data, label, *shape)
-                    else:
-                        array = np.asarray(img, np.uint8)
-                        chw = array[None] if gray else array[:, :, ::-1].transpose(2, 0, 1)
-                        value = datum_from_array(chw, label)
+                img = open_image(full, resize_height, resize_width, color=not gray)
+                if encoded:
+                    data = encode_png(img)
+                    value = encoded_datum(data, label, *decode_image(data).shape)
+                else:
+                    value = datum_from_array(to_chw(img, not gray), label)
             except (OSError, ValueError) as e:
                 log.warning("Could not read %s (%s); skipped", full, e)
                 skipped.append(str(full))

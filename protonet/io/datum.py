@@ -5,12 +5,11 @@ JPEG bytes, decoded with Pillow to Caffe's channel order (BGR for colour, as Ope
 """
 from __future__ import annotations
 
-import io
-
 import numpy as np
 
 from .. import caffe_pb2
 from ..errors import DataError
+from .images import decode_image
 
 
 def datum_from_array(image: np.ndarray, label: int) -> bytes:
@@ -69,16 +68,6 @@ def _shaped(values, datum, key):
     if values.size != int(np.prod(shape)):
         raise DataError(f"record {_key(key)}: {values.size} values for shape {shape}")
     return values.reshape(shape)
-
-
-def decode_image(data: bytes) -> np.ndarray:
-    """PNG/JPEG bytes -> (C, H, W) uint8; colour comes out BGR (Caffe's OpenCV order)."""
-    from PIL import Image
-    with Image.open(io.BytesIO(data)) as img:
-        if img.mode in ("L", "1", "I", "I;16"):
-            return np.asarray(img.convert("L"), np.uint8)[None]
-        rgb = np.asarray(img.convert("RGB"), np.uint8)
-    return np.ascontiguousarray(rgb[:, :, ::-1].transpose(2, 0, 1))
 
 
 def _key(key) -> str:

@@ -1,4 +1,4 @@
-"""Layers that produce blobs: Input, DummyData (and the LMDB-backed Data, MemoryData).
+"""Layers that produce blobs: Input, DummyData, Data (LMDB), ImageData, MemoryData.
 
 These only connect the net to data; reading and decoding live in protonet/io and protonet/data.
 """
@@ -15,6 +15,7 @@ from ..data.transformer import DataTransformer
 from ..errors import DataError, NetDefinitionError, ShapeError
 from ..fillers import fill
 from ..io.datum import datum_shape, datum_to_array, parse_datum
+from ..io.images import load_image, read_image_list
 from ..io.lmdb_store import LmdbCursor, close_lmdb, open_lmdb
 from ..registry import register_layer
 from .base import Layer
@@ -105,56 +106,32 @@ class DummyData(Layer):
                 fill(filler, blob.data)
 
 
-@register_layer("Data")
-class Data(Layer):
-    """Batches of Datum records from an LMDB, transformed, read ahead on a background thread.
+class PrefetchingData(Layer):
+    """Shared by Data and ImageData: records read ahead on a background thread into a cycle of
+    batch buffers, transformed, and counted, so a snapshot can store where reading resumes.
 
-    Caffe "Data" (V1 DATA). Reads data_param: source, batch_size, rand_skip (0: skip a random
-    number of records below it at the start), backend (LMDB only; LEVELDB is refused),
-    prefetch (4 batches ahead); transform_param (see protonet.data.transformer).
-    Tops: data (batch_size, C, H, W) (crop_size replaces H and W) and optionally label
-    (batch_size,). Records are read in key order, wrapping around at the end.
+    A subclass opens its source in `setup`, then calls `start_reading(...)`; it defines
+    `rewind(position)` (the next record read is number `position`, counting from the first
+    and not wrapped) and `read_record(out) -> label` (decode the next record into `out`).
     """
 
     num_bottom = 0
     num_top = (1, 2)
 
-    def setup(self, bottom, top):
-        p = self.param.data_param
-        where = f"layer '{self.name}' (Data)"
-        if p.HasField("backend") and p.backend == caffe_pb2.DataParameter.LEVELDB:
-            raise DataError(f"{where}: backend LEVELDB is not supported; protonet reads LMDB "
-                            "only (convert with `protonet data` or Caffe's tools with "
-                            "-backend lmdb)")
-        if not p.source:
-            raise DataError(f"{where}: data_param.source is missing")
-        if p.batch_size < 1:
-            raise DataError(f"{where}: data_param.batch_size must be positive")
-        if not p.HasField("backend"):
-            log.info("%s: no backend given (Caffe's default is LEVELDB); opening %s as LMDB",
-                     where, p.source)
-        self.where, self.source, self.batch_size = where, p.source, int(p.batch_size)
-        self.env = open_lmdb(p.source, where)
-        self.cursor = LmdbCursor(self.env, f"{where}: {p.source}")
-        start = int(rng.generator().integers(p.rand_skip)) if p.rand_skip else 0
-        self.cursor.seek(start)
-        key, value = self.cursor.next()
-        first = parse_datum(value, key)
-        self.record_shape = datum_shape(first)
-        self.raw_dtype = np.float32 if len(first.float_data) else np.uint8
+    def start_reading(self, batch_size: int, depth: int, record_shape, raw_dtype,
+                      start: int) -> None:
+        self.batch_size, self.depth = int(batch_size), max(1, int(depth))
+        self.record_shape, self.raw_dtype = tuple(record_shape), raw_dtype
         self.transformer = DataTransformer(self.param.transform_param, self.phase,
-                                           self.record_shape, where)
+                                           self.record_shape, self.where)
         self.seed = int(rng.generator().integers(1 << 62))
-        self.depth = max(1, int(p.prefetch))
-        self.position = start
         self.wait_seconds = 0.0
         self._buffers = None
         self._start(start)
-        self.reshape(bottom, top)
 
     def _start(self, position: int) -> None:
-        self.cursor.seek(position)
-        self.position = position
+        self.rewind(position)
+        self.position = self._read_position = position
         if self._buffers is None:
             n = self.batch_size
             self._buffers = [_Batch(np.empty((n, *self.record_shape), self.raw_dtype),
@@ -163,12 +140,10 @@ class Data(Layer):
         self.prefetcher = Prefetcher(self._produce, self._buffers, name=f"prefetch {self.name}")
 
     def _produce(self, batch: "_Batch") -> None:
-        batch.position = self.cursor.position
+        batch.position = self._read_position
         for i in range(self.batch_size):
-            key, value = self.cursor.next()
-            datum = parse_datum(value, key)
-            datum_to_array(datum, key, out=batch.raw[i])
-            batch.label[i] = datum.label
+            batch.label[i] = self.read_record(batch.raw[i])
+        self._read_position += self.batch_size
         self.transformer(batch.raw, self.seed, batch.position, batch.data)
 
     def reshape(self, bottom, top):
@@ -200,8 +175,10 @@ class Data(Layer):
         if getattr(self, "prefetcher", None) is not None:
             self.prefetcher.close()
             self.prefetcher = None
-            self.cursor.close()
-            close_lmdb(self.env)
+            self.close_source()
+
+    def close_source(self) -> None:
+        """Release the source after the reading thread stopped."""
 
 
 class _Batch:
@@ -209,6 +186,122 @@ class _Batch:
 
     def __init__(self, raw, data, label) -> None:
         self.raw, self.data, self.label, self.position = raw, data, label, 0
+
+
+@register_layer("Data")
+class Data(PrefetchingData):
+    """Batches of Datum records from an LMDB, transformed, read ahead on a background thread.
+
+    Caffe "Data" (V1 DATA). Reads data_param: source, batch_size, rand_skip (0: skip a random
+    number of records below it at the start), backend (LMDB only; LEVELDB is refused),
+    prefetch (4 batches ahead); transform_param (see protonet.data.transformer).
+    Tops: data (batch_size, C, H, W) (crop_size replaces H and W) and optionally label
+    (batch_size,). Records are read in key order, wrapping around at the end.
+    """
+
+    def setup(self, bottom, top):
+        p = self.param.data_param
+        where = self.where = f"layer '{self.name}' (Data)"
+        if p.HasField("backend") and p.backend == caffe_pb2.DataParameter.LEVELDB:
+            raise DataError(f"{where}: backend LEVELDB is not supported; protonet reads LMDB "
+                            "only (convert with `protonet data` or Caffe's tools with "
+                            "-backend lmdb)")
+        if not p.source:
+            raise DataError(f"{where}: data_param.source is missing")
+        if p.batch_size < 1:
+            raise DataError(f"{where}: data_param.batch_size must be positive")
+        if not p.HasField("backend"):
+            log.info("%s: no backend given (Caffe's default is LEVELDB); opening %s as LMDB",
+                     where, p.source)
+        self.source = p.source
+        self.env = open_lmdb(p.source, where)
+        self.cursor = LmdbCursor(self.env, f"{where}: {p.source}")
+        start = int(rng.generator().integers(p.rand_skip)) if p.rand_skip else 0
+        self.cursor.seek(start)
+        key, value = self.cursor.next()
+        first = parse_datum(value, key)
+        self.start_reading(p.batch_size, p.prefetch, datum_shape(first),
+                           np.float32 if len(first.float_data) else np.uint8, start)
+
+    def rewind(self, position: int) -> None:
+        self.cursor.seek(position)
+
+    def read_record(self, out: np.ndarray) -> float:
+        key, value = self.cursor.next()
+        datum = parse_datum(value, key)
+        datum_to_array(datum, key, out=out)
+        return datum.label
+
+    def close_source(self) -> None:
+        self.cursor.close()
+        close_lmdb(self.env)
+
+
+@register_layer("ImageData")
+class ImageData(PrefetchingData):
+    """Batches of image files named in a list ('path label' per line), read ahead.
+
+    Caffe "ImageData" (V1 IMAGE_DATA). Reads image_data_param: source (the list),
+    root_folder (prefixed to each path), batch_size, new_height/new_width (resize, bilinear),
+    is_color (true: 3 channels, BGR as Caffe's OpenCV), shuffle (a new order every epoch,
+    drawn from the net's random seed), rand_skip; transform_param. Every image must have the
+    first one's shape (resize them with new_height/new_width otherwise). Decoded by Pillow,
+    so a resized image can differ from OpenCV's resize by a grey level here and there.
+    """
+
+    def setup(self, bottom, top):
+        p = self.param.image_data_param
+        self.where = f"layer '{self.name}' (ImageData)"
+        if not p.source:
+            raise DataError(f"{self.where}: image_data_param.source is missing")
+        if p.batch_size < 1:
+            raise DataError(f"{self.where}: image_data_param.batch_size must be positive")
+        try:
+            self.entries = read_image_list(p.source)
+        except DataError as e:
+            raise DataError(f"{self.where}: {e}") from None
+        self.root, self.color = p.root_folder, bool(p.is_color)
+        self.size = (int(p.new_height), int(p.new_width))
+        self.shuffle_seed = int(rng.generator().integers(1 << 62)) if p.shuffle else None
+        self._orders: dict[int, np.ndarray] = {}
+        start = int(rng.generator().integers(p.rand_skip)) if p.rand_skip else 0
+        self.rewind(start)
+        first = self._load(start)
+        self.start_reading(p.batch_size, 4, first.shape, np.uint8, start)
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if self.shuffle_seed is None:
+            return np.arange(len(self.entries))
+        if epoch not in self._orders:
+            self._orders = {epoch: np.random.default_rng([self.shuffle_seed, epoch])
+                            .permutation(len(self.entries))}
+        return self._orders[epoch]
+
+    def _entry(self, position: int) -> tuple[str, int]:
+        epoch, i = divmod(position, len(self.entries))
+        path, label = self.entries[self._order(epoch)[i]]
+        return self.root + path, label
+
+    def _load(self, position: int) -> np.ndarray:
+        path, _ = self._entry(position)
+        try:
+            return load_image(path, *self.size, color=self.color)
+        except (OSError, ValueError) as e:
+            raise DataError(f"{self.where}: cannot read image {path}: {e}") from None
+
+    def rewind(self, position: int) -> None:
+        self._next = position
+
+    def read_record(self, out: np.ndarray) -> float:
+        image = self._load(self._next)
+        path, label = self._entry(self._next)
+        if image.shape != out.shape:
+            raise DataError(f"{self.where}: image {path} has shape {image.shape}, the first had "
+                            f"{out.shape}; set image_data_param new_height and new_width to "
+                            "resize them")
+        out[...] = image
+        self._next += 1
+        return label
 
 
 @register_layer("MemoryData")
