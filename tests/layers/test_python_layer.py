@@ -1,0 +1,26 @@
+"""The Python layer: a user's pycaffe-style class, imported by module and class name."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import build, check_gradient, run_forward
+
+from protonet.errors import NetDefinitionError
+
+FIXTURES = str(Path(__file__).resolve().parents[1] / "fixtures")
+PYLOSS = 'type: "Python" python_param { module: "pyloss" layer: "EuclideanLossLayer" }'
+
+
+def test_python_layer_runs_the_users_class_forward_and_backward(monkeypatch):
+    monkeypatch.syspath_prepend(FIXTURES)
+    layer, bottom, top = build(PYLOSS, [(4, 3), (4, 3)])
+    a, b = (blob.data.astype(np.float64) for blob in bottom)
+    np.testing.assert_allclose(run_forward(layer, bottom, top)[0], [((a - b) ** 2).sum() / 8],
+                               rtol=1e-6)
+    check_gradient(layer, bottom, top)
+
+
+def test_python_layer_that_cannot_be_imported_names_the_layer_and_module():
+    with pytest.raises(NetDefinitionError, match="cannot import python_param.module 'nowhere'"):
+        build('name: "py" type: "Python" python_param { module: "nowhere" layer: "L" }',
+              [(2, 2)])
