@@ -65,6 +65,7 @@ class Net:
     def _build(self, param, state) -> None:
         configure_threads()
         filtered = graph.filter_net(param, state)
+        _add_automatic_tops(filtered)
         ordered = graph.order_layers(filtered)
         net_param = graph.insert_splits(ordered)
         self.param = net_param
@@ -80,8 +81,8 @@ class Net:
         for lp in net_param.layer:
             if not lp.HasField("phase"):
                 lp.phase = self.phase
-            if lp.name in self.layer_dict:
-                raise NetDefinitionError(f"{self.source}: two layers are named '{lp.name}'")
+            # Caffe accepts two layers of one name (its mnist_autoencoder has two 'loss'
+            # layers); as there, the last one answers to the name.
             layer = layer_class(lp.type, lp.name)(lp, self.phase)
             bottom = [self.blobs[b] for b in lp.bottom]
             consumed.update(lp.bottom)
@@ -213,10 +214,9 @@ class Net:
     def _index(self, layer_name, default: int) -> int:
         if layer_name is None:
             return default
-        try:
-            return list(self.layer_dict).index(layer_name)
-        except ValueError:
-            raise ProtonetError(f"no layer named '{layer_name}' in the net") from None
+        if layer_name not in self.layer_dict:
+            raise ProtonetError(f"no layer named '{layer_name}' in the net")
+        return self.layers.index(self.layer_dict[layer_name])
 
     def forward_from_to(self, start: int, end: int) -> float:
         """Run layers start..end (indices, inclusive); return the weighted loss they produce."""
@@ -363,3 +363,16 @@ class Net:
     def __repr__(self) -> str:
         phase = "TRAIN" if self.phase == TRAIN else "TEST"
         return f"Net({self.name!r}, {phase}, {len(self.layers)} layers)"
+
+
+def _add_automatic_tops(net_param) -> None:
+    """Caffe's AutoTopBlobs: a loss layer written without a top still gets its loss top (the
+    R-CNN fine-tuning example has one), named after the layer."""
+    for lp in net_param.layer:
+        cls = layer_class(lp.type, lp.name)
+        if not cls.auto_top_blobs:
+            continue
+        needed = cls.num_top if isinstance(cls.num_top, int) else cls.num_top[0]
+        while len(lp.top) < needed:
+            lp.top.append(f"{lp.name} (automatic)" if not len(lp.top) else
+                          f"{lp.name} (automatic {len(lp.top)})")

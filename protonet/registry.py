@@ -85,16 +85,30 @@ def layer_type_list() -> list[str]:
     return sorted(_LAYERS)
 
 
+# Caffe layer types protonet knows of but does not run, with the reason and the way around.
+UNSUPPORTED = {
+    "HDF5Data": "reading HDF5 files would need h5py, which protonet does not depend on; "
+                "convert the data to an LMDB, or swap in DummyData for shape checks "
+                "(protonet.surgery.swap_data_layers)",
+    "HDF5Output": "writing HDF5 files would need h5py, which protonet does not depend on",
+    "WindowData": "R-CNN window files are not supported; swap in DummyData for shape checks "
+                  "(protonet.surgery.swap_data_layers)",
+}
+
+
 def layer_class(name: str, layer_name: str | None = None) -> type:
     """The class registered for `name` ("Convolution" or "CONVOLUTION")."""
     _load_layers()
     cls = _LAYERS.get(canonical_type(name))
     if cls is None:
         where = f" in layer '{layer_name}'" if layer_name else ""
+        if canonical_type(name) in UNSUPPORTED:
+            raise UnknownLayerTypeError(f'layer type "{name}"{where} is not supported: '
+                                        f"{UNSUPPORTED[canonical_type(name)]}")
         near = difflib.get_close_matches(name, list(_LAYERS) + list(V1_TO_V2), n=3, cutoff=0.6)
-        hint = f'did you mean {" or ".join(repr(n) for n in near)}? ' if near else ""
-        raise UnknownLayerTypeError(
-            f'unknown layer type "{name}"{where} ({hint}known: {", ".join(sorted(_LAYERS))})')
+        hint = (f'did you mean {" or ".join(repr(n) for n in near)}?' if near
+                else f'known: {", ".join(sorted(_LAYERS))}')
+        raise UnknownLayerTypeError(f'unknown layer type "{name}"{where} ({hint})')
     return cls
 
 

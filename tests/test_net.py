@@ -271,9 +271,15 @@ def test_shared_params_by_name_share_data_and_sum_gradients():
 
 def test_unknown_layer_type_names_it_and_suggests():
     with pytest.raises(UnknownLayerTypeError,
-                       match=r'"Convolutoin" in layer \'c\'.*did you mean.*Convolution.*known:'):
+                       match=r'"Convolutoin" in layer \'c\'.*did you mean.*Convolution'):
         protonet.Net(param=prototxt.parse_net_text(
             'layer { name: "c" type: "Convolutoin" }'), phase=protonet.TRAIN)
+    with pytest.raises(UnknownLayerTypeError, match=r'"Xyzzy" .*known: .*Convolution'):
+        protonet.Net(param=prototxt.parse_net_text('layer { name: "c" type: "Xyzzy" }'),
+                     phase=protonet.TRAIN)
+    with pytest.raises(UnknownLayerTypeError, match=r'"HDF5Data" .*not supported: .*h5py'):
+        protonet.Net(param=prototxt.parse_net_text('layer { name: "c" type: "HDF5Data" }'),
+                     phase=protonet.TRAIN)
 
 
 def test_wrong_bottom_count_names_the_layer():
@@ -308,3 +314,14 @@ def test_gpu_only_engine_is_accepted_with_one_note(caplog):
     notes = [r.message for r in caplog.records if "engine" in r.message]
     assert len(notes) == 1 and "layers r" in notes[0]
     assert net.forward(a=np.array([[-1, 2]]))["b"].tolist() == [[0, 2]]
+
+
+def test_loss_layer_without_a_top_gets_one_and_counts(seed):
+    net = protonet.Net(param=prototxt.parse_net_text("""
+        layer { name: "x" type: "DummyData" top: "x" top: "y"
+                dummy_data_param { shape { dim: 4 dim: 3 } shape { dim: 4 }
+                                   data_filler { type: "gaussian" } data_filler { value: 1 } } }
+        layer { name: "loss" type: "SoftmaxWithLoss" bottom: "x" bottom: "y" }"""),
+        phase=protonet.TRAIN)
+    assert net.outputs == ["loss (automatic)"]
+    assert net.forward_backward() == pytest.approx(float(net.blobs["loss (automatic)"].data))

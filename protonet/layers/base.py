@@ -39,6 +39,8 @@ class Layer:
     default_loss_weight: ClassVar[float] = 0.0
     # Input layers' tops are the net's inputs (pycaffe's net.inputs).
     is_net_input: ClassVar[bool] = False
+    # Caffe's AutoTopBlobs: missing tops are created (loss layers, so the loss is counted).
+    auto_top_blobs: ClassVar[bool] = False
 
     def __init__(self, param, phase: int = TRAIN) -> None:
         self.name: str = param.name
@@ -130,6 +132,7 @@ class LossLayer(Layer):
     num_bottom: ClassVar[Arity] = 2
     num_top: ClassVar[Arity] = 1
     default_loss_weight: ClassVar[float] = 1.0
+    auto_top_blobs: ClassVar[bool] = True
 
     def reshape(self, bottom, top):
         if bottom[0].shape[0] != bottom[1].shape[0]:
