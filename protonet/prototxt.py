@@ -12,7 +12,10 @@ Syntax errors are reported as `file:line:column: message`.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
+import re
 from pathlib import Path
 
 from google.protobuf import text_format
@@ -35,19 +38,94 @@ def _read_bytes(path) -> bytes:
         raise PrototxtError(f"{path}: cannot read ({e.strerror})") from None
 
 
+# Set by allowing_unknown_fields(): where dropped unknown fields are listed.
+_dropped_fields: contextvars.ContextVar[list | None] = contextvars.ContextVar(
+    "dropped_fields", default=None)
+
+
+@contextlib.contextmanager
+def allowing_unknown_fields():
+    """Within the block, fields stock Caffe does not know (files from Caffe forks) are
+    dropped instead of rejected; yields the list of `file:line:col: Message.field` dropped.
+
+    Stock behaviour (outside the block) is Caffe's: the first unknown field is an error.
+    """
+    dropped: list[str] = []
+    token = _dropped_fields.set(dropped)
+    try:
+        yield dropped
+    finally:
+        _dropped_fields.reset(token)
+
+
+_UNKNOWN_FIELD = re.compile(r'Message type "([^"]+)" has no field named "([^"]+)"')
+
+
 def parse_text(text: str, message, filename: str = "<string>"):
     """Parse prototxt `text` into `message`; a syntax error names file:line:column."""
-    try:
-        text_format.Parse(text, message)
-    except text_format.ParseError as e:
-        line, col = e.GetLine(), e.GetColumn()
-        msg = str(e)
-        # protobuf prefixes "line:col : "; keep only the message.
-        if line is not None and msg.startswith(f"{line}:"):
-            msg = msg.split(" : ", 1)[-1]
-        where = f"{filename}:{line}:{col}" if line is not None else filename
-        raise PrototxtError(f"{where}: {msg}") from None
-    return message
+    dropped = _dropped_fields.get()
+    while True:
+        message.Clear()   # a failed attempt leaves fields behind
+        try:
+            text_format.Parse(text, message)
+            return message
+        except text_format.ParseError as e:
+            line, col = e.GetLine(), e.GetColumn()
+            msg = str(e)
+            # protobuf prefixes "line:col : "; keep only the message.
+            if line is not None and msg.startswith(f"{line}:"):
+                msg = msg.split(" : ", 1)[-1]
+            where = f"{filename}:{line}:{col}" if line is not None else filename
+            unknown = _UNKNOWN_FIELD.search(msg)
+            if dropped is None or unknown is None or line is None:
+                raise PrototxtError(f"{where}: {msg}") from None
+            field = f"{unknown.group(1).removeprefix('caffe.')}.{unknown.group(2)}"
+            log.warning("%s: dropped unknown field %s (--allow-unknown)", where, field)
+            dropped.append(f"{where}: {field}")
+            text = _blank_field(text, line, col)
+
+
+def _blank_field(text: str, line: int, col: int) -> str:
+    """`text` with the field starting at line:col (1-based) and its value or block turned
+    into spaces, so every other position keeps its line and column."""
+    start = sum(len(l) for l in text.splitlines(keepends=True)[:line - 1]) + col - 1
+    i = start
+    while i < len(text) and (text[i].isalnum() or text[i] in "_.[]/"):
+        i += 1
+
+    def skip_space(i):
+        while i < len(text) and text[i].isspace():
+            i += 1
+        return i
+
+    def skip_string(i):
+        quote, i = text[i], i + 1
+        while i < len(text) and text[i] != quote:
+            i += 2 if text[i] == "\\" else 1
+        return i + 1
+
+    i = skip_space(i)
+    if i < len(text) and text[i] == ":":
+        i = skip_space(i + 1)
+    if i < len(text) and text[i] in "{<[":
+        depth = 0
+        while i < len(text):
+            if text[i] in "\"'":
+                i = skip_string(i)
+                continue
+            depth += text[i] in "{<["
+            depth -= text[i] in "}>]"
+            i += 1
+            if depth == 0:
+                break
+    elif i < len(text) and text[i] in "\"'":
+        while i < len(text) and text[i] in "\"'":   # adjacent literals concatenate
+            i = skip_space(skip_string(i))
+    else:
+        while i < len(text) and not text[i].isspace() and text[i] not in ";,}>":
+            i += 1
+    blank = "".join(c if c == "\n" else " " for c in text[start:i])
+    return text[:start] + blank + text[i:]
 
 
 def parse_net_text(text: str, filename: str = "<string>"):

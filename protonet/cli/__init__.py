@@ -11,6 +11,7 @@ import pkgutil
 import sys
 
 from ..errors import ProtonetError
+from ..prototxt import allowing_unknown_fields
 
 
 def _commands():
@@ -35,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "allow_unknown", False):
+            with allowing_unknown_fields():
+                return int(args.run(args) or 0)
         return int(args.run(args) or 0)
     except ProtonetError as e:
         print(f"protonet {args.command}: error: {e}", file=sys.stderr)

@@ -23,6 +23,12 @@ def add_common(parser) -> None:
     parser.add_argument("--gpu", metavar="ID", help="accepted for Caffe compatibility; ignored")
 
 
+def add_allow_unknown(parser) -> None:
+    parser.add_argument("--allow-unknown", action="store_true",
+                        help="drop prototxt fields stock Caffe does not know (files from "
+                             "Caffe forks) and list each one, instead of stopping at the first")
+
+
 def is_solver_file(path) -> bool:
     """True when `path` holds a SolverParameter rather than a NetParameter."""
     try:

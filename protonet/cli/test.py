@@ -7,7 +7,7 @@ import numpy as np
 
 from ..errors import ProtonetError
 from ..net import TEST, Net
-from ._common import add_common, setup_logging
+from ._common import add_allow_unknown, add_common, setup_logging
 
 NAME = "test"
 ORDER = 20
@@ -20,6 +20,7 @@ def add_arguments(p) -> None:
     p.add_argument("--weights", required=True, help="the trained .caffemodel")
     p.add_argument("--iterations", type=int, default=50, help="batches to run (default 50)")
     add_common(p)
+    add_allow_unknown(p)
 
 
 def run(args) -> int:

@@ -6,7 +6,7 @@ import time
 
 from ..errors import ProtonetError
 from ..net import TRAIN, Net
-from ._common import add_common, setup_logging
+from ._common import add_allow_unknown, add_common, setup_logging
 
 NAME = "time"
 ORDER = 30
@@ -20,6 +20,7 @@ def add_arguments(p) -> None:
     p.add_argument("--warmup", type=int, default=1,
                    help="untimed iterations first (numba compiles on the first; default 1)")
     add_common(p)
+    add_allow_unknown(p)
 
 
 def time_layers(net: Net, iterations: int, warmup: int = 1):

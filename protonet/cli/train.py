@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import ProtonetError
 from ..plot import plot_learning_curve
 from ..solvers import get_solver
-from ._common import add_common, is_solver_file, progress, setup_logging
+from ._common import add_allow_unknown, add_common, is_solver_file, progress, setup_logging
 
 NAME = "train"
 ORDER = 10
@@ -25,6 +25,7 @@ def add_arguments(p) -> None:
     p.add_argument("--iters", type=int, help="train to this many iterations (overrides max_iter)")
     p.add_argument("--no-plot", action="store_true", help="do not write the learning curve PNG")
     add_common(p)
+    add_allow_unknown(p)
 
 
 def _solver_and_net(args) -> tuple[str, str | None]:

@@ -1,0 +1,114 @@
+"""A net as a Graphviz DOT graph, after Caffe's draw_net.py: layers are boxes (name, type,
+the main settings), blobs are octagons with their shapes, loss layers and the edges into
+them are red and carry their loss weights, so deep-supervision branches stand out.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+from pathlib import Path
+
+from . import caffe_pb2, graph
+from .errors import ProtonetError
+
+log = logging.getLogger("protonet")
+
+# Fill colours by role, as draw_net.py uses them for conv / pool / other layers and blobs.
+COLOURS = {"Convolution": "#FF5050", "Deconvolution": "#FF5050", "Pooling": "#FF9900",
+           "InnerProduct": "#CC33FF"}
+LAYER, BLOB, LOSS = "#6495ED", "#E0E0E0", "#FF3030"
+
+
+def _quote(text: str) -> str:
+    """A DOT string literal; newlines become DOT's centred line breaks."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + escaped.replace("\n", "\\n") + '"'
+
+
+def _settings(lp) -> str:
+    """The few settings worth reading on a drawing (kernel, stride, outputs...)."""
+    if lp.type in ("Convolution", "Deconvolution"):
+        p = lp.convolution_param
+        k = list(p.kernel_size) or [p.kernel_h]
+        s = list(p.stride) or [1]
+        return f"k{k[0]} s{s[0]} out {p.num_output}" + (f" g{p.group}" if p.group > 1 else "")
+    if lp.type == "Pooling":
+        p = lp.pooling_param
+        name = caffe_pb2.PoolingParameter.PoolMethod.Name(p.pool)
+        return "global " + name if p.global_pooling else f"{name} k{p.kernel_size} s{p.stride}"
+    if lp.type == "InnerProduct":
+        return f"out {lp.inner_product_param.num_output}"
+    return ""
+
+
+def net_to_dot(net_param, phase=None, shapes: dict | None = None, rankdir: str = "LR",
+               loss_weights: dict | None = None) -> str:
+    """DOT text for `net_param` (a NetParameter, upgraded), the layers of `phase` (None: all).
+    `shapes` maps blob names to shapes; `loss_weights` maps (layer, top) to weights."""
+    if phase is not None:
+        state = caffe_pb2.NetState(phase=phase)
+        net_param = graph.filter_net(net_param, state)
+    shapes, loss_weights = shapes or {}, dict(loss_weights or {})
+    lines = [f"digraph {_quote(net_param.name or 'net')} {{", f"  rankdir={rankdir};",
+             '  node [fontname="Helvetica" fontsize=10];']
+    blobs: set[str] = set()
+    for i, lp in enumerate(net_param.layer):
+        is_loss = "Loss" in lp.type or any(w for w in lp.loss_weight)
+        for j, top in enumerate(lp.top):
+            if (lp.name, top) in loss_weights or (j < len(lp.loss_weight) and lp.loss_weight[j]):
+                is_loss = True
+        node = f"layer{i}"
+        label = "\n".join(x for x in (lp.name, f"({lp.type})", _settings(lp)) if x)
+        colour = LOSS if is_loss else COLOURS.get(lp.type, LAYER)
+        lines.append(f"  {node} [shape=box style=\"filled,rounded\" fillcolor={_quote(colour)} "
+                     f"label={_quote(label)}];")
+        for b in lp.bottom:
+            blobs.add(b)
+            attrs = f" [color={_quote(LOSS)}]" if is_loss else ""
+            lines.append(f"  {_quote('blob ' + b)} -> {node}{attrs};")
+        for j, t in enumerate(lp.top):
+            blobs.add(t)
+            weight = loss_weights.get((lp.name, t))
+            if weight is None and j < len(lp.loss_weight):
+                weight = lp.loss_weight[j] or None
+            if weight is None and "Loss" in lp.type and j == 0:
+                weight = 1.0
+            attrs = (f" [color={_quote(LOSS)} fontcolor={_quote(LOSS)} "
+                     f"label={_quote(f'loss x {weight:g}')}]") if weight else ""
+            lines.append(f"  {node} -> {_quote('blob ' + t)}{attrs};")
+    for b in sorted(blobs):
+        shape = shapes.get(b)
+        label = b + (f"\n{' x '.join(str(d) for d in shape) or 'scalar'}"
+                     if shape is not None else "")
+        lines.append(f"  {_quote('blob ' + b)} [shape=octagon style=filled "
+                     f"fillcolor={_quote(BLOB)} label={_quote(label)}];")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def render(dot_text: str, out_path) -> Path:
+    """Write `out_path` (.dot as text; .svg/.png/.pdf through Graphviz's `dot`) and return
+    the path written. Without Graphviz, writes the DOT text beside it, logs how to render
+    it, and returns the .dot path."""
+    out = Path(out_path)
+    fmt = out.suffix.lstrip(".").lower()
+    from .io.atomic import atomic_write
+    if fmt == "dot":
+        atomic_write(out, dot_text.encode())
+        return out
+    if fmt not in ("svg", "png", "pdf"):
+        raise ProtonetError(f"{out}: choose .svg, .png, .pdf or .dot")
+    dot = shutil.which("dot")
+    if dot is None:
+        dot_file = out.with_suffix(".dot")
+        atomic_write(dot_file, dot_text.encode())
+        log.warning("Graphviz's `dot` is not installed, so %s was not drawn; the graph is in "
+                    "%s: install Graphviz (e.g. apt-get install graphviz) and run "
+                    "`dot -T%s %s -o %s`", out, dot_file, fmt, dot_file, out)
+        return dot_file
+    result = subprocess.run([dot, f"-T{fmt}"], input=dot_text.encode(), capture_output=True)
+    if result.returncode:
+        raise ProtonetError(f"dot failed: {result.stderr.decode(errors='replace').strip()}")
+    atomic_write(out, result.stdout)
+    return out

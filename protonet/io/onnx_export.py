@@ -1,0 +1,325 @@
+"""A deploy net and its weights as an ONNX model (the onnx package; `pip install onnx`).
+
+Each layer class has one converter, registered next to the others below, that emits ONNX
+nodes from the layer's parsed attributes and learnable blobs. Caffe semantics that ONNX
+lacks are spelled out with extra nodes: Caffe's ceil-rounded pooling becomes explicit end
+padding, and average pooling over padding divides as Caffe does (zero padding counted, the
+ceil overhang not). Blobs overwritten in place get versioned tensor names; the net's outputs
+keep their blob names. Layers with no ONNX equivalent are reported by name.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Callable
+
+import numpy as np
+
+from ..errors import ProtonetError
+from .. import caffe_pb2
+from ..layers import conv, inner_product, neuron, normalization, pooling, shape, softmax
+from ..layers.data import Input
+
+OPSET = 17
+_CONVERTERS: dict[type, Callable] = {}
+
+
+def onnx_converter(*classes):
+    def decorate(fn):
+        for cls in classes:
+            _CONVERTERS[cls] = fn
+        return fn
+    return decorate
+
+
+class _Graph:
+    """ONNX nodes and initializers under construction, with unique tensor names."""
+
+    def __init__(self, helper, numpy_helper) -> None:
+        self.helper, self.numpy_helper = helper, numpy_helper
+        self.nodes, self.initializers = [], []
+        self.used: set[str] = set()
+
+    def fresh(self, base: str) -> str:
+        name, k = base, 0
+        while name in self.used:
+            k += 1
+            name = f"{base}__{k}"
+        self.used.add(name)
+        return name
+
+    def const(self, base: str, array) -> str:
+        name = self.fresh(base)
+        self.initializers.append(self.numpy_helper.from_array(np.asarray(array), name))
+        return name
+
+    def node(self, op: str, inputs, outputs=None, name: str = "", **attrs) -> str:
+        """Add a node; returns its (first) output name (fresh unless given)."""
+        outputs = list(outputs) if outputs else [self.fresh(f"{name or op}_out")]
+        self.nodes.append(self.helper.make_node(op, list(inputs), outputs,
+                                                name=self.fresh(name or op), **attrs))
+        return outputs[0]
+
+
+def export_onnx(net, path) -> list[str]:
+    """Write `net` (built in TEST phase, weights loaded) as an ONNX model to `path`.
+
+    Raises ProtonetError listing every layer that has no ONNX equivalent (loss and data
+    layers among them: export deploy nets). Returns the graph's output names.
+    """
+    try:
+        import onnx
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError:
+        raise ProtonetError("ONNX export needs the onnx package: pip install onnx") from None
+    missing = [f"'{layer.name}' ({layer.type})" for layer in net.layers
+               if type(layer) not in _CONVERTERS]
+    if missing:
+        raise ProtonetError(f"{net.source}: no ONNX equivalent for layer(s) "
+                            f"{', '.join(missing)}; export a deploy net")
+    g = _Graph(helper, numpy_helper)
+    produced = Counter(t for lp in net.param.layer for t in lp.top)
+    seen: Counter = Counter()
+    current: dict[str, str] = {}    # blob name -> tensor holding its latest value
+    inputs = []
+    for layer, lp in zip(net.layers, net.param.layer):
+        tops = []
+        for t in lp.top:
+            seen[t] += 1
+            # The last value of a blob keeps the blob's name; earlier in-place values don't.
+            tops.append(t if seen[t] == produced[t] else f"{t}__v{seen[t]}")
+        g.used.update(tops)
+        if isinstance(layer, Input):
+            for t in lp.top:
+                inputs.append(helper.make_tensor_value_info(
+                    t, TensorProto.FLOAT, list(net.blobs[t].shape)))
+        else:
+            bottoms = [current[b] for b in lp.bottom]
+            _CONVERTERS[type(layer)](layer, g, bottoms, tops,
+                                     [net.blobs[b].shape for b in lp.bottom],
+                                     [net.blobs[t].shape for t in lp.top])
+        current.update(zip(lp.top, tops))
+    outputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT,
+                                             list(net.blobs[name].shape))
+               for name in net.outputs]
+    graph = helper.make_graph(g.nodes, net.name or "protonet", inputs, outputs,
+                              g.initializers)
+    model = helper.make_model(graph, producer_name="protonet",
+                              opset_imports=[helper.make_opsetid("", OPSET)])
+    onnx.checker.check_model(model)
+    from .atomic import atomic_write
+    atomic_write(path, model.SerializeToString())
+    return list(net.outputs)
+
+
+def _identity(layer, g, bottoms, tops, in_shapes, out_shapes):
+    for top in tops:
+        g.node("Identity", bottoms[:1], [top], name=layer.name)
+
+
+onnx_converter(shape.Split, neuron.Dropout)(_identity)
+
+
+@onnx_converter(Input)
+def _input(layer, g, bottoms, tops, in_shapes, out_shapes):  # handled in export_onnx: graph inputs
+    pass
+
+
+@onnx_converter(conv.Convolution, conv.Deconvolution)
+def _conv(layer, g, bottoms, tops, in_shapes, out_shapes):
+    inputs = bottoms + [g.const(f"{layer.name}_w", layer.blobs[0].data)]
+    if layer.bias_term:
+        inputs.append(g.const(f"{layer.name}_b", layer.blobs[1].data))
+    op = "ConvTranspose" if isinstance(layer, conv.Deconvolution) else "Conv"
+    g.node(op, inputs, tops, name=layer.name, kernel_shape=[layer.kh, layer.kw],
+           strides=[layer.sh, layer.sw], pads=[layer.ph, layer.pw, layer.ph, layer.pw],
+           dilations=[layer.dh, layer.dw], group=layer.group)
+
+
+@onnx_converter(inner_product.InnerProduct)
+def _inner_product(layer, g, bottoms, tops, in_shapes, out_shapes):
+    flat = g.node("Flatten", bottoms, name=f"{layer.name}_flatten", axis=layer.axis)
+    inputs = [flat, g.const(f"{layer.name}_w", layer.blobs[0].data)]
+    if layer.bias_term:
+        inputs.append(g.const(f"{layer.name}_b", layer.blobs[1].data))
+    out_shape = out_shapes[0]
+    if len(out_shape) == 2:
+        g.node("Gemm", inputs, tops, name=layer.name, transB=0 if layer.transpose else 1)
+        return
+    y = g.node("Gemm", inputs, name=layer.name, transB=0 if layer.transpose else 1)
+    g.node("Reshape", [y, g.const(f"{layer.name}_shape", np.array(out_shape, np.int64))],
+           tops, name=f"{layer.name}_reshape")
+
+
+@onnx_converter(pooling.Pooling)
+def _pooling(layer, g, bottoms, tops, in_shapes, out_shapes):
+    _, _, h, w = in_shapes[0]
+    _, _, ho, wo = out_shapes[0]
+    # Padding at the far end that floor-rounding needs to give Caffe's ceil-rounded size.
+    end_h = (ho - 1) * layer.sh + layer.kh - h - layer.ph
+    end_w = (wo - 1) * layer.sw + layer.kw - w - layer.pw
+    x = bottoms[0]
+    window = dict(kernel_shape=[layer.kh, layer.kw], strides=[layer.sh, layer.sw])
+    if layer.is_max:
+        _check_pads(layer, end_h, end_w)
+        g.node("MaxPool", [x], tops[:1], name=layer.name,
+               pads=[layer.ph, layer.pw, end_h, end_w], **window)
+        return
+    # Caffe averages over the window clipped to the zero-padded input: pad with real zeros,
+    # then let the overhang beyond it not count.
+    if layer.ph or layer.pw:
+        pads = np.array([0, 0, layer.ph, layer.pw, 0, 0, layer.ph, layer.pw], np.int64)
+        x = g.node("Pad", [x, g.const(f"{layer.name}_pads", pads)], name=f"{layer.name}_pad")
+        end_h, end_w = end_h - layer.ph, end_w - layer.pw
+    _check_pads(layer, end_h, end_w)
+    g.node("AveragePool", [x], tops[:1], name=layer.name, pads=[0, 0, end_h, end_w],
+           count_include_pad=0, **window)
+
+
+def _check_pads(layer, *pads):
+    # Caffe drops a last window that would start in the padding; if that leaves input rows
+    # unread past the padding, ONNX would need negative pads.
+    if min(pads) < 0:
+        raise ProtonetError(f"layer '{layer.name}' (Pooling): Caffe's output size for this "
+                            "window needs cropping that ONNX pooling cannot express")
+
+
+@onnx_converter(neuron.ReLU)
+def _relu(layer, g, bottoms, tops, in_shapes, out_shapes):
+    if layer.negative_slope:
+        g.node("LeakyRelu", bottoms, tops, name=layer.name, alpha=float(layer.negative_slope))
+    else:
+        g.node("Relu", bottoms, tops, name=layer.name)
+
+
+def _unary(op):
+    def convert(layer, g, bottoms, tops, in_shapes, out_shapes):
+        g.node(op, bottoms, tops, name=layer.name)
+    return convert
+
+
+onnx_converter(neuron.Sigmoid)(_unary("Sigmoid"))
+onnx_converter(neuron.TanH)(_unary("Tanh"))
+onnx_converter(neuron.AbsVal)(_unary("Abs"))
+onnx_converter(neuron.BNLL)(_unary("Softplus"))
+
+
+@onnx_converter(neuron.ELU)
+def _elu(layer, g, bottoms, tops, in_shapes, out_shapes):
+    g.node("Elu", bottoms, tops, name=layer.name, alpha=float(layer.alpha))
+
+
+@onnx_converter(neuron.Power)
+def _power(layer, g, bottoms, tops, in_shapes, out_shapes):
+    x = bottoms[0]
+    if layer.scale != 1:
+        x = g.node("Mul", [x, g.const(f"{layer.name}_scale", np.float32(layer.scale))])
+    if layer.shift != 0:
+        x = g.node("Add", [x, g.const(f"{layer.name}_shift", np.float32(layer.shift))])
+    g.node("Pow", [x, g.const(f"{layer.name}_power", np.float32(layer.power))], tops,
+           name=layer.name)
+
+
+@onnx_converter(neuron.PReLU)
+def _prelu(layer, g, bottoms, tops, in_shapes, out_shapes):
+    slope = layer.blobs[0].data
+    slope = slope.reshape(-1, *[1] * (len(in_shapes[0]) - 2)) if slope.size > 1 else slope
+    g.node("PRelu", [bottoms[0], g.const(f"{layer.name}_slope", slope)], tops,
+           name=layer.name)
+
+
+@onnx_converter(softmax.Softmax)
+def _softmax(layer, g, bottoms, tops, in_shapes, out_shapes):
+    g.node("Softmax", bottoms, tops, name=layer.name, axis=int(layer.axis))
+
+
+@onnx_converter(shape.Concat)
+def _concat(layer, g, bottoms, tops, in_shapes, out_shapes):
+    g.node("Concat", bottoms, tops, name=layer.name, axis=int(layer.axis))
+
+
+@onnx_converter(shape.Flatten, shape.Reshape)
+def _reshape(layer, g, bottoms, tops, in_shapes, out_shapes):
+    g.node("Reshape", [bottoms[0], g.const(f"{layer.name}_shape",
+                                           np.array(out_shapes[0], np.int64))], tops,
+           name=layer.name)
+
+
+@onnx_converter(shape.Slice)
+def _slice(layer, g, bottoms, tops, in_shapes, out_shapes):
+    sizes = np.array([end - start for start, end in layer.bounds], np.int64)
+    g.node("Split", [bottoms[0], g.const(f"{layer.name}_split", sizes)], tops,
+           name=layer.name, axis=int(layer.axis))
+
+
+@onnx_converter(shape.Eltwise)
+def _eltwise(layer, g, bottoms, tops, in_shapes, out_shapes):
+    E = caffe_pb2.EltwiseParameter
+    if layer.op == E.PROD:
+        g.node("Mul", bottoms, tops, name=layer.name)
+    elif layer.op == E.MAX:
+        g.node("Max", bottoms, tops, name=layer.name)
+    else:
+        terms = [b if c == 1 else g.node("Mul", [b, g.const(f"{layer.name}_coeff{i}",
+                                                            np.float32(c))])
+                 for i, (b, c) in enumerate(zip(bottoms, layer.coeff))]
+        g.node("Sum", terms, tops, name=layer.name)
+
+
+@onnx_converter(normalization.LRN)
+def _lrn(layer, g, bottoms, tops, in_shapes, out_shapes):
+    if not layer.across:
+        raise ProtonetError(f"layer '{layer.name}' (LRN): WITHIN_CHANNEL has no ONNX "
+                            "equivalent (ONNX LRN runs across channels)")
+    g.node("LRN", bottoms, tops, name=layer.name, size=int(layer.size),
+           alpha=float(layer.alpha), beta=float(layer.beta), bias=float(layer.k))
+
+
+@onnx_converter(normalization.BatchNorm)
+def _batch_norm(layer, g, bottoms, tops, in_shapes, out_shapes):
+    mean, var, factor = (b.data for b in layer.blobs)
+    scale = np.float32(0 if factor[0] == 0 else 1 / factor[0])   # Caffe's rule
+    c = mean.size
+    g.node("BatchNormalization",
+           [bottoms[0], g.const(f"{layer.name}_gamma", np.ones(c, np.float32)),
+            g.const(f"{layer.name}_beta", np.zeros(c, np.float32)),
+            g.const(f"{layer.name}_mean", mean * scale),
+            g.const(f"{layer.name}_var", var * scale)], tops, name=layer.name,
+           epsilon=float(layer.eps))
+
+
+def _along_axis(g, name, operand, axis, x_axes, tensor=None):
+    """`operand` (an array, or the tensor named `tensor` of that shape) reshaped to
+    broadcast against an x of `x_axes` axes from `axis` on (Caffe's Scale/Bias layout)."""
+    shape = tuple(operand.shape if tensor is None else operand)
+    if not shape:
+        return g.const(name, np.float32(operand)) if tensor is None else tensor
+    axis = axis % x_axes
+    full = (*shape, *[1] * (x_axes - axis - len(shape)))
+    if tensor is None:
+        return g.const(name, np.asarray(operand, np.float32).reshape(full))
+    return g.node("Reshape", [tensor, g.const(f"{name}_shape", np.array(full, np.int64))])
+
+
+@onnx_converter(normalization.Scale)
+def _scale(layer, g, bottoms, tops, in_shapes, out_shapes):
+    x_axes = len(in_shapes[0])
+    if layer.scale_is_param:
+        s = _along_axis(g, f"{layer.name}_scale", layer.blobs[0].data, layer.axis, x_axes)
+    else:
+        s = _along_axis(g, f"{layer.name}_scale", in_shapes[1], layer.axis, x_axes, bottoms[1])
+    if not layer.bias_term:
+        g.node("Mul", [bottoms[0], s], tops, name=layer.name)
+        return
+    y = g.node("Mul", [bottoms[0], s], name=layer.name)
+    b = _along_axis(g, f"{layer.name}_bias", layer.blobs[-1].data, layer.axis, x_axes)
+    g.node("Add", [y, b], tops, name=f"{layer.name}_bias")
+
+
+@onnx_converter(normalization.Bias)
+def _bias(layer, g, bottoms, tops, in_shapes, out_shapes):
+    x_axes = len(in_shapes[0])
+    if layer.bias_is_param:
+        b = _along_axis(g, f"{layer.name}_bias", layer.blobs[0].data, layer.axis, x_axes)
+    else:
+        b = _along_axis(g, f"{layer.name}_bias", in_shapes[1], layer.axis, x_axes, bottoms[1])
+    g.node("Add", [bottoms[0], b], tops, name=layer.name)
