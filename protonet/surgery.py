@@ -90,3 +90,89 @@ def _top_shape(lp, kind, index, top, shapes, batch) -> list[int]:
         return [batch]
     raise NetDefinitionError(f"layer '{lp.name}' ({lp.type}): give the shape of its top "
                              f"'{top}' per sample, e.g. shapes={{'{top}': (3, 227, 227)}}")
+
+
+FOLDABLE = ("Convolution", "InnerProduct")
+
+
+def fold_batchnorm(net_param, net):
+    """Fold every BatchNorm (and the Scale right after it) that directly follows a
+    Convolution or InnerProduct into that layer: W' = W g / s, b' = (b - mean) g / s + beta,
+    s = sqrt(var + eps), g and beta the Scale's (1 and 0 without one).
+
+    `net_param`: the deploy NetParameter (upgraded); `net`: a protonet.Net built from it in
+    TEST phase with the trained weights loaded. Returns (a NetParameter whose layers carry
+    their weights as blobs, i.e. a caffemodel; names of the BatchNorm layers folded). Clear
+    the blobs for the prototxt. BatchNorm layers with no Convolution/InnerProduct right
+    before them, or whose input is also read by another layer, are kept as they are.
+    """
+    import numpy as np
+    from . import graph
+    layers = list(graph.filter_net(net_param, caffe_pb2.NetState(phase=caffe_pb2.TEST)).layer)
+
+    def sole_next_reader(i, blob):
+        """The first layer after i reading `blob`, if no other layer reads it before the
+        blob is overwritten."""
+        readers = []
+        for k in range(i + 1, len(layers)):
+            if blob in layers[k].bottom:
+                readers.append(k)
+            if blob in layers[k].top and k not in readers:
+                break
+        return readers[0] if len(readers) == 1 or (
+            readers and blob in layers[readers[0]].top) else None
+
+    fold: dict[int, tuple] = {}     # conv index -> (gamma, beta, top name)
+    drop: set[int] = set()
+    for j, conv_lp in enumerate(layers):
+        if conv_lp.type not in FOLDABLE:
+            continue
+        i = sole_next_reader(j, conv_lp.top[0])
+        if i is None or layers[i].type != "BatchNorm":
+            continue
+        bn = net.layer_dict[layers[i].name]
+        mean, var, factor = (b.data.astype(np.float64).reshape(-1) for b in bn.blobs)
+        scale = 0.0 if factor[0] == 0 else 1.0 / factor[0]
+        gamma = 1.0 / np.sqrt(var * scale + float(bn.eps))
+        beta = -mean * scale * gamma
+        top, drop_now = layers[i].top[0], {i}
+        k = sole_next_reader(i, top)
+        if k is not None and layers[k].type == "Scale" and len(layers[k].bottom) == 1:
+            sc = net.layer_dict[layers[k].name]
+            g = sc.blobs[0].data.astype(np.float64).reshape(-1)
+            b = sc.blobs[1].data.astype(np.float64).reshape(-1) if sc.bias_term else 0.0
+            gamma, beta = gamma * g, beta * g + b
+            top = layers[k].top[0]
+            drop_now.add(k)
+        fold[j] = (gamma, beta, top)
+        drop |= drop_now
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(net_param)
+    del out.layer[:]
+    for i, lp in enumerate(layers):
+        if i in drop:
+            continue
+        new = out.layer.add()
+        new.CopyFrom(lp)
+        layer = net.layer_dict[lp.name]
+        arrays = [b.data.astype(np.float64) for b in layer.blobs]
+        if i in fold:
+            gamma, beta, top = fold[i]
+            w = arrays[0]
+            out_axis = 1 if lp.type == "InnerProduct" and layer.transpose else 0
+            shape = [1] * w.ndim
+            shape[out_axis] = -1
+            bias = arrays[1].reshape(-1) if layer.bias_term else np.zeros(len(gamma))
+            arrays = [w * gamma.reshape(shape), bias * gamma + beta]
+            params = (new.convolution_param if lp.type == "Convolution"
+                      else new.inner_product_param)
+            params.bias_term = True
+            new.top[0] = top
+            if len(new.param) == 1:   # the new bias gets Caffe's usual lr_mult 2, no decay
+                new.param.add(lr_mult=2, decay_mult=0)
+        del new.blobs[:]
+        for array in arrays:
+            proto = new.blobs.add()
+            proto.shape.dim.extend(array.shape)
+            proto.data.extend(array.astype(np.float32).ravel().tolist())
+    return out, [layers[i].name for i in sorted(drop) if layers[i].type == "BatchNorm"]

@@ -47,7 +47,8 @@ def _protonet_net(net: str, batch: int, train: bool):
     if not train:
         text = (ROOT / "models/lenet.prototxt").read_text().replace("dim: 64", f"dim: {batch}")
         return protonet.Net(param=prototxt.parse_net_text(text), phase=protonet.TEST), None
-    param = prototxt.read_net(ROOT / f"models/{net}.prototxt")
+    train_test = {"lenet": "lenet_train_test", "lenet_dsn": "lenet_dsn"}[net]
+    param = prototxt.read_net(ROOT / f"models/{train_test}.prototxt")
     inputs = caffe_pb2.LayerParameter(name="data", type="Input", top=["data", "label"])
     inputs.input_param.shape.add().dim.extend([batch, 1, 28, 28])
     inputs.input_param.shape.add().dim.extend([batch])
