@@ -32,21 +32,25 @@ _configured = False
 
 
 def configure_threads() -> None:
-    """Give the cores to BLAS and run numba's loops on one thread, unless told otherwise.
+    """Let BLAS and numba's loops each use every core, taking turns.
 
-    Two thread pools on the same cores fight: OpenBLAS's threads spin after each GEMM while
-    numba's wait. Measured with `protonet time --model models/lenet_train_test.prototxt
-    --iterations 40` on 2 cores (ms per forward-backward of 64 images): both pools at 2
-    threads 92; BLAS 1 + numba 2 16.7; BLAS 2 + numba 1 16.1-16.9; both 1 20.5; GEMMs split
-    by hand over 2 Python threads with BLAS 1 20.2-20.7. So BLAS keeps its threads and numba
-    gets one. PROTONET_NUMBA_THREADS and PROTONET_BLAS_THREADS override; applied once, when
-    the first Net is built.
+    The two pools run one after the other (a GEMM, then an im2col), so they share the cores
+    well only if neither spins when idle: protonet sets OPENBLAS_THREAD_TIMEOUT=4 and
+    OMP_WAIT_POLICY=PASSIVE when it is imported (before numpy loads). Measured on 2 cores
+    with `python tools/bench.py --worker --framework protonet --net lenet --mode train
+    --threads 2` (LeNet training images/s, 4 runs each, alternating): numba 1 thread with
+    spinning pools 3,848-4,174; numba 2 threads with yielding pools 4,285-4,469. With both
+    pools spinning, 2 numba threads were 5x slower (92 ms per iteration instead of 16).
+    OMP_NUM_THREADS caps both; PROTONET_NUMBA_THREADS and PROTONET_BLAS_THREADS set each; once,
+    when the first Net is built.
     """
     global _configured
     if _configured:
         return
     _configured = True
-    set_num_threads(int(os.environ.get("PROTONET_NUMBA_THREADS", "1")))
+    # OMP_NUM_THREADS caps numba as it caps BLAS (numba itself only reads NUMBA_NUM_THREADS).
+    default = os.environ.get("OMP_NUM_THREADS", numba.config.NUMBA_NUM_THREADS)
+    set_num_threads(int(os.environ.get("PROTONET_NUMBA_THREADS", default)))
     blas = os.environ.get("PROTONET_BLAS_THREADS")
     if blas:
         from threadpoolctl import threadpool_limits
