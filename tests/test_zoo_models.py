@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 FORWARD = """
-import json, resource, sys, numpy as np, protonet
+import json, re, sys, numpy as np, protonet
 protonet.set_random_seed(1701)
 net = protonet.Net(sys.argv[1], protonet.TEST)
 for layer in net.layers:   # trained-like statistics: unit variance (zero ones blow up)
@@ -22,7 +22,10 @@ prob = net.forward(data=x)["prob"]
 print(json.dumps({"shapes": {k: list(v.shape) for k, v in net.blobs.items()},
                   "prob_sum": float(prob.sum()), "finite": bool(np.isfinite(prob).all()),
                   "params": sum(b.count for blobs in net.params.values() for b in blobs),
-                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  # VmHWM: this process's own peak (ru_maxrss would include the parent's,
+                  # inherited across the vfork+exec of subprocess).
+                  "peak_mb": int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read())
+                                 .group(1)) / 1024}))
 """
 
 

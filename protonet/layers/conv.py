@@ -10,6 +10,9 @@ from ..kernels.conv import (channels_first, channels_first_add_bias, channels_la
 from ..registry import register_layer
 from .base import Layer, canonical_axis
 
+# Floats in one column buffer (64 MB): above it the batch is convolved in chunks.
+COL_BUDGET = 1 << 24
+
 
 def _pair(layer, p, name: str, default: int) -> tuple[int, int]:
     """Caffe's reading of kernel/stride/pad/dilation: `name_h`/`name_w`, or the repeated field
@@ -83,6 +86,24 @@ class _BaseConvolution(Layer):
     def geometry(self):
         return (self.kh, self.kw, self.ph, self.pw, self.sh, self.sw, self.dh, self.dw)
 
+    def plan_chunks(self, n: int, col_rows: int, col_cols: int) -> None:
+        """Split the batch into chunks whose column buffer stays under COL_BUDGET floats:
+        one chunk (one GEMM over the whole batch) for training-size batches, several for
+        big inference batches, so memory does not grow with the batch (Caffe's per-image
+        im2col bounds it too)."""
+        self.chunk = max(1, min(n, COL_BUDGET // max(1, col_rows * col_cols)))
+        self.bounds = [(a, min(n, a + self.chunk)) for a in range(0, n, self.chunk)]
+
+
+def _buffer(old, size: int):
+    """A float32 buffer of at least `size` elements, reusing `old` when it is big enough."""
+    return old if old is not None and old.size >= size else np.empty(size, np.float32)
+
+
+def _view(buffer, shape):
+    """The leading part of a flat buffer as a contiguous array of `shape`."""
+    return buffer[:int(np.prod(shape))].reshape(shape)
+
 
 @register_layer("Convolution")
 class Convolution(_BaseConvolution):
@@ -104,29 +125,37 @@ class Convolution(_BaseConvolution):
         if self.ho < 1 or self.wo < 1:
             raise self.error(f"kernel larger than the padded input {bottom[0].shape}")
         top[0].reshape(n, self.num_output, self.ho, self.wo)
-        k = c * self.kh * self.kw
-        p = self.ho * self.wo
-        if getattr(self, "_col_shape", None) != (k, n, p):
-            self._col_shape = (k, n, p)
-            self.col = np.empty((k, n, p), np.float32)
-            self.col_diff = np.empty((k, n, p), np.float32)
-            self.y2 = np.empty((self.num_output, n, p), np.float32)
+        k, p = c * self.kh * self.kw, self.ho * self.wo
+        self.plan_chunks(n, k, p)
+        size = k * self.chunk * p
+        self.col = _buffer(getattr(self, "col", None), size)
+        self.col_diff = _buffer(getattr(self, "col_diff", None), size)
+        self.y2 = _buffer(getattr(self, "y2", None), self.num_output * self.chunk * p)
+        if getattr(self, "w_grad", np.empty(0)).shape != (self.num_output // self.group,
+                                                          k // self.group):
             self.w_grad = np.empty((self.num_output // self.group, k // self.group), np.float32)
 
+    def _columns(self, x, n0, n1):
+        """im2col of images n0..n1 into the column buffer, as (group, K/group, images*P)."""
+        k, p = x.shape[1] * self.kh * self.kw, self.ho * self.wo
+        col = _view(self.col, (k, n1 - n0, p))
+        im2col(x[n0:n1], *self.geometry(), self.ho, self.wo, col)
+        return col
+
     def forward(self, bottom, top):
-        n = bottom[0].shape[0]
-        im2col(bottom[0].data, *self.geometry(), self.ho, self.wo, self.col)
         weight = self.blobs[0].data.reshape(self.group, self.num_output // self.group, -1)
-        k_g = weight.shape[2]
-        col = self.col.reshape(self.group, k_g, -1)
-        y2 = self.y2.reshape(self.group, self.num_output // self.group, -1)
-        for g in range(self.group):
-            np.matmul(weight[g], col[g], out=y2[g])
-        out = top[0].data.reshape(n, self.num_output, -1)
-        if self.bias_term:
-            channels_first_add_bias(self.y2, self.blobs[1].data, out)
-        else:
-            channels_first(self.y2, out)
+        x = bottom[0].data
+        out = top[0].data.reshape(x.shape[0], self.num_output, -1)
+        for n0, n1 in self.bounds:
+            col = self._columns(x, n0, n1).reshape(self.group, weight.shape[2], -1)
+            y2 = _view(self.y2, (self.num_output, n1 - n0, out.shape[2]))
+            y2_g = y2.reshape(self.group, self.num_output // self.group, -1)
+            for g in range(self.group):
+                np.matmul(weight[g], col[g], out=y2_g[g])
+            if self.bias_term:
+                channels_first_add_bias(y2, self.blobs[1].data, out[n0:n1])
+            else:
+                channels_first(y2, out[n0:n1])
 
     def backward(self, top, propagate_down, bottom):
         n = bottom[0].shape[0]
@@ -135,22 +164,28 @@ class Convolution(_BaseConvolution):
             self.blobs[1].diff += top_diff.sum(axis=(0, 2), dtype=np.float32)
         if not (self.param_propagate_down[0] or propagate_down[0]):
             return
-        channels_last(top_diff, self.y2)
         mg = self.num_output // self.group
-        dy = self.y2.reshape(self.group, mg, -1)
         weight = self.blobs[0].data.reshape(self.group, mg, -1)
         k_g = weight.shape[2]
-        if self.param_propagate_down[0]:
-            w_diff = self.blobs[0].diff.reshape(self.group, mg, k_g)
-            col = self.col.reshape(self.group, k_g, -1)
-            for g in range(self.group):
-                np.matmul(dy[g], col[g].T, out=self.w_grad)
-                w_diff[g] += self.w_grad
-        if propagate_down[0]:
-            col_diff = self.col_diff.reshape(self.group, k_g, -1)
-            for g in range(self.group):
-                np.matmul(weight[g].T, dy[g], out=col_diff[g])
-            col2im(self.col_diff, *self.geometry(), self.ho, self.wo, bottom[0].diff)
+        for n0, n1 in self.bounds:
+            dy2 = _view(self.y2, (self.num_output, n1 - n0, top_diff.shape[2]))
+            channels_last(top_diff[n0:n1], dy2)
+            dy = dy2.reshape(self.group, mg, -1)
+            if self.param_propagate_down[0]:
+                # One chunk: the forward's columns are still in the buffer.
+                col = (_view(self.col, (self.group * k_g, n1 - n0, dy2.shape[2]))
+                       if len(self.bounds) == 1 else self._columns(bottom[0].data, n0, n1))
+                col = col.reshape(self.group, k_g, -1)
+                w_diff = self.blobs[0].diff.reshape(self.group, mg, k_g)
+                for g in range(self.group):
+                    np.matmul(dy[g], col[g].T, out=self.w_grad)
+                    w_diff[g] += self.w_grad
+            if propagate_down[0]:
+                col_diff = _view(self.col_diff, (self.group * k_g, n1 - n0, dy2.shape[2]))
+                col_diff_g = col_diff.reshape(self.group, k_g, -1)
+                for g in range(self.group):
+                    np.matmul(weight[g].T, dy[g], out=col_diff_g[g])
+                col2im(col_diff, *self.geometry(), self.ho, self.wo, bottom[0].diff[n0:n1])
 
 
 @register_layer("Deconvolution")
@@ -176,23 +211,27 @@ class Deconvolution(_BaseConvolution):
             raise self.error(f"padding larger than the output for bottom {bottom[0].shape}")
         top[0].reshape(n, self.num_output, self.ho, self.wo)
         k = self.num_output * self.kh * self.kw
-        if getattr(self, "_col_shape", None) != (k, n, h * w):
-            self._col_shape = (k, n, h * w)
-            self.col = np.empty((k, n, h * w), np.float32)
-            self.x2 = np.empty((c, n, h * w), np.float32)
+        self.plan_chunks(n, k, h * w)
+        self.col = _buffer(getattr(self, "col", None), k * self.chunk * h * w)
+        self.x2 = _buffer(getattr(self, "x2", None), c * self.chunk * h * w)
+        if getattr(self, "w_grad", np.empty(0)).shape != (c // self.group, k // self.group):
             self.w_grad = np.empty((c // self.group, k // self.group), np.float32)
 
     def forward(self, bottom, top):
         n, c = bottom[0].shape[:2]
-        channels_last(bottom[0].data.reshape(n, c, -1), self.x2)
         cg = c // self.group
         weight = self.blobs[0].data.reshape(self.group, cg, -1)
-        x2 = self.x2.reshape(self.group, cg, -1)
-        col = self.col.reshape(self.group, weight.shape[2], -1)
-        for g in range(self.group):
-            np.matmul(weight[g].T, x2[g], out=col[g])
-        # Convolution's geometry with input and output swapped: scatter the columns.
-        col2im(self.col, *self.geometry(), self.h, self.w, top[0].data)
+        x = bottom[0].data.reshape(n, c, -1)
+        for n0, n1 in self.bounds:
+            x2 = _view(self.x2, (c, n1 - n0, x.shape[2]))
+            channels_last(x[n0:n1], x2)
+            col = _view(self.col, (weight.shape[2] * self.group, n1 - n0, x.shape[2]))
+            col_g = col.reshape(self.group, weight.shape[2], -1)
+            x2_g = x2.reshape(self.group, cg, -1)
+            for g in range(self.group):
+                np.matmul(weight[g].T, x2_g[g], out=col_g[g])
+            # Convolution's geometry with input and output swapped: scatter the columns.
+            col2im(col, *self.geometry(), self.h, self.w, top[0].data[n0:n1])
         if self.bias_term:
             top[0].data += self.blobs[1].data[None, :, None, None]
 
@@ -202,19 +241,24 @@ class Deconvolution(_BaseConvolution):
             self.blobs[1].diff += top[0].diff.sum(axis=(0, 2, 3), dtype=np.float32)
         if not (self.param_propagate_down[0] or propagate_down[0]):
             return
-        im2col(top[0].diff, *self.geometry(), self.h, self.w, self.col)
         cg = c // self.group
         weight = self.blobs[0].data.reshape(self.group, cg, -1)
-        col = self.col.reshape(self.group, weight.shape[2], -1)
-        if self.param_propagate_down[0]:
-            channels_last(bottom[0].data.reshape(n, c, -1), self.x2)
-            x2 = self.x2.reshape(self.group, cg, -1)
-            w_diff = self.blobs[0].diff.reshape(self.group, cg, -1)
-            for g in range(self.group):
-                np.matmul(x2[g], col[g].T, out=self.w_grad)
-                w_diff[g] += self.w_grad
-        if propagate_down[0]:
-            dx2 = self.x2.reshape(self.group, cg, -1)
-            for g in range(self.group):
-                np.matmul(weight[g], col[g], out=dx2[g])
-            channels_first(self.x2, bottom[0].diff.reshape(n, c, -1))
+        k = weight.shape[2] * self.group
+        x = bottom[0].data.reshape(n, c, -1)
+        dx = bottom[0].diff.reshape(n, c, -1)
+        for n0, n1 in self.bounds:
+            col = _view(self.col, (k, n1 - n0, x.shape[2]))
+            im2col(top[0].diff[n0:n1], *self.geometry(), self.h, self.w, col)
+            col_g = col.reshape(self.group, weight.shape[2], -1)
+            x2 = _view(self.x2, (c, n1 - n0, x.shape[2]))
+            x2_g = x2.reshape(self.group, cg, -1)
+            if self.param_propagate_down[0]:
+                channels_last(x[n0:n1], x2)
+                w_diff = self.blobs[0].diff.reshape(self.group, cg, -1)
+                for g in range(self.group):
+                    np.matmul(x2_g[g], col_g[g].T, out=self.w_grad)
+                    w_diff[g] += self.w_grad
+            if propagate_down[0]:
+                for g in range(self.group):
+                    np.matmul(weight[g], col_g[g], out=x2_g[g])
+                channels_first(x2, dx[n0:n1])

@@ -77,3 +77,18 @@ def test_convolution_weights_from_file_must_fit():
     with pytest.raises(ShapeError, match=r"blob 0 has shape \(2, 1, 3, 3\), expected "
                                          r"\(2, 2, 3, 3\)"):
         build(text, [(1, 2, 5, 5)])
+
+
+@pytest.mark.parametrize("case", [CASES[1], CASES[2], DECONV[1]])
+def test_big_batches_run_in_chunks_with_the_same_results(case, monkeypatch):
+    """A batch whose column buffer would pass COL_BUDGET is convolved a few images at a time
+    (bounded memory); values and gradients stay those of the direct loops."""
+    from protonet.layers import conv
+    monkeypatch.setattr(conv, "COL_BUDGET", 300)
+    shape = (5, *case[1][1:])
+    layer, bottom, top = build(case[0], [shape])
+    assert 1 < len(layer.bounds) <= 5
+    ref = vision.deconv if "Deconvolution" in case[0] else vision.conv
+    np.testing.assert_allclose(run_forward(layer, bottom, top)[0],
+                               expected(layer, bottom, case, ref), rtol=1e-5, atol=1e-5)
+    check_gradient(layer, bottom, top, max_elements=120)
