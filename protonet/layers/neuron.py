@@ -103,6 +103,53 @@ class ELU(NeuronLayer):
             bottom[0].diff[...] = top[0].diff * np.where(y > 0, 1, y + self.alpha)
 
 
+@register_layer("Swish")
+class Swish(NeuronLayer):
+    """y = x sigmoid(beta x), Caffe "Swish". Reads swish_param.beta (1). In place allowed:
+    backward needs only y and the sigmoid kept from forward."""
+
+    def setup(self, bottom, top):
+        self.beta = np.float32(self.param.swish_param.beta)
+        self.sig = None
+
+    def reshape(self, bottom, top):
+        super().reshape(bottom, top)
+        if self.sig is None or self.sig.shape != bottom[0].shape:
+            self.sig = np.empty(bottom[0].shape, np.float32)
+
+    def forward(self, bottom, top):
+        np.multiply(bottom[0].data, 0.5 * self.beta, out=self.sig)
+        np.tanh(self.sig, out=self.sig)
+        self.sig *= 0.5
+        self.sig += 0.5
+        np.multiply(bottom[0].data, self.sig, out=top[0].data)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            y, s = top[0].data, self.sig   # Caffe's form: dy (beta y + s (1 - beta y))
+            bottom[0].diff[...] = top[0].diff * (self.beta * y + s * (1 - self.beta * y))
+
+
+@register_layer("Clip")
+class Clip(NeuronLayer):
+    """y = min(max(x, min), max), Caffe "Clip". Reads clip_param.min and max (required);
+    the gradient passes where min <= x <= max. Not in place (backward needs x)."""
+
+    def setup(self, bottom, top):
+        p = self.param.clip_param
+        if not (p.HasField("min") and p.HasField("max")) or p.min > p.max:
+            raise self.error("clip_param needs min <= max", NetDefinitionError)
+        self.low, self.high = np.float32(p.min), np.float32(p.max)
+
+    def forward(self, bottom, top):
+        np.clip(bottom[0].data, self.low, self.high, out=top[0].data)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            x = bottom[0].data
+            bottom[0].diff[...] = top[0].diff * ((x >= self.low) & (x <= self.high))
+
+
 @register_layer("Power")
 class Power(NeuronLayer):
     """y = (shift + scale x)^power, Caffe "Power" (V1 POWER). Reads power_param.power (1),

@@ -27,6 +27,7 @@ CASES = [
      True, None),
     ('type: "Log" log_param { scale: 0.2 shift: 3 }', lambda x: np.log(3 + 0.2 * x), False, None),
     ('type: "PReLU"', lambda x: np.where(x > 0, x, 0.25 * x), False, 0.0),
+    ('type: "Swish" swish_param { beta: 1.5 }', lambda x: x * sigmoid(1.5 * x), True, None),
 ]
 SHAPE = (2, 3, 4, 5)
 
@@ -74,3 +75,16 @@ def test_prelu_channel_shared_has_one_slope():
     layer, bottom, top = build('type: "PReLU" prelu_param { channel_shared: true }', [SHAPE])
     assert layer.blobs[0].shape == (1,)
     check_gradient(layer, bottom, top, kink=0.0, kink_range=0.02)
+
+
+def test_clip_forward_and_gradient_away_from_its_two_kinks():
+    from protonet.blob import Blob
+    x = np.random.default_rng(0).uniform(-1.5, 1.5, SHAPE).astype(np.float32)
+    x[np.abs(x + 0.5) < 0.03] = 0.1
+    x[np.abs(x - 0.7) < 0.03] = 0.1
+    blob = Blob(SHAPE)
+    blob.data[...] = x
+    layer, bottom, top = build('type: "Clip" clip_param { min: -0.5 max: 0.7 }', None,
+                               bottoms=[blob])
+    np.testing.assert_array_equal(run_forward(layer, bottom, top)[0], np.clip(x, -0.5, 0.7))
+    check_gradient(layer, bottom, top)
