@@ -4,7 +4,7 @@
     python tools/bench.py --quick      # fewer repeats
 
 Each measurement runs in a fresh subprocess with its thread count fixed before numpy or torch
-load (BLAS and torch intra-op threads = N; protonet's numba loops use 1 thread, its default).
+load (OMP_NUM_THREADS = N: BLAS, torch's intra-op pool and protonet's numba loops all use N).
 Images/s are the median of --repeats timed runs after warm-up; ratios are protonet/PyTorch,
 pair by pair. PyTorch is optional (pip install torch==2.13.0): without it only protonet runs.
 Writes benchmarks/results.json and benchmarks/bench.png.
@@ -192,17 +192,29 @@ def first_iteration_seconds(cache_dir: str) -> float:
     return time.perf_counter() - t
 
 
+PEAK_RSS = """
+import re, sys
+from protonet.cli import main
+code = main(sys.argv[1:])
+status = open("/proc/self/status").read()
+print("VmHWM", re.search(r"VmHWM:\\s+(\\d+)", status).group(1), file=sys.stderr)
+sys.exit(code)
+"""
+
+
 def peak_rss_mb() -> float:
-    """Peak resident memory of a 200-iteration LeNet training process on the real LMDBs."""
-    import resource
+    """Peak resident memory (the process's own VmHWM) of a 200-iteration LeNet training run on
+    the real LMDBs, test pass included. (getrusage's RUSAGE_CHILDREN would report the largest
+    child so far, a PyTorch worker among them.)"""
     solver = Path(tempfile.mkdtemp()) / "solver.prototxt"
     solver.write_text(f'net: "{ROOT}/models/lenet_train_test.prototxt"\nbase_lr: 0.01\n'
                       'momentum: 0.9\nlr_policy: "fixed"\nmax_iter: 200\ntest_iter: 100\n'
                       'test_interval: 200\nsnapshot_after_train: false\n')
-    subprocess.run([sys.executable, "-m", "protonet", "train", str(solver), "--no-plot"],
-                   cwd=ROOT, capture_output=True, check=True,
-                   env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    result = subprocess.run([sys.executable, "-c", PEAK_RSS, "train", str(solver), "--no-plot"],
+                            cwd=ROOT, capture_output=True, text=True, check=True,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    kib = [line.split()[1] for line in result.stderr.splitlines() if line.startswith("VmHWM")]
+    return int(kib[-1]) / 1024
 
 
 def main(argv=None):
