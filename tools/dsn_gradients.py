@@ -53,15 +53,20 @@ def main(argv=None):
     p.add_argument("--every", type=int, default=20, help="record gradients every N iterations")
     p.add_argument("--test-every", type=int, default=500)
     p.add_argument("--out", default=str(ROOT / "docs" / "dsn"))
+    p.add_argument("--replot", action="store_true",
+                   help="only redraw the figure from OUT/dsn_gradients.json")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    runs = {}
-    for name in ("lenet", "lenet_dsn"):
-        protonet.set_random_seed(1701)
-        runs[name] = train(ROOT / f"models/{name}_solver.prototxt", args.iters, args.every,
-                           args.test_every)
-    (out / "dsn_gradients.json").write_text(json.dumps(runs))
+    if args.replot:
+        runs = json.loads((out / "dsn_gradients.json").read_text())
+    else:
+        runs = {}
+        for name in ("lenet", "lenet_dsn"):
+            protonet.set_random_seed(1701)
+            runs[name] = train(ROOT / f"models/{name}_solver.prototxt", args.iters, args.every,
+                               args.test_every)
+        (out / "dsn_gradients.json").write_text(json.dumps(runs))
     summary = {}
     for name, run in runs.items():
         summary[name] = {k: float(np.mean(v)) for k, v in run["grads"].items()}
@@ -75,6 +80,13 @@ def main(argv=None):
         print(f"{name}: test accuracy {runs[name]['accuracy']}")
 
 
+def smooth(values, window=10):
+    """Moving average over `window` recorded points (the per-batch values are noisy)."""
+    values = np.asarray(values)
+    kernel = np.ones(min(window, len(values))) / min(window, len(values))
+    return np.convolve(values, kernel, mode="valid")
+
+
 def plot(runs, path):
     import matplotlib
     matplotlib.use("Agg")
@@ -83,14 +95,16 @@ def plot(runs, path):
     for name, style in (("lenet", "--"), ("lenet_dsn", "-")):
         run = runs[name]
         for key in ("conv1[0]", "conv2[0]", "ip1[0]"):
-            axes[0].semilogy(run["iters"], run["grads"][key], style, label=f"{name} {key}")
+            y = smooth(run["grads"][key])
+            axes[0].semilogy(run["iters"][-len(y):], y, style, label=f"{name} {key}")
         for key in ("conv1[1]", "conv2[1]", "ip1[1]"):
-            axes[1].semilogy(run["iters"], run["grads"][key], style, label=f"{name} {key}")
+            y = smooth(run["grads"][key])
+            axes[1].semilogy(run["iters"][-len(y):], y, style, label=f"{name} {key}")
         if run["accuracy"]:
             it, acc = zip(*run["accuracy"])
             axes[2].plot(it, acc, style, marker="o", label=name)
-    axes[0].set_title("mean |gradient| of weights")
-    axes[1].set_title("mean |gradient| of biases")
+    axes[0].set_title("mean |gradient| of weights (moving average of 10)")
+    axes[1].set_title("mean |gradient| of biases (moving average of 10)")
     axes[2].set_title("test accuracy (Fashion-MNIST)")
     for ax in axes:
         ax.set_xlabel("iteration")
