@@ -8,15 +8,7 @@ The API is pycaffe's, so scripts port by changing the import:
     solver = caffe.get_solver("models/lenet_solver.prototxt")
     solver.step(100)
 """
-import os
-
-# BLAS's threads and numba's share the cores, one after the other: each must yield its core
-# as soon as its work ends rather than spin (see kernels/_jit.configure_threads). Read by
-# OpenBLAS and libgomp when they load, so set before numpy and numba are imported; a user's
-# own setting wins.
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
+from . import _thread_env  # noqa: F401  (first: before numpy loads)
 from . import caffe_pb2  # noqa: E402
 from .blob import Blob  # noqa: E402
 from .errors import ProtonetError  # noqa: E402

@@ -66,6 +66,7 @@ def _protonet_net(net: str, batch: int, train: bool):
 
 
 def worker_protonet(net, mode, batch, iters, repeats):
+    import protonet  # noqa: F401  (before numpy: its thread settings must precede OpenBLAS)
     import numpy as np
     n, solver = _protonet_net(net, batch, mode == "train")
     g = np.random.default_rng(0)

@@ -35,21 +35,26 @@ def configure_threads() -> None:
     """Let BLAS and numba's loops each use every core, taking turns.
 
     The two pools run one after the other (a GEMM, then an im2col), so they share the cores
-    well only if neither spins when idle: protonet sets OPENBLAS_THREAD_TIMEOUT=4 and
-    OMP_WAIT_POLICY=PASSIVE when it is imported (before numpy loads). Measured on 2 cores
-    with `python tools/bench.py --worker --framework protonet --net lenet --mode train
-    --threads 2` (LeNet training images/s, 4 runs each, alternating): numba 1 thread with
-    spinning pools 3,848-4,174; numba 2 threads with yielding pools 4,285-4,469. With both
-    pools spinning, 2 numba threads were 5x slower (92 ms per iteration instead of 16).
-    OMP_NUM_THREADS caps both; PROTONET_NUMBA_THREADS and PROTONET_BLAS_THREADS set each; once,
-    when the first Net is built.
+    well only if neither spins when idle; protonet/_thread_env.py sees to that when protonet
+    is imported before numpy. Measured on 2 cores with `python tools/bench.py --worker
+    --framework protonet --net lenet --mode train --threads 2` (LeNet training images/s,
+    alternating runs on a shared, noisy machine): numba on 1 thread beside spinning BLAS
+    threads 3,848-4,174 in one session and 2,765-3,854 (mean 3,386) in another; numba on 2
+    threads, both pools yielding, 4,285-4,469 and 2,937-3,686 (mean 3,456): the same or up
+    to 10% faster. Numba on 2 threads beside spinning BLAS threads (with `protonet time`)
+    was 5x slower: 92 ms per iteration instead of 16. So numba gets every core only when
+    BLAS yields, else one thread. OMP_NUM_THREADS caps both; PROTONET_NUMBA_THREADS and
+    PROTONET_BLAS_THREADS set each. Applied once, when the first Net is built.
     """
     global _configured
     if _configured:
         return
     _configured = True
-    # OMP_NUM_THREADS caps numba as it caps BLAS (numba itself only reads NUMBA_NUM_THREADS).
+    from .._thread_env import BLAS_YIELDS
+    # numba itself reads only NUMBA_NUM_THREADS; OMP_NUM_THREADS caps it as it caps BLAS.
     default = os.environ.get("OMP_NUM_THREADS", numba.config.NUMBA_NUM_THREADS)
+    if not BLAS_YIELDS:
+        default = 1
     set_num_threads(int(os.environ.get("PROTONET_NUMBA_THREADS", default)))
     blas = os.environ.get("PROTONET_BLAS_THREADS")
     if blas:

@@ -1,4 +1,4 @@
-"""Layers that produce blobs: Input, DummyData, Data (LMDB), ImageData, MemoryData.
+"""Layers that produce blobs: Input, Parameter, DummyData, Data (LMDB), ImageData, MemoryData.
 
 These only connect the net to data; reading and decoding live in protonet/io and protonet/data.
 """
@@ -10,6 +10,7 @@ import time
 import numpy as np
 
 from .. import caffe_pb2, rng
+from ..blob import Blob
 from ..data.prefetch import Prefetcher
 from ..data.transformer import DataTransformer
 from ..errors import DataError, NetDefinitionError, ShapeError
@@ -57,6 +58,32 @@ class Input(Layer):
 
     def forward(self, bottom, top):
         pass
+
+
+@register_layer("Parameter")
+class Parameter(Layer):
+    """A learnable blob as a top (Caffe "Parameter"): parameter_param.shape gives its shape;
+    the blob starts at zero (Caffe has no filler here; load it from a caffemodel) and its
+    gradient is the top's."""
+
+    num_bottom = 0
+    num_top = 1
+
+    def setup(self, bottom, top):
+        shape = tuple(int(d) for d in self.param.parameter_param.shape.dim)
+        if not self.blobs:
+            self.blobs = [Blob(shape, name=f"{self.name}[0]")]
+        self.check_blob_shape(0, shape)
+
+    def reshape(self, bottom, top):
+        top[0].reshape(self.blobs[0].shape)
+
+    def forward(self, bottom, top):
+        top[0].data[...] = self.blobs[0].data
+
+    def backward(self, top, propagate_down, bottom):
+        if self.param_propagate_down[0]:
+            self.blobs[0].diff += top[0].diff
 
 
 @register_layer("DummyData")

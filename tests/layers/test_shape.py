@@ -1,4 +1,4 @@
-"""Split, Flatten, Reshape, Concat, Slice, Eltwise, Silence."""
+"""Split, Flatten, Reshape, Concat, Slice, Eltwise, Silence, Parameter."""
 import numpy as np
 import pytest
 from helpers import build, check_gradient, run_forward
@@ -86,3 +86,12 @@ def test_silence_zeroes_diffs():
     bottom[0].diff[...] = 5
     layer.backward([], [True], bottom)
     assert not bottom[0].diff.any()
+
+
+def test_parameter_outputs_its_learnable_blob_and_collects_its_gradient():
+    layer, bottom, top = build('type: "Parameter" parameter_param { shape { dim: 2 dim: 3 } }',
+                               [])
+    assert layer.blobs[0].shape == (2, 3) and top[0].shape == (2, 3)
+    layer.blobs[0].data[...] = np.arange(6).reshape(2, 3)
+    np.testing.assert_array_equal(run_forward(layer, bottom, top)[0], layer.blobs[0].data)
+    check_gradient(layer, bottom, top)
