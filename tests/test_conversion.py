@@ -171,3 +171,16 @@ def test_fork_fields_are_rejected_by_default_and_dropped_and_listed_on_request(t
     assert "fork_flag" in result.stderr and "quantization" not in (
         tmp_path / "clean.prototxt").read_text()
     assert run("upgrade", path, tmp_path / "x.prototxt", check=False).returncode == 1
+
+
+@pytest.mark.parametrize("path", ["examples/mnist/lenet_train_test.prototxt",
+                                  "models/bvlc_alexnet/train_val.prototxt",
+                                  "models/bvlc_googlenet/deploy.prototxt"])
+def test_upgrade_and_draw_work_on_caffe_nets(path, caffe_models, tmp_path):
+    source = caffe_models / path
+    run("upgrade", source, tmp_path / "up.prototxt")
+    assert prototxt.read_net(tmp_path / "up.prototxt") == prototxt.read_net(source)
+    run("draw", source, tmp_path / "net.dot")
+    dot = (tmp_path / "net.dot").read_text()
+    for lp in prototxt.read_net(source).layer:
+        assert f'{lp.name}\\n({lp.type})' in dot

@@ -300,26 +300,27 @@ def _along_axis(g, name, operand, axis, x_axes, tensor=None):
     return g.node("Reshape", [tensor, g.const(f"{name}_shape", np.array(full, np.int64))])
 
 
+def _operand(layer, g, bottoms, in_shapes, as_param: bool, what: str):
+    """Scale's or Bias's operand: its learned blob (the first), or the second bottom."""
+    if as_param:
+        return _along_axis(g, f"{layer.name}_{what}", layer.blobs[0].data, layer.axis,
+                           len(in_shapes[0]))
+    return _along_axis(g, f"{layer.name}_{what}", in_shapes[1], layer.axis, len(in_shapes[0]),
+                       bottoms[1])
+
+
 @onnx_converter(normalization.Scale)
 def _scale(layer, g, bottoms, tops, in_shapes, out_shapes):
-    x_axes = len(in_shapes[0])
-    if layer.scale_is_param:
-        s = _along_axis(g, f"{layer.name}_scale", layer.blobs[0].data, layer.axis, x_axes)
-    else:
-        s = _along_axis(g, f"{layer.name}_scale", in_shapes[1], layer.axis, x_axes, bottoms[1])
+    s = _operand(layer, g, bottoms, in_shapes, layer.scale_is_param, "scale")
     if not layer.bias_term:
         g.node("Mul", [bottoms[0], s], tops, name=layer.name)
         return
     y = g.node("Mul", [bottoms[0], s], name=layer.name)
-    b = _along_axis(g, f"{layer.name}_bias", layer.blobs[-1].data, layer.axis, x_axes)
+    b = _along_axis(g, f"{layer.name}_bias", layer.blobs[-1].data, layer.axis, len(in_shapes[0]))
     g.node("Add", [y, b], tops, name=f"{layer.name}_bias")
 
 
 @onnx_converter(normalization.Bias)
 def _bias(layer, g, bottoms, tops, in_shapes, out_shapes):
-    x_axes = len(in_shapes[0])
-    if layer.bias_is_param:
-        b = _along_axis(g, f"{layer.name}_bias", layer.blobs[0].data, layer.axis, x_axes)
-    else:
-        b = _along_axis(g, f"{layer.name}_bias", in_shapes[1], layer.axis, x_axes, bottoms[1])
+    b = _operand(layer, g, bottoms, in_shapes, layer.bias_is_param, "bias")
     g.node("Add", [bottoms[0], b], tops, name=layer.name)

@@ -109,6 +109,18 @@ class Layer:
         fill(filler, blob.data)
         return blob
 
+    def learnable_blobs(self, shapes, fillers) -> None:
+        """Blobs of `shapes` (weights, then bias): those that came with the LayerParameter
+        (a caffemodel) must fit; otherwise they are created and filled by `fillers`."""
+        if self.blobs:
+            if len(self.blobs) != len(shapes):
+                raise self.error(f"has {len(self.blobs)} blobs, expected {len(shapes)}")
+            for i, shape in enumerate(shapes):
+                self.check_blob_shape(i, shape)
+        else:
+            self.blobs = [self.make_blob(shape, filler, i)
+                          for i, (shape, filler) in enumerate(zip(shapes, fillers))]
+
     def check_blob_shape(self, index: int, shape: tuple[int, ...]) -> None:
         """Weights that came with the LayerParameter must fit the shape the layer computes."""
         got = self.blobs[index].shape

@@ -67,16 +67,8 @@ class _BaseConvolution(Layer):
         if self.channels % self.group or self.num_output % self.group:
             raise self.error(f"channels ({self.channels}) and num_output ({self.num_output}) "
                              f"must both be multiples of group ({self.group})")
-        shapes = [self.weight_shape()] + ([(self.num_output,)] if self.bias_term else [])
-        if self.blobs:
-            if len(self.blobs) != len(shapes):
-                raise self.error(f"has {len(self.blobs)} blobs, expected {len(shapes)}")
-            for i, shape in enumerate(shapes):
-                self.check_blob_shape(i, shape)
-        else:
-            self.blobs = [self.make_blob(shapes[0], p.weight_filler, 0)]
-            if self.bias_term:
-                self.blobs.append(self.make_blob(shapes[1], p.bias_filler, 1))
+        self.learnable_blobs([self.weight_shape(), (self.num_output,)][:1 + self.bias_term],
+                             [p.weight_filler, p.bias_filler])
 
     def check_channels(self, bottom):
         if bottom[0].num_axes != 4 or bottom[0].shape[1] != self.channels:

@@ -30,17 +30,9 @@ class InnerProduct(Layer):
         k = count(bottom[0].shape, self.axis)
         w_shape = (k, self.num_output) if self.transpose else (self.num_output, k)
         if self.blobs:
-            expected = 2 if self.bias_term else 1
-            if len(self.blobs) != expected:
-                raise self.error(f"has {len(self.blobs)} blobs, expected {expected}")
             self._check_inputs(bottom, k)
-            self.check_blob_shape(0, w_shape)
-            if self.bias_term:
-                self.check_blob_shape(1, (self.num_output,))
-        else:
-            self.blobs = [self.make_blob(w_shape, p.weight_filler, 0)]
-            if self.bias_term:
-                self.blobs.append(self.make_blob((self.num_output,), p.bias_filler, 1))
+        self.learnable_blobs([w_shape, (self.num_output,)][:1 + self.bias_term],
+                             [p.weight_filler, p.bias_filler])
         self.k = k
 
     def _check_inputs(self, bottom, k):
@@ -99,18 +91,8 @@ class Embed(Layer):
         if self.num_output < 1 or self.input_dim < 1:
             raise self.error(f"embed_param.num_output ({self.num_output}) and input_dim "
                              f"({self.input_dim}) must be positive", NetDefinitionError)
-        w_shape = (self.input_dim, self.num_output)
-        if self.blobs:
-            expected = 2 if self.bias_term else 1
-            if len(self.blobs) != expected:
-                raise self.error(f"has {len(self.blobs)} blobs, expected {expected}")
-            self.check_blob_shape(0, w_shape)
-            if self.bias_term:
-                self.check_blob_shape(1, (self.num_output,))
-        else:
-            self.blobs = [self.make_blob(w_shape, p.weight_filler, 0)]
-            if self.bias_term:
-                self.blobs.append(self.make_blob((self.num_output,), p.bias_filler, 1))
+        self.learnable_blobs([(self.input_dim, self.num_output), (self.num_output,)]
+                             [:1 + self.bias_term], [p.weight_filler, p.bias_filler])
 
     def reshape(self, bottom, top):
         top[0].reshape(bottom[0].shape + (self.num_output,))

@@ -1,7 +1,7 @@
 """Normalization layers: LRN, BatchNorm, Scale, Bias, MVN.
 
-Statistics are taken in float32 as Caffe does. The two LRN cross-channel kernels live here
-(they serve LRN only); the within-channel LRN reuses the average-pooling kernels.
+Statistics are taken in float32 as Caffe does. Cross-channel LRN runs the kernels of
+protonet/kernels/normalization.py; within-channel LRN reuses the average-pooling kernels.
 """
 from __future__ import annotations
 
@@ -129,15 +129,8 @@ class BatchNorm(Layer):
         self.eps = np.float32(p.eps)
         self.channels = 1 if bottom[0].num_axes == 1 else bottom[0].shape[1]
         shapes = [(self.channels,), (self.channels,), (1,)]
-        if self.blobs:
-            if len(self.blobs) != 3:
-                raise self.error(f"has {len(self.blobs)} blobs, expected 3 (mean, variance, "
-                                 "moving average factor)")
-            for i, shape in enumerate(shapes):
-                self.check_blob_shape(i, shape)
-        else:
-            zero = caffe_pb2.FillerParameter(type="constant", value=0)
-            self.blobs = [self.make_blob(shape, zero, i) for i, shape in enumerate(shapes)]
+        # Blobs: mean sum, variance sum, moving-average factor.
+        self.learnable_blobs(shapes, [caffe_pb2.FillerParameter(type="constant", value=0)] * 3)
         # Caffe parity: batch_norm_layer.cpp hides the statistics from the solver by giving
         # them lr_mult 0 in the layer's own param specs (which the net reads), and refuses any
         # other lr_mult.
