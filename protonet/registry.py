@@ -87,10 +87,8 @@ def layer_type_list() -> list[str]:
 
 # Caffe layer types protonet knows of but does not run, with the reason and the way around.
 UNSUPPORTED = {
-    "HDF5Data": "reading HDF5 files would need h5py, which protonet does not depend on; "
-                "convert the data to an LMDB, or swap in DummyData for shape checks "
-                "(protonet.surgery.swap_data_layers)",
-    "HDF5Output": "writing HDF5 files would need h5py, which protonet does not depend on",
+    "HDF5Output": "writing HDF5 files is not supported; save blobs from Python (net.blobs) "
+                  "with h5py or numpy",
     "WindowData": "R-CNN window files are not supported; swap in DummyData for shape checks "
                   "(protonet.surgery.swap_data_layers)",
 }

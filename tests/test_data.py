@@ -335,3 +335,86 @@ def test_image_data_bad_inputs_name_the_layer_and_file(tmp_path):
     layer.close()
     with pytest.raises(DataError, match="cannot read image list"):
         image_data_layer(tmp_path / "nowhere")
+
+
+def write_h5(path, data, label):
+    import h5py
+    with h5py.File(path, "w") as f:
+        f["data"] = data
+        f["label"] = label
+
+
+def hdf5_layer(tmp_path, files, extra="", batch=4):
+    (tmp_path / "list.txt").write_text("".join(f"{tmp_path / name}\n" for name in files))
+    layer = layer_from_text(f'name: "h5" type: "HDF5Data" top: "data" top: "label" '
+                            f'hdf5_data_param {{ source: "{tmp_path}/list.txt" '
+                            f'batch_size: {batch} {extra} }}', protonet.TRAIN)
+    top = [Blob(name="data"), Blob(name="label")]
+    layer.set_up([], top)
+    return layer, top
+
+
+def test_hdf5_data_reads_files_in_order_across_file_ends_and_wraps(tmp_path):
+    write_h5(tmp_path / "a.h5", np.arange(12, dtype=np.float64).reshape(3, 2, 2), [0, 1, 2])
+    write_h5(tmp_path / "b.h5", 100 + np.arange(20).reshape(5, 2, 2), [3, 4, 5, 6, 7])
+    layer, top = hdf5_layer(tmp_path, ["a.h5", "b.h5"])
+    assert top[0].shape == (4, 2, 2) and top[1].shape == (4,)
+    labels = []
+    for _ in range(3):
+        layer.forward([], top)
+        labels += list(top[1].data)
+    assert labels == [0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3]
+    assert top[0].data.dtype == np.float32 and top[0].data[3, 0, 0] == 100
+
+
+def test_hdf5_data_shuffles_each_epoch_and_resumes_exactly(tmp_path):
+    write_h5(tmp_path / "a.h5", np.zeros((4, 1)), [0, 1, 2, 3])
+    write_h5(tmp_path / "b.h5", np.zeros((4, 1)), [4, 5, 6, 7])
+    protonet.set_random_seed(7)
+    layer, top = hdf5_layer(tmp_path, ["a.h5", "b.h5"], "shuffle: true")
+    epochs = []
+    for _ in range(4):
+        layer.forward([], top)
+        epochs.append(list(top[1].data))
+    assert sorted(epochs[0] + epochs[1]) == list(range(8)) == sorted(epochs[2] + epochs[3])
+    assert epochs[0] + epochs[1] != list(range(8))
+    layer.seek(8)
+    layer.forward([], top)
+    assert list(top[1].data) == epochs[2]
+
+
+def test_hdf5_data_bad_files_are_named(tmp_path):
+    write_h5(tmp_path / "a.h5", np.zeros((4, 1)), [0, 1, 2])
+    with pytest.raises(DataError, match=r"a.h5 have different numbers of rows \[3, 4\]"):
+        hdf5_layer(tmp_path, ["a.h5"])
+    import h5py
+    with h5py.File(tmp_path / "c.h5", "w") as f:
+        f["features"] = np.zeros((2, 1))
+    with pytest.raises(DataError, match=r"c.h5 has no dataset 'data' \(it has features\)"):
+        hdf5_layer(tmp_path, ["c.h5"])
+    with pytest.raises(DataError, match="cannot read the file list"):
+        layer_from_text('name: "h" type: "HDF5Data" top: "data" hdf5_data_param { '
+                        f'source: "{tmp_path}/none.txt" batch_size: 2 }}',
+                        protonet.TRAIN).set_up([], [Blob()])
+
+
+def test_caffe_hdf5_classification_example_trains_on_hdf5_files(caffe_models, tmp_path,
+                                                                 monkeypatch):
+    """Caffe's examples/hdf5_classification nets with real HDF5 files in place of theirs."""
+    g = np.random.default_rng(0)
+    folder = tmp_path / "examples/hdf5_classification/data"
+    folder.mkdir(parents=True)
+    for name in ("train", "test"):
+        x = g.standard_normal((50, 4)).astype(np.float32)
+        write_h5(folder / f"{name}.h5", x, (x[:, 0] + x[:, 1] > 0).astype(np.float32))
+        (folder / f"{name}.txt").write_text(f"examples/hdf5_classification/data/{name}.h5\n")
+    monkeypatch.chdir(tmp_path)
+    net = protonet.Net(str(caffe_models / "examples/hdf5_classification/nonlinear_train_val.prototxt"),
+                       protonet.TRAIN)
+    first = net.forward_backward()
+    for _ in range(60):
+        net.clear_param_diffs()
+        net.forward_backward()
+        for blob in net.learnable_params:
+            blob.data -= 0.1 * blob.diff
+    assert net.forward_backward() < first

@@ -277,8 +277,8 @@ def test_unknown_layer_type_names_it_and_suggests():
     with pytest.raises(UnknownLayerTypeError, match=r'"Xyzzy" .*known: .*Convolution'):
         protonet.Net(param=prototxt.parse_net_text('layer { name: "c" type: "Xyzzy" }'),
                      phase=protonet.TRAIN)
-    with pytest.raises(UnknownLayerTypeError, match=r'"HDF5Data" .*not supported: .*h5py'):
-        protonet.Net(param=prototxt.parse_net_text('layer { name: "c" type: "HDF5Data" }'),
+    with pytest.raises(UnknownLayerTypeError, match=r'"HDF5Output" .*not supported: .*h5py'):
+        protonet.Net(param=prototxt.parse_net_text('layer { name: "c" type: "HDF5Output" }'),
                      phase=protonet.TRAIN)
 
 
