@@ -254,3 +254,48 @@ class Deconvolution(_BaseConvolution):
                 for g in range(self.group):
                     np.matmul(weight[g], col_g[g], out=x2_g[g])
                 channels_first(x2, dx[n0:n1])
+
+
+@register_layer("Im2col")
+class Im2col(Layer):
+    """Each output position's receptive field as a column, Caffe "Im2col" (V1 IM2COL).
+
+    Reads convolution_param kernel, pad, stride, dilation (as Convolution). Bottom:
+    (N, C, H, W). Top: (N, C * kernel_h * kernel_w, Ho, Wo), channel (c, i, j) holding
+    x[c, oy * stride_h - pad_h + i * dilation_h, ox * stride_w - pad_w + j * dilation_w].
+    """
+
+    def setup(self, bottom, top):
+        p = self.param.convolution_param
+        self.kh, self.kw = _pair(self, p, "kernel", 0)
+        self.sh, self.sw = _pair(self, p, "stride", 1)
+        self.ph, self.pw = _pair(self, p, "pad", 0)
+        self.dh, self.dw = _pair(self, p, "dilation", 1)
+
+    def reshape(self, bottom, top):
+        if bottom[0].num_axes != 4:
+            raise self.error(f"bottom must be (N, C, H, W), got shape {bottom[0].shape}")
+        n, c, h, w = bottom[0].shape
+        self.ho = conv_output_size(h, self.kh, self.ph, self.sh, self.dh)
+        self.wo = conv_output_size(w, self.kw, self.pw, self.sw, self.dw)
+        if self.ho < 1 or self.wo < 1:
+            raise self.error(f"kernel larger than the padded input {bottom[0].shape}")
+        k = c * self.kh * self.kw
+        top[0].reshape(n, k, self.ho, self.wo)
+        self.col = _buffer(getattr(self, "col", None), k * n * self.ho * self.wo)
+
+    def geometry(self):
+        return (self.kh, self.kw, self.ph, self.pw, self.sh, self.sw, self.dh, self.dw)
+
+    def forward(self, bottom, top):
+        n, k = top[0].shape[:2]
+        col = _view(self.col, (k, n, self.ho * self.wo))
+        im2col(bottom[0].data, *self.geometry(), self.ho, self.wo, col)
+        channels_first(col, top[0].data.reshape(n, k, -1))
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            n, k = top[0].shape[:2]
+            col = _view(self.col, (k, n, self.ho * self.wo))
+            channels_last(top[0].diff.reshape(n, k, -1), col)
+            col2im(col, *self.geometry(), self.ho, self.wo, bottom[0].diff)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import caffe_pb2
+from ..blob import Blob
 from ..errors import NetDefinitionError
 from ..kernels.pooling import (ave_pool_backward, ave_pool_forward, max_pool_backward,
                                max_pool_forward, pool_output_size)
@@ -96,3 +97,76 @@ class Pooling(Layer):
         else:
             ave_pool_backward(top[0].diff, self.kh, self.kw, self.ph, self.pw, self.sh, self.sw,
                               bottom[0].diff)
+
+
+@register_layer("SPP")
+class SPP(Layer):
+    """Spatial pyramid pooling, Caffe "SPP": level l pools each plane into 2^l x 2^l bins
+    (kernel ceil(H / bins), stride = kernel, pad (kernel * bins - H + 1) / 2, likewise W),
+    and the levels' outputs are flattened and joined along axis 1.
+
+    Reads spp_param pyramid_height, pool (MAX or AVE). Bottom: (N, C, H, W). Top:
+    (N, C * sum of 4^l) (pyramid_height 1: the single level's (N, C, 1, 1), as Caffe).
+    """
+
+    def setup(self, bottom, top):
+        p = self.param.spp_param
+        if p.pyramid_height < 1:
+            raise self.error("spp_param.pyramid_height must be at least 1", NetDefinitionError)
+        self.height, self.pool = int(p.pyramid_height), p.pool
+        self.shape = None
+
+    def _levels(self, h, w):
+        self.levels = []
+        for level in range(self.height):
+            bins = 2 ** level
+            kh, kw = -(-h // bins), -(-w // bins)
+            lp = caffe_pb2.LayerParameter(name=f"{self.name}/level{level}", type="Pooling")
+            q = lp.pooling_param
+            q.pool = self.pool
+            q.kernel_h, q.kernel_w, q.stride_h, q.stride_w = kh, kw, kh, kw
+            q.pad_h, q.pad_w = (kh * bins - h + 1) // 2, (kw * bins - w + 1) // 2
+            pooling, out = Pooling(lp, self.phase), Blob(name=lp.name)
+            self.levels.append((pooling, out))
+
+    def reshape(self, bottom, top):
+        if bottom[0].num_axes != 4:
+            raise self.error(f"bottom must be (N, C, H, W), got shape {bottom[0].shape}")
+        n, c, h, w = bottom[0].shape
+        if self.shape != (h, w):
+            self._levels(h, w)
+            self.scratch = Blob(bottom[0].shape, name=f"{self.name}/diff")
+            for pooling, out in self.levels:
+                pooling.set_up([self.scratch], [out])
+            self.shape = (h, w)
+        self.scratch.reshape(bottom[0].shape)
+        for pooling, out in self.levels:
+            pooling.reshape([bottom[0]], [out])
+        if self.height == 1:
+            top[0].reshape(self.levels[0][1].shape)
+        else:
+            top[0].reshape(n, sum(out.count // n for _, out in self.levels))
+
+    def forward(self, bottom, top):
+        n = bottom[0].shape[0]
+        flat = top[0].data.reshape(n, -1)
+        offset = 0
+        for pooling, out in self.levels:
+            pooling.forward(bottom, [out])
+            size = out.count // n
+            flat[:, offset:offset + size] = out.data.reshape(n, size)
+            offset += size
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        n = bottom[0].shape[0]
+        flat = top[0].diff.reshape(n, -1)
+        bottom[0].diff[...] = 0
+        offset = 0
+        for pooling, out in self.levels:
+            size = out.count // n
+            out.diff[...] = flat[:, offset:offset + size].reshape(out.shape)
+            pooling.backward([out], [True], [self.scratch])
+            bottom[0].diff += self.scratch.diff
+            offset += size
