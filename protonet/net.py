@@ -65,6 +65,11 @@ class Net:
     def _build(self, param, state) -> None:
         configure_threads()
         filtered = graph.filter_net(param, state)
+        if not len(filtered.layer):
+            phase = caffe_pb2.Phase.Name(state.phase)
+            raise NetDefinitionError(f"{self.source}: the net has no layers in phase {phase}"
+                                     + (" (it has layers for other phases or stages)"
+                                        if len(param.layer) else ""))
         _add_automatic_tops(filtered)
         ordered = graph.order_layers(filtered)
         net_param = graph.insert_splits(ordered)

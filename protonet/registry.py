@@ -103,10 +103,12 @@ def layer_class(name: str, layer_name: str | None = None) -> type:
         if canonical_type(name) in UNSUPPORTED:
             raise UnknownLayerTypeError(f'layer type "{name}"{where} is not supported: '
                                         f"{UNSUPPORTED[canonical_type(name)]}")
-        near = difflib.get_close_matches(name, list(_LAYERS) + list(V1_TO_V2), n=3, cutoff=0.6)
-        hint = (f'did you mean {" or ".join(repr(n) for n in near)}?' if near
-                else f'known: {", ".join(sorted(_LAYERS))}')
-        raise UnknownLayerTypeError(f'unknown layer type "{name}"{where} ({hint})')
+        candidates = sorted(set(_LAYERS) | set(V1_TO_V2))
+        near = [n for n in difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
+                if n != name]
+        hint = f'did you mean {" or ".join(repr(n) for n in near)}? ' if near else ""
+        raise UnknownLayerTypeError(f'unknown layer type "{name}"{where} ({hint}known: '
+                                    f'{", ".join(sorted(_LAYERS))})')
     return cls
 
 

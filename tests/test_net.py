@@ -271,7 +271,7 @@ def test_shared_params_by_name_share_data_and_sum_gradients():
 
 def test_unknown_layer_type_names_it_and_suggests():
     with pytest.raises(UnknownLayerTypeError,
-                       match=r'"Convolutoin" in layer \'c\'.*did you mean.*Convolution'):
+                       match=r'"Convolutoin" in layer \'c\'.*did you mean.*Convolution.*known:'):
         protonet.Net(param=prototxt.parse_net_text(
             'layer { name: "c" type: "Convolutoin" }'), phase=protonet.TRAIN)
     with pytest.raises(UnknownLayerTypeError, match=r'"Xyzzy" .*known: .*Convolution'):
@@ -325,3 +325,11 @@ def test_loss_layer_without_a_top_gets_one_and_counts(seed):
         phase=protonet.TRAIN)
     assert net.outputs == ["loss (automatic)"]
     assert net.forward_backward() == pytest.approx(float(net.blobs["loss (automatic)"].data))
+
+
+def test_a_net_without_layers_for_its_phase_is_named():
+    with pytest.raises(NetDefinitionError, match=r"<net>: the net has no layers in phase TEST "
+                                                 r"\(it has layers for other phases"):
+        protonet.Net(param=prototxt.parse_net_text(
+            'layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 1 } } '
+            'include { phase: TRAIN } }'), phase=protonet.TEST)
