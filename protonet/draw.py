@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import caffe_pb2, graph
 from .errors import ProtonetError
+from .registry import layer_class
 
 log = logging.getLogger("protonet")
 
@@ -42,6 +43,18 @@ def _settings(lp) -> str:
     return ""
 
 
+def _loss_weights(lp, known: dict) -> list[float]:
+    """Each top's loss weight: the built net's when known, else the prototxt's, else the
+    layer type's default (1 for a loss layer's first top, as Caffe)."""
+    try:
+        default = layer_class(lp.type, lp.name).default_loss_weight
+    except ProtonetError:   # a type protonet does not run can still be drawn
+        default = 0.0
+    given = list(lp.loss_weight) or ([default] if default else [])
+    return [known.get((lp.name, t), given[j] if j < len(given) else 0.0)
+            for j, t in enumerate(lp.top)]
+
+
 def net_to_dot(net_param, phase=None, shapes: dict | None = None, rankdir: str = "LR",
                loss_weights: dict | None = None) -> str:
     """DOT text for `net_param` (a NetParameter, upgraded), the layers of `phase` (None: all).
@@ -54,10 +67,8 @@ def net_to_dot(net_param, phase=None, shapes: dict | None = None, rankdir: str =
              '  node [fontname="Helvetica" fontsize=10];']
     blobs: set[str] = set()
     for i, lp in enumerate(net_param.layer):
-        is_loss = "Loss" in lp.type or any(w for w in lp.loss_weight)
-        for j, top in enumerate(lp.top):
-            if (lp.name, top) in loss_weights or (j < len(lp.loss_weight) and lp.loss_weight[j]):
-                is_loss = True
+        weights = _loss_weights(lp, loss_weights)
+        is_loss = any(weights)
         node = f"layer{i}"
         label = "\n".join(x for x in (lp.name, f"({lp.type})", _settings(lp)) if x)
         colour = LOSS if is_loss else COLOURS.get(lp.type, LAYER)
@@ -67,13 +78,8 @@ def net_to_dot(net_param, phase=None, shapes: dict | None = None, rankdir: str =
             blobs.add(b)
             attrs = f" [color={_quote(LOSS)}]" if is_loss else ""
             lines.append(f"  {_quote('blob ' + b)} -> {node}{attrs};")
-        for j, t in enumerate(lp.top):
+        for t, weight in zip(lp.top, weights):
             blobs.add(t)
-            weight = loss_weights.get((lp.name, t))
-            if weight is None and j < len(lp.loss_weight):
-                weight = lp.loss_weight[j] or None
-            if weight is None and "Loss" in lp.type and j == 0:
-                weight = 1.0
             attrs = (f" [color={_quote(LOSS)} fontcolor={_quote(LOSS)} "
                      f"label={_quote(f'loss x {weight:g}')}]") if weight else ""
             lines.append(f"  {node} -> {_quote('blob ' + t)}{attrs};")
