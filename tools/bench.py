@@ -140,7 +140,39 @@ def worker_torch(net, mode, batch, iters, repeats, channels_last):
     step = train_step if mode == "train" else forward_step
     if mode != "train":
         model.eval()
-    return {"rates": timed_rates(step, batch, iters, repeats)}
+    out = {"rates": timed_rates(step, batch, iters, repeats)}
+    if mode == "train" and net == "lenet":
+        out["layers"] = torch_layer_times(model, x, y, loss_fn)
+    return out
+
+
+def torch_layer_times(model, x, y, loss_fn, iters=20):
+    """PyTorch's per-layer forward and backward ms, layer by layer as `protonet time` does
+    for protonet: each stage run on the previous stage's output, its backward timed with
+    autograd.grad to its input and parameters."""
+    import time as clock
+    import torch
+    stages = [("conv1", model.conv1), ("pool1", model.pool), ("conv2", model.conv2),
+              ("pool2", model.pool), ("ip1", lambda t: model.ip1(t.flatten(1))),
+              ("relu1", torch.relu), ("ip2", model.ip2), ("loss", lambda t: loss_fn(t, y))]
+    rows, current = [], x
+    for name, fn in stages:
+        inp = current.detach().requires_grad_(True)
+        params = list(fn.parameters()) if isinstance(fn, torch.nn.Module) else []
+        fn(inp)
+        t = clock.perf_counter()
+        for _ in range(iters):
+            out = fn(inp)
+        forward_ms = (clock.perf_counter() - t) / iters * 1e3
+        grad = torch.randn_like(out)
+        torch.autograd.grad(out, [inp] + params, grad, retain_graph=True)
+        t = clock.perf_counter()
+        for _ in range(iters):
+            torch.autograd.grad(out, [inp] + params, grad, retain_graph=True)
+        backward_ms = (clock.perf_counter() - t) / iters * 1e3
+        rows.append([name, forward_ms, backward_ms])
+        current = out
+    return rows
 
 
 def worker_gemm():
@@ -251,7 +283,7 @@ def main(argv=None):
           f"{'ratio':>6s} {'torch ch-last':>13s} {'ratio':>6s}")
     cases = [("lenet", "train", 64), ("lenet_dsn", "train", 64), ("lenet", "forward", 64),
              ("lenet", "forward", 1000)]
-    layer_table = None
+    layer_table, torch_layers = None, {}
     for threads in [int(t) for t in args.threads_list.split(",")]:
         for net, mode, batch in cases:
             iters = 20 if batch == 64 else 3
@@ -275,6 +307,8 @@ def main(argv=None):
                     if theirs:
                         rates[key].append(statistics.median(theirs["rates"]))
                         ratios[key].append(mine / rates[key][-1])
+                        if "layers" in theirs and threads == max_threads:
+                            torch_layers[key] = theirs["layers"]
             row = {"net": net, "mode": mode, "batch": batch, "threads": threads,
                    "runs": rates}
             for key, values in rates.items():
@@ -302,10 +336,20 @@ def main(argv=None):
               f"{best:,.0f} img/s x {LENET_TRAIN_FLOP / 1e6:.1f} MFLOP = {frac:.1%} of it")
         results["lenet_fraction_of_gemm_peak"] = frac
     if layer_table:
-        print("\nprotonet per-layer ms (LeNet training, batch 64; `protonet time` table):")
+        print(f"\nper-layer ms, LeNet training batch 64, {max_threads} threads (protonet: "
+              "`protonet time`'s table; PyTorch: each module on the previous one's output)")
+        print(f"  {'layer':8s} {'protonet fwd':>12s} {'bwd':>7s} {'torch fwd':>10s} {'bwd':>7s} "
+              f"{'ch-last fwd':>12s} {'bwd':>7s}")
+        theirs = {key: {r[0]: r[1:] for r in rows} for key, rows in torch_layers.items()}
         for name, f, b in layer_table:
-            print(f"  {name:10s} forward {f:7.3f}  backward {b:7.3f}")
+            cells = [f"{f:12.3f}", f"{b:7.3f}"]
+            for key, width in (("torch", 10), ("torch_cl", 12)):
+                fb = theirs.get(key, {}).get(name)
+                cells += [f"{fb[0]:{width}.3f}", f"{fb[1]:7.3f}"] if fb else \
+                    [f"{'-':>{width}s}", f"{'-':>7s}"]
+            print(f"  {name:8s} " + " ".join(cells))
         results["layers"] = layer_table
+        results["torch_layers"] = torch_layers
     with tempfile.TemporaryDirectory() as cache:
         cold = first_iteration_seconds(cache)
         warm = first_iteration_seconds(cache)

@@ -10,17 +10,50 @@
 """
 from __future__ import annotations
 
+import functools
 import os
+import types
 
 import numba
 
 CACHE = os.environ.get("PROTONET_NUMBA_CACHE", "1") != "0"
 
 
-def jit(parallel: bool = False):
-    """Decorator for a kernel; `parallel=True` lets its `numba.prange` loops run on threads."""
+# Below this many elements in a kernel's first array, a parallel kernel runs its serial
+# compile: waking the idle (yielding) thread pool costs more than the work.
+PARALLEL_MIN_ELEMENTS = 1 << 16
+
+
+def _njit(fn, parallel: bool):
     return numba.njit(parallel=parallel, cache=CACHE, fastmath=False, nogil=True,
-                      error_model="numpy")
+                      error_model="numpy")(fn)
+
+
+class _ParallelKernel:
+    """A `parallel=True` kernel compiled twice from the one source: threads for big arrays,
+    serial for small ones (LeNet's ip1 ReLU: 32K elements, 0.10 ms parallel)."""
+
+    def __init__(self, fn) -> None:
+        self.parallel = _njit(fn, parallel=True)
+        # A copy under its own name, so the on-disk cache keeps the two compiles apart.
+        twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
+                                  fn.__defaults__, fn.__closure__)
+        twin.__qualname__ = fn.__qualname__ + "_serial"
+        twin.__module__ = fn.__module__
+        self.serial = _njit(twin, parallel=False)
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args):
+        kernel = self.parallel if args[0].size >= PARALLEL_MIN_ELEMENTS else self.serial
+        return kernel(*args)
+
+
+def jit(parallel: bool = False):
+    """Decorator for a kernel; `parallel=True` lets its `numba.prange` loops run on threads
+    (when its first argument is big enough to repay waking them)."""
+    def decorate(fn):
+        return _ParallelKernel(fn) if parallel else _njit(fn, parallel=False)
+    return decorate
 
 
 def set_num_threads(n: int) -> None:
