@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+import numpy as np
+
 from . import caffe_pb2
 from .errors import NetDefinitionError
 from .registry import canonical_type
@@ -104,9 +106,9 @@ def fold_batchnorm(net_param, net):
     TEST phase with the trained weights loaded. Returns (a NetParameter whose layers carry
     their weights as blobs, i.e. a caffemodel; names of the BatchNorm layers folded). Clear
     the blobs for the prototxt. BatchNorm layers with no Convolution/InnerProduct right
-    before them, or whose input is also read by another layer, are kept as they are.
+    before them, whose input is also read by another layer, or that use batch statistics
+    (use_global_stats: false), are kept as they are.
     """
-    import numpy as np
     from . import graph
     layers = list(graph.filter_net(net_param, caffe_pb2.NetState(phase=caffe_pb2.TEST)).layer)
 
@@ -131,6 +133,8 @@ def fold_batchnorm(net_param, net):
         if i is None or layers[i].type != "BatchNorm":
             continue
         bn = net.layer_dict[layers[i].name]
+        if not bn.use_global_stats:   # batch statistics at run time: nothing fixed to fold
+            continue
         mean, var, factor = (b.data.astype(np.float64).reshape(-1) for b in bn.blobs)
         scale = 0.0 if factor[0] == 0 else 1.0 / factor[0]
         gamma = 1.0 / np.sqrt(var * scale + float(bn.eps))

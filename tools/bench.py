@@ -152,13 +152,16 @@ def torch_layer_times(model, x, y, loss_fn, iters=20):
     autograd.grad to its input and parameters."""
     import time as clock
     import torch
-    stages = [("conv1", model.conv1), ("pool1", model.pool), ("conv2", model.conv2),
-              ("pool2", model.pool), ("ip1", lambda t: model.ip1(t.flatten(1))),
-              ("relu1", torch.relu), ("ip2", model.ip2), ("loss", lambda t: loss_fn(t, y))]
+    # (name, function, the module whose parameters get gradients too)
+    stages = [("conv1", model.conv1, model.conv1), ("pool1", model.pool, None),
+              ("conv2", model.conv2, model.conv2), ("pool2", model.pool, None),
+              ("ip1", lambda t: model.ip1(t.flatten(1)), model.ip1),
+              ("relu1", torch.relu, None), ("ip2", model.ip2, model.ip2),
+              ("loss", lambda t: loss_fn(t, y), None)]
     rows, current = [], x
-    for name, fn in stages:
+    for name, fn, owner in stages:
         inp = current.detach().requires_grad_(True)
-        params = list(fn.parameters()) if isinstance(fn, torch.nn.Module) else []
+        params = list(owner.parameters()) if owner is not None else []
         fn(inp)
         t = clock.perf_counter()
         for _ in range(iters):
