@@ -18,6 +18,7 @@ from ..errors import ProtonetError
 from .. import caffe_pb2
 from ..layers import conv, inner_product, neuron, normalization, pooling, shape, softmax
 from ..layers.data import Input
+from .atomic import atomic_write
 
 OPSET = 17
 _CONVERTERS: dict[type, Callable] = {}
@@ -106,7 +107,6 @@ def export_onnx(net, path) -> list[str]:
     model = helper.make_model(graph, producer_name="protonet",
                               opset_imports=[helper.make_opsetid("", OPSET)])
     onnx.checker.check_model(model)
-    from .atomic import atomic_write
     atomic_write(path, model.SerializeToString())
     return list(net.outputs)
 
@@ -120,8 +120,8 @@ onnx_converter(shape.Split, neuron.Dropout)(_identity)
 
 
 @onnx_converter(Input)
-def _input(layer, g, bottoms, tops, in_shapes, out_shapes):  # handled in export_onnx: graph inputs
-    pass
+def _input(layer, g, bottoms, tops, in_shapes, out_shapes):
+    """Nothing to emit: export_onnx makes an Input layer's tops the graph's inputs."""
 
 
 @onnx_converter(conv.Convolution, conv.Deconvolution)
