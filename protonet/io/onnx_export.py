@@ -35,9 +35,9 @@ def onnx_converter(*classes):
 class _Graph:
     """ONNX nodes and initializers under construction, with unique tensor names."""
 
-    def __init__(self, helper, numpy_helper) -> None:
-        self.helper, self.numpy_helper = helper, numpy_helper
-        self.nodes, self.initializers = [], []
+    def __init__(self, helper, numpy_helper, float_type) -> None:
+        self.helper, self.numpy_helper, self.float_type = helper, numpy_helper, float_type
+        self.nodes, self.initializers, self.inputs = [], [], []
         self.used: set[str] = set()
 
     def fresh(self, base: str) -> str:
@@ -77,11 +77,10 @@ def export_onnx(net, path) -> list[str]:
     if missing:
         raise ProtonetError(f"{net.source}: no ONNX equivalent for layer(s) "
                             f"{', '.join(missing)}; export a deploy net")
-    g = _Graph(helper, numpy_helper)
+    g = _Graph(helper, numpy_helper, TensorProto.FLOAT)
     produced = Counter(t for lp in net.param.layer for t in lp.top)
     seen: Counter = Counter()
     current: dict[str, str] = {}    # blob name -> tensor holding its latest value
-    inputs = []
     for layer, lp in zip(net.layers, net.param.layer):
         tops = []
         for t in lp.top:
@@ -89,20 +88,14 @@ def export_onnx(net, path) -> list[str]:
             # The last value of a blob keeps the blob's name; earlier in-place values don't.
             tops.append(t if seen[t] == produced[t] else f"{t}__v{seen[t]}")
         g.used.update(tops)
-        if isinstance(layer, Input):
-            for t in lp.top:
-                inputs.append(helper.make_tensor_value_info(
-                    t, TensorProto.FLOAT, list(net.blobs[t].shape)))
-        else:
-            bottoms = [current[b] for b in lp.bottom]
-            _CONVERTERS[type(layer)](layer, g, bottoms, tops,
-                                     [net.blobs[b].shape for b in lp.bottom],
-                                     [net.blobs[t].shape for t in lp.top])
+        _CONVERTERS[type(layer)](layer, g, [current[b] for b in lp.bottom], tops,
+                                 [net.blobs[b].shape for b in lp.bottom],
+                                 [net.blobs[t].shape for t in lp.top])
         current.update(zip(lp.top, tops))
     outputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT,
                                              list(net.blobs[name].shape))
                for name in net.outputs]
-    graph = helper.make_graph(g.nodes, net.name or "protonet", inputs, outputs,
+    graph = helper.make_graph(g.nodes, net.name or "protonet", g.inputs, outputs,
                               g.initializers)
     model = helper.make_model(graph, producer_name="protonet",
                               opset_imports=[helper.make_opsetid("", OPSET)])
@@ -121,7 +114,9 @@ onnx_converter(shape.Split, neuron.Dropout)(_identity)
 
 @onnx_converter(Input)
 def _input(layer, g, bottoms, tops, in_shapes, out_shapes):
-    """Nothing to emit: export_onnx makes an Input layer's tops the graph's inputs."""
+    """An Input layer's tops are the graph's inputs."""
+    g.inputs.extend(g.helper.make_tensor_value_info(t, g.float_type, list(shape))
+                    for t, shape in zip(tops, out_shapes))
 
 
 @onnx_converter(conv.Convolution, conv.Deconvolution)

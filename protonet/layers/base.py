@@ -155,6 +155,11 @@ class LossLayer(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index != 1
 
+    @staticmethod
+    def loss_weight(top) -> float:
+        """The weight the net put in the loss top's diff; every backward scales by it."""
+        return float(top[0].diff.reshape(-1)[0])
+
 
 def canonical_axis(axis: int, num_axes: int, layer: Layer) -> int:
     """Caffe's Blob::CanonicalAxisIndex: negative axes count from the end."""

@@ -293,7 +293,7 @@ class ImageData(PrefetchingData):
         self._orders: dict[int, np.ndarray] = {}
         start = int(rng.generator().integers(p.rand_skip)) if p.rand_skip else 0
         self.rewind(start)
-        first = self._load(start)
+        first = self._load(self._entry(start)[0])
         self.start_reading(p.batch_size, 4, first.shape, np.uint8, start)
 
     def _order(self, epoch: int) -> np.ndarray:
@@ -309,8 +309,7 @@ class ImageData(PrefetchingData):
         path, label = self.entries[self._order(epoch)[i]]
         return self.root + path, label
 
-    def _load(self, position: int) -> np.ndarray:
-        path, _ = self._entry(position)
+    def _load(self, path: str) -> np.ndarray:
         try:
             return load_image(path, *self.size, color=self.color)
         except (OSError, ValueError) as e:
@@ -320,8 +319,8 @@ class ImageData(PrefetchingData):
         self._next = position
 
     def read_record(self, out: np.ndarray) -> float:
-        image = self._load(self._next)
         path, label = self._entry(self._next)
+        image = self._load(path)
         if image.shape != out.shape:
             raise DataError(f"{self.where}: image {path} has shape {image.shape}, the first had "
                             f"{out.shape}; set image_data_param new_height and new_width to "

@@ -15,14 +15,11 @@ from ..io.binaryproto import read_binaryproto
 from ..kernels.softmax import softmax_forward
 from ..registry import register_layer
 from .base import LossLayer, canonical_axis, count
+from .neuron import sigmoid
 
 LP = caffe_pb2.LossParameter
 # Caffe's kLOG_THRESHOLD (loss_layer.hpp): probabilities are clamped before the log.
 LOG_THRESHOLD = np.float32(1e-20)
-
-
-def _loss_weight(top) -> float:
-    return float(top[0].diff.reshape(-1)[0])
 
 
 def _check_label_count(layer, bottom, expected: int) -> None:
@@ -65,12 +62,11 @@ class EuclideanLoss(LossLayer):
         top[0].data[...] = np.dot(self.delta.ravel(), self.delta.ravel()) / bottom[0].shape[0] / 2
 
     def backward(self, top, propagate_down, bottom):
-        scale = float(top[0].diff.reshape(-1)[0]) / bottom[0].shape[0]
+        scale = self.loss_weight(top) / bottom[0].shape[0]
         for i, (blob, down) in enumerate(zip(bottom, propagate_down)):
             if down:
                 np.multiply(self.delta, scale if i == 0 else -scale,
                             out=blob.diff.reshape(self.delta.shape))
-
 
 
 @register_layer("SigmoidCrossEntropyLoss")
@@ -112,8 +108,8 @@ class SigmoidCrossEntropyLoss(LossLayer):
         if propagate_down[1]:
             raise self.error("cannot backpropagate to the targets")
         if propagate_down[0]:
-            s = 0.5 * np.tanh(0.5 * bottom[0].data) + 0.5
-            scale = float(top[0].diff.reshape(-1)[0]) / self._normalizer(self.valid)
+            s = sigmoid(bottom[0].data)
+            scale = self.loss_weight(top) / self._normalizer(self.valid)
             grad = (s - bottom[1].data.reshape(s.shape)) * scale
             bottom[0].diff[...] = grad * self.keep.reshape(s.shape)
 
@@ -168,7 +164,7 @@ class HingeLoss(_PerSampleLoss):
         self._refuse_labels(propagate_down)
         if not propagate_down[0]:
             return
-        scale = _loss_weight(top) / self.view[0]
+        scale = self.loss_weight(top) / self.view[0]
         diff = bottom[0].diff.reshape(self.view)
         # Caffe parity: L1 takes sign(margin), so a margin of exactly 0 gives gradient 0.
         if self.l2:
@@ -240,7 +236,7 @@ class ContrastiveLoss(LossLayer):
             # Caffe parity: contrastive_loss_layer.cpp adds 1e-4 to d to avoid dividing by 0.
             coeff = np.where(mdist > 0, -mdist / (dist + np.float32(1e-4)), np.float32(0))
         coeff = np.where(self.similar, np.float32(1), coeff).astype(np.float32)
-        alpha = _loss_weight(top) / self.view[0]
+        alpha = self.loss_weight(top) / self.view[0]
         for i, sign in ((0, 1), (1, -1)):
             if propagate_down[i]:
                 np.multiply(self.diff, (coeff * np.float32(sign * alpha))[:, None],
@@ -272,7 +268,8 @@ class MultinomialLogisticLoss(_PerSampleLoss):
         if propagate_down[0]:
             diff = bottom[0].diff.reshape(self.view)
             diff[...] = 0
-            diff[self.rows, self.label] = np.float32(-_loss_weight(top) / self.view[0]) / self.prob
+            scale = np.float32(-self.loss_weight(top) / self.view[0])
+            diff[self.rows, self.label] = scale / self.prob
 
 
 @register_layer("InfogainLoss")
@@ -380,4 +377,4 @@ class InfogainLoss(LossLayer):
         diff = bottom[0].diff.reshape(self.view).transpose(0, 2, 1)
         np.multiply(self.prob.transpose(0, 2, 1), self.row_sum[:, :, None], out=diff)
         diff -= self.h_rows
-        diff *= np.float32(_loss_weight(top) / self._normalizer())
+        diff *= np.float32(self.loss_weight(top) / self._normalizer())

@@ -13,6 +13,16 @@ from ..registry import register_layer
 from .base import NeuronLayer
 
 
+def sigmoid(x, out=None):
+    """1 / (1 + exp(-x)) as 0.5 tanh(0.5 x) + 0.5: the overflow-free form Caffe uses too.
+    `out` may be x itself (in place)."""
+    out = np.multiply(x, np.float32(0.5), out=out)
+    np.tanh(out, out=out)
+    out *= np.float32(0.5)
+    out += np.float32(0.5)
+    return out
+
+
 @register_layer("ReLU")
 class ReLU(NeuronLayer):
     """y = max(0, x) + negative_slope * min(0, x), Caffe "ReLU" (V1 RELU).
@@ -35,11 +45,7 @@ class Sigmoid(NeuronLayer):
     """y = 1 / (1 + exp(-x)), Caffe "Sigmoid" (V1 SIGMOID); dy/dx = y (1 - y)."""
 
     def forward(self, bottom, top):
-        # 0.5 tanh(0.5 x) + 0.5 is the overflow-free form Caffe uses too.
-        np.multiply(bottom[0].data, 0.5, out=top[0].data)
-        np.tanh(top[0].data, out=top[0].data)
-        top[0].data *= 0.5
-        top[0].data += 0.5
+        sigmoid(bottom[0].data, out=top[0].data)
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
@@ -118,10 +124,8 @@ class Swish(NeuronLayer):
             self.sig = np.empty(bottom[0].shape, np.float32)
 
     def forward(self, bottom, top):
-        np.multiply(bottom[0].data, 0.5 * self.beta, out=self.sig)
-        np.tanh(self.sig, out=self.sig)
-        self.sig *= 0.5
-        self.sig += 0.5
+        np.multiply(bottom[0].data, self.beta, out=self.sig)
+        sigmoid(self.sig, out=self.sig)
         np.multiply(bottom[0].data, self.sig, out=top[0].data)
 
     def backward(self, top, propagate_down, bottom):

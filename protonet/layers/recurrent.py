@@ -19,10 +19,7 @@ import numpy as np
 from ..errors import NetDefinitionError
 from ..registry import register_layer
 from .base import Layer
-
-
-def _sigmoid(x):
-    return 0.5 * np.tanh(0.5 * x) + 0.5
+from .neuron import sigmoid
 
 
 class _Recurrent(Layer):
@@ -203,7 +200,7 @@ class LSTM(_Recurrent):
         h_conted = cont * h_prev
         pre = h_conted @ w_hc.T + self.x_in[t]
         n = self.hidden
-        i, f, o = (_sigmoid(pre[:, k * n:(k + 1) * n]) for k in range(3))
+        i, f, o = (sigmoid(pre[:, k * n:(k + 1) * n]) for k in range(3))
         g = np.tanh(pre[:, 3 * n:])
         c = cont * f * c_prev + i * g
         tanh_c = np.tanh(c)

@@ -105,7 +105,7 @@ class SoftmaxWithLoss(LossLayer):
         if not propagate_down[0]:
             return
         outer, _, inner = self.view
-        scale = float(top[0].diff.reshape(-1)[0]) / self._normalizer(self.valid)
+        scale = self.loss_weight(top) / self._normalizer(self.valid)
         softmax_loss_backward(self.prob, bottom[1].data.reshape(outer, inner), self.has_ignore,
                               self.ignore_label, np.float32(scale),
                               bottom[0].diff.reshape(self.view))
