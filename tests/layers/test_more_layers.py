@@ -84,3 +84,18 @@ def test_filter_keeps_flagged_rows_of_every_bottom():
     np.testing.assert_array_equal(ya, a[[0, 3, 4]])
     np.testing.assert_allclose(yb, b[[0, 3, 4]], rtol=1e-6)
     check_gradient(layer, bottom, top)
+
+
+def test_bad_inputs_name_the_layer():
+    from protonet.errors import NetDefinitionError
+    with pytest.raises(ShapeError, match=r"'f' \(Filter\): bottom '.*' has 4 rows, the "
+                                         r"selector 3"):
+        build('name: "f" type: "Filter"', None,
+              bottoms=blobs(np.zeros((4, 2), np.float32), [1, 0, 1]))
+    with pytest.raises(NetDefinitionError, match=r"'f' \(Filter\): needs one top per filtered"):
+        build('name: "f" type: "Filter"', None, n_top=2,
+              bottoms=blobs(np.zeros((3, 2), np.float32), [1, 0, 1]))
+    with pytest.raises(ShapeError, match=r"'s' \(SPP\): bottom must be \(N, C, H, W\)"):
+        build('name: "s" type: "SPP" spp_param { pyramid_height: 2 }', [(2, 3)])
+    with pytest.raises(ShapeError, match=r"'i' \(Im2col\): kernel larger than the padded"):
+        build('name: "i" type: "Im2col" convolution_param { kernel_size: 5 }', [(1, 1, 3, 3)])
