@@ -123,9 +123,10 @@ class Convolution(_BaseConvolution):
         self.col = _buffer(getattr(self, "col", None), size)
         self.col_diff = _buffer(getattr(self, "col_diff", None), size)
         self.y2 = _buffer(getattr(self, "y2", None), self.num_output * self.chunk * p)
-        if getattr(self, "w_grad", np.empty(0)).shape != (self.num_output // self.group,
-                                                          k // self.group):
-            self.w_grad = np.empty((self.num_output // self.group, k // self.group), np.float32)
+        if getattr(self, "w_grad_t", np.empty(0)).shape != (k // self.group,
+                                                            self.num_output // self.group):
+            self.w_grad_t = np.empty((k // self.group, self.num_output // self.group),
+                                     np.float32)
 
     def _columns(self, x, n0, n1):
         """im2col of images n0..n1 into the column buffer, as (group, K/group, images*P)."""
@@ -170,8 +171,11 @@ class Convolution(_BaseConvolution):
                 col = col.reshape(self.group, k_g, -1)
                 w_diff = self.blobs[0].diff.reshape(self.group, mg, k_g)
                 for g in range(self.group):
-                    np.matmul(dy[g], col[g].T, out=self.w_grad)
-                    w_diff[g] += self.w_grad
+                    # The transposed product, col @ dy.T: OpenBLAS runs it 20-25% faster
+                    # than dy @ col.T on LeNet's shapes (conv2 at 2 threads: 1.35 against
+                    # 1.75-1.84 ms; conv1 0.77 against 1.07 ms).
+                    np.matmul(col[g], dy[g].T, out=self.w_grad_t)
+                    w_diff[g] += self.w_grad_t.T
             if propagate_down[0]:
                 col_diff = _view(self.col_diff, (self.group * k_g, n1 - n0, dy2.shape[2]))
                 col_diff_g = col_diff.reshape(self.group, k_g, -1)
