@@ -6,8 +6,9 @@ import numpy as np
 from .. import caffe_pb2
 from ..blob import Blob
 from ..errors import NetDefinitionError
-from ..kernels.pooling import (ave_pool_backward, ave_pool_forward, max_pool_backward,
-                               max_pool_forward, pool_output_size)
+from ..kernels.pooling import (ave_pool_backward, ave_pool_forward, max_pool_2x2_backward,
+                               max_pool_2x2_forward, max_pool_backward, max_pool_forward,
+                               pool_output_size)
 from ..registry import register_layer
 from .base import Layer
 
@@ -77,22 +78,30 @@ class Pooling(Layer):
             raise self.error(f"kernel larger than the padded input {bottom[0].shape}")
         for blob in top:
             blob.reshape(n, c, ho, wo)
+        # 2x2 windows at stride 2 tiling the plane exactly: the vectorized kernels.
+        self.tiles_2x2 = (self.is_max and (self.kh, self.kw, self.sh, self.sw) == (2, 2, 2, 2)
+                          and not (self.ph or self.pw) and (h, w) == (2 * ho, 2 * wo))
         if self.is_max and getattr(self, "mask", np.empty(0)).shape != (n, c, ho, wo):
             self.mask = np.empty((n, c, ho, wo), np.int32)
 
     def forward(self, bottom, top):
         window = (self.kh, self.kw, self.ph, self.pw, self.sh, self.sw)
-        if self.is_max:
-            max_pool_forward(bottom[0].data, *window, top[0].data, self.mask)
-            if len(top) == 2:
-                top[1].data[...] = self.mask
-        else:
+        if not self.is_max:
             ave_pool_forward(bottom[0].data, *window, top[0].data)
+            return
+        if self.tiles_2x2:
+            max_pool_2x2_forward(bottom[0].data, top[0].data, self.mask)
+        else:
+            max_pool_forward(bottom[0].data, *window, top[0].data, self.mask)
+        if len(top) == 2:
+            top[1].data[...] = self.mask
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        if self.is_max:
+        if self.tiles_2x2:
+            max_pool_2x2_backward(top[0].diff, self.mask, bottom[0].diff)
+        elif self.is_max:
             max_pool_backward(top[0].diff, self.mask, bottom[0].diff)
         else:
             ave_pool_backward(top[0].diff, self.kh, self.kw, self.ph, self.pw, self.sh, self.sw,

@@ -77,3 +77,35 @@ def test_pooling_stochastic_and_pad_errors():
         build('type: "Pooling" pooling_param { pool: STOCHASTIC kernel_size: 2 }', [(1, 1, 4, 4)])
     with pytest.raises(NetDefinitionError, match="pad .* must be smaller than the kernel"):
         build('type: "Pooling" pooling_param { kernel_size: 2 pad: 2 }', [(1, 1, 4, 4)])
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 6, 8), (1, 2, 7, 6), (3, 1, 2, 2)])
+def test_max_pool_2x2_kernels_match_the_general_ones(shape):
+    """The 2x2 stride-2 kernels (used when the windows tile the plane) give the general
+    kernels' values, first-maximum indices (ties: Caffe's scan order) and gradients; -inf and
+    NaN windows keep Caffe's -FLT_MAX start. An odd size (clipped last window) must fall back
+    to the general kernel and still match."""
+    from protonet.kernels.pooling import (max_pool_2x2_backward, max_pool_2x2_forward,
+                                          max_pool_backward, max_pool_forward)
+    g = np.random.default_rng(5)
+    x = np.round(g.random(shape) * 3).astype(np.float32)  # many ties
+    x.reshape(-1)[:4] = [-np.inf, -np.inf, np.nan, -np.inf]
+    layer, bottom, top = build('type: "Pooling" pooling_param { pool: MAX kernel_size: 2 '
+                               'stride: 2 }', [shape])
+    bottom[0].data[...] = x
+    layer.reshape(bottom, top)
+    assert layer.tiles_2x2 == (shape[2] % 2 == 0 and shape[3] % 2 == 0)
+    y = run_forward(layer, bottom, top)[0]
+    y_ref, mask_ref = np.empty_like(y), np.empty(y.shape, np.int32)
+    max_pool_forward(x, 2, 2, 0, 0, 2, 2, y_ref, mask_ref)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(layer.mask, mask_ref)
+    if layer.tiles_2x2:
+        dy = g.random(y.shape).astype(np.float32)
+        dx, dx_ref = np.full_like(x, 7.0), np.empty_like(x)
+        max_pool_2x2_backward(dy, mask_ref, dx)
+        max_pool_backward(dy, mask_ref, dx_ref)
+        np.testing.assert_array_equal(dx, dx_ref)
+        y2, mask2 = np.empty_like(y), np.empty(y.shape, np.int32)
+        max_pool_2x2_forward(x, y2, mask2)
+        np.testing.assert_array_equal(mask2, mask_ref)
