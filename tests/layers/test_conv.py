@@ -28,6 +28,15 @@ DECONV = [
 ]
 
 
+@pytest.fixture(params=["one GEMM per batch", "one GEMM per image"])
+def gemm_path(request, monkeypatch):
+    """Convolution's two ways to multiply (chosen by the inputs per output), both checked on
+    every case."""
+    from protonet.layers import conv
+    monkeypatch.setattr(conv, "PER_IMAGE_MAX_K", 0 if request.param.endswith("batch") else 1 << 30)
+    return request.param
+
+
 def expected(layer, bottom, case, ref):
     _, _, stride, pad, dilation, group = case
     b = layer.blobs[1].data.astype(np.float64) if len(layer.blobs) > 1 else None
@@ -36,7 +45,7 @@ def expected(layer, bottom, case, ref):
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_convolution_forward_matches_direct_loops(case):
+def test_convolution_forward_matches_direct_loops(case, gemm_path):
     layer, bottom, top = build(case[0], [case[1]])
     y = expected(layer, bottom, case, vision.conv)
     assert top[0].shape == y.shape and top[0].data.dtype == np.float32
@@ -52,7 +61,7 @@ def test_deconvolution_forward_matches_scatter(case):
 
 
 @pytest.mark.parametrize("case", CASES + DECONV)
-def test_convolution_gradient(case):
+def test_convolution_gradient(case, gemm_path):
     layer, bottom, top = build(case[0], [case[1]])
     check_gradient(layer, bottom, top, max_elements=120)
 
@@ -80,7 +89,7 @@ def test_convolution_weights_from_file_must_fit():
 
 
 @pytest.mark.parametrize("case", [CASES[1], CASES[2], DECONV[1]])
-def test_big_batches_run_in_chunks_with_the_same_results(case, monkeypatch):
+def test_big_batches_run_in_chunks_with_the_same_results(case, monkeypatch, gemm_path):
     """A batch whose column buffer would pass COL_BUDGET is convolved a few images at a time
     (bounded memory); values and gradients stay those of the direct loops."""
     from protonet.layers import conv
