@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import NetDefinitionError
-from ..kernels.conv import (channels_first, channels_first_add_bias, channels_last, col2im,
-                            conv_output_size, im2col)
+from ..kernels.conv import (add_channel_bias, channels_first, channels_first_add_bias,
+                            channels_last, col2im, conv_output_size, im2col)
 from ..registry import register_layer
 from .base import Layer, canonical_axis
 
@@ -159,7 +159,7 @@ class Convolution(_BaseConvolution):
                     images = col[g].reshape(weight.shape[2], n1 - n0, -1).transpose(1, 0, 2)
                     np.matmul(weight[g], images, out=out[n0:n1, g * mg:(g + 1) * mg])
                 if self.bias_term:
-                    out[n0:n1] += self.blobs[1].data[:, None]
+                    add_channel_bias(out[n0:n1], self.blobs[1].data)
                 continue
             y2 = _view(self.y2, (self.num_output, n1 - n0, out.shape[2]))
             y2_g = y2.reshape(self.group, self.num_output // self.group, -1)
@@ -258,7 +258,7 @@ class Deconvolution(_BaseConvolution):
             # Convolution's geometry with input and output swapped: scatter the columns.
             col2im(col, *self.geometry(), self.h, self.w, top[0].data[n0:n1])
         if self.bias_term:
-            top[0].data += self.blobs[1].data[None, :, None, None]
+            add_channel_bias(top[0].data.reshape(n, self.num_output, -1), self.blobs[1].data)
 
     def backward(self, top, propagate_down, bottom):
         n, c = bottom[0].shape[:2]
