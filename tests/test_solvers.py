@@ -107,6 +107,24 @@ def test_update_rule_matches_caffe_formula(tmp_path, kind, extra):
     assert solver.iter == 5
 
 
+@pytest.mark.parametrize("extra", ["momentum: 0.9 weight_decay: 0.01",
+                                   "momentum: 0.9 weight_decay: 0 iter_size: 2"])
+def test_sgd_single_pass_step_is_bitwise_the_stepwise_one(tmp_path, extra, monkeypatch):
+    """SGD's one-pass kernel (decay, momentum, data -= diff) rounds exactly as the numpy steps
+    it replaces: the same weights, diffs and history to the last bit."""
+    fused = make_solver(tmp_path, extra)
+    fused.step(4)
+    monkeypatch.setattr(protonet.solvers.sgd.SGDSolver, "fused_step",
+                        protonet.solvers.base.Solver.fused_step)
+    stepwise = make_solver(tmp_path, extra)
+    stepwise.step(4)
+    for a, b in zip(fused.net.learnable_params, stepwise.net.learnable_params):
+        np.testing.assert_array_equal(a.data, b.data)
+        np.testing.assert_array_equal(a.diff, b.diff)
+    for a, b in zip(fused.history, stepwise.history):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_iter_size_accumulates_and_normalizes(tmp_path):
     # Constant data, so two half-steps with iter_size 2 equal one step with iter_size 1.
     net = NET.replace('data_filler { type: "gaussian" std: 1 }',

@@ -241,18 +241,29 @@ class Solver:
             log.info("Iteration %d, lr = %.6g", self.iter, rate)
         self._clip_gradients()
         p, net = self.param, self.net
+        pending = []
         for i, blob in enumerate(net.learnable_params):
             if p.iter_size > 1:
                 blob.diff *= np.float32(1.0 / p.iter_size)
             decay = p.weight_decay * net.params_weight_decay[i]
+            if p.regularization_type == "L2" and self.fused_step(i, decay,
+                                                                 rate * net.params_lr[i]):
+                continue
             if decay:
                 if p.regularization_type == "L2":
                     blob.diff += np.float32(decay) * blob.data
                 else:
                     blob.diff += np.float32(decay) * np.sign(blob.data)
             self.compute_update(i, rate * net.params_lr[i])
-        for blob in net.learnable_params:
+            pending.append(blob)
+        for blob in pending:
             blob.data -= blob.diff
+
+    def fused_step(self, param_id: int, decay: float, rate: float) -> bool:
+        """L2 regularization, the rule's update and data -= diff for one parameter in one
+        pass, where the rule has such a kernel (SGD); False leaves the steps to
+        apply_update. Same float32 arithmetic either way."""
+        return False
 
     def _clip_gradients(self) -> None:
         clip = self.param.clip_gradients

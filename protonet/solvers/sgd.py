@@ -4,6 +4,7 @@
 """
 import numpy as np
 
+from ..kernels.sgd import sgd_momentum_step
 from .base import Solver
 
 
@@ -16,3 +17,10 @@ class SGDSolver(Solver):
         history *= np.float32(self.param.momentum)
         history += np.float32(rate) * diff
         diff[...] = history
+
+    def fused_step(self, param_id: int, decay: float, rate: float) -> bool:
+        blob = self.net.learnable_params[param_id]
+        sgd_momentum_step(blob.data.reshape(-1), blob.diff.reshape(-1),
+                          self.history_of(param_id).reshape(-1), np.float32(decay),
+                          np.float32(rate), np.float32(self.param.momentum))
+        return True
