@@ -2,6 +2,9 @@
 and one BLAS GEMM per group over the whole batch."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
 import numpy as np
 
 from ..errors import NetDefinitionError
@@ -95,6 +98,29 @@ class _BaseConvolution(Layer):
         self.bounds = [(a, min(n, a + self.chunk)) for a in range(0, n, self.chunk)]
 
 
+_threads = ThreadPoolExecutor(thread_name_prefix="protonet-gemm")
+
+
+def _stacked_matmul(a, b, out) -> None:
+    """np.matmul over a stack of images (a and/or b 3-D), the stack split between the compute
+    threads: each image's GEMM is too small for BLAS to thread, and numpy lets go of the GIL
+    while it multiplies. LeNet forward, 2 threads: 3% faster at batch 64, 6% at 1000."""
+    threads = numba.get_num_threads()
+    n = out.shape[0]
+    if threads < 2 or n < 2 * threads:
+        np.matmul(a, b, out=out)
+        return
+
+    def part(t):
+        s = slice(n * t // threads, n * (t + 1) // threads)
+        np.matmul(a[s] if a.ndim == 3 else a, b[s] if b.ndim == 3 else b, out=out[s])
+
+    others = [_threads.submit(part, t) for t in range(1, threads)]
+    part(0)
+    for job in others:
+        job.result()
+
+
 def _buffer(old, size: int):
     """A float32 buffer of at least `size` elements, reusing `old` when it is big enough."""
     return old if old is not None and old.size >= size else np.empty(size, np.float32)
@@ -157,7 +183,7 @@ class Convolution(_BaseConvolution):
             if self.per_image:
                 for g in range(self.group):
                     images = col[g].reshape(weight.shape[2], n1 - n0, -1).transpose(1, 0, 2)
-                    np.matmul(weight[g], images, out=out[n0:n1, g * mg:(g + 1) * mg])
+                    _stacked_matmul(weight[g], images, out[n0:n1, g * mg:(g + 1) * mg])
                 if self.bias_term:
                     add_channel_bias(out[n0:n1], self.blobs[1].data)
                 continue
@@ -194,7 +220,7 @@ class Convolution(_BaseConvolution):
                 for g in range(self.per_image and self.group):
                     images = col[g].reshape(k_g, n1 - n0, -1).transpose(1, 2, 0)
                     w_grads = self.w_grads[:n1 - n0]
-                    np.matmul(top_diff[n0:n1, g * mg:(g + 1) * mg], images, out=w_grads)
+                    _stacked_matmul(top_diff[n0:n1, g * mg:(g + 1) * mg], images, w_grads)
                     w_diff[g] += w_grads.sum(axis=0)
                 for g in range(0 if self.per_image else self.group):
                     # The transposed product, col @ dy.T: OpenBLAS runs it 20-25% faster
