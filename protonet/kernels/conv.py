@@ -2,8 +2,8 @@
 Deconvolution and shape inference.
 
 Layout: x is (N, C, H, W); col is (C*kh*kw, N, Ho*Wo), so that a whole batch convolves with one
-GEMM, W (M, C*kh*kw) @ col -> (M, N*Ho*Wo), which BLAS runs on all threads (one GEMM per image
-is too small to thread well: LeNet's conv1 is 20x25 @ 25x576).
+GEMM, W (M, C*kh*kw) @ col -> (M, N*Ho*Wo), which BLAS runs on all threads; col[:, n] is also
+image n's own column matrix, for layers that multiply image by image (layers/conv.py says when).
 Names: kh, kw kernel; ph, pw pad; sh, sw stride; dh, dw dilation; ho, wo output size.
 """
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Convolution and Deconvolution over one base: Caffe's BaseConvolutionLayer geometry, im2col,
-and one BLAS GEMM per group over the whole batch."""
+and BLAS GEMMs per group, over the whole batch at once or (few inputs per output) image by
+image."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
