@@ -209,6 +209,8 @@ def test_snapshot_files_are_caffe_formats(tmp_path):
     assert [lp.name for lp in net.layer if len(lp.blobs)] == ["ip"]
 
 
+# The run is made to overflow; numpy's warning on the way is expected.
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 def test_nonfinite_loss_stops_with_iteration_and_layer(tmp_path):
     solver = make_solver(tmp_path, "base_lr: 1e30 momentum: 0")
     with pytest.raises(NonFiniteError, match=r"iteration \d+: loss is (nan|inf); first non-finite output: layer '(ip|loss)'"):
