@@ -111,7 +111,7 @@ def _on_threads(work, n: int) -> None:
     """work(a, b, t, shared) on a split of range(n) into one slice per compute thread t, all at
     once: numba kernels and numpy's GEMMs let go of the GIL. `shared` says other threads run
     beside this one, so work must call serial kernels (with one slice, the kernels may thread).
-    LeNet's conv1 forward inside the net: 0.82-1.09 ms, against 1.07-1.23 ms for a parallel
+    LeNet's conv1 forward inside the net: 0.82-1.09 ms, against 1.06-1.26 ms for a parallel
     im2col, then the GEMMs on threads, then a parallel bias add."""
     threads = max(1, min(numba.get_num_threads(), n))
     jobs = [_threads.submit(work, n * t // threads, n * (t + 1) // threads, t, threads > 1)
