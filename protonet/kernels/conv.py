@@ -1,9 +1,11 @@
 """im2col / col2im and the convolution output size: the only copies, shared by Convolution,
 Deconvolution and shape inference.
 
-Layout: x is (N, C, H, W); col is (C*kh*kw, N, Ho*Wo), so that a whole batch convolves with one
-GEMM, W (M, C*kh*kw) @ col -> (M, N*Ho*Wo), which BLAS runs on all threads; col[:, n] is also
-image n's own column matrix, for layers that multiply image by image (layers/conv.py says when).
+Layout: x is (N, C, H, W); col is a (C*kh*kw, L) matrix whose columns n*P .. (n+1)*P - 1 are
+image n's (P = Ho*Wo, L >= N*P): a whole batch convolves with one GEMM,
+W (M, C*kh*kw) @ col[:, :N*P] -> (M, N*P), which BLAS runs on all threads, and image n alone
+with W @ col[:, n*P:(n+1)*P], for layers that multiply image by image (layers/conv.py says
+when). L may exceed N*P so that the rows of col do not lie a power of two apart.
 Names: kh, kw kernel; ph, pw pad; sh, sw stride; dh, dw dilation; ho, wo output size.
 """
 from __future__ import annotations
@@ -17,10 +19,13 @@ def conv_output_size(size: int, kernel: int, pad: int, stride: int, dilation: in
 
 
 @jit(parallel=True)
-def im2col(x, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col):
-    """col[(c, i, j), n, oy*wo + ox] = x[n, c, oy*sh - ph + i*dh, ox*sw - pw + j*dw] (0 outside).
+def im2col(x, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, first):
+    """col[(c, i, j), (first + n)*P + oy*wo + ox] = x[n, c, oy*sh - ph + i*dh, ox*sw - pw + j*dw]
+    (0 outside): `first` places a slice of the batch in a whole batch's columns.
 
-    Parallel over the rows of col; each row is written by one thread only.
+    Parallel over the rows of col; each row is written by one thread only. The bounds test
+    per element stays: copying each row's valid span, computed once per kernel column, ran
+    2-6x slower in numba on LeNet's and CIFAR-10's shapes.
     """
     n_img, channels, height, width = x.shape
     for r in prange(channels * kh * kw):
@@ -28,19 +33,22 @@ def im2col(x, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col):
         i = (r // kw) % kh
         j = r % kw
         for n in range(n_img):
+            # Through a view of the image's part of the row: indexing col[r, ...] directly
+            # ran 2.5-4x slower (numba kept the index arithmetic in the inner loop).
+            dst = col[r, (first + n) * ho * wo:(first + n + 1) * ho * wo]
             for oy in range(ho):
                 iy = oy * sh - ph + i * dh
                 base = oy * wo
                 if iy < 0 or iy >= height:
                     for ox in range(wo):
-                        col[r, n, base + ox] = 0.0
+                        dst[base + ox] = 0.0
                     continue
                 for ox in range(wo):
                     ix = ox * sw - pw + j * dw
                     if ix >= 0 and ix < width:
-                        col[r, n, base + ox] = x[n, c, iy, ix]
+                        dst[base + ox] = x[n, c, iy, ix]
                     else:
-                        col[r, n, base + ox] = 0.0
+                        dst[base + ox] = 0.0
 
 
 @jit(parallel=True)
@@ -57,7 +65,7 @@ def col2im(col, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, x):
                     x[n, c, y, xx] = 0.0
             for i in range(kh):
                 for j in range(kw):
-                    r = (c * kh + i) * kw + j
+                    src = col[(c * kh + i) * kw + j, n * ho * wo:(n + 1) * ho * wo]
                     for oy in range(ho):
                         iy = oy * sh - ph + i * dh
                         if iy < 0 or iy >= height:
@@ -66,7 +74,7 @@ def col2im(col, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, x):
                         for ox in range(wo):
                             ix = ox * sw - pw + j * dw
                             if ix >= 0 and ix < width:
-                                x[n, c, iy, ix] += col[r, n, base + ox]
+                                x[n, c, iy, ix] += src[base + ox]
 
 
 @jit(parallel=True)

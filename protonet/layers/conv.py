@@ -9,6 +9,7 @@ import numba
 import numpy as np
 
 from ..errors import NetDefinitionError
+from ..kernels._jit import one_blas_thread
 from ..kernels.conv import (add_channel_bias, channels_first, channels_first_add_bias,
                             channels_last, col2im, conv_output_size, im2col)
 from ..registry import register_layer
@@ -21,6 +22,14 @@ from .base import Layer, canonical_axis
 # 0.78 ms, weight gradient 0.38 against 1.04 ms (2 threads); CIFAR-10's conv1 (75) is
 # faster as one GEMM at 2 threads (3.8 against 6.5 ms).
 PER_IMAGE_MAX_K = 32
+
+# Beyond that, the forward alone also multiplies image by image when an image's columns fit
+# in a core's L2 (at most PER_IMAGE_MAX_FLOATS) and its GEMM is wide enough to run well on one
+# thread (at least PER_IMAGE_MIN_PIXELS outputs). LeNet's conv2 (500 x 64) alone, batch 64:
+# forward 2.09 against 2.53 ms at 2 threads, 2.65 against 4.57 ms at 1 thread. The weight
+# gradient stays one GEMM there: image by image it made LeNet's training step 7-8% slower.
+PER_IMAGE_MAX_FLOATS = 1 << 16
+PER_IMAGE_MIN_PIXELS = 64
 
 # Floats in one column buffer (64 MB): above it the batch is convolved in chunks.
 COL_BUDGET = 1 << 24
@@ -101,24 +110,30 @@ class _BaseConvolution(Layer):
 
 _threads = ThreadPoolExecutor(thread_name_prefix="protonet-conv")
 
-# Floats of columns per thread (1 MB) in the per-image path: each thread builds the columns of
+# Floats of columns per block (1 MB) in the per-image path: each thread builds the columns of
 # a block of its images and multiplies them while they are still in its L2. Blocks of 256 KB
 # cost more in calls than they saved; 1 MB and larger ran alike.
 BLOCK_FLOATS = 1 << 18
 
 
 def _on_threads(work, n: int) -> None:
-    """work(a, b, t, shared) on a split of range(n) into one slice per compute thread t, all at
+    """work(a, b, shared) on a split of range(n) into one slice per compute thread, all at
     once: numba kernels and numpy's GEMMs let go of the GIL. `shared` says other threads run
-    beside this one, so work must call serial kernels (with one slice, the kernels may thread).
-    LeNet's conv1 forward inside the net: 0.82-1.09 ms, against 1.06-1.26 ms for a parallel
-    im2col, then the GEMMs on threads, then a parallel bias add."""
+    beside this one, so work must call serial kernels, and BLAS runs on one thread (with one
+    slice, the kernels and BLAS may thread). LeNet's conv1 forward inside the net: 0.82-1.09
+    ms, against 1.06-1.26 ms for a parallel im2col, then the GEMMs on threads, then a
+    parallel bias add. Waking the second thread and joining it costs about 0.1 ms here (a
+    sleeping thread's wake-up on this VM takes 30-50 us each way)."""
     threads = max(1, min(numba.get_num_threads(), n))
-    jobs = [_threads.submit(work, n * t // threads, n * (t + 1) // threads, t, threads > 1)
-            for t in range(1, threads)]
-    work(0, n // threads, 0, threads > 1)
-    for job in jobs:
-        job.result()
+    if threads == 1:
+        work(0, n, False)
+        return
+    with one_blas_thread():
+        jobs = [_threads.submit(work, n * t // threads, n * (t + 1) // threads, True)
+                for t in range(1, threads)]
+        work(0, n // threads, True)
+        for job in jobs:
+            job.result()
 
 
 def _buffer(old, size: int):
@@ -129,6 +144,21 @@ def _buffer(old, size: int):
 def _view(buffer, shape):
     """The leading part of a flat buffer as a contiguous array of `shape`."""
     return buffer[:int(np.prod(shape))].reshape(shape)
+
+
+# Floats added to each row of a column matrix. Rows a power of two apart (LeNet's conv2: 64
+# images x 64 pixels) fall into the same few cache sets, so an image's columns leave the cache
+# before its GEMM reads them. LeNet's conv2 alone, batch 64, forward + backward: 6.23 against
+# 6.96 ms at 2 threads, 9.44 against 11.46 ms at 1 thread.
+COL_ROW_PAD = 16
+
+
+def _column_matrix(buffer, rows: int, images: int, pixels: int):
+    """(a reused buffer, the (rows, L) column matrix in it) for `images` images of `pixels`
+    outputs each, L = images * pixels + COL_ROW_PAD (see kernels/conv.py)."""
+    shape = (rows, images * pixels + COL_ROW_PAD)
+    buffer = _buffer(buffer, shape[0] * shape[1])
+    return buffer, _view(buffer, shape)
 
 
 @register_layer("Convolution")
@@ -153,68 +183,64 @@ class Convolution(_BaseConvolution):
         top[0].reshape(n, self.num_output, self.ho, self.wo)
         k, p = c * self.kh * self.kw, self.ho * self.wo
         self.plan_chunks(n, k, p)
-        size = k * self.chunk * p
-        self.col = _buffer(getattr(self, "col", None), size)
+        self.col, self.col_matrix = _column_matrix(getattr(self, "col", None), k, self.chunk, p)
         self.y2 = _buffer(getattr(self, "y2", None), self.num_output * self.chunk * p)
-        if getattr(self, "w_grad_t", np.empty(0)).shape != (k // self.group,
-                                                            self.num_output // self.group):
-            self.w_grad_t = np.empty((k // self.group, self.num_output // self.group),
-                                     np.float32)
-        self.per_image = k // self.group <= PER_IMAGE_MAX_K
-        if self.per_image:
-            self.block = max(1, BLOCK_FLOATS // (k * p))
-            old = getattr(self, "block_cols", [])
-            self.block_cols = [_buffer(old[t] if t < len(old) else None, k * self.block * p)
-                               for t in range(numba.get_num_threads())]
-            shape = (self.group, n, self.num_output // self.group, k // self.group)
+        k_g, m_g = k // self.group, self.num_output // self.group
+        if getattr(self, "w_grad_t", np.empty(0)).shape != (k_g, m_g):
+            self.w_grad_t = np.empty((k_g, m_g), np.float32)
+        self.per_image_weight_grad = k_g <= PER_IMAGE_MAX_K
+        self.per_image_forward = self.per_image_weight_grad or (
+            p >= PER_IMAGE_MIN_PIXELS and k * p <= PER_IMAGE_MAX_FLOATS)
+        self.block = max(1, BLOCK_FLOATS // (k * p))
+        if self.per_image_weight_grad:
+            shape = (self.group, self.chunk, m_g, k_g)
             if getattr(self, "w_grads", np.empty(0)).shape != shape:
                 # Per-image weight gradients, summed after the GEMMs.
                 self.w_grads = np.empty(shape, np.float32)
 
-    def _columns(self, x, n0, n1):
-        """im2col of images n0..n1 into the column buffer, as (group, K/group, images*P)."""
-        k, p = x.shape[1] * self.kh * self.kw, self.ho * self.wo
-        col = _view(self.col, (k, n1 - n0, p))
-        im2col(x[n0:n1], *self.geometry(), self.ho, self.wo, col)
-        return col
+    def _images_of(self, s, e):
+        """Columns of images s..e of the chunk as (group, images, K/group, P): image by image,
+        the GEMMs' right-hand sides (views of the column matrix)."""
+        p = self.ho * self.wo
+        return (self.col_matrix[:, s * p:e * p].reshape(self.group, -1, e - s, p)
+                .transpose(0, 2, 1, 3))
 
-    def _image_blocks(self, x, a, b, t, shared):
-        """Images a..b in blocks of self.block: (the block's columns as (group, images,
-        K/group, P), first image, end), built in thread t's buffer (see _on_threads)."""
-        k, p = x.shape[1] * self.kh * self.kw, self.ho * self.wo
-        columns = im2col.serial if shared else im2col
-        for s in range(a, b, self.block):
-            e = min(b, s + self.block)
-            col = _view(self.block_cols[t], (k, e - s, p))
-            columns(x[s:e], *self.geometry(), self.ho, self.wo, col)
-            yield col.reshape(self.group, k // self.group, e - s, p).transpose(0, 2, 1, 3), s, e
+    def _blocks(self, a, b):
+        return ((s, min(b, s + self.block)) for s in range(a, b, self.block))
 
     def forward(self, bottom, top):
-        weight = self.blobs[0].data.reshape(self.group, self.num_output // self.group, -1)
+        mg = self.num_output // self.group
+        weight = self.blobs[0].data.reshape(self.group, mg, -1)
+        bias = self.blobs[1].data if self.bias_term else None
         x = bottom[0].data
         out = top[0].data.reshape(x.shape[0], self.num_output, -1)
-        mg = self.num_output // self.group
-        if self.per_image:
-            bias = self.blobs[1].data if self.bias_term else None
-
-            def images(a, b, t, shared):
-                add_bias = add_channel_bias.serial if shared else add_channel_bias
-                for cols, s, e in self._image_blocks(x, a, b, t, shared):
-                    for g in range(self.group):
-                        np.matmul(weight[g], cols[g], out=out[s:e, g * mg:(g + 1) * mg])
-                    if bias is not None:
-                        add_bias(out[s:e], bias)
-
-            _on_threads(images, x.shape[0])
-            return
+        col = self.col_matrix
         for n0, n1 in self.bounds:
-            col = self._columns(x, n0, n1).reshape(self.group, weight.shape[2], -1)
+            if self.per_image_forward:
+                # Each thread builds its images' columns a block at a time (into the chunk's
+                # matrix, where backward finds them) and multiplies them while they are in
+                # its cache; the products land in the top without a layout move.
+                def images(a, b, shared, x=x[n0:n1], out=out[n0:n1]):
+                    columns = im2col.serial if shared else im2col
+                    add_bias = add_channel_bias.serial if shared else add_channel_bias
+                    for s, e in self._blocks(a, b):
+                        columns(x[s:e], *self.geometry(), self.ho, self.wo, col, s)
+                        cols = self._images_of(s, e)
+                        for g in range(self.group):
+                            np.matmul(weight[g], cols[g], out=out[s:e, g * mg:(g + 1) * mg])
+                        if bias is not None:
+                            add_bias(out[s:e], bias)
+
+                _on_threads(images, n1 - n0)
+                continue
+            im2col(x[n0:n1], *self.geometry(), self.ho, self.wo, col, 0)
+            col_g = col[:, :(n1 - n0) * out.shape[2]].reshape(self.group, weight.shape[2], -1)
             y2 = _view(self.y2, (self.num_output, n1 - n0, out.shape[2]))
-            y2_g = y2.reshape(self.group, self.num_output // self.group, -1)
+            y2_g = y2.reshape(self.group, mg, -1)
             for g in range(self.group):
-                np.matmul(weight[g], col[g], out=y2_g[g])
-            if self.bias_term:
-                channels_first_add_bias(y2, self.blobs[1].data, out[n0:n1])
+                np.matmul(weight[g], col_g[g], out=y2_g[g])
+            if bias is not None:
+                channels_first_add_bias(y2, bias, out[n0:n1])
             else:
                 channels_first(y2, out[n0:n1])
 
@@ -229,43 +255,42 @@ class Convolution(_BaseConvolution):
         weight = self.blobs[0].data.reshape(self.group, mg, -1)
         k_g = weight.shape[2]
         w_diff = self.blobs[0].diff.reshape(self.group, mg, k_g)
-        if self.per_image and self.param_propagate_down[0]:
-            x = bottom[0].data
-
-            def images(a, b, t, shared):
-                for cols, s, e in self._image_blocks(x, a, b, t, shared):
-                    for g in range(self.group):
-                        np.matmul(top_diff[s:e, g * mg:(g + 1) * mg],
-                                  cols[g].transpose(0, 2, 1), out=self.w_grads[g, s:e])
-
-            _on_threads(images, n)
-            w_diff += self.w_grads.sum(axis=1)
-            if not propagate_down[0]:
-                return
+        x = bottom[0].data
+        col = self.col_matrix
         for n0, n1 in self.bounds:
+            if len(self.bounds) > 1:
+                # With one chunk the forward's columns are still in the matrix; with several,
+                # later chunks overwrote them.
+                im2col(x[n0:n1], *self.geometry(), self.ho, self.wo, col, 0)
+            col_g = col[:, :(n1 - n0) * top_diff.shape[2]].reshape(self.group, k_g, -1)
             dy2 = _view(self.y2, (self.num_output, n1 - n0, top_diff.shape[2]))
-            channels_last(top_diff[n0:n1], dy2)
             dy = dy2.reshape(self.group, mg, -1)
-            if self.param_propagate_down[0] and not self.per_image:
-                # One chunk: the forward's columns are still in the buffer.
-                col = (_view(self.col, (self.group * k_g, n1 - n0, dy2.shape[2]))
-                       if len(self.bounds) == 1 else self._columns(bottom[0].data, n0, n1))
-                col = col.reshape(self.group, k_g, -1)
+            if propagate_down[0] or not self.per_image_weight_grad:
+                channels_last(top_diff[n0:n1], dy2)
+            if self.param_propagate_down[0] and self.per_image_weight_grad:
+                def images(a, b, shared, top_diff=top_diff[n0:n1]):
+                    for s, e in self._blocks(a, b):
+                        cols = self._images_of(s, e)
+                        for g in range(self.group):
+                            np.matmul(top_diff[s:e, g * mg:(g + 1) * mg],
+                                      cols[g].transpose(0, 2, 1), out=self.w_grads[g, s:e])
+
+                _on_threads(images, n1 - n0)
+                w_diff += self.w_grads[:, :n1 - n0].sum(axis=1)
+            elif self.param_propagate_down[0]:
                 for g in range(self.group):
                     # The transposed product, col @ dy.T: OpenBLAS runs it 20-25% faster
                     # than dy @ col.T on LeNet's shapes (conv2 at 2 threads: 1.35 against
                     # 1.75-1.84 ms; conv1 0.77 against 1.07 ms).
-                    np.matmul(col[g], dy[g].T, out=self.w_grad_t)
+                    np.matmul(col_g[g], dy[g].T, out=self.w_grad_t)
                     w_diff[g] += self.w_grad_t.T
             if propagate_down[0]:
                 # The column gradient overwrites the columns, which the weight gradient has
                 # used: one buffer instead of two keeps the step's memory in cache (conv2's
                 # columns are 8 MB at batch 64).
-                col_diff = _view(self.col, (self.group * k_g, n1 - n0, dy2.shape[2]))
-                col_diff_g = col_diff.reshape(self.group, k_g, -1)
                 for g in range(self.group):
-                    np.matmul(weight[g].T, dy[g], out=col_diff_g[g])
-                col2im(col_diff, *self.geometry(), self.ho, self.wo, bottom[0].diff[n0:n1])
+                    np.matmul(weight[g].T, dy[g], out=col_g[g])
+                col2im(col, *self.geometry(), self.ho, self.wo, bottom[0].diff[n0:n1])
 
 
 @register_layer("Deconvolution")
@@ -292,7 +317,8 @@ class Deconvolution(_BaseConvolution):
         top[0].reshape(n, self.num_output, self.ho, self.wo)
         k = self.num_output * self.kh * self.kw
         self.plan_chunks(n, k, h * w)
-        self.col = _buffer(getattr(self, "col", None), k * self.chunk * h * w)
+        self.col, self.col_matrix = _column_matrix(getattr(self, "col", None), k, self.chunk,
+                                                   h * w)
         self.x2 = _buffer(getattr(self, "x2", None), c * self.chunk * h * w)
         if getattr(self, "w_grad", np.empty(0)).shape != (c // self.group, k // self.group):
             self.w_grad = np.empty((c // self.group, k // self.group), np.float32)
@@ -305,13 +331,13 @@ class Deconvolution(_BaseConvolution):
         for n0, n1 in self.bounds:
             x2 = _view(self.x2, (c, n1 - n0, x.shape[2]))
             channels_last(x[n0:n1], x2)
-            col = _view(self.col, (weight.shape[2] * self.group, n1 - n0, x.shape[2]))
-            col_g = col.reshape(self.group, weight.shape[2], -1)
+            col_g = (self.col_matrix[:, :(n1 - n0) * x.shape[2]]
+                     .reshape(self.group, weight.shape[2], -1))
             x2_g = x2.reshape(self.group, cg, -1)
             for g in range(self.group):
                 np.matmul(weight[g].T, x2_g[g], out=col_g[g])
             # Convolution's geometry with input and output swapped: scatter the columns.
-            col2im(col, *self.geometry(), self.h, self.w, top[0].data[n0:n1])
+            col2im(self.col_matrix, *self.geometry(), self.h, self.w, top[0].data[n0:n1])
         if self.bias_term:
             add_channel_bias(top[0].data.reshape(n, self.num_output, -1), self.blobs[1].data)
 
@@ -323,13 +349,12 @@ class Deconvolution(_BaseConvolution):
             return
         cg = c // self.group
         weight = self.blobs[0].data.reshape(self.group, cg, -1)
-        k = weight.shape[2] * self.group
         x = bottom[0].data.reshape(n, c, -1)
         dx = bottom[0].diff.reshape(n, c, -1)
         for n0, n1 in self.bounds:
-            col = _view(self.col, (k, n1 - n0, x.shape[2]))
-            im2col(top[0].diff[n0:n1], *self.geometry(), self.h, self.w, col)
-            col_g = col.reshape(self.group, weight.shape[2], -1)
+            im2col(top[0].diff[n0:n1], *self.geometry(), self.h, self.w, self.col_matrix, 0)
+            col_g = (self.col_matrix[:, :(n1 - n0) * x.shape[2]]
+                     .reshape(self.group, weight.shape[2], -1))
             x2 = _view(self.x2, (c, n1 - n0, x.shape[2]))
             x2_g = x2.reshape(self.group, cg, -1)
             if self.param_propagate_down[0]:
@@ -377,13 +402,13 @@ class Im2col(Layer):
 
     def forward(self, bottom, top):
         n, k = top[0].shape[:2]
-        col = _view(self.col, (k, n, self.ho * self.wo))
-        im2col(bottom[0].data, *self.geometry(), self.ho, self.wo, col)
-        channels_first(col, top[0].data.reshape(n, k, -1))
+        col = _view(self.col, (k, n * self.ho * self.wo))
+        im2col(bottom[0].data, *self.geometry(), self.ho, self.wo, col, 0)
+        channels_first(col.reshape(k, n, -1), top[0].data.reshape(n, k, -1))
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
             n, k = top[0].shape[:2]
-            col = _view(self.col, (k, n, self.ho * self.wo))
-            channels_last(top[0].diff.reshape(n, k, -1), col)
+            col = _view(self.col, (k, n * self.ho * self.wo))
+            channels_last(top[0].diff.reshape(n, k, -1), col.reshape(k, n, -1))
             col2im(col, *self.geometry(), self.ho, self.wo, bottom[0].diff)

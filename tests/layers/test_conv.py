@@ -28,12 +28,16 @@ DECONV = [
 ]
 
 
-@pytest.fixture(params=["one GEMM per batch", "one GEMM per image"])
+@pytest.fixture(params=["one GEMM per batch", "per-image forward, batch weight gradient",
+                        "one GEMM per image"])
 def gemm_path(request, monkeypatch):
-    """Convolution's two ways to multiply (chosen by the inputs per output), both checked on
-    every case."""
+    """Convolution's ways to multiply (chosen by the layer's shape), each checked on every
+    case."""
     from protonet.layers import conv
-    monkeypatch.setattr(conv, "PER_IMAGE_MAX_K", 0 if request.param.endswith("batch") else 1 << 30)
+    per_image_forward = request.param != "one GEMM per batch"
+    monkeypatch.setattr(conv, "PER_IMAGE_MAX_K", 1 << 30 if request.param.endswith("image") else 0)
+    monkeypatch.setattr(conv, "PER_IMAGE_MAX_FLOATS", 1 << 30 if per_image_forward else 0)
+    monkeypatch.setattr(conv, "PER_IMAGE_MIN_PIXELS", 1)
     return request.param
 
 
