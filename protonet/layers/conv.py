@@ -19,8 +19,9 @@ from .base import Layer, canonical_axis
 # by image: there one GEMM over the whole batch is bound by moving its big output and columns
 # through memory rather than by arithmetic, while an image's output stays in cache and lands
 # in the top without a layout move. LeNet's conv1 (25) at batch 64: forward 0.40 against
-# 0.78 ms, weight gradient 0.38 against 1.04 ms (2 threads); CIFAR-10's conv1 (75) is
-# faster as one GEMM at 2 threads (3.8 against 6.5 ms).
+# 0.78 ms, weight gradient 0.38 against 1.04 ms (2 threads). CIFAR-10 quick's conv1 (75)
+# keeps one GEMM for its weight gradient: its batch-100 training step took 98.5 against
+# 102.6 ms (2 threads) and 177.6 against 192.0 ms (1 thread) that way.
 PER_IMAGE_MAX_K = 32
 
 # Beyond that, the forward alone also multiplies image by image when an image's columns fit
@@ -28,7 +29,11 @@ PER_IMAGE_MAX_K = 32
 # thread (at least PER_IMAGE_MIN_PIXELS outputs). LeNet's conv2 (500 x 64) alone, batch 64:
 # forward 2.09 against 2.53 ms at 2 threads, 2.65 against 4.57 ms at 1 thread. The weight
 # gradient stays one GEMM there: image by image it made LeNet's training step 7-8% slower.
-PER_IMAGE_MAX_FLOATS = 1 << 16
+# The bound is one block (1 MB of columns): CIFAR-10 quick's conv1 (75 x 1024) and conv2
+# (800 x 256) then go image by image too, and its batch-100 forward took 44.3 against 47.4 ms
+# (2 threads) and 63.4 against 69.2 ms (1 thread); cifar10_full's training step 124 against
+# 146 ms.
+PER_IMAGE_MAX_FLOATS = 1 << 18
 PER_IMAGE_MIN_PIXELS = 64
 
 # Floats in one column buffer (64 MB): above it the batch is convolved in chunks.
