@@ -1,15 +1,22 @@
-"""Max and average pooling over (N, C, H, W), with Caffe's windows.
+"""Max and average pooling of a stack of planes (P, H, W): a blob's (N, C, H, W) through
+planes(), with Caffe's windows.
 
 A window starts at o*s - p and ends at min(start + k, H + p) (average: the divisor is that
 clipped-to-padding size) and is then clipped to the input. Output sizes round up (ceil), and a
 last window that would start inside the padding only is dropped (pool_output_size).
-Parallel over the N*C planes; each plane is read and written by one thread.
+Parallel over the planes; each plane is read and written by one thread. Masks hold the flat
+index h*W + w of each window's maximum within its plane.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ._jit import jit, prange
+
+
+def planes(a):
+    """An (N, C, H, W) array as the (N*C, H, W) stack of its planes (a view of a blob)."""
+    return a.reshape(-1, a.shape[-2], a.shape[-1])
 
 
 def pool_output_size(size: int, kernel: int, pad: int, stride: int) -> int:
@@ -23,11 +30,9 @@ def pool_output_size(size: int, kernel: int, pad: int, stride: int) -> int:
 @jit(parallel=True)
 def max_pool_forward(x, kh, kw, ph, pw, sh, sw, y, mask):
     """y = window max; mask = flat index h*W + w of the first maximum (Caffe's strict >)."""
-    n_img, channels, height, width = x.shape
-    ho, wo = y.shape[2], y.shape[3]
-    for plane in prange(n_img * channels):
-        n = plane // channels
-        c = plane % channels
+    height, width = x.shape[1], x.shape[2]
+    ho, wo = y.shape[1], y.shape[2]
+    for p in prange(x.shape[0]):
         for oy in range(ho):
             hs = oy * sh - ph
             he = min(hs + kh, height)
@@ -40,30 +45,28 @@ def max_pool_forward(x, kh, kw, ph, pw, sh, sw, y, mask):
                 idx = -1
                 for iy in range(hs, he):
                     for ix in range(ws, we):
-                        v = x[n, c, iy, ix]
+                        v = x[p, iy, ix]
                         if v > best:
                             best = v
                             idx = iy * width + ix
-                y[n, c, oy, ox] = best
-                mask[n, c, oy, ox] = idx
+                y[p, oy, ox] = best
+                mask[p, oy, ox] = idx
 
 
 @jit(parallel=True)
 def max_pool_backward(dy, mask, dx):
     """dx (overwritten) gets each dy at its window's argmax."""
-    n_img, channels, height, width = dx.shape
-    ho, wo = dy.shape[2], dy.shape[3]
-    for plane in prange(n_img * channels):
-        n = plane // channels
-        c = plane % channels
+    height, width = dx.shape[1], dx.shape[2]
+    ho, wo = dy.shape[1], dy.shape[2]
+    for p in prange(dx.shape[0]):
         for iy in range(height):
             for ix in range(width):
-                dx[n, c, iy, ix] = 0.0
+                dx[p, iy, ix] = 0.0
         for oy in range(ho):
             for ox in range(wo):
-                idx = mask[n, c, oy, ox]
+                idx = mask[p, oy, ox]
                 if idx >= 0:
-                    dx[n, c, idx // width, idx % width] += dy[n, c, oy, ox]
+                    dx[p, idx // width, idx % width] += dy[p, oy, ox]
 
 
 @jit(parallel=True)
@@ -73,16 +76,14 @@ def max_pool_2x2_forward(x, y, mask):
     along the output row; measured 0.16 ms against 1.5 ms for LeNet's pool1 on one thread.
     Same values, same first-maximum indices and the same -FLT_MAX start as the general kernel.
     """
-    n_img, channels, height, width = x.shape
-    ho, wo = y.shape[2], y.shape[3]
-    for plane in prange(n_img * channels):
-        n = plane // channels
-        c = plane % channels
+    height, width = x.shape[1], x.shape[2]
+    ho, wo = y.shape[1], y.shape[2]
+    for p in prange(x.shape[0]):
         for oy in range(ho):
-            upper = x[n, c, 2 * oy]
-            lower = x[n, c, 2 * oy + 1]
-            out = y[n, c, oy]
-            arg = mask[n, c, oy]
+            upper = x[p, 2 * oy]
+            lower = x[p, 2 * oy + 1]
+            out = y[p, oy]
+            arg = mask[p, oy]
             top_left = 2 * oy * width
             for ox in range(wo):
                 # Caffe's scan order (row by row) with strict >, as selects rather than
@@ -105,16 +106,14 @@ def max_pool_2x2_backward(dy, mask, dx):
     """max_pool_backward for max_pool_2x2_forward's windows: each input is either its
     window's argmax (it gets the window's dy) or not (0), so dx is written once, in one pass,
     with no zeroing pass and no scatter."""
-    n_img, channels, height, width = dx.shape
-    ho, wo = dy.shape[2], dy.shape[3]
-    for plane in prange(n_img * channels):
-        n = plane // channels
-        c = plane % channels
+    height, width = dx.shape[1], dx.shape[2]
+    ho, wo = dy.shape[1], dy.shape[2]
+    for p in prange(dx.shape[0]):
         for oy in range(ho):
-            grad = dy[n, c, oy]
-            arg = mask[n, c, oy]
-            upper = dx[n, c, 2 * oy]
-            lower = dx[n, c, 2 * oy + 1]
+            grad = dy[p, oy]
+            arg = mask[p, oy]
+            upper = dx[p, 2 * oy]
+            lower = dx[p, 2 * oy + 1]
             top_left = 2 * oy * width
             for ox in range(wo):
                 g = grad[ox]
@@ -128,11 +127,9 @@ def max_pool_2x2_backward(dy, mask, dx):
 
 @jit(parallel=True)
 def ave_pool_forward(x, kh, kw, ph, pw, sh, sw, y):
-    n_img, channels, height, width = x.shape
-    ho, wo = y.shape[2], y.shape[3]
-    for plane in prange(n_img * channels):
-        n = plane // channels
-        c = plane % channels
+    height, width = x.shape[1], x.shape[2]
+    ho, wo = y.shape[1], y.shape[2]
+    for p in prange(x.shape[0]):
         for oy in range(ho):
             hs = oy * sh - ph
             he = min(hs + kh, height + ph)
@@ -143,27 +140,25 @@ def ave_pool_forward(x, kh, kw, ph, pw, sh, sw, y):
                 total = np.float32(0.0)
                 for iy in range(max(hs, 0), min(he, height)):
                     for ix in range(max(ws, 0), min(we, width)):
-                        total += x[n, c, iy, ix]
-                y[n, c, oy, ox] = total / size
+                        total += x[p, iy, ix]
+                y[p, oy, ox] = total / size
 
 
 @jit(parallel=True)
 def ave_pool_backward(dy, kh, kw, ph, pw, sh, sw, dx):
-    n_img, channels, height, width = dx.shape
-    ho, wo = dy.shape[2], dy.shape[3]
-    for plane in prange(n_img * channels):
-        n = plane // channels
-        c = plane % channels
+    height, width = dx.shape[1], dx.shape[2]
+    ho, wo = dy.shape[1], dy.shape[2]
+    for p in prange(dx.shape[0]):
         for iy in range(height):
             for ix in range(width):
-                dx[n, c, iy, ix] = 0.0
+                dx[p, iy, ix] = 0.0
         for oy in range(ho):
             hs = oy * sh - ph
             he = min(hs + kh, height + ph)
             for ox in range(wo):
                 ws = ox * sw - pw
                 we = min(ws + kw, width + pw)
-                g = dy[n, c, oy, ox] / ((he - hs) * (we - ws))
+                g = dy[p, oy, ox] / ((he - hs) * (we - ws))
                 for iy in range(max(hs, 0), min(he, height)):
                     for ix in range(max(ws, 0), min(we, width)):
-                        dx[n, c, iy, ix] += g
+                        dx[p, iy, ix] += g

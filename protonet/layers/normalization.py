@@ -10,7 +10,7 @@ import numpy as np
 from .. import caffe_pb2
 from ..errors import NetDefinitionError
 from ..kernels.normalization import lrn_across_backward, lrn_across_forward
-from ..kernels.pooling import ave_pool_backward, ave_pool_forward
+from ..kernels.pooling import ave_pool_backward, ave_pool_forward, planes
 from ..registry import register_layer
 from .base import TEST, Layer, canonical_axis, count
 
@@ -74,7 +74,7 @@ class LRN(Layer):
             return
         n, pad = self.size, self.pre_pad
         np.multiply(x, x, out=self.square)
-        ave_pool_forward(self.square, n, n, pad, pad, 1, 1, self.pool)
+        ave_pool_forward(planes(self.square), n, n, pad, pad, 1, 1, planes(self.pool))
         # Caffe parity: Power layer (shift 1 + alpha * pool)^-beta, then an Eltwise PROD.
         np.multiply(self.pool, self.alpha, out=self.power)
         self.power += np.float32(1)
@@ -98,7 +98,7 @@ class LRN(Layer):
         t *= -self.beta * self.alpha
         np.multiply(dy, x, out=self.square)       # gradient reaching the power output
         t *= self.square                          # gradient reaching the pooled sums
-        ave_pool_backward(t, n, n, pad, pad, 1, 1, self.square)
+        ave_pool_backward(planes(t), n, n, pad, pad, 1, 1, planes(self.square))
         np.multiply(dy, self.power, out=dx)
         np.multiply(x, np.float32(2), out=t)
         t *= self.square

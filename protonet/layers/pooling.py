@@ -8,7 +8,7 @@ from ..blob import Blob
 from ..errors import NetDefinitionError
 from ..kernels.pooling import (ave_pool_backward, ave_pool_forward, max_pool_2x2_backward,
                                max_pool_2x2_forward, max_pool_backward, max_pool_forward,
-                               pool_output_size)
+                               planes, pool_output_size)
 from ..registry import register_layer
 from .base import Layer
 
@@ -86,26 +86,27 @@ class Pooling(Layer):
 
     def forward(self, bottom, top):
         window = (self.kh, self.kw, self.ph, self.pw, self.sh, self.sw)
+        x, y = planes(bottom[0].data), planes(top[0].data)
         if not self.is_max:
-            ave_pool_forward(bottom[0].data, *window, top[0].data)
+            ave_pool_forward(x, *window, y)
             return
         if self.tiles_2x2:
-            max_pool_2x2_forward(bottom[0].data, top[0].data, self.mask)
+            max_pool_2x2_forward(x, y, planes(self.mask))
         else:
-            max_pool_forward(bottom[0].data, *window, top[0].data, self.mask)
+            max_pool_forward(x, *window, y, planes(self.mask))
         if len(top) == 2:
             top[1].data[...] = self.mask
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
+        dy, dx = planes(top[0].diff), planes(bottom[0].diff)
         if self.tiles_2x2:
-            max_pool_2x2_backward(top[0].diff, self.mask, bottom[0].diff)
+            max_pool_2x2_backward(dy, planes(self.mask), dx)
         elif self.is_max:
-            max_pool_backward(top[0].diff, self.mask, bottom[0].diff)
+            max_pool_backward(dy, planes(self.mask), dx)
         else:
-            ave_pool_backward(top[0].diff, self.kh, self.kw, self.ph, self.pw, self.sh, self.sw,
-                              bottom[0].diff)
+            ave_pool_backward(dy, self.kh, self.kw, self.ph, self.pw, self.sh, self.sw, dx)
 
 
 @register_layer("SPP")

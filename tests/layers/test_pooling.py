@@ -86,7 +86,7 @@ def test_max_pool_2x2_kernels_match_the_general_ones(shape):
     NaN windows keep Caffe's -FLT_MAX start. An odd size (clipped last window) must fall back
     to the general kernel and still match."""
     from protonet.kernels.pooling import (max_pool_2x2_backward, max_pool_2x2_forward,
-                                          max_pool_backward, max_pool_forward)
+                                          max_pool_backward, max_pool_forward, planes)
     g = np.random.default_rng(5)
     x = np.round(g.random(shape) * 3).astype(np.float32)  # many ties
     x.reshape(-1)[:4] = [-np.inf, -np.inf, np.nan, -np.inf]
@@ -97,15 +97,15 @@ def test_max_pool_2x2_kernels_match_the_general_ones(shape):
     assert layer.tiles_2x2 == (shape[2] % 2 == 0 and shape[3] % 2 == 0)
     y = run_forward(layer, bottom, top)[0]
     y_ref, mask_ref = np.empty_like(y), np.empty(y.shape, np.int32)
-    max_pool_forward(x, 2, 2, 0, 0, 2, 2, y_ref, mask_ref)
+    max_pool_forward(planes(x), 2, 2, 0, 0, 2, 2, planes(y_ref), planes(mask_ref))
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_array_equal(layer.mask, mask_ref)
     if layer.tiles_2x2:
         dy = g.random(y.shape).astype(np.float32)
         dx, dx_ref = np.full_like(x, 7.0), np.empty_like(x)
-        max_pool_2x2_backward(dy, mask_ref, dx)
-        max_pool_backward(dy, mask_ref, dx_ref)
+        max_pool_2x2_backward(planes(dy), planes(mask_ref), planes(dx))
+        max_pool_backward(planes(dy), planes(mask_ref), planes(dx_ref))
         np.testing.assert_array_equal(dx, dx_ref)
         y2, mask2 = np.empty_like(y), np.empty(y.shape, np.int32)
-        max_pool_2x2_forward(x, y2, mask2)
+        max_pool_2x2_forward(planes(x), planes(y2), planes(mask2))
         np.testing.assert_array_equal(mask2, mask_ref)
