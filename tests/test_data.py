@@ -1,7 +1,6 @@
 """LMDB pipeline: the Data layer (transforms, wrap-around, phases, resume position, bad input),
 conversions, IDX parsing and Caffe byte compatibility."""
 import gzip
-import os
 from pathlib import Path
 
 import lmdb
@@ -13,7 +12,7 @@ from protonet import caffe_pb2, prototxt
 from protonet.blob import Blob
 from protonet.data.convert import compute_mean, convert_dataset, convert_idx, convert_imageset
 from protonet.errors import DataError
-from protonet.io.binaryproto import read_binaryproto, write_binaryproto
+from protonet.io.binaryproto import write_binaryproto
 from protonet.io.datum import datum_from_array
 from protonet.io.idx import read_idx, write_idx
 from protonet.io.lmdb_store import write_lmdb

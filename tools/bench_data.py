@@ -44,7 +44,7 @@ def main():
         top[1].data[...] = buffer.label
     off = batches * 64 / (time.perf_counter() - t)
     layer.prefetcher = None
-    print(f"Data layer, 28x28 uint8 Datum records, batch 64, scale transform:")
+    print("Data layer, 28x28 uint8 Datum records, batch 64, scale transform:")
     print(f"  prefetch on  (consumer rate): {on:,.0f} images/s")
     print(f"  prefetch off (decode + transform in the main thread): {off:,.0f} images/s")
 

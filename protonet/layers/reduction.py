@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import caffe_pb2
-from ..errors import NetDefinitionError, ShapeError
+from ..errors import NetDefinitionError
 from ..registry import register_layer
 from .base import Layer, canonical_axis, count
 
