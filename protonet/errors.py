@@ -6,8 +6,29 @@ in protonet and keeps its traceback.
 """
 
 
+# Longest message a ProtonetError shows, and longest piece of a user's token one repeats:
+# a 10 MB token or 100,000 braces in a file must not come back whole.
+MAX_MESSAGE_CHARS = 1500
+MAX_TOKEN_CHARS = 80
+
+
+def clip(text: str, limit: int = MAX_TOKEN_CHARS) -> str:
+    """`text` cut to `limit` characters, saying how much was left out."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
 class ProtonetError(Exception):
     """Base of every error caused by a user's input (files, prototxt, arguments)."""
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if len(text) <= MAX_MESSAGE_CHARS:
+            return text
+        keep = MAX_MESSAGE_CHARS // 2
+        return f"{text[:keep]} ... ({len(text) - 2 * keep} characters left out) ... {text[-keep:]}"
 
 
 class PrototxtError(ProtonetError):

@@ -11,9 +11,10 @@
 from __future__ import annotations
 
 import difflib
+import heapq
 
 from . import caffe_pb2
-from .errors import NetDefinitionError
+from .errors import NetDefinitionError, clip
 
 
 def state_meets_rule(state, rule) -> bool:
@@ -65,26 +66,51 @@ def order_layers(net_param, inputs=()):
                 hint = f" (did you mean '{near[0]}'?)" if near else ""
                 raise NetDefinitionError(f"layer '{layer.name}' ({layer.type}): unknown bottom "
                                          f"blob '{b}' (bottom {i}){hint}")
-    available = set(inputs)
-    placed: list[int] = []
-    remaining = list(range(len(layers)))
-    while remaining:
-        for k, idx in enumerate(remaining):
-            if all(b in available for b in layers[idx].bottom):
-                break
-        else:
-            cycle = ", ".join(f"'{layers[i].name}'" for i in remaining)
-            raise NetDefinitionError(f"the net has a cycle: layers {cycle} each wait for a "
-                                     "bottom produced by another of them")
-        remaining.pop(k)
-        placed.append(idx)
-        available.update(layers[idx].top)
+    placed = _runnable_order(layers, inputs)
+    if len(placed) < len(layers):
+        waiting = [layers[i].name for i in sorted(set(range(len(layers))) - set(placed))]
+        shown = ", ".join(f"'{clip(name)}'" for name in waiting[:10])
+        more = f" and {len(waiting) - 10} more" if len(waiting) > 10 else ""
+        raise NetDefinitionError(f"the net has a cycle: layers {shown}{more} each wait for a "
+                                 "bottom produced by another of them")
     out = caffe_pb2.NetParameter()
     out.CopyFrom(net_param)
     del out.layer[:]
     for idx in placed:
         out.layer.add().CopyFrom(layers[idx])
     return out
+
+
+def _runnable_order(layers, inputs) -> list[int]:
+    """Indices of `layers` in execution order: each step takes the lowest-indexed layer whose
+    bottom names have all been produced (so a valid definition order is kept). A heap of
+    runnable layers and a count of missing names per layer keep it O(n log n) for any input
+    order; layers left out wait on a cycle."""
+    available = set(inputs)
+    missing: list[int] = []
+    waiting_on: dict[str, list[int]] = {}
+    runnable: list[int] = []
+    for i, layer in enumerate(layers):
+        names = set(layer.bottom) - available
+        missing.append(len(names))
+        for name in names:
+            waiting_on.setdefault(name, []).append(i)
+        if not names:
+            runnable.append(i)
+    heapq.heapify(runnable)
+    placed = []
+    while runnable:
+        i = heapq.heappop(runnable)
+        placed.append(i)
+        for name in layers[i].top:
+            if name in available:
+                continue
+            available.add(name)
+            for j in waiting_on.pop(name, ()):
+                missing[j] -= 1
+                if not missing[j]:
+                    heapq.heappush(runnable, j)
+    return placed
 
 
 def _check_tops(layers) -> None:

@@ -15,14 +15,13 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
-import re
 from pathlib import Path
 
 from google.protobuf import text_format
 from google.protobuf.message import DecodeError
 
 from . import caffe_pb2
-from .errors import PrototxtError
+from .errors import PrototxtError, clip
 from .registry import V1_TO_V2
 
 log = logging.getLogger("protonet")
@@ -58,74 +57,96 @@ def allowing_unknown_fields():
         _dropped_fields.reset(token)
 
 
-_UNKNOWN_FIELD = re.compile(r'Message type "([^"]+)" has no field named "([^"]+)"')
+# What each message type is to a user, for "failed to parse as ..." messages.
+_KINDS = {"NetParameter": "a net", "SolverParameter": "a solver",
+          "NetState": "a net state", "BlobProto": "a blob"}
+
+# Longest piece of the user's line an error message repeats.
+SNIPPET_CHARS = 80
+
+
+class _DroppingParser(text_format._Parser):  # noqa: SLF001 - the one hook protobuf offers
+    """protobuf's own text parser with unknown fields skipped (allow_unknown_field) and each
+    skipped field's position and name recorded; one pass, so it always ends."""
+
+    def __init__(self, allow_unknown: bool) -> None:
+        super().__init__(allow_unknown_field=allow_unknown)
+        self.skipped: list[tuple[int, int, str]] = []
+        self.tokenizer = None
+        self._skipping = 0
+
+    def _MergeField(self, tokenizer, message):  # noqa: N802 - protobuf's name
+        self.tokenizer = tokenizer
+        return super()._MergeField(tokenizer, message)
+
+    def _SkipFieldContents(self, tokenizer, *args):  # noqa: N802 - protobuf's name
+        if not self._skipping:   # fields inside a skipped block go with it
+            # The field's name is the token just consumed.
+            name = args[0] if args else "?"
+            owner = args[1] if len(args) > 1 else ""
+            self.skipped.append((tokenizer._previous_line + 1,  # noqa: SLF001
+                                 tokenizer._previous_column + 1, f"{owner}.{name}"))
+        self._skipping += 1
+        try:
+            return super()._SkipFieldContents(tokenizer, *args)
+        finally:
+            self._skipping -= 1
 
 
 def parse_text(text: str, message, filename: str = "<string>"):
-    """Parse prototxt `text` into `message`; a syntax error names file:line:column."""
+    """Parse prototxt `text` into `message`; a syntax error names file:line:column and what
+    the file was read as. Within allowing_unknown_fields(), unknown fields are dropped."""
     dropped = _dropped_fields.get()
-    while True:
-        message.Clear()   # a failed attempt leaves fields behind
-        try:
-            text_format.Parse(text, message)
-            return message
-        except text_format.ParseError as e:
-            line, col = e.GetLine(), e.GetColumn()
-            msg = str(e)
-            # protobuf prefixes "line:col : "; keep only the message.
-            if line is not None and msg.startswith(f"{line}:"):
-                msg = msg.split(" : ", 1)[-1]
-            where = f"{filename}:{line}:{col}" if line is not None else filename
-            unknown = _UNKNOWN_FIELD.search(msg)
-            if dropped is None or unknown is None or line is None:
-                raise PrototxtError(f"{where}: {msg}") from None
-            field = f"{unknown.group(1).removeprefix('caffe.')}.{unknown.group(2)}"
-            log.warning("%s: dropped unknown field %s (--allow-unknown)", where, field)
-            dropped.append(f"{where}: {field}")
-            text = _blank_field(text, line, col)
+    parser = _DroppingParser(allow_unknown=dropped is not None)
+    message.Clear()
+    try:
+        parser.ParseLines(text.split("\n"), message)
+    except text_format.ParseError as e:
+        message.Clear()
+        raise _syntax_error(e, text, message, filename, parser.tokenizer) from None
+    except RecursionError:
+        message.Clear()
+        raise PrototxtError(f"{filename}: blocks nested too deeply to read as "
+                            f"{_kind(message)}") from None
+    for line, col, field in parser.skipped:
+        where = f"{filename}:{line}:{col}"
+        field = clip(field.removeprefix("caffe."))
+        log.warning("%s: dropped unknown field %s (--allow-unknown)", where, field)
+        dropped.append(f"{where}: {field}")
+    return message
 
 
-def _blank_field(text: str, line: int, col: int) -> str:
-    """`text` with the field starting at line:col (1-based) and its value or block turned
-    into spaces, so every other position keeps its line and column."""
-    start = sum(len(l) for l in text.splitlines(keepends=True)[:line - 1]) + col - 1
-    i = start
-    while i < len(text) and (text[i].isalnum() or text[i] in "_.[]/"):
-        i += 1
+def _kind(message) -> str:
+    name = message.DESCRIPTOR.name
+    return f"{_KINDS[name]} ({name})" if name in _KINDS else name
 
-    def skip_space(i):
-        while i < len(text) and text[i].isspace():
-            i += 1
-        return i
 
-    def skip_string(i):
-        quote, i = text[i], i + 1
-        while i < len(text) and text[i] != quote:
-            i += 2 if text[i] == "\\" else 1
-        return i + 1
-
-    i = skip_space(i)
-    if i < len(text) and text[i] == ":":
-        i = skip_space(i + 1)
-    if i < len(text) and text[i] in "{<[":
-        depth = 0
-        while i < len(text):
-            if text[i] in "\"'":
-                i = skip_string(i)
-                continue
-            depth += text[i] in "{<["
-            depth -= text[i] in "}>]"
-            i += 1
-            if depth == 0:
-                break
-    elif i < len(text) and text[i] in "\"'":
-        while i < len(text) and text[i] in "\"'":   # adjacent literals concatenate
-            i = skip_space(skip_string(i))
-    else:
-        while i < len(text) and not text[i].isspace() and text[i] not in ";,}>":
-            i += 1
-    blank = "".join(c if c == "\n" else " " for c in text[start:i])
-    return text[:start] + blank + text[i:]
+def _syntax_error(e, text: str, message, filename: str, tokenizer) -> PrototxtError:
+    """protobuf's ParseError as one bounded line: `file:line:col: what (reading it as a net
+    (NetParameter)); near '<snippet>'`."""
+    line, col = e.GetLine(), e.GetColumn()
+    if line is None and tokenizer is not None:   # some protobuf errors carry no position
+        line, col = tokenizer._line + 1, tokenizer._column + 1  # noqa: SLF001
+    msg = str(e)
+    if line is not None and msg.startswith(f"{line}:"):   # protobuf's "line:col : " prefix
+        msg = msg.split(" : ", 1)[-1]
+    snippet = ""
+    if line is not None:
+        lines = text.split("\n")
+        source_line = lines[line - 1] if 0 < line <= len(lines) else ""
+        # protobuf starts the message with the whole offending line in quotes.
+        echoed = f"'{source_line}': "
+        if msg.startswith(echoed):
+            msg = msg[len(echoed):]
+        start = max(0, (col or 1) - 1 - SNIPPET_CHARS // 2)
+        snippet = source_line[start:start + SNIPPET_CHARS].strip()
+        if snippet:
+            snippet = f"; near '{'...' if start else ''}{snippet}" + (
+                "...'" if start + SNIPPET_CHARS < len(source_line) else "'")
+    where = f"{filename}:{line}:{col}" if line is not None else filename
+    err = PrototxtError(f"{where}: {clip(msg, 2 * SNIPPET_CHARS)} (reading it as {_kind(message)}){snippet}")
+    err.line, err.column = line, col
+    return err
 
 
 def parse_net_text(text: str, filename: str = "<string>"):
