@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import ShapeError
+from . import memory
+from .errors import ShapeError, clip
 
 DTYPE = np.float32
 
@@ -44,10 +45,11 @@ class Blob:
         shape = tuple(int(s) for s in shape)
         if any(s < 0 for s in shape):
             raise ShapeError(f"blob '{self.name}': negative dimension in shape {shape}")
-        count = int(np.prod(shape, dtype=np.int64))
+        what = f"blob '{clip(self.name)}' of shape {shape} (data and diff)"
+        count = memory.element_count(shape, what)
         if count > self._data_buf.size:
-            self._data_buf = np.zeros(count, DTYPE)
-            self._diff_buf = np.zeros(count, DTYPE)
+            self._data_buf, self._diff_buf = memory.allocate((count,), DTYPE, what, copies=2,
+                                                             zero=True)
         self._shape = shape
         self.data = self._data_buf[:count].reshape(shape)
         self.diff = self._diff_buf[:count].reshape(shape)

@@ -43,6 +43,11 @@ class ShapeError(ProtonetError):
     """Blob shapes that do not fit a layer, or weights that do not fit the net."""
 
 
+class MemoryLimitError(ShapeError):
+    """Shapes whose arrays would not fit in memory (or overflow an element count); the
+    message names the layer, the blob and the bytes (see protonet.memory for the limit)."""
+
+
 class UnknownLayerTypeError(NetDefinitionError):
     """A layer type protonet does not run."""
 

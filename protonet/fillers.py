@@ -82,11 +82,25 @@ FILLERS = {
 }
 
 
-def fill(filler_param, x: np.ndarray) -> None:
-    """Fill `x` in place as the FillerParameter says."""
-    filler = FILLERS.get(filler_param.type)
-    if filler is None:
-        raise NetDefinitionError(f'unknown filler type "{filler_param.type}" '
+def check_filler(p, where: str = "") -> None:
+    """Reject the filler values Caffe's CHECKs reject (a negative std, min > max, sparse on a
+    filler other than gaussian), naming `where` (the layer)."""
+    prefix = f"{where}: " if where else ""
+    if p.type not in FILLERS:
+        raise NetDefinitionError(f'{prefix}unknown filler type "{p.type}" '
                                  f"(known: {', '.join(sorted(FILLERS))})")
+    if p.type == "gaussian" and not p.std > 0:
+        raise NetDefinitionError(f"{prefix}gaussian filler needs std > 0, got {p.std:g}")
+    if p.type == "uniform" and not p.min <= p.max:
+        raise NetDefinitionError(f"{prefix}uniform filler needs min <= max, got min {p.min:g} "
+                                 f"and max {p.max:g}")
+    if p.sparse < -1 or (p.sparse != -1 and p.type != "gaussian"):
+        raise NetDefinitionError(f"{prefix}sparse {p.sparse} is not valid here (only the gaussian "
+                                 "filler takes sparse, and it must be -1 or more)")
+
+
+def fill(filler_param, x: np.ndarray, where: str = "") -> None:
+    """Fill `x` in place as the FillerParameter says."""
+    check_filler(filler_param, where)
     if x.size:
-        filler(filler_param, x)
+        FILLERS[filler_param.type](filler_param, x)

@@ -8,15 +8,16 @@ loops over the layers. The public surface is pycaffe's.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
-from . import caffe_pb2, graph, prototxt
+from . import caffe_pb2, graph, memory, prototxt
 from .blob import Blob
-from .errors import NetDefinitionError, ProtonetError, ShapeError
+from .errors import MemoryLimitError, NetDefinitionError, ProtonetError, ShapeError, clip
 from .io import caffemodel
 from .kernels._jit import configure_threads
 from .registry import layer_class
@@ -89,6 +90,10 @@ class Net:
             # Caffe accepts two layers of one name (its mnist_autoencoder has two 'loss'
             # layers); as there, the last one answers to the name.
             layer = layer_class(lp.type, lp.name)(lp, self.phase)
+            if len(lp.propagate_down) not in (0, len(lp.bottom)):
+                raise NetDefinitionError(
+                    f"layer '{lp.name}' ({lp.type}): {len(lp.propagate_down)} propagate_down "
+                    f"values for {len(lp.bottom)} bottoms; give none or one per bottom")
             bottom = [self.blobs[b] for b in lp.bottom]
             consumed.update(lp.bottom)
             top = []
@@ -101,7 +106,8 @@ class Net:
                     top.append(blob)
             if layer.is_net_input:
                 inputs.extend(lp.top)
-            layer.set_up(bottom, top)
+            with _naming_layer(lp):
+                layer.set_up(bottom, top)
             self.layers.append(layer)
             self.layer_dict[lp.name] = layer
             self._bottoms.append(bottom)
@@ -120,6 +126,31 @@ class Net:
         self._base_loss_weights = [list(lt) for lt in self._loss_tops]
         self.params: OrderedDict[str, list[Blob]] = OrderedDict(
             (layer.name, layer.blobs) for layer in self.layers if layer.blobs)
+        self._check_memory()
+
+    def _check_memory(self) -> None:
+        """Every array is within the limit by itself (protonet.memory); all of them together
+        must be too. Big arrays are mapped but not yet touched here, so a net too big for the
+        machine stops now, naming its biggest layers, rather than swapping or being killed."""
+        seen: set[int] = set()
+        per_layer = []
+        for layer, top in zip(self.layers, self._tops):
+            arrays = [a for b in list(top) + list(layer.blobs)
+                      for a in (b._data_buf, b._diff_buf)]  # noqa: SLF001 - the owned buffers
+            arrays += [v for v in vars(layer).values() if isinstance(v, np.ndarray)]
+            nbytes = 0
+            for a in arrays:
+                if id(a) not in seen:
+                    seen.add(id(a))
+                    nbytes += a.nbytes
+            per_layer.append((nbytes, layer))
+        total = sum(n for n, _ in per_layer)
+        if total > memory.limit():
+            biggest = sorted(per_layer, key=lambda t: -t[0])[:3]
+            names = ", ".join(f"'{clip(layer.name)}' ({layer.type}) {memory.size_text(n)}"
+                              for n, layer in biggest)
+            memory.check_bytes(total, f"{self.source}: the net's blobs and work arrays "
+                                      f"(biggest layers: {names})")
 
     def _loss_weights(self, layer, lp, top) -> list[tuple[int, float]]:
         weights = list(lp.loss_weight)
@@ -228,7 +259,8 @@ class Net:
         loss = 0.0
         for i in range(start, end + 1):
             layer, bottom, top = self.layers[i], self._bottoms[i], self._tops[i]
-            layer.reshape(bottom, top)
+            with _naming_layer(layer.param):
+                layer.reshape(bottom, top)
             layer.forward(bottom, top)
             for j, w in self._loss_tops[i]:
                 loss += w * float(top[j].data.sum(dtype=np.float64))
@@ -278,7 +310,9 @@ class Net:
     def reshape(self) -> None:
         """Propagate shape changes (e.g. after net.blobs['data'].reshape(...))."""
         for layer, bottom, top in zip(self.layers, self._bottoms, self._tops):
-            layer.reshape(bottom, top)
+            with _naming_layer(layer.param):
+                layer.reshape(bottom, top)
+        self._check_memory()
 
     def clear_param_diffs(self) -> None:
         for blob in self.learnable_params:
@@ -368,6 +402,17 @@ class Net:
     def __repr__(self) -> str:
         phase = "TRAIN" if self.phase == TRAIN else "TEST"
         return f"Net({self.name!r}, {phase}, {len(self.layers)} layers)"
+
+
+@contextlib.contextmanager
+def _naming_layer(lp):
+    """A MemoryLimitError from a blob (which knows only its own name) names the layer too."""
+    try:
+        yield
+    except MemoryLimitError as e:
+        if str(e).startswith("layer '"):
+            raise
+        raise MemoryLimitError(f"layer '{clip(lp.name)}' ({lp.type}): {e}") from None
 
 
 def _add_automatic_tops(net_param) -> None:

@@ -422,6 +422,11 @@ def _fold_padding(layers, i: int, filename: str):
                 if enum_name not in ("CONVOLUTION", "POOLING"):
                     raise PrototxtError(f"{filename}: V0 padding layer '{prev.layer.name}' feeds "
                                         f"'{v0.name}', which is not a convolution or pooling")
+                if len(prev.bottom) != 1 or len(prev.top) != 1 or len(out.bottom) != 1:
+                    raise PrototxtError(
+                        f"{filename}: V0 padding layer '{prev.layer.name}' needs one bottom and "
+                        f"one top (has {len(prev.bottom)} and {len(prev.top)}), and the layer "
+                        f"it feeds, '{v0.name}', one bottom (has {len(out.bottom)})")
                 holder = (out.convolution_param if enum_name == "CONVOLUTION"
                           else out.pooling_param)
                 if enum_name == "CONVOLUTION":

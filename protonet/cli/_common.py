@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from .. import caffe_pb2, logs
-from ..errors import ProtonetError
+from ..errors import ProtonetError, PrototxtError
 from ..prototxt import parse_text
 
 log = logging.getLogger("protonet")
@@ -30,7 +30,9 @@ def add_allow_unknown(parser) -> None:
 
 
 def is_solver_file(path) -> bool:
-    """True when `path` holds a SolverParameter rather than a NetParameter."""
+    """True when `path` holds a SolverParameter rather than a NetParameter. A file that reads
+    as neither raises the error of the reading that got further (a net with a typo on line
+    40 is reported as a net, not as a solver failing at 1:1)."""
     try:
         text = Path(path).read_text(errors="replace")
     except FileNotFoundError:
@@ -40,8 +42,14 @@ def is_solver_file(path) -> bool:
     try:
         net = parse_text(text, caffe_pb2.NetParameter(), str(path))
         return not (len(net.layer) or len(net.layers))
-    except ProtonetError:
-        return True
+    except PrototxtError as as_net:
+        try:
+            parse_text(text, caffe_pb2.SolverParameter(), str(path))
+            return True
+        except PrototxtError as as_solver:
+            def reach(e):
+                return (getattr(e, "line", None) or 0, getattr(e, "column", None) or 0)
+            raise (as_net if reach(as_net) >= reach(as_solver) else as_solver) from None
 
 
 def progress(total: int, initial: int = 0, desc: str = ""):

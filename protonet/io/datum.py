@@ -48,7 +48,7 @@ def datum_shape(datum) -> tuple[int, int, int]:
 def datum_to_array(datum, key, out: np.ndarray | None = None) -> np.ndarray:
     """The record's values as (C, H, W): uint8 for pixels, float32 for float_data."""
     if datum.encoded:
-        image = decode_image(datum.data)
+        image = decode_image(datum.data, f"record {_key(key)}")
     elif len(datum.float_data):
         image = np.asarray(datum.float_data, np.float32)
         image = _shaped(image, datum, key)

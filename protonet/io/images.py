@@ -6,11 +6,12 @@ LMDB or an ImageData batch made here matches one made by Caffe's tools channel f
 from __future__ import annotations
 
 import io
+import struct
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, clip
 
 
 def read_image_list(list_file) -> list[tuple[str, int]]:
@@ -56,11 +57,17 @@ def load_image(path, height: int = 0, width: int = 0, color: bool = True) -> np.
     return to_chw(open_image(path, height, width, color), color)
 
 
-def decode_image(data: bytes) -> np.ndarray:
-    """PNG/JPEG bytes -> (C, H, W) uint8, grey images with one channel, others BGR."""
+def decode_image(data: bytes, where: str = "encoded image") -> np.ndarray:
+    """PNG/JPEG bytes -> (C, H, W) uint8, grey images with one channel, others BGR; damaged
+    bytes are a DataError naming `where` (the record)."""
     from PIL import Image
-    with Image.open(io.BytesIO(data)) as img:
-        return to_chw(img, img.mode not in ("L", "1", "I", "I;16"))
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return to_chw(img, img.mode not in ("L", "1", "I", "I;16"))
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error,
+            Image.DecompressionBombError) as e:   # what Pillow raises on damaged bytes
+        raise DataError(f"{where}: cannot decode the image bytes ({len(data)} bytes): "
+                        f"{clip(str(e))}") from None
 
 
 def encode_png(img) -> bytes:

@@ -17,9 +17,9 @@ from typing import ClassVar, Sequence, Union
 
 import numpy as np
 
-from .. import caffe_pb2
+from .. import caffe_pb2, memory
 from ..blob import Blob
-from ..errors import NetDefinitionError, ShapeError
+from ..errors import NetDefinitionError, ShapeError, clip
 from ..io.binaryproto import array_from_blobproto
 
 TRAIN = caffe_pb2.TRAIN
@@ -102,11 +102,32 @@ class Layer:
             expected = f"{low} or more" if high is None else f"{low} to {high}"
             raise self.error(f"takes {expected} {which} blobs, got {got}", NetDefinitionError)
 
+    def scratch(self, name: str, shape, dtype=np.float32, grow: bool = False) -> np.ndarray:
+        """The layer's work array `name`, kept as that attribute between reshapes: reused
+        when it fits, else allocated through protonet.memory, so a shape too big for memory
+        is an error naming this layer before anything is allocated. The array has `shape`
+        and `dtype`; with `grow`, it is flat, of at least prod(shape) elements, and kept
+        while big enough (the caller views its leading part)."""
+        old = getattr(self, name, None)
+        shape = tuple(int(d) for d in shape)
+        dtype = np.dtype(dtype)
+        what = f"layer '{clip(self.name)}' ({self.type}): work array '{name}' of shape {shape}"
+        if grow:
+            shape = (memory.element_count(shape, what),)
+            if old is not None and old.dtype == dtype and old.ndim == 1 and old.size >= shape[0]:
+                return old
+        elif old is not None and old.shape == shape and old.dtype == dtype:
+            return old
+        setattr(self, name, None)   # let the old array go before the new one is made
+        (new,) = memory.allocate(shape, dtype, what)
+        setattr(self, name, new)
+        return new
+
     def make_blob(self, shape, filler, index: int) -> Blob:
         """A learnable blob of `shape`, filled by `filler` (a FillerParameter)."""
         from ..fillers import fill
         blob = Blob(shape, name=f"{self.name}[{index}]")
-        fill(filler, blob.data)
+        fill(filler, blob.data, where=f"layer '{self.name}' ({self.type})")
         return blob
 
     def learnable_blobs(self, shapes, fillers) -> None:

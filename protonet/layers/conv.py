@@ -88,8 +88,9 @@ class _BaseConvolution(Layer):
         self.group = p.group
         self.bias_term = p.bias_term
         self.channels = bottom[0].shape[1]
-        if self.num_output < 1:
-            raise self.error("num_output must be positive", NetDefinitionError)
+        if self.num_output < 1 or self.group < 1:
+            raise self.error(f"num_output and group must be positive, got {self.num_output} "
+                             f"and {self.group}", NetDefinitionError)
         if self.channels % self.group or self.num_output % self.group:
             raise self.error(f"channels ({self.channels}) and num_output ({self.num_output}) "
                              f"must both be multiples of group ({self.group})")
@@ -141,11 +142,6 @@ def _on_threads(work, n: int) -> None:
             job.result()
 
 
-def _buffer(old, size: int):
-    """A float32 buffer of at least `size` elements, reusing `old` when it is big enough."""
-    return old if old is not None and old.size >= size else np.empty(size, np.float32)
-
-
 def _view(buffer, shape):
     """The leading part of a flat buffer as a contiguous array of `shape`."""
     return buffer[:int(np.prod(shape))].reshape(shape)
@@ -158,12 +154,11 @@ def _view(buffer, shape):
 COL_ROW_PAD = 16
 
 
-def _column_matrix(buffer, rows: int, images: int, pixels: int):
-    """(a reused buffer, the (rows, L) column matrix in it) for `images` images of `pixels`
-    outputs each, L = images * pixels + COL_ROW_PAD (see kernels/conv.py)."""
+def _column_matrix(layer, rows: int, images: int, pixels: int):
+    """The (rows, L) column matrix in the layer's growing work array `col`, for `images`
+    images of `pixels` outputs each, L = images * pixels + COL_ROW_PAD (see kernels/conv.py)."""
     shape = (rows, images * pixels + COL_ROW_PAD)
-    buffer = _buffer(buffer, shape[0] * shape[1])
-    return buffer, _view(buffer, shape)
+    return _view(layer.scratch("col", shape, grow=True), shape)
 
 
 @register_layer("Convolution")
@@ -188,20 +183,18 @@ class Convolution(_BaseConvolution):
         top[0].reshape(n, self.num_output, self.ho, self.wo)
         k, p = c * self.kh * self.kw, self.ho * self.wo
         self.plan_chunks(n, k, p)
-        self.col, self.col_matrix = _column_matrix(getattr(self, "col", None), k, self.chunk, p)
-        self.y2 = _buffer(getattr(self, "y2", None), self.num_output * self.chunk * p)
+        self.col_matrix = _column_matrix(self, k, self.chunk, p)
+        self.scratch("y2", (self.num_output, self.chunk, p), grow=True)
         k_g, m_g = k // self.group, self.num_output // self.group
-        if getattr(self, "w_grad_t", np.empty(0)).shape != (k_g, m_g):
-            self.w_grad_t = np.empty((k_g, m_g), np.float32)
+        self.scratch("w_grad_t", (k_g, m_g))
         self.per_image_weight_grad = k_g <= PER_IMAGE_MAX_K
         self.per_image_forward = self.per_image_weight_grad or (
             p >= PER_IMAGE_MIN_PIXELS and k * p <= PER_IMAGE_MAX_FLOATS)
         self.block = max(1, BLOCK_FLOATS // (k * p))
         if self.per_image_weight_grad:
             shape = (self.group, self.chunk, m_g, k_g)
-            if getattr(self, "w_grads", np.empty(0)).shape != shape:
-                # Per-image weight gradients, summed after the GEMMs.
-                self.w_grads = np.empty(shape, np.float32)
+            # Per-image weight gradients, summed after the GEMMs.
+            self.scratch("w_grads", shape)
 
     def _images_of(self, s, e):
         """Columns of images s..e of the chunk as (group, images, K/group, P): image by image,
@@ -322,11 +315,9 @@ class Deconvolution(_BaseConvolution):
         top[0].reshape(n, self.num_output, self.ho, self.wo)
         k = self.num_output * self.kh * self.kw
         self.plan_chunks(n, k, h * w)
-        self.col, self.col_matrix = _column_matrix(getattr(self, "col", None), k, self.chunk,
-                                                   h * w)
-        self.x2 = _buffer(getattr(self, "x2", None), c * self.chunk * h * w)
-        if getattr(self, "w_grad", np.empty(0)).shape != (c // self.group, k // self.group):
-            self.w_grad = np.empty((c // self.group, k // self.group), np.float32)
+        self.col_matrix = _column_matrix(self, k, self.chunk, h * w)
+        self.scratch("x2", (c, self.chunk, h * w), grow=True)
+        self.scratch("w_grad", (c // self.group, k // self.group))
 
     def forward(self, bottom, top):
         n, c = bottom[0].shape[:2]
@@ -400,7 +391,7 @@ class Im2col(Layer):
             raise self.error(f"kernel larger than the padded input {bottom[0].shape}")
         k = c * self.kh * self.kw
         top[0].reshape(n, k, self.ho, self.wo)
-        self.col = _buffer(getattr(self, "col", None), k * n * self.ho * self.wo)
+        self.scratch("col", (k, n * self.ho * self.wo), grow=True)
 
     def geometry(self):
         return (self.kh, self.kw, self.ph, self.pw, self.sh, self.sw, self.dh, self.dw)

@@ -121,7 +121,7 @@ class DummyData(Layer):
         self.refill = [f.type != "constant" for f in fillers]
         for blob, shape, filler in zip(top, self.shapes, fillers):
             blob.reshape(shape)
-            fill(filler, blob.data)
+            fill(filler, blob.data, where=f"layer '{self.name}' ({self.type})")
 
     def reshape(self, bottom, top):
         for blob, shape in zip(top, self.shapes):

@@ -48,8 +48,7 @@ class InnerProduct(Layer):
                              f"expect {self.k}")
         self.m = count(bottom[0].shape, 0, self.axis)
         top[0].reshape(*bottom[0].shape[:self.axis], self.num_output)
-        if getattr(self, "w_grad", np.empty(0)).shape != self.blobs[0].shape:
-            self.w_grad = np.empty(self.blobs[0].shape, np.float32)
+        self.scratch("w_grad", self.blobs[0].shape)
 
     def forward(self, bottom, top):
         x = bottom[0].data.reshape(self.m, self.k)
@@ -96,8 +95,7 @@ class Embed(Layer):
 
     def reshape(self, bottom, top):
         top[0].reshape(bottom[0].shape + (self.num_output,))
-        if getattr(self, "index", np.empty(0)).size != bottom[0].count:
-            self.index = np.empty(bottom[0].count, np.int64)
+        self.scratch("index", (bottom[0].count,), np.int64)
 
     def allow_force_backward(self, bottom_index):
         return False

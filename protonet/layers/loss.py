@@ -51,8 +51,7 @@ class EuclideanLoss(LossLayer):
         if bottom[0].count != bottom[1].count:
             raise self.error(f"bottoms need the same count: {bottom[0].shape} vs "
                              f"{bottom[1].shape}", ShapeError)
-        if getattr(self, "delta", np.empty(0)).shape != bottom[0].shape:
-            self.delta = np.empty(bottom[0].shape, np.float32)
+        self.scratch("delta", bottom[0].shape)
 
     def allow_force_backward(self, bottom_index):
         return True
@@ -122,9 +121,8 @@ class _PerSampleLoss(LossLayer):
         num = bottom[0].shape[0]
         self.view = (num, bottom[0].count // num)
         _check_label_count(self, bottom, num)
-        if getattr(self, "label", np.empty(0)).shape != (num,):
-            self.label = np.empty(num, np.int64)
-            self.rows = np.arange(num)
+        self.scratch("label", (num,), np.int64)
+        self.rows = np.arange(num)
 
     def _refuse_labels(self, propagate_down):
         if propagate_down[1]:
@@ -145,8 +143,7 @@ class HingeLoss(_PerSampleLoss):
 
     def reshape(self, bottom, top):
         super().reshape(bottom, top)
-        if getattr(self, "margin", np.empty(0)).shape != self.view:
-            self.margin = np.empty(self.view, np.float32)
+        self.scratch("margin", self.view)
 
     def forward(self, bottom, top):
         _read_labels(self, bottom[1], self.view[1], self.label)
@@ -202,10 +199,9 @@ class ContrastiveLoss(LossLayer):
             raise self.error(f"{bottom[2].count} similarity labels (bottom '{bottom[2].name}', "
                              f"shape {bottom[2].shape}) for {num} pairs")
         self.view = (num, bottom[0].count // num)
-        if getattr(self, "diff", np.empty(0)).shape != self.view:
-            self.diff = np.empty(self.view, np.float32)
-            self.dist_sq = np.empty(num, np.float32)
-            self.similar = np.empty(num, bool)
+        self.scratch("diff", self.view)
+        self.scratch("dist_sq", (num,))
+        self.scratch("similar", (num,), bool)
 
     def allow_force_backward(self, bottom_index):
         return bottom_index != 2
@@ -254,8 +250,7 @@ class MultinomialLogisticLoss(_PerSampleLoss):
 
     def reshape(self, bottom, top):
         super().reshape(bottom, top)
-        if getattr(self, "prob", np.empty(0)).shape != (self.view[0],):
-            self.prob = np.empty(self.view[0], np.float32)
+        self.scratch("prob", (self.view[0],))
 
     def forward(self, bottom, top):
         _read_labels(self, bottom[1], self.view[1], self.label)
@@ -329,13 +324,12 @@ class InfogainLoss(LossLayer):
                              f"for {classes} classes", ShapeError)
         if len(top) == 2:
             top[1].reshape(shape)
-        if getattr(self, "prob", np.empty(0)).shape != self.view:
-            self.prob = np.empty(self.view, np.float32)
-            self.log_prob = np.empty(self.view, np.float32)
-            # H's row for each label, laid out (outer, inner, C) to match prob transposed.
-            self.h_rows = np.empty((outer, inner, classes), np.float32)
-            self.label = np.empty((outer, inner), np.int64)
-            self.keep = np.empty((outer, inner), bool)
+        self.scratch("prob", self.view)
+        self.scratch("log_prob", self.view)
+        # H's row for each label, laid out (outer, inner, C) to match prob transposed.
+        self.scratch("h_rows", (outer, inner, classes))
+        self.scratch("label", (outer, inner), np.int64)
+        self.scratch("keep", (outer, inner), bool)
 
     def allow_force_backward(self, bottom_index):
         return bottom_index == 0

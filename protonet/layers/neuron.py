@@ -120,8 +120,7 @@ class Swish(NeuronLayer):
 
     def reshape(self, bottom, top):
         super().reshape(bottom, top)
-        if self.sig is None or self.sig.shape != bottom[0].shape:
-            self.sig = np.empty(bottom[0].shape, np.float32)
+        self.scratch("sig", bottom[0].shape)
 
     def forward(self, bottom, top):
         np.multiply(bottom[0].data, self.beta, out=self.sig)
@@ -243,8 +242,7 @@ class Dropout(NeuronLayer):
 
     def reshape(self, bottom, top):
         super().reshape(bottom, top)
-        if getattr(self, "mask", np.empty(0)).shape != bottom[0].shape:
-            self.mask = np.empty(bottom[0].shape, np.float32)
+        self.scratch("mask", bottom[0].shape)
 
     def forward(self, bottom, top):
         if not self.train:

@@ -15,12 +15,6 @@ from ..registry import register_layer
 from .base import TEST, Layer, canonical_axis, count
 
 
-def _scratch(buffer, shape):
-    """A float32 work array of `shape`: `buffer` itself when it already fits (no reallocation)."""
-    shape = tuple(shape)
-    return buffer if buffer is not None and buffer.shape == shape else np.empty(shape, np.float32)
-
-
 # -- LRN -------------------------------------------------------------------------------------
 LRNP = caffe_pb2.LRNParameter
 
@@ -59,12 +53,12 @@ class LRN(Layer):
         shape = bottom[0].shape
         top[0].reshape(shape)
         if self.across:
-            self.scale = _scratch(self.scale, shape)
+            self.scratch("scale", shape)
         else:
-            self.square = _scratch(self.square, shape)
-            self.pool = _scratch(self.pool, shape)
-            self.power = _scratch(self.power, shape)
-            self.work = _scratch(self.work, shape)
+            self.scratch("square", shape)
+            self.scratch("pool", shape)
+            self.scratch("power", shape)
+            self.scratch("work", shape)
 
     def forward(self, bottom, top):
         x = bottom[0].data
@@ -156,8 +150,8 @@ class BatchNorm(Layer):
         if top[0] is not bottom[0]:
             top[0].reshape(shape)
         self.dims = (shape[0], self.channels, count(shape) // (shape[0] * self.channels))
-        self.x_norm = _scratch(self.x_norm, self.dims)
-        self.temp = _scratch(self.temp, self.dims)
+        self.scratch("x_norm", self.dims)
+        self.scratch("temp", self.dims)
 
     def forward(self, bottom, top):
         x = bottom[0].data.reshape(self.dims)
@@ -282,10 +276,10 @@ class Scale(Layer):
         if self.bias_term:
             self.bias_dims = _broadcast_dims(self, shape, self.blobs[-1].shape, self.axis, "bias")
         if top[0] is bottom[0]:
-            self.bottom_copy = _scratch(self.bottom_copy, shape)
+            self.scratch("bottom_copy", shape)
         else:
             top[0].reshape(shape)
-        self.product = _scratch(self.product, shape)
+        self.scratch("product", shape)
 
     def forward(self, bottom, top):
         if top[0] is bottom[0]:
@@ -393,7 +387,7 @@ class MVN(Layer):
         top[0].reshape(legacy)
         num = legacy[0] if self.across_channels else legacy[0] * legacy[1]
         self.dims = (num, count(legacy) // num if num else 0)
-        self.temp = _scratch(self.temp, self.dims)
+        self.scratch("temp", self.dims)
 
     def forward(self, bottom, top):
         x = bottom[0].data.reshape(self.dims)

@@ -81,8 +81,8 @@ class Pooling(Layer):
         # 2x2 windows at stride 2 tiling the plane exactly: the vectorized kernels.
         self.tiles_2x2 = (self.is_max and (self.kh, self.kw, self.sh, self.sw) == (2, 2, 2, 2)
                           and not (self.ph or self.pw) and (h, w) == (2 * ho, 2 * wo))
-        if self.is_max and getattr(self, "mask", np.empty(0)).shape != (n, c, ho, wo):
-            self.mask = np.empty((n, c, ho, wo), np.int32)
+        if self.is_max:
+            self.scratch("mask", (n, c, ho, wo), np.int32)
 
     def forward(self, bottom, top):
         window = (self.kh, self.kw, self.ph, self.pw, self.sh, self.sw)
@@ -145,11 +145,11 @@ class SPP(Layer):
         n, c, h, w = bottom[0].shape
         if self.shape != (h, w):
             self._levels(h, w)
-            self.scratch = Blob(bottom[0].shape, name=f"{self.name}/diff")
+            self.level_grad = Blob(bottom[0].shape, name=f"{self.name}/diff")
             for pooling, out in self.levels:
-                pooling.set_up([self.scratch], [out])
+                pooling.set_up([self.level_grad], [out])
             self.shape = (h, w)
-        self.scratch.reshape(bottom[0].shape)
+        self.level_grad.reshape(bottom[0].shape)
         for pooling, out in self.levels:
             pooling.reshape([bottom[0]], [out])
         if self.height == 1:
@@ -177,6 +177,6 @@ class SPP(Layer):
         for pooling, out in self.levels:
             size = out.count // n
             out.diff[...] = flat[:, offset:offset + size].reshape(out.shape)
-            pooling.backward([out], [True], [self.scratch])
-            bottom[0].diff += self.scratch.diff
+            pooling.backward([out], [True], [self.level_grad])
+            bottom[0].diff += self.level_grad.diff
             offset += size

@@ -26,13 +26,19 @@ class Python(Layer):
         p = self.param.python_param
         try:
             module = importlib.import_module(p.module)
-        except ImportError as e:
+        except (ImportError, ValueError) as e:   # ValueError: an empty module name
             raise self.error(f"cannot import python_param.module '{p.module}' ({e}); put its "
                              "folder on PYTHONPATH", NetDefinitionError) from None
-        cls = getattr(module, p.layer, None)
+        except SyntaxError as e:
+            raise self.error(f"python_param.module '{p.module}' does not compile: {e.filename}:"
+                             f"{e.lineno}: {e.msg}", NetDefinitionError) from None
+        cls = getattr(module, p.layer, None) if p.layer else None
         if cls is None:
             raise self.error(f"module '{p.module}' has no class '{p.layer}'",
                              NetDefinitionError)
+        if not isinstance(cls, type):
+            raise self.error(f"'{p.module}.{p.layer}' is a {type(cls).__name__}, not a class; "
+                             "python_param.layer names a layer class", NetDefinitionError)
         impl = cls(self.param, self.phase) if issubclass(cls, Layer) else cls()
         impl.param_str, impl.phase = p.param_str, self.phase
         impl.blobs = self.blobs

@@ -87,16 +87,15 @@ class Reduction(Layer):
         top[0].reshape(shape[:axis])
         self.view = (count(shape, 0, axis), count(shape, axis))
         self.coeff = self.coeff_param / (self.view[1] if self.operation == RP.MEAN else 1)
-        if self.operation in (RP.ASUM, RP.SUMSQ) and \
-                getattr(self, "scratch", np.empty(0)).shape != self.view:
-            self.scratch = np.empty(self.view, np.float32)
+        if self.operation in (RP.ASUM, RP.SUMSQ):
+            self.scratch("work", self.view)
 
     def forward(self, bottom, top):
         x = bottom[0].data.reshape(self.view)
         if self.operation == RP.ASUM:
-            x = np.abs(x, out=self.scratch)
+            x = np.abs(x, out=self.work)
         elif self.operation == RP.SUMSQ:
-            x = np.square(x, out=self.scratch)
+            x = np.square(x, out=self.work)
         top[0].data.reshape(-1)[...] = x.sum(axis=1, dtype=np.float64) * self.coeff
 
     def backward(self, top, propagate_down, bottom):

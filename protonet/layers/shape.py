@@ -100,10 +100,22 @@ class Reshape(_CopyShapeLayer):
         top[0].reshape(out)
 
 
+def _legacy_axis(layer, p, legacy: str, bottom) -> int:
+    """`axis`, or the old unsigned field `legacy` (concat_dim, slice_dim); Caffe rejects both
+    at once and a legacy value past the last axis."""
+    num_axes = bottom[0].num_axes
+    if not p.HasField(legacy):
+        return canonical_axis(p.axis, num_axes, layer)
+    if p.HasField("axis"):
+        raise layer.error(f"give either axis or {legacy}, not both", NetDefinitionError)
+    if getattr(p, legacy) >= num_axes:
+        raise layer.error(f"{legacy} {getattr(p, legacy)} out of range for a blob with "
+                          f"{num_axes} axes", NetDefinitionError)
+    return int(getattr(p, legacy))
+
+
 def _concat_axis(layer, p, bottom) -> int:
-    if p.HasField("concat_dim"):
-        return int(p.concat_dim)
-    return canonical_axis(p.axis, bottom[0].num_axes, layer)
+    return _legacy_axis(layer, p, "concat_dim", bottom)
 
 
 @register_layer("Concat")
@@ -149,12 +161,12 @@ class Slice(Layer):
 
     def reshape(self, bottom, top):
         p = self.param.slice_param
-        self.axis = int(p.slice_dim) if p.HasField("slice_dim") else canonical_axis(
-            p.axis, bottom[0].num_axes, self)
+        self.axis = _legacy_axis(self, p, "slice_dim", bottom)
         size = bottom[0].shape[self.axis]
         points = list(p.slice_point)
         if points:
-            if len(points) != len(top) - 1 or sorted(points) != points or points[-1] >= size:
+            if (len(points) != len(top) - 1 or sorted(set(points)) != points
+                    or points[0] <= 0 or points[-1] >= size):
                 raise self.error(f"slice_point {points} does not cut axis {self.axis} (size "
                                  f"{size}) into {len(top)} parts")
         else:
@@ -225,8 +237,8 @@ class Eltwise(Layer):
                 raise self.error(f"bottom '{blob.name}' shape {blob.shape} differs from "
                                  f"'{bottom[0].name}' shape {bottom[0].shape}", ShapeError)
         top[0].reshape(bottom[0].shape)
-        if self.op == E.MAX and getattr(self, "argmax", np.empty(0)).shape != bottom[0].shape:
-            self.argmax = np.empty(bottom[0].shape, np.int32)
+        if self.op == E.MAX:
+            self.scratch("argmax", bottom[0].shape, np.int32)
 
     def forward(self, bottom, top):
         out = top[0].data

@@ -74,9 +74,8 @@ class SoftmaxWithLoss(LossLayer):
         top[0].reshape(())
         if len(top) == 2:
             top[1].reshape(bottom[0].shape)
-        if getattr(self, "prob", np.empty(0)).shape != self.view:
-            self.prob = np.empty(self.view, np.float32)
-            self.losses = np.empty((outer, inner), np.float32)
+        self.scratch("prob", self.view)
+        self.scratch("losses", (outer, inner))
 
     def _normalizer(self, valid: int) -> float:
         outer, _, inner = self.view

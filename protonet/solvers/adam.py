@@ -15,6 +15,7 @@ from .base import Solver
 class AdamSolver(Solver):
     type = "Adam"
     num_history = 2
+    fraction_fields = ("momentum", "momentum2")
 
     def compute_update(self, param_id: int, rate: float) -> None:
         diff = self.net.learnable_params[param_id].diff

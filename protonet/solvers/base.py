@@ -32,6 +32,8 @@ class Solver:
     type: ClassVar[str] = ""
     # History blobs per learnable parameter (AdaDelta and Adam keep two).
     num_history: ClassVar[int] = 1
+    # SolverParameter fields the rule needs in [0, 1) (Adam's betas: 1 divides by zero).
+    fraction_fields: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, param, source: str = "<solver>", *, train_net_file=None) -> None:
         if isinstance(param, (str, Path)):
@@ -72,6 +74,17 @@ class Solver:
             raise SolverConfigError(f"{where}: iter_size must be at least 1, got {p.iter_size}")
         if p.average_loss < 1:
             raise SolverConfigError(f"{where}: average_loss must be at least 1")
+        for name in ("max_iter", "snapshot", "display", "test_interval"):
+            if getattr(p, name) < 0:
+                raise SolverConfigError(f"{where}: {name} must not be negative, got "
+                                        f"{getattr(p, name)}")
+        if any(n < 1 for n in p.test_iter):
+            raise SolverConfigError(f"{where}: every test_iter must be at least 1, got "
+                                    f"{list(p.test_iter)}")
+        for name in self.fraction_fields:
+            if not 0 <= getattr(p, name) < 1:
+                raise SolverConfigError(f"{where}: {self.type} needs 0 <= {name} < 1, got "
+                                        f"{getattr(p, name):g}")
         if p.HasField("solver_mode") and p.solver_mode == caffe_pb2.SolverParameter.GPU or \
                 p.HasField("device_id"):
             log.info("%s: solver_mode/device_id are for GPUs; protonet runs on the CPU", where)

@@ -43,13 +43,21 @@ LR_POLICIES = {
 }
 
 
+# Policies Caffe's GetLearningRate CHECKs gamma >= 0 for (a negative one flips the rate's sign).
+_GAMMA_POLICIES = ("step", "exp", "inv", "multistep", "sigmoid")
+
+
 def check_policy(p, where: str) -> None:
     """Reject what Caffe rejects, at load time rather than at the first step."""
     if p.lr_policy not in LR_POLICIES:
         raise SolverConfigError(f"{where}: unknown lr_policy \"{p.lr_policy}\" "
                                 f"(known: {', '.join(LR_POLICIES)})")
-    if p.lr_policy == "step" and p.stepsize <= 0:
-        raise SolverConfigError(f"{where}: lr_policy \"step\" needs stepsize > 0")
+    if p.lr_policy in ("step", "sigmoid") and p.stepsize <= 0:
+        raise SolverConfigError(f"{where}: lr_policy \"{p.lr_policy}\" needs stepsize > 0, "
+                                f"got {p.stepsize}")
+    if p.lr_policy in _GAMMA_POLICIES and not p.gamma >= 0:
+        raise SolverConfigError(f"{where}: lr_policy \"{p.lr_policy}\" needs gamma >= 0, got "
+                                f"{p.gamma:g}")
     if p.lr_policy == "poly" and p.max_iter <= 0:
         raise SolverConfigError(f"{where}: lr_policy \"poly\" needs max_iter > 0")
 
