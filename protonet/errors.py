@@ -27,7 +27,7 @@ class ProtonetError(Exception):
         text = super().__str__()
         if len(text) <= MAX_MESSAGE_CHARS:
             return text
-        keep = MAX_MESSAGE_CHARS // 2
+        keep = (MAX_MESSAGE_CHARS - 60) // 2   # room for the note in the middle
         return f"{text[:keep]} ... ({len(text) - 2 * keep} characters left out) ... {text[-keep:]}"
 
 
