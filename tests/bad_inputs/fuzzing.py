@@ -34,7 +34,6 @@ CAFFE_MODELS = ROOT.parent / "shared" / "caffe-models"
 # module named in the file, and a mutated name could import anything.
 BUILD = [
     "examples/mnist/lenet.prototxt", "examples/mnist/lenet_train_test.prototxt",
-    "examples/mnist/mnist_autoencoder.prototxt",
     "examples/cifar10/cifar10_quick_train_test.prototxt",
     "examples/cifar10/cifar10_full_sigmoid_train_test_bn.prototxt",
     "examples/siamese/mnist_siamese_train_test.prototxt",
@@ -61,7 +60,7 @@ DATA_SHAPES = {"data": (1, 28, 28), "pair_data": (2, 28, 28)}
 TINY_NET = """name: "tiny"
 layer { name: "data" type: "DummyData" top: "data" top: "label"
   dummy_data_param { shape { dim: 2 dim: 3 } shape { dim: 2 }
-                     data_filler { type: "gaussian" std: 1 } } }
+                     data_filler { type: "gaussian" std: 1 } data_filler { type: "constant" } } }
 layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
   inner_product_param { num_output: 2 weight_filler { type: "xavier" } } }
 layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
@@ -92,19 +91,20 @@ def corpus() -> list[Seed]:
                 path = CAFFE_MODELS / name
                 if not path.is_file():
                     continue
-                if kind == "net":
-                    param = surgery.swap_data_layers(prototxt.read_net(path), DATA_SHAPES,
-                                                     batch_size=2)
-                    text = text_format.MessageToString(param)
-                else:
-                    text = path.read_text()
-                seeds.append(Seed(name, kind, text))
+                seeds.append(_seed(name, kind, path))
         for path in sorted((ROOT / "models").glob("lenet*.prototxt")):
             kind = "solver" if "solver" in path.name else "net"
-            seeds.append(Seed(f"models/{path.name}", kind, path.read_text()))
+            seeds.append(_seed(f"models/{path.name}", kind, path))
     finally:
         quiet.level = level
     return seeds
+
+
+def _seed(name: str, kind: str, path: Path) -> Seed:
+    if kind != "net":
+        return Seed(name, kind, path.read_text())
+    param = surgery.swap_data_layers(prototxt.read_net(path), DATA_SHAPES, batch_size=2)
+    return Seed(name, kind, text_format.MessageToString(param))
 
 
 # -- mutations -------------------------------------------------------------------------------
