@@ -17,7 +17,7 @@ import numpy as np
 
 from . import caffe_pb2, graph, memory, prototxt
 from .blob import Blob
-from .errors import MemoryLimitError, NetDefinitionError, ProtonetError, ShapeError, clip
+from .errors import NetDefinitionError, ProtonetError, ShapeError, clip
 from .io import caffemodel
 from .kernels._jit import configure_threads
 from .registry import layer_class
@@ -99,6 +99,10 @@ class Net:
             top = []
             for j, t in enumerate(lp.top):
                 if j < len(lp.bottom) and lp.bottom[j] == t:
+                    if not layer.in_place:
+                        raise NetDefinitionError(
+                            f"layer '{clip(lp.name)}' ({lp.type}): cannot work in place (top "
+                            f"'{clip(t)}' is its bottom); give the top its own name")
                     top.append(self.blobs[t])  # in place
                 else:
                     blob = Blob((), name=t)
@@ -406,13 +410,13 @@ class Net:
 
 @contextlib.contextmanager
 def _naming_layer(lp):
-    """A MemoryLimitError from a blob (which knows only its own name) names the layer too."""
+    """An error from a blob or a filler (which know only their own names) names the layer."""
     try:
         yield
-    except MemoryLimitError as e:
+    except ProtonetError as e:
         if str(e).startswith("layer '"):
             raise
-        raise MemoryLimitError(f"layer '{clip(lp.name)}' ({lp.type}): {e}") from None
+        raise type(e)(f"layer '{clip(lp.name)}' ({lp.type}): {e}") from None
 
 
 def _add_automatic_tops(net_param) -> None:

@@ -41,6 +41,8 @@ class Layer:
     is_net_input: ClassVar[bool] = False
     # Caffe's AutoTopBlobs: missing tops are created (loss layers, so the loss is counted).
     auto_top_blobs: ClassVar[bool] = False
+    # False where Caffe refuses a top that is its own bottom (AbsVal, Flatten, Reshape, Split).
+    in_place: ClassVar[bool] = True
 
     def __init__(self, param, phase: int = TRAIN) -> None:
         self.name: str = param.name

@@ -100,6 +100,9 @@ class DummyData(Layer):
 
     def setup(self, bottom, top):
         p = self.param.dummy_data_param
+        if len(p.shape) and (len(p.num) or len(p.channels) or len(p.height) or len(p.width)):
+            raise self.error("dummy_data_param gives both shape and num/channels/height/width; "
+                             "give one of them", NetDefinitionError)
         if len(p.shape):
             self.shapes = _shapes_from_param(self, p.shape, len(top), "dummy_data_param")
         else:

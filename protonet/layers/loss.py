@@ -195,6 +195,9 @@ class ContrastiveLoss(LossLayer):
             raise self.error(f"bottoms '{bottom[0].name}' {bottom[0].shape} and "
                              f"'{bottom[1].name}' {bottom[1].shape} need the same shape")
         num = bottom[0].shape[0]
+        if any(d != 1 for d in bottom[0].shape[2:]):   # Caffe: (N, C, 1, 1) features
+            raise self.error(f"features must be (N, C) or (N, C, 1, 1), got shape "
+                             f"{bottom[0].shape}")
         if bottom[2].count != num:
             raise self.error(f"{bottom[2].count} similarity labels (bottom '{bottom[2].name}', "
                              f"shape {bottom[2].shape}) for {num} pairs")

@@ -70,6 +70,8 @@ class TanH(NeuronLayer):
 class AbsVal(NeuronLayer):
     """y = |x|, Caffe "AbsVal" (V1 ABSVAL). Not in place (backward needs x)."""
 
+    in_place = False
+
     def forward(self, bottom, top):
         np.abs(bottom[0].data, out=top[0].data)
 
@@ -173,8 +175,15 @@ class Power(NeuronLayer):
             bottom[0].diff[...] = top[0].diff * grad
 
 
-def _log_base(base: float) -> float:
-    return 1.0 if base == -1 else float(np.log(base))
+def _log_base(layer, base: float) -> float:
+    """ln(base), 1 for Caffe's -1 (base e); a base Caffe rejects (not positive, infinite,
+    NaN) is an error."""
+    if base == -1:
+        return 1.0
+    if not 0 < base < np.inf:
+        raise layer.error(f"base must be positive and finite, or -1 (e), got {base:g}",
+                          NetDefinitionError)
+    return float(np.log(base))
 
 
 @register_layer("Exp")
@@ -183,10 +192,8 @@ class Exp(NeuronLayer):
 
     def setup(self, bottom, top):
         p = self.param.exp_param
-        if p.base != -1 and p.base <= 0:
-            raise self.error(f"base must be positive or -1 (e), got {p.base}", NetDefinitionError)
-        self.inner = _log_base(p.base) * p.scale
-        self.outer_shift = _log_base(p.base) * p.shift
+        self.inner = _log_base(self, p.base) * p.scale
+        self.outer_shift = _log_base(self, p.base) * p.shift
 
     def forward(self, bottom, top):
         top[0].data[...] = np.exp(self.outer_shift + self.inner * bottom[0].data)
@@ -203,9 +210,9 @@ class Log(NeuronLayer):
 
     def setup(self, bottom, top):
         p = self.param.log_param
-        if p.base != -1 and p.base <= 0:
-            raise self.error(f"base must be positive or -1 (e), got {p.base}", NetDefinitionError)
-        self.scale, self.shift, self.denom = p.scale, p.shift, _log_base(p.base)
+        self.scale, self.shift, self.denom = p.scale, p.shift, _log_base(self, p.base)
+        if self.denom == 0:   # base 1: Caffe's CHECK that 1 / ln(base) is finite
+            raise self.error("base 1 has no logarithm", NetDefinitionError)
 
     def forward(self, bottom, top):
         top[0].data[...] = np.log(self.shift + self.scale * bottom[0].data) / self.denom

@@ -2,6 +2,8 @@
 Silence, Crop, Tile, and Eltwise (elementwise sum, product or max of several bottoms)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import caffe_pb2
@@ -16,6 +18,7 @@ class Split(Layer):
     inserted by the net where one blob feeds several layers."""
 
     num_top = (1, None)
+    in_place = False
 
     def reshape(self, bottom, top):
         for blob in top:
@@ -43,6 +46,8 @@ class Split(Layer):
 class _CopyShapeLayer(Layer):
     """Top = bottom's values under another shape (forward and backward are copies)."""
 
+    in_place = False
+
     def forward(self, bottom, top):
         if top[0] is not bottom[0]:
             top[0].data.reshape(-1)[...] = bottom[0].data.reshape(-1)
@@ -62,6 +67,9 @@ class Flatten(_CopyShapeLayer):
         n = bottom[0].num_axes
         start = canonical_axis(p.axis, n, self)
         end = canonical_axis(p.end_axis, n, self)
+        if end < start:
+            raise self.error(f"end_axis {p.end_axis} comes before axis {p.axis} for shape "
+                             f"{bottom[0].shape}")
         shape = bottom[0].shape
         top[0].reshape(*shape[:start], count(shape, start, end + 1), *shape[end + 1:])
 
@@ -87,14 +95,19 @@ class Reshape(_CopyShapeLayer):
         if not 0 <= start <= end <= n:
             raise self.error(f"axis {self.axis} / num_axes {self.num_axes} out of range for "
                              f"shape {bottom[0].shape}")
+        copied = [i for i, d in enumerate(self.dims) if d == 0 and start + i >= n]
+        if copied:
+            raise self.error(f"shape dim {copied[0]} is 0 (copy the bottom's axis "
+                             f"{start + copied[0]}), but the bottom {bottom[0].shape} has "
+                             f"{n} axes")
         new = [shape[start + i] if d == 0 else d for i, d in enumerate(self.dims)]
         out = shape[:start] + new + shape[end:]
         if -1 in out:
-            known = int(np.prod([d for d in out if d != -1]))
+            known = math.prod(d for d in out if d != -1)
             if known == 0 or bottom[0].count % known:
                 raise self.error(f"cannot reshape {bottom[0].shape} to {tuple(out)}")
             out[out.index(-1)] = bottom[0].count // known
-        if int(np.prod(out)) != bottom[0].count:
+        if math.prod(out) != bottom[0].count:
             raise self.error(f"cannot reshape {bottom[0].shape} ({bottom[0].count} values) to "
                              f"{tuple(out)}")
         top[0].reshape(out)
