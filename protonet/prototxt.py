@@ -134,10 +134,12 @@ def _syntax_error(e, text: str, message, filename: str, tokenizer) -> PrototxtEr
     if line is not None:
         lines = text.split("\n")
         source_line = lines[line - 1] if 0 < line <= len(lines) else ""
-        # protobuf starts the message with the whole offending line in quotes.
-        echoed = f"'{source_line}': "
-        if msg.startswith(echoed):
-            msg = msg[len(echoed):]
+        # protobuf starts the message with its tokenizer's current line in quotes.
+        current = getattr(tokenizer, "_current_line", source_line)
+        for echoed in (f"'{source_line}': ", f"'{current}': "):
+            if msg.startswith(echoed):
+                msg = msg[len(echoed):]
+                break
         start = max(0, (col or 1) - 1 - SNIPPET_CHARS // 2)
         snippet = source_line[start:start + SNIPPET_CHARS].strip()
         if snippet:
@@ -169,7 +171,8 @@ def read_net_binary(path, raw: bytes | None = None):
     try:
         net.ParseFromString(raw)
     except DecodeError as e:
-        raise PrototxtError(f"{path}: not a binary NetParameter (caffemodel): {e}") from None
+        raise PrototxtError(f"{path}: neither prototxt text (UTF-8) nor a binary NetParameter "
+                            f"(caffemodel): {e}") from None
     return upgrade_net(net, str(path))
 
 
