@@ -58,7 +58,12 @@ class Net:
         if level:
             state.level = level
         state.stage.extend(s for s in stages if s not in state.stage)
-        self._build(param, state)
+        try:
+            self._build(param, state)
+        except ProtonetError as e:   # name the file the net came from, once
+            if self.source == "<net>" or self.source in str(e):
+                raise
+            raise type(e)(f"{self.source}: {e}") from None
         if weights is not None:
             self.copy_from(weights)
 

@@ -50,6 +50,8 @@ def run(args) -> int:
     setup_logging(args)
     if args.iterations <= 0:
         raise ProtonetError(f"--iterations must be positive, got {args.iterations}")
+    if args.warmup < 0:
+        raise ProtonetError(f"--warmup must not be negative, got {args.warmup}")
     with Net(args.model, TRAIN) as net:
         log.info("Performing Forward and Backward, %d iterations (after %d warm-up)",
                  args.iterations, args.warmup)
