@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from harness import Case, check_case, ids
-from protonet.errors import MemoryLimitError, NetDefinitionError, ShapeError
+from protonet.errors import DataError, MemoryLimitError, NetDefinitionError, ShapeError
 from protonet.net import TRAIN, Net
 
 # Blobs every case can use: x (2, 3, 8, 8), v (2, 5), label (2,) of zeros, idx (2,) of zeros.
@@ -348,6 +348,33 @@ CASES = [
                D, ["Nope"]),
     layer_case("unknown layer type", L("Convolutoin", ["x"], ["y"]), D, ["Convolutoin"]),
 ]
+
+
+def _broken_jpeg_lmdb(tmp):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from protonet.io.datum import encoded_datum
+    from protonet.io.lmdb_store import write_lmdb
+    jpeg = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(jpeg, "JPEG")
+    good = jpeg.getvalue()
+    write_lmdb(tmp / "db", [(b"00000000", encoded_datum(good, 1, 3, 8, 8)),
+                            (b"00000001", encoded_datum(good[:60], 1, 3, 8, 8))])
+
+
+DATA = ('layer {{ name: "bad" type: "Data" top: "data" top: "label" data_param {{ '
+        'source: "{tmp}/db" batch_size: 2 backend: LMDB }} }}\n')
+CASES.append(Case("encoded record with a broken JPEG", lambda tmp: Net(
+    param=_parse(DATA.format(tmp=tmp)), phase=TRAIN).forward(), DataError,
+    ("00000001", "decode"), setup=_broken_jpeg_lmdb))
+
+
+def _parse(text):
+    from protonet import prototxt
+    return prototxt.parse_net_text(text)
 
 
 @pytest.mark.parametrize("case", CASES, ids=ids(CASES))
