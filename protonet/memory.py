@@ -55,10 +55,12 @@ def limit() -> int:
     return int(physical_memory() * MEMORY_SHARE)
 
 
-def set_limit(nbytes: int | None) -> None:
-    """Override the limit for this process (None: back to the environment or the default)."""
+def set_limit(nbytes: int | None) -> int | None:
+    """Override the limit for this process (None: back to the environment or the default);
+    returns the override it replaces, to put back."""
     global _override
-    _override = None if nbytes is None else int(nbytes)
+    previous, _override = _override, None if nbytes is None else int(nbytes)
+    return previous
 
 
 def size_text(nbytes: int) -> str:

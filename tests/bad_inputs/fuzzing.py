@@ -185,7 +185,7 @@ def bounded(seconds: int = CASE_SECONDS):
         raise TimeoutError(f"case did not finish within {seconds} s")
     old = signal.signal(signal.SIGALRM, hang)
     signal.alarm(seconds)
-    memory.set_limit(FUZZ_MEMORY_LIMIT)
+    previous_limit = memory.set_limit(FUZZ_MEMORY_LIMIT)
     log = logging.getLogger("protonet")
     level, log.level = log.level, logging.CRITICAL
     try:
@@ -193,7 +193,7 @@ def bounded(seconds: int = CASE_SECONDS):
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
-        memory.set_limit(None)
+        memory.set_limit(previous_limit)
         log.level = level
 
 

@@ -1,0 +1,73 @@
+"""The memory gate (protonet/memory.py): arrays too big for the limit are refused before they
+are allocated, naming layer, blob and bytes; the limit can be moved; Layer.scratch reuses."""
+import numpy as np
+import pytest
+
+from protonet import memory, prototxt
+from protonet.errors import MemoryLimitError
+from protonet.layers.base import Layer
+from protonet.net import TEST, Net
+
+
+def _net(dims, layers=1):
+    shape = " ".join(f"dim: {d}" for d in dims)
+    text = f'layer {{ name: "in" type: "Input" top: "x" input_param {{ shape {{ {shape} }} }} }}\n'
+    text += "".join(f'layer {{ name: "r{i}" type: "TanH" bottom: "{"x" if i == 0 else f"y{i - 1}"}" '
+                    f'top: "y{i}" }}\n' for i in range(layers))
+    return prototxt.parse_net_text(text)
+
+
+@pytest.fixture
+def limit():
+    previous = memory.set_limit(None)
+    yield memory.set_limit
+    memory.set_limit(previous)
+
+
+def test_a_blob_over_the_limit_names_layer_blob_and_bytes_and_the_override(limit):
+    limit(1 << 20)
+    with pytest.raises(MemoryLimitError, match=r"layer 'in' \(Input\): blob 'x' of shape "
+                                               r"\(1024, 256\).*2097152 bytes.*set_limit"):
+        Net(param=_net((1024, 256)), phase=TEST)
+    limit(4 << 20)
+    assert Net(param=_net((1024, 256)), phase=TEST).blobs["x"].shape == (1024, 256)
+
+
+def test_the_nets_total_counts_too(limit):
+    limit(3 << 20)   # each blob's data + diff is 2 MB: one fits, four do not
+    with pytest.raises(MemoryLimitError, match=r"the net's blobs.*biggest layers: 'in'"):
+        Net(param=_net((1024, 256), layers=3), phase=TEST)
+
+
+def test_overflowing_element_counts_are_errors_not_empty_arrays():
+    with pytest.raises(MemoryLimitError, match=r"2\^63"):
+        Net(param=_net((1 << 32, 1 << 32, 4)), phase=TEST)
+
+
+def test_the_environment_variable_sets_the_limit(monkeypatch, limit):
+    monkeypatch.setenv(memory.ENV_VAR, "1.5K")
+    assert memory.limit() == 1536
+    monkeypatch.setenv(memory.ENV_VAR, "64G")
+    assert memory.limit() == 64 << 30
+    monkeypatch.setenv(memory.ENV_VAR, "lots")
+    with pytest.raises(MemoryLimitError, match="PROTONET_MEMORY_LIMIT='lots'"):
+        memory.limit()
+    monkeypatch.delenv(memory.ENV_VAR)
+    assert 0 < memory.limit() < memory.physical_memory()
+
+
+def test_scratch_reuses_what_fits_and_names_the_layer(limit):
+    from protonet import caffe_pb2
+    layer = Layer(caffe_pb2.LayerParameter(name="conv9", type="Convolution"))
+    a = layer.scratch("work", (4, 5))
+    assert layer.work is a and a.shape == (4, 5) and a.dtype == np.float32
+    assert layer.scratch("work", (4, 5)) is a
+    assert layer.scratch("work", (5, 4)) is not a
+    flat = layer.scratch("col", (10, 10), grow=True)
+    assert flat.shape == (100,) and layer.scratch("col", (3, 3), grow=True) is flat
+    assert layer.scratch("col", (11, 10), grow=True).shape == (110,)
+    assert layer.scratch("mask", (3,), np.int32).dtype == np.int32
+    limit(1000)
+    with pytest.raises(MemoryLimitError, match=r"layer 'conv9'.*work array 'big' of shape "
+                                               r"\(1000,\) needs 3.9 KiB"):
+        layer.scratch("big", (1000,))
