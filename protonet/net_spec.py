@@ -147,10 +147,11 @@ def _net_of(layers: OrderedDict):
 
 
 def to_proto(*tops):
-    """A NetParameter with every layer the given tops need, names made up as they come."""
+    """A NetParameter with every layer the given tops (or top-less layers) need, names made
+    up as they come."""
     layers, autonames = OrderedDict(), Counter()
     for top in tops:
-        top.fn._to_proto(layers, {}, autonames)
+        top._to_proto(layers, {}, autonames)
     return _net_of(layers)
 
 

@@ -257,7 +257,7 @@ class Transformer:
 
     def set_mean(self, in_: str, mean) -> None:
         """The mean to subtract: (K,) per channel, or (K, H, W) / (H, W) per pixel (resized
-        to the input's H x W when it differs)."""
+        to the input's H x W when it differs; one channel serves all)."""
         shape = self._check_input(in_)
         mean = np.asarray(mean, dtype=np.float32)
         if mean.ndim == 1:
@@ -271,10 +271,10 @@ class Transformer:
             if mean.ndim != 3:
                 raise ArrayShapeError(f"mean shape {mean.shape}: give (K,), (H, W) or "
                                       "(K, H, W)")
-            if mean.shape != shape[1:]:
-                if mean.shape[0] != shape[1]:
-                    raise ArrayShapeError(f"mean shape {mean.shape} does not fit input "
-                                          f"{in_!r} of shape {shape[1:]}")
+            if mean.shape[0] not in (1, shape[1]):
+                raise ArrayShapeError(f"mean shape {mean.shape} does not fit input {in_!r} "
+                                      f"of shape {shape[1:]}")
+            if mean.shape[1:] != shape[2:]:
                 mean = resize_image(mean.transpose(1, 2, 0), shape[2:]).transpose(2, 0, 1)
         self.mean[in_] = mean
 
