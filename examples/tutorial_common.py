@@ -28,9 +28,10 @@ def pool5_size(image_size: int) -> int:
     return size
 
 
-def caffenet_features(n, fc_width: int, fully_convolutional: bool, image_size: int):
+def caffenet_features(n, fc_width: int, fully_convolutional: bool, classifier_size: int):
     """CaffeNet's layers from n.data to fc8, named as models/bvlc_reference_caffenet; with
-    `fully_convolutional`, fc6-8 are the equivalent convolutions (fc6-conv...)."""
+    `fully_convolutional`, fc6-8 are the equivalent convolutions (fc6-conv...) of the
+    classifier taking `classifier_size` inputs."""
     fill = dict(weight_filler=dict(type="gaussian", std=0.01),
                 bias_filler=dict(type="constant", value=0.1))
 
@@ -55,8 +56,8 @@ def caffenet_features(n, fc_width: int, fully_convolutional: bool, image_size: i
     for i, (name, width) in enumerate(widths.items()):
         if fully_convolutional:
             name += "-conv"
-            n[name] = L.Convolution(top, num_output=width, kernel_size=pool5_size(image_size)
-                                    if i == 0 else 1, **fill)
+            n[name] = L.Convolution(top, num_output=width, kernel_size=pool5_size(
+                                        classifier_size) if i == 0 else 1, **fill)
         else:
             n[name] = L.InnerProduct(top, num_output=width, **fill)
         top = n[name]
@@ -67,11 +68,12 @@ def caffenet_features(n, fc_width: int, fully_convolutional: bool, image_size: i
 
 
 def write_caffenet(path, batch: int = 10, image_size: int = 227, fc_width: int = 4096,
-                   fully_convolutional: bool = False) -> str:
-    """A CaffeNet deploy prototxt (Input -> ... -> prob) at `path`; returns the path."""
+                   fully_convolutional: bool = False, classifier_size: int = 227) -> str:
+    """A CaffeNet deploy prototxt (Input -> ... -> prob) at `path`; returns the path. The
+    fully convolutional version casts the classifier of `classifier_size` inputs."""
     n = caffe.NetSpec()
     n.data = L.Input(shape=dict(dim=[batch, 3, image_size, image_size]))
-    top = caffenet_features(n, fc_width, fully_convolutional, image_size)
+    top = caffenet_features(n, fc_width, fully_convolutional, classifier_size)
     n.prob = L.Softmax(top)
     net = n.to_proto()
     net.name = "CaffeNetConv" if fully_convolutional else "CaffeNet"
