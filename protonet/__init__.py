@@ -16,7 +16,7 @@ from .layers.base import Layer  # noqa: E402
 from .net import Net  # noqa: E402
 from .registry import layer_type_list  # noqa: E402
 from .rng import set_random_seed  # noqa: E402
-from .solvers import (AdaDeltaSolver,  # noqa: E402 AdaGradSolver, AdamSolver, NesterovSolver,
+from .solvers import (AdaDeltaSolver, AdaGradSolver, AdamSolver, NesterovSolver,  # noqa: E402
                       RMSPropSolver, SGDSolver, get_solver)
 
 TRAIN = caffe_pb2.TRAIN

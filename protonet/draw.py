@@ -105,16 +105,59 @@ def render(dot_text: str, out_path) -> Path:
         return out
     if fmt not in ("svg", "png", "pdf"):
         raise ProtonetError(f"{out}: choose .svg, .png, .pdf or .dot")
-    dot = shutil.which("dot")
-    if dot is None:
+    if shutil.which("dot") is None:
         dot_file = out.with_suffix(".dot")
         atomic_write(dot_file, dot_text.encode())
         log.warning("Graphviz's `dot` is not installed, so %s was not drawn; the graph is in "
                     "%s: install Graphviz (e.g. apt-get install graphviz) and run "
                     "`dot -T%s %s -o %s`", out, dot_file, fmt, dot_file, out)
         return dot_file
+    atomic_write(out, run_graphviz(dot_text, fmt))
+    return out
+
+
+def run_graphviz(dot_text: str, fmt: str) -> bytes:
+    """The drawing in Graphviz output format `fmt` (png, svg, pdf, ...), from `dot`."""
+    dot = shutil.which("dot")
+    if dot is None:
+        raise ProtonetError(f"drawing a net as {fmt} needs Graphviz's `dot` (e.g. apt-get "
+                            "install graphviz); ext='dot' gives the DOT text without it")
     result = subprocess.run([dot, f"-T{fmt}"], input=dot_text.encode(), capture_output=True)
     if result.returncode:
         raise ProtonetError(f"dot failed: {result.stderr.decode(errors='replace').strip()}")
-    atomic_write(out, result.stdout)
-    return out
+    return result.stdout
+
+
+# -- pycaffe's caffe.draw entry points ---------------------------------------------------------
+def _net_dot(net_param, rankdir, phase) -> str:
+    from .prototxt import upgrade_net
+    return net_to_dot(upgrade_net(net_param, net_param.name or "<net>"), phase=phase,
+                      rankdir=rankdir)
+
+
+def draw_net(caffe_net, rankdir: str = "LR", ext: str = "png", phase=None,
+             display_lrm: bool = False) -> bytes:
+    """The drawing of a NetParameter as `ext` bytes (ext='dot': the DOT text itself).
+    `phase` (TRAIN/TEST) keeps only that phase's layers. display_lrm is accepted for
+    pycaffe's signature; protonet's labels do not show learning-rate multipliers."""
+    dot_text = _net_dot(caffe_net, rankdir, phase)
+    return dot_text.encode() if ext == "dot" else run_graphviz(dot_text, ext)
+
+
+def draw_net_to_file(caffe_net, filename, rankdir: str = "LR", phase=None,
+                     display_lrm: bool = False) -> None:
+    """Draw a NetParameter into `filename`, in the format its extension names."""
+    from .io.atomic import atomic_write
+    ext = str(filename).rsplit(".", 1)[-1]
+    atomic_write(Path(filename), draw_net(caffe_net, rankdir, ext, phase))
+
+
+def get_pydot_graph(caffe_net, rankdir: str = "LR", label_edges: bool = True, phase=None,
+                    display_lrm: bool = False):
+    """The drawing as a pydot.Dot (needs the pydot package)."""
+    try:
+        import pydot
+    except ImportError:
+        raise ProtonetError("get_pydot_graph needs pydot (pip install pydot); draw_net(..., "
+                            "ext='dot') gives the DOT text without it") from None
+    return pydot.graph_from_dot_data(_net_dot(caffe_net, rankdir, phase))[0]
