@@ -16,17 +16,17 @@ from .layers.base import Layer  # noqa: E402
 from .net import Net  # noqa: E402
 from .registry import layer_type_list  # noqa: E402
 from .rng import set_random_seed  # noqa: E402
-from .solvers import (AdaDeltaSolver, AdaGradSolver, AdamSolver, NesterovSolver,  # noqa: E402
-                      RMSPropSolver, SGDSolver, get_solver)
+from .runtime import (NCCL, Timer, has_nccl, init_log, set_device,  # noqa: E402
+                      set_mode_cpu, set_mode_gpu)
+from .runtime import log_info as log  # noqa: E402  (pycaffe's caffe.log)
+from .solvers import (AdaDeltaSolver, AdaGradSolver, AdamSolver,  # noqa: E402
+                      NesterovSolver, RMSPropSolver, SGDSolver, Solver, get_solver)
 
 TRAIN = caffe_pb2.TRAIN
 TEST = caffe_pb2.TEST
 
 
-def set_mode_cpu() -> None:
-    """pycaffe compatibility: protonet always runs on the CPU."""
-
-
-__all__ = ["Net", "Blob", "Layer", "TRAIN", "TEST", "get_solver", "SGDSolver",
+__all__ = ["Net", "Blob", "Layer", "TRAIN", "TEST", "get_solver", "Solver", "SGDSolver",
            "NesterovSolver", "AdaGradSolver", "RMSPropSolver", "AdaDeltaSolver", "AdamSolver",
-           "set_random_seed", "layer_type_list", "set_mode_cpu", "ProtonetError", "caffe_pb2"]
+           "set_random_seed", "layer_type_list", "set_mode_cpu", "set_mode_gpu", "set_device",
+           "has_nccl", "NCCL", "Timer", "init_log", "log", "ProtonetError", "caffe_pb2"]
