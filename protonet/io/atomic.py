@@ -38,11 +38,17 @@ def atomic_path(path, suffix: str = ".tmp"):
 
 
 def atomic_write(path, data: bytes) -> None:
-    """Write `data` to `path` atomically (temporary file, fsync, rename)."""
+    """Write `data` to `path` atomically (temporary file, fsync, rename).
+
+    The file gets the mode a plain open() would give it, as Caffe's files have: an existing
+    file's mode is kept, a new file gets 0666 less the umask (mkstemp alone would leave 0600).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = _mode_for(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -53,6 +59,29 @@ def atomic_write(path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _mode_for(path: Path) -> int:
+    """The permission bits open(path, "wb") would leave on `path`."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process umask. Linux shows it in /proc; elsewhere it can only be read by setting
+    it, which is briefly visible to other threads."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(directory: Path) -> None:
