@@ -38,6 +38,20 @@ class Blob:
     def num_axes(self) -> int:
         return len(self._shape)
 
+    def legacy_dim(self, index: int) -> int:
+        """Caffe's Blob::LegacyShape: axis `index` of a blob of at most 4 axes, 1 past the
+        last axis (so a (5,) blob has num 5 and channels 1)."""
+        if len(self._shape) > 4:
+            raise ShapeError(f"blob '{self.name}': shape {self._shape} has more than 4 axes; "
+                             "num/channels/height/width are undefined")
+        return self._shape[index] if index < len(self._shape) else 1
+
+    # pycaffe's legacy 4-d accessors.
+    num = property(lambda self: self.legacy_dim(0))
+    channels = property(lambda self: self.legacy_dim(1))
+    height = property(lambda self: self.legacy_dim(2))
+    width = property(lambda self: self.legacy_dim(3))
+
     def reshape(self, *shape) -> None:
         """Change the shape; memory is reallocated only when the count grows (contents then zero)."""
         if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
@@ -81,8 +95,9 @@ class Blob:
         return f"Blob({self.name!r}, shape={self._shape})"
 
 
-def legacy_shape(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
-    """Caffe's num/channels/height/width view of a shape of at most 4 axes (missing axes are 1)."""
-    if len(shape) > 4:
-        raise ShapeError(f"shape {shape} has more than 4 axes; no legacy 4-d form")
-    return tuple([1] * (4 - len(shape)) + list(shape))  # type: ignore[return-value]
+class BlobVec(list):
+    """A layer's learnable blobs (pycaffe's BlobVec): a list of Blob with `add_blob(*shape)`,
+    which a Python layer's setup uses to create its parameters."""
+
+    def add_blob(self, *shape) -> None:
+        self.append(Blob(shape))

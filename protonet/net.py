@@ -18,7 +18,7 @@ import numpy as np
 from . import caffe_pb2, graph, memory, prototxt
 from .blob import Blob
 from .errors import NetDefinitionError, ProtonetError, ShapeError, clip
-from .io import caffemodel
+from .io import caffemodel, hdf5_weights
 from .kernels._jit import configure_threads
 from .registry import layer_class
 
@@ -33,12 +33,17 @@ class Net:
     older `Net(prototxt, weights, phase)`; or `Net(param=net_parameter, phase=...)`.
 
     Attributes (pycaffe's): `blobs` and `params` (ordered dicts), `layers`, `layer_dict`,
-    `inputs`, `outputs`, `name`, `phase`.
+    `inputs`, `outputs`, `name`, `phase`, `top_names`, `bottom_names`, `blob_loss_weights`,
+    and the index views `_layer_names`, `_blob_names`, `_blobs`, `_inputs`, `_outputs`.
+    Weights given at construction, or through `copy_from`, fill the layers the file names;
+    layers the file lacks keep their fillers (fine-tuning), a shape mismatch is an error.
     """
 
     def __init__(self, network_file=None, phase=TRAIN, weights=None, *, param=None,
                  level: int = 0, stages=(), source: str | None = None) -> None:
         if isinstance(phase, (str, Path)):  # pycaffe's Net(file, weights, phase)
+            log.warning("Net(prototxt, weights, phase) is pycaffe's deprecated form; use "
+                        "Net(prototxt, phase, weights=weights)")
             phase, weights = (weights if weights is not None else TRAIN), phase
         if phase not in (TRAIN, TEST):
             raise ProtonetError(f"phase must be protonet.TRAIN or protonet.TEST, got {phase!r}")
@@ -57,7 +62,7 @@ class Net:
         state.phase = phase
         if level:
             state.level = level
-        state.stage.extend(s for s in stages if s not in state.stage)
+        state.stage.extend(s for s in (stages or ()) if s not in state.stage)
         try:
             self._build(param, state)
         except ProtonetError as e:   # name the file the net came from, once
@@ -85,9 +90,12 @@ class Net:
         self.layers = []
         self.layer_dict: OrderedDict = OrderedDict()
         self._bottoms: list[list[Blob]] = []
+        # pycaffe's before/after forward/backward hooks: callables taking a layer index.
+        self._hooks: dict[str, list] = {"before_forward": [], "after_forward": [],
+                                        "before_backward": [], "after_backward": []}
         self._tops: list[list[Blob]] = []
         self._loss_tops: list[list[tuple[int, float]]] = []
-        consumed: set[str] = set()
+        available: set[str] = set()
         inputs: list[str] = []
         for lp in net_param.layer:
             if not lp.HasField("phase"):
@@ -100,7 +108,8 @@ class Net:
                     f"layer '{lp.name}' ({lp.type}): {len(lp.propagate_down)} propagate_down "
                     f"values for {len(lp.bottom)} bottoms; give none or one per bottom")
             bottom = [self.blobs[b] for b in lp.bottom]
-            consumed.update(lp.bottom)
+            available.difference_update(lp.bottom)
+            available.update(lp.top)
             top = []
             for j, t in enumerate(lp.top):
                 if j < len(lp.bottom) and lp.bottom[j] == t:
@@ -123,7 +132,9 @@ class Net:
             self._tops.append(top)
             self._loss_tops.append(self._loss_weights(layer, lp, top))
         self.inputs = inputs
-        self.outputs = [name for name in self.blobs if name not in consumed]
+        # Caffe's net outputs: blobs still unconsumed after the last layer (an in-place top
+        # counts again), in name order as Caffe keeps them in a std::set.
+        self.outputs = sorted(available)
         engines = [lp.name for lp in net_param.layer for f, v in lp.ListFields()
                    if f.name.endswith("_param") and f.message_type is not None
                    and "engine" in v.DESCRIPTOR.fields_by_name and v.HasField("engine")]
@@ -177,7 +188,10 @@ class Net:
         self.params_weight_decay: list[float] = []
         self.learnable_param_names: list[str] = []
         owners: dict[str, tuple[Blob, int, str]] = {}
-        for layer, lp in zip(self.layers, net_param.layer):
+        # (layer index, blob index) of blobs that use another layer's parameter (not saved
+        # by save_hdf5, as in Caffe's ToHDF5).
+        self._shared_param_slots: set[tuple[int, int]] = set()
+        for layer_index, (layer, lp) in enumerate(zip(self.layers, net_param.layer)):
             if len(lp.param) > len(layer.blobs):
                 raise NetDefinitionError(f"layer '{lp.name}' ({lp.type}): {len(lp.param)} param "
                                          f"specs for {len(layer.blobs)} learnable blobs")
@@ -205,6 +219,7 @@ class Net:
                                              f"{self.params_lr[k]}")
                 blob.share_data(owner)
                 blob.share_diff(owner)
+                self._shared_param_slots.add((layer_index, j))
             layer.param_propagate_down = propagate
 
     def _init_backward(self) -> None:
@@ -259,33 +274,53 @@ class Net:
     def _index(self, layer_name, default: int) -> int:
         if layer_name is None:
             return default
-        if layer_name not in self.layer_dict:
+        names = self._layer_names
+        if layer_name not in names:
             raise ProtonetError(f"no layer named '{layer_name}' in the net")
-        return self.layers.index(self.layer_dict[layer_name])
+        return names.index(layer_name)  # the first of that name, as pycaffe
 
     def forward_from_to(self, start: int, end: int) -> float:
         """Run layers start..end (indices, inclusive); return the weighted loss they produce."""
         loss = 0.0
+        before, after = self._hooks["before_forward"], self._hooks["after_forward"]
         for i in range(start, end + 1):
+            for hook in before:
+                hook(i)
             layer, bottom, top = self.layers[i], self._bottoms[i], self._tops[i]
             with _naming_layer(layer.param):
                 layer.reshape(bottom, top)
             layer.forward(bottom, top)
             for j, w in self._loss_tops[i]:
                 loss += w * float(top[j].data.sum(dtype=np.float64))
+            for hook in after:
+                hook(i)
         return loss
 
     def backward_from_to(self, start: int, end: int) -> None:
         """Backward through layers end..start (indices, inclusive), as far as needed."""
+        before, after = self._hooks["before_backward"], self._hooks["after_backward"]
         for i in range(end, start - 1, -1):
+            for hook in before:
+                hook(i)
             for j, w in self._loss_tops[i]:
                 self._tops[i][j].diff[...] = w
             if self._layer_need_backward[i]:
                 self.layers[i].backward(self._tops[i], self._bottom_need_backward[i],
                                         self._bottoms[i])
+            for hook in after:
+                hook(i)
+
+    # pycaffe's names for the index-based runs.
+    _forward = forward_from_to
+
+    def _backward(self, start: int, end: int) -> None:
+        """pycaffe's _backward(start, end): from layer index `start` down to `end`."""
+        self.backward_from_to(end, start)
 
     def forward(self, blobs=None, start=None, end=None, **kwargs):
-        """pycaffe's Net.forward: set inputs from kwargs, run, return {output: data}."""
+        """pycaffe's Net.forward: set inputs from kwargs, run layers start..end (names,
+        inclusive), return {blob: data} for the net's outputs (or, with `end`, that layer's
+        tops) and the extra `blobs`."""
         for name, value in kwargs.items():
             if name not in self.inputs:
                 raise ProtonetError(f"'{name}' is not an input of the net (inputs: "
@@ -299,16 +334,149 @@ class Net:
         return {name: self.blobs[name].data for name in self.blobs if name in outputs}
 
     def backward(self, diffs=None, start=None, end=None, **kwargs):
-        """pycaffe's Net.backward: set output diffs from kwargs, run, return {input: diff}."""
+        """pycaffe's Net.backward: set output diffs from kwargs, run layers start..end (names;
+        backward goes from `start` down to `end`, inclusive), return {blob: diff} for the
+        net's inputs (or, with `end`, that layer's bottoms) and the extra `diffs`."""
         for name, value in kwargs.items():
             if name not in self.outputs:
-                raise ProtonetError(f"'{name}' is not an output of the net")
-            self.blobs[name].diff[...] = value
-        start_i = self._index(end, 0)
-        end_i = self._index(start, len(self.layers) - 1)
-        self.backward_from_to(start_i, end_i)
-        wanted = set(self.inputs) | set(diffs or ())
+                raise ProtonetError(f"'{name}' is not an output of the net (outputs: "
+                                    f"{', '.join(self.outputs) or 'none'})")
+            blob = self.blobs[name]
+            value = np.asarray(value)
+            if value.shape[:1] != blob.shape[:1]:
+                raise ShapeError(f"diff for '{name}' has {value.shape[:1]} samples, the blob "
+                                 f"has {blob.shape[:1]}")
+            blob.diff[...] = value
+        last_i = self._index(end, 0)
+        first_i = self._index(start, len(self.layers) - 1)
+        self.backward_from_to(last_i, first_i)
+        wanted = set(self.inputs if end is None else self.param.layer[last_i].bottom)
+        wanted.update(diffs or ())
         return {name: self.blobs[name].diff for name in self.blobs if name in wanted}
+
+    def forward_all(self, blobs=None, **kwargs):
+        """pycaffe's forward_all: run the inputs in kwargs (any number of samples) through
+        the net batch by batch; return {blob: array of all samples} for the outputs and
+        `blobs`. A last partial batch is padded with zeros and the padding dropped."""
+        if not kwargs:
+            raise ProtonetError("forward_all needs the input arrays as keyword arguments "
+                                f"(inputs: {', '.join(self.inputs) or 'none'})")
+        wanted = set(self.outputs) | set(blobs or ())
+        collected: dict[str, list] = {name: [] for name in wanted}
+        for batch in self._batches(kwargs):
+            outs = self.forward(blobs=blobs, **batch)
+            for name, value in outs.items():
+                collected[name].extend(value.copy())
+        return _stack_unpadded(collected, _sample_count(kwargs))
+
+    def forward_backward_all(self, blobs=None, diffs=None, **kwargs):
+        """pycaffe's forward_backward_all: kwargs hold inputs (for forward) and output diffs
+        (for backward), any number of samples; returns ({blob: data}, {blob: diff}) over all
+        samples for the outputs and `blobs`, the inputs and `diffs`."""
+        if not kwargs:
+            raise ProtonetError("forward_backward_all needs input arrays or output diffs as "
+                                "keyword arguments")
+        data = {name: [] for name in set(self.outputs) | set(blobs or ())}
+        grads = {name: [] for name in set(self.inputs) | set(diffs or ())}
+        forward_batches = list(self._batches({k: v for k, v in kwargs.items()
+                                              if k in self.inputs}))
+        backward_batches = list(self._batches({k: v for k, v in kwargs.items()
+                                               if k in self.outputs}))
+        for i in range(max(len(forward_batches), len(backward_batches))):
+            fb = forward_batches[i] if i < len(forward_batches) else {}
+            bb = backward_batches[i] if i < len(backward_batches) else {}
+            for name, value in self.forward(blobs=blobs, **fb).items():
+                data[name].extend(value.copy())
+            for name, value in self.backward(diffs=diffs, **bb).items():
+                grads[name].extend(value.copy())
+        total = _sample_count(kwargs)
+        return _stack_unpadded(data, total), _stack_unpadded(grads, total)
+
+    def _batches(self, arrays):
+        """Split {blob: array of N samples} into the net's batch size (the first blob's
+        first axis, as pycaffe); the last batch is padded with zero samples."""
+        if not arrays:
+            return
+        arrays = {k: np.asarray(v) for k, v in arrays.items()}
+        num = _sample_count(arrays)
+        batch_size = next(iter(self.blobs.values())).shape[0]
+        for i in range(0, num - num % batch_size, batch_size):
+            yield {k: v[i:i + batch_size] for k, v in arrays.items()}
+        remainder = num % batch_size
+        if remainder:
+            yield {k: np.concatenate([v[num - remainder:],
+                                      np.zeros((batch_size - remainder,) + v.shape[1:], v.dtype)])
+                   for k, v in arrays.items()}
+
+    # -- hooks (pycaffe's Net.before_forward etc.) -------------------------------------------
+    def before_forward(self, hook) -> None:
+        """Call hook(layer_index) before each layer's forward."""
+        self._hooks["before_forward"].append(hook)
+
+    def after_forward(self, hook) -> None:
+        """Call hook(layer_index) after each layer's forward."""
+        self._hooks["after_forward"].append(hook)
+
+    def before_backward(self, hook) -> None:
+        """Call hook(layer_index) before each layer's backward (also for layers that need
+        none, as Caffe)."""
+        self._hooks["before_backward"].append(hook)
+
+    def after_backward(self, hook) -> None:
+        """Call hook(layer_index) after each layer's backward."""
+        self._hooks["after_backward"].append(hook)
+
+    # -- pycaffe's views by index and name ---------------------------------------------------
+    @property
+    def _layer_names(self) -> list[str]:
+        return [lp.name for lp in self.param.layer]
+
+    @property
+    def _blob_names(self) -> list[str]:
+        return list(self.blobs)
+
+    @property
+    def _blobs(self) -> list[Blob]:
+        return list(self.blobs.values())
+
+    def _blob_ids(self, names) -> list[int]:
+        index = {name: i for i, name in enumerate(self.blobs)}
+        return [index[name] for name in names]
+
+    def _top_ids(self, layer_index: int) -> list[int]:
+        return self._blob_ids(self.param.layer[layer_index].top)
+
+    def _bottom_ids(self, layer_index: int) -> list[int]:
+        return self._blob_ids(self.param.layer[layer_index].bottom)
+
+    @property
+    def _inputs(self) -> list[int]:
+        return self._blob_ids(self.inputs)
+
+    @property
+    def _outputs(self) -> list[int]:
+        return self._blob_ids(self.outputs)
+
+    @property
+    def top_names(self) -> OrderedDict:
+        """{layer name: [top blob names]} in layer order."""
+        return OrderedDict((lp.name, list(lp.top)) for lp in self.param.layer)
+
+    @property
+    def bottom_names(self) -> OrderedDict:
+        """{layer name: [bottom blob names]} in layer order."""
+        return OrderedDict((lp.name, list(lp.bottom)) for lp in self.param.layer)
+
+    @property
+    def _blob_loss_weights(self) -> list[float]:
+        weights = {self._tops[i][j].name: w for i, lt in enumerate(self._loss_tops)
+                   for j, w in lt}
+        return [weights.get(name, 0.0) for name in self.blobs]
+
+    @property
+    def blob_loss_weights(self) -> OrderedDict:
+        """{blob name: its weight in the objective} for every blob (0 for non-loss blobs)."""
+        return OrderedDict(zip(self.blobs, self._blob_loss_weights))
 
     def forward_backward(self) -> float:
         """One forward and one backward over the whole net; returns the loss."""
@@ -352,18 +520,34 @@ class Net:
             self._loss_tops[i] = new
 
     # -- weights -----------------------------------------------------------------------------
-    def copy_from(self, path, strict: bool = True) -> list[str]:
-        """Load weights from a .caffemodel by layer name (Caffe's CopyTrainedLayersFrom).
+    def copy_from(self, path, strict: bool = False) -> list[str]:
+        """Load weights by layer name from a .caffemodel, or an HDF5 file written by
+        save_hdf5 when the name ends in .h5 (Caffe's CopyTrainedLayersFrom).
 
-        Layers in the file but not in the net are ignored, as in Caffe. With `strict`, a
-        learnable layer of the net that the file lacks is an error; otherwise it keeps its
-        filled values and its name is returned (fine-tuning).
+        Layers in the file but not in the net are ignored, as in Caffe; a blob whose shape
+        differs is an error. Learnable layers of the net that the file lacks keep their
+        filled values (fine-tuning, net surgery) and their names are returned; with `strict`
+        they are an error instead.
         """
+        if str(path).endswith(".h5"):
+            return hdf5_weights.load(self, path, strict)
         return caffemodel.copy_weights(self, prototxt.read_net_binary(path), str(path), strict)
+
+    def save_hdf5(self, path, write_diff: bool = False) -> None:
+        """Write the weights as Caffe's HDF5 weights file (Net::ToHDF5): /data/<layer>/<i>."""
+        hdf5_weights.save(self, path, write_diff)
+
+    def load_hdf5(self, path) -> list[str]:
+        """Load weights written by save_hdf5 (or Caffe's .h5 snapshots) by layer name."""
+        return hdf5_weights.load(self, path)
 
     def save(self, path) -> None:
         """Write the weights as a binary .caffemodel, atomically (Caffe's Net::ToProto)."""
         caffemodel.save(self, path)
+
+    def share_with(self, other: "Net") -> None:
+        """pycaffe's share_with: use `other`'s weights (same memory) for same-named layers."""
+        self.share_trained_layers_with(other)
 
     def share_trained_layers_with(self, other: "Net") -> None:
         """Use `other`'s learnable blobs (data) for same-named layers (a solver's test nets)."""
@@ -435,3 +619,13 @@ def _add_automatic_tops(net_param) -> None:
         while len(lp.top) < needed:
             lp.top.append(f"{lp.name} (automatic)" if not len(lp.top) else
                           f"{lp.name} (automatic {len(lp.top)})")
+
+
+def _sample_count(arrays) -> int:
+    return len(next(iter(arrays.values()))) if arrays else 0
+
+
+def _stack_unpadded(collected: dict, total: int) -> dict:
+    """{blob: list of per-sample arrays} as {blob: ndarray} of the first `total` samples
+    (what is left after dropping the zero padding of the last batch)."""
+    return {name: np.asarray(samples[:total]) for name, samples in collected.items()}

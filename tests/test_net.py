@@ -210,7 +210,7 @@ def test_weights_shape_mismatch_and_missing_layer_name_the_layer(tmp_path):
     model.layer.remove(ip1)
     path.write_bytes(model.SerializeToString())
     with pytest.raises(ShapeError, match="no weights for learnable layer 'ip1'"):
-        net.copy_from(path)
+        net.copy_from(path, strict=True)
 
 
 def test_v1_and_v2_files_of_one_net_give_identical_outputs(tmp_path):

@@ -36,10 +36,11 @@ def _legacy_equal(file_shape, shape) -> bool:
     return tuple(file_shape) == tuple([1] * (4 - len(shape)) + list(shape))
 
 
-def copy_weights(net, source, where: str, strict: bool = True) -> list[str]:
+def copy_weights(net, source, where: str, strict: bool = False) -> list[str]:
     """Copy blobs from NetParameter `source` into `net` by layer name; return the names of
     learnable layers the file did not have (an error when `strict`)."""
     found = set()
+    pending = []  # copied only after every blob of the file has been checked
     for lp in source.layer:
         layer = net.layer_dict.get(lp.name)
         if layer is None or not len(lp.blobs) and not layer.blobs:
@@ -55,8 +56,16 @@ def copy_weights(net, source, where: str, strict: bool = True) -> list[str]:
                                                         _legacy_equal(file_shape, blob.shape)):
                 raise ShapeError(f"{where}: cannot copy blob {j} of layer '{lp.name}': shape "
                                  f"{tuple(file_shape)} in the file, {blob.shape} in the net")
-            blob.data[...] = array_from_blobproto(proto, f"{where}: layer '{lp.name}' blob {j}"
-                                                  ).reshape(blob.shape)
+            pending.append((blob, proto, f"{where}: layer '{lp.name}' blob {j}"))
+    missing = layers_without_weights(net, found, where, strict)
+    for blob, proto, what in pending:
+        blob.data[...] = array_from_blobproto(proto, what).reshape(blob.shape)
+    return missing
+
+
+def layers_without_weights(net, found, where: str, strict: bool) -> list[str]:
+    """The learnable layers of `net` not among the layer names `found` in a weights file;
+    they keep their fillers (fine-tuning), or are an error when `strict`."""
     missing = [layer.name for layer in net.layers if layer.blobs and layer.name not in found]
     if missing and strict:
         raise ShapeError(f"{where}: no weights for learnable layer"

@@ -18,7 +18,7 @@ from typing import ClassVar, Sequence, Union
 import numpy as np
 
 from .. import caffe_pb2, memory
-from ..blob import Blob
+from ..blob import Blob, BlobVec
 from ..errors import NetDefinitionError, ShapeError, clip
 from ..io.binaryproto import array_from_blobproto
 
@@ -48,7 +48,7 @@ class Layer:
         self.name: str = param.name
         self.param = param
         self.phase = phase
-        self.blobs: list[Blob] = []
+        self.blobs = BlobVec()
         for i, proto in enumerate(param.blobs):
             array = array_from_blobproto(proto, where=f"layer '{param.name}' blob {i}")
             blob = Blob(array.shape, name=f"{param.name}[{i}]")
@@ -56,6 +56,16 @@ class Layer:
             self.blobs.append(blob)
         # Set by the net from lr_mult (0 means frozen); layers skip those parameter gradients.
         self.param_propagate_down: list[bool] = []
+
+    @property
+    def blobs(self) -> BlobVec:
+        """The learnable blobs, weights first (pycaffe's BlobVec: a list with add_blob)."""
+        return self._blobs
+
+    @blobs.setter
+    def blobs(self, value) -> None:
+        # A BlobVec is kept as is: a Python layer and its wrapper share one.
+        self._blobs = value if isinstance(value, BlobVec) else BlobVec(value)
 
     # -- lifecycle ---------------------------------------------------------------------
     def set_up(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:

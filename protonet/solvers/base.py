@@ -52,6 +52,9 @@ class Solver:
         self.iter = 0
         self.current_step = 0
         self.callbacks: list[Callable[["Solver", float], None]] = []
+        # pycaffe's add_callback pairs: on_start() before each iteration's forward/backward,
+        # on_gradients_ready() after it, before the update.
+        self._iteration_callbacks: list[tuple[Callable[[], None], Callable[[], None]]] = []
         self.smoothed_loss = 0.0
         self._losses: list[float] = []
         self._stop_requested = False
@@ -172,6 +175,8 @@ class Solver:
                 self.test_all()
                 if self._stop_requested:
                     break
+            for on_start, _ in self._iteration_callbacks:
+                on_start()
             display = p.display and self.iter % p.display == 0
             self.net.apply_loss_weight_schedule(self.iter)
             loss = 0.0
@@ -193,6 +198,8 @@ class Solver:
                 timer, last_iter = time.perf_counter(), self.iter
                 self._log_outputs(self.net, "Train", {n: self.net.blobs[n].data
                                                       for n in self.net.outputs})
+            for _, on_gradients_ready in self._iteration_callbacks:
+                on_gradients_ready()
             self.apply_update(display)
             self.iter += 1
             for callback in self.callbacks:
@@ -202,6 +209,23 @@ class Solver:
                 self.snapshot()
             if self._stop_requested:
                 break
+
+    def add_callback(self, on_start: Callable[[], None],
+                     on_gradients_ready: Callable[[], None]) -> None:
+        """pycaffe's Solver.add_callback: on_start() runs at the start of every iteration
+        (after any test pass), on_gradients_ready() once the gradients are in the parameter
+        diffs, before the update."""
+        self._iteration_callbacks.append((on_start, on_gradients_ready))
+
+    def share_weights(self, net: Net) -> None:
+        """pycaffe's Solver.share_weights: `net` uses the training net's weights (same
+        memory) for its same-named layers."""
+        net.share_trained_layers_with(self.net)
+
+    @property
+    def lr(self) -> float:
+        """pycaffe's SGDSolver.lr: the learning rate the lr policy gives for this iteration."""
+        return self.learning_rate()
 
     def solve(self, resume_file=None) -> None:
         """Train to max_iter (Caffe's Solver::Solve), snapshot at the end, test once more."""
