@@ -408,6 +408,8 @@ class Net:
                                       np.zeros((batch_size - remainder,) + v.shape[1:], v.dtype)])
                    for k, v in arrays.items()}
 
+    _batch = _batches  # pycaffe's name
+
     # -- hooks (pycaffe's Net.before_forward etc.) -------------------------------------------
     def before_forward(self, hook) -> None:
         """Call hook(layer_index) before each layer's forward."""
@@ -571,6 +573,8 @@ class Net:
                 layer.set_input_arrays(data, labels)
                 return
         raise ProtonetError("set_input_arrays needs a MemoryData layer; the net has none")
+
+    _set_input_arrays = set_input_arrays  # pycaffe's name
 
     # -- diagnostics -------------------------------------------------------------------------
     def first_nonfinite(self) -> tuple[str, str] | None:

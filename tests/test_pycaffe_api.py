@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import protonet
-from protonet import caffe_pb2, prototxt
+from protonet import prototxt
 from protonet.errors import ProtonetError, ShapeError
 from protonet.io.binaryproto import write_binaryproto
 
@@ -373,6 +373,8 @@ class Scale(protonet.Layer):
     def backward(self, top, propagate_down, bottom):
         self.blobs[0].diff[0] += (top[0].diff * bottom[0].data).sum()
         bottom[0].diff[...] = self.blobs[0].data[0] * top[0].diff
+    def set_scale(self, value):
+        self.blobs[0].data[0] = value
 '''
 
 
@@ -396,6 +398,19 @@ def test_python_layer_adds_learnable_blobs_with_add_blob(tmp_path, monkeypatch):
     other = net_from(text, protonet.TRAIN)
     other.copy_from(path)
     assert other.layers[1].blobs[0].data[0] == 5
+
+
+def test_net_layers_of_a_python_layer_reach_the_users_methods(tmp_path, monkeypatch):
+    (tmp_path / "scale_layer.py").write_text(SCALE_LAYER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    net = net_from("""layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 2 } } }
+    layer { name: "s" type: "Python" bottom: "x" top: "y"
+      python_param { module: "scale_layer" layer: "Scale" } }""", protonet.TEST)
+    net.layers[1].set_scale(3)  # a method only the user's class has
+    np.testing.assert_array_equal(net.forward(x=np.ones(2, np.float32))["y"], [3, 3])
+    assert net.layers[1].type == "Python"
+    with pytest.raises(AttributeError):
+        net.layers[1].no_such_method
 
 
 # -- Solver -------------------------------------------------------------------------------------

@@ -45,6 +45,14 @@ class Python(Layer):
         self.impl = impl
         impl.setup(bottom, top)
 
+    def __getattr__(self, name):
+        # net.layers[i] of a Python layer answers with the user's object's attributes and
+        # methods, as in pycaffe (scripts call e.g. solver.net.layers[0].set_data(...)).
+        impl = self.__dict__.get("impl")
+        if impl is None:
+            raise AttributeError(name)
+        return getattr(impl, name)
+
     def reshape(self, bottom, top):
         self.impl.reshape(bottom, top)
 
