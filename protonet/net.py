@@ -21,6 +21,7 @@ from .errors import NetDefinitionError, ProtonetError, ShapeError, clip
 from .io import caffemodel, hdf5_weights
 from .kernels._jit import configure_threads
 from .registry import layer_class
+from .runtime import NCCL
 
 log = logging.getLogger("protonet")
 
@@ -425,8 +426,10 @@ class Net:
         self._hooks["before_backward"].append(hook)
 
     def after_backward(self, hook) -> None:
-        """Call hook(layer_index) after each layer's backward."""
-        self._hooks["after_backward"].append(hook)
+        """Call hook(layer_index) after each layer's backward. after_backward(nccl) does
+        nothing, as in a Caffe built without NCCL."""
+        if not isinstance(hook, NCCL):
+            self._hooks["after_backward"].append(hook)
 
     # -- pycaffe's views by index and name ---------------------------------------------------
     @property

@@ -447,6 +447,15 @@ def test_solver_callbacks_run_before_forward_and_before_the_update(tmp_path):
     assert not np.array_equal(weights, before)
 
 
+def test_nccl_objects_are_accepted_and_ignored_by_callbacks_and_hooks(tmp_path):
+    solver = protonet.get_solver(solver_file(tmp_path))
+    nccl = protonet.NCCL(solver, b"")
+    solver.add_callback(nccl)
+    solver.net.after_backward(nccl)
+    solver.step(1)
+    assert solver.iter == 1
+
+
 def test_solver_lr_share_weights_and_apply_update(tmp_path):
     solver = protonet.get_solver(solver_file(tmp_path))
     assert solver.lr == pytest.approx(0.1) and solver.iter == 0

@@ -21,6 +21,7 @@ from ..errors import NonFiniteError, ProtonetError, SolverConfigError
 from ..io.atomic import atomic_write
 from ..io.binaryproto import array_from_blobproto, blobproto_from_array
 from ..net import TEST, TRAIN, Net
+from ..runtime import NCCL
 from . import lr_policy
 
 log = logging.getLogger("protonet")
@@ -210,11 +211,13 @@ class Solver:
             if self._stop_requested:
                 break
 
-    def add_callback(self, on_start: Callable[[], None],
-                     on_gradients_ready: Callable[[], None]) -> None:
+    def add_callback(self, on_start, on_gradients_ready=None) -> None:
         """pycaffe's Solver.add_callback: on_start() runs at the start of every iteration
         (after any test pass), on_gradients_ready() once the gradients are in the parameter
-        diffs, before the update."""
+        diffs, before the update. add_callback(nccl) does nothing, as in a Caffe built
+        without NCCL."""
+        if isinstance(on_start, NCCL) and on_gradients_ready is None:
+            return
         self._iteration_callbacks.append((on_start, on_gradients_ready))
 
     def share_weights(self, net: Net) -> None:
