@@ -83,6 +83,12 @@ def test_gpu_calls_log_one_line_each_and_go_on(caplog):
     assert "set_device(1)" in lines[1]
 
 
+def test_log_writes_one_info_line(caplog):
+    with caplog.at_level(logging.INFO, logger="protonet"):
+        protonet.log("Using devices [0]")
+    assert [r.getMessage() for r in caplog.records] == ["Using devices [0]"]
+
+
 def test_nccl_is_absent_but_constructible_and_timer_measures():
     assert protonet.has_nccl() is False
     protonet.NCCL(None, b"uid")
@@ -156,6 +162,15 @@ def test_backward_with_end_returns_the_end_layers_bottom_diffs():
     np.testing.assert_allclose(diffs["conv_conv_0_split_0"].reshape(4, -1), dy @ w,
                                rtol=1e-5, atol=1e-6)
     assert set(net.backward(start="fc", end="fc", diffs=["fc"])) == {"conv_conv_0_split_0", "fc"}
+    # pycaffe's index forms: _forward(start, end) up, _backward(start, end) down.
+    net.blobs["conv_conv_0_split_0"].diff[...] = 0
+    net._backward(4, 4)
+    np.testing.assert_allclose(net.blobs["conv_conv_0_split_0"].diff.reshape(4, -1), dy @ w,
+                               rtol=1e-5, atol=1e-6)
+    before = net.blobs["fc"].data.copy()
+    net.params["fc"][1].data[...] += 1
+    net._forward(4, 4)
+    np.testing.assert_allclose(net.blobs["fc"].data, before + 1, rtol=1e-6)
 
 
 def test_forward_all_runs_any_number_of_samples_in_batches():
