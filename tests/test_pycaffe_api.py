@@ -232,7 +232,7 @@ FINE_TUNED = TWO_HEADS.replace('name: "aux" type', 'name: "aux_new" type').repla
     'name: "aux_loss"', 'name: "aux_new_loss"')
 
 
-def test_weights_leave_layers_the_file_lacks_at_their_fillers(tmp_path):
+def test_weights_leave_layers_the_file_lacks_at_their_fillers(tmp_path, caplog):
     source = net_from(TWO_HEADS, seed=1)
     weights = str(tmp_path / "w.caffemodel")
     source.save(weights)
@@ -247,7 +247,9 @@ def test_weights_leave_layers_the_file_lacks_at_their_fillers(tmp_path):
         np.testing.assert_array_equal(net.params["aux_new"][0].data, filled)
     protonet.set_random_seed(9)
     net = protonet.Net(path, protonet.TRAIN)
-    assert net.copy_from(weights) == ["aux_new"]
+    with caplog.at_level(logging.INFO, logger="protonet"):
+        assert net.copy_from(weights) == ["aux_new"]
+    assert "has no weights for learnable layer 'aux_new'; they keep their fillers" in caplog.text
     np.testing.assert_array_equal(net.params["conv"][1].data, source.params["conv"][1].data)
     with pytest.raises(ShapeError, match="aux_new"):
         net.copy_from(weights, strict=True)

@@ -61,10 +61,7 @@ def run(args) -> int:
         if args.weights:
             for model in args.weights.split(","):
                 for net in [solver.net] + solver.test_nets:
-                    missing = net.copy_from(model, strict=False)
-                    if missing and net is solver.net:
-                        log.info("Fine-tuning from %s; layers not in it keep their fillers: %s",
-                                 model, ", ".join(missing))
+                    net.copy_from(model)  # logs the layers that keep their fillers
         if args.snapshot:
             solver.restore(args.snapshot)
         bar = progress(solver.param.max_iter, initial=solver.iter, desc="train")

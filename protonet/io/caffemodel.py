@@ -6,10 +6,14 @@ its blobs in the current `shape` form, data only. Reading accepts the current an
 """
 from __future__ import annotations
 
+import logging
+
 from .. import caffe_pb2
 from ..errors import ShapeError
 from .atomic import atomic_write
 from .binaryproto import array_from_blobproto, blobproto_from_array, blobproto_shape
+
+log = logging.getLogger("protonet")
 
 
 def net_to_proto(net, write_diff: bool = False):
@@ -67,7 +71,10 @@ def layers_without_weights(net, found, where: str, strict: bool) -> list[str]:
     """The learnable layers of `net` not among the layer names `found` in a weights file;
     they keep their fillers (fine-tuning), or are an error when `strict`."""
     missing = [layer.name for layer in net.layers if layer.blobs and layer.name not in found]
-    if missing and strict:
-        raise ShapeError(f"{where}: no weights for learnable layer"
-                         f"{'s' if len(missing) > 1 else ''} {', '.join(repr(m) for m in missing)}")
+    if missing:
+        names = f"learnable layer{'s' if len(missing) > 1 else ''} " + \
+            ", ".join(repr(m) for m in missing)
+        if strict:
+            raise ShapeError(f"{where}: no weights for {names}")
+        log.info("%s has no weights for %s; they keep their fillers", where, names)
     return missing
