@@ -8,24 +8,34 @@ from ..errors import NetDefinitionError, ShapeError
 from ..registry import register_layer
 from .base import Layer, canonical_axis, count
 
-# The forward multiplies SAMPLE_BLOCK samples per GEMM call, the last block padded with zero
-# samples, so every sample goes through a GEMM of one and the same shape whatever the batch
-# size, and its output is bitwise the same alone or in any batch (as in Caffe). One GEMM over
-# the whole batch is not: numpy hands a batch of 1 to GEMV, and OpenBLAS picks other kernels
-# (small-matrix, edge tiles) by the batch size, which changes the summation order (LeNet's ip1,
-# batch 1 against 2: 6e-5 apart). 64 covers the usual training batches in one call (LeNet's
-# 64); a batch of 1 then pays for 64 samples (CaffeNet's fc6 on one thread, single image:
-# ~80 ms against ~8 ms for the GEMV; batch 256: ~350 against ~230 ms).
+# A sample's output must be bitwise the same alone or in any batch (as in Caffe), so every
+# sample goes through a GEMM whose kernels do not depend on the batch size. numpy hands a single
+# row to GEMV, and OpenBLAS picks small-matrix kernels while M x N x K is small, which changes
+# the summation order (LeNet's ip1, batch 1 against 2: 6e-5 apart). So:
+# - layers of LARGE_WEIGHTS weights or more (CaffeNet's fc6-fc8, VGG's, ResNet's fc) run in
+#   OpenBLAS's blocked kernels at any batch of 2 or more, where a row's summation order does
+#   not depend on the other rows: one GEMM over the batch, a batch of 1 padded to 2 rows
+#   (fc6 at batch 1: ~8 ms, as the GEMV, instead of ~80 ms for a padded 64-row block);
+# - smaller layers multiply SAMPLE_BLOCK rows per GEMM call, the last block padded with zero
+#   rows, so every call has one and the same shape (cheap at their size).
+# tests/test_pycaffe_api.py checks the property bitwise for both kinds at many batch sizes.
 SAMPLE_BLOCK = 64
+LARGE_WEIGHTS = 1 << 20
+
+
+def gemm_block_rows(m: int, k: int, n: int) -> int:
+    """Rows per GEMM call for an (m, k) x (k, n) product that keeps rows batch-independent."""
+    return max(m, 2) if k * n >= LARGE_WEIGHTS else SAMPLE_BLOCK
 
 
 def blocked_matmul(x, b, out, pad_in, pad_out) -> None:
-    """out = x @ b, SAMPLE_BLOCK rows of x at a time; a last partial block goes through
-    pad_in/pad_out (SAMPLE_BLOCK rows each)."""
+    """out = x @ b in calls of gemm_block_rows rows; a last partial block goes through
+    pad_in/pad_out (that many rows each)."""
     m = x.shape[0]
-    full = m - m % SAMPLE_BLOCK
-    for i in range(0, full, SAMPLE_BLOCK):
-        np.matmul(x[i:i + SAMPLE_BLOCK], b, out=out[i:i + SAMPLE_BLOCK])
+    block = gemm_block_rows(m, x.shape[1], b.shape[1])
+    full = m - m % block
+    for i in range(0, full, block):
+        np.matmul(x[i:i + block], b, out=out[i:i + block])
     if full < m:
         rest = m - full
         pad_in[:rest] = x[full:]
@@ -74,7 +84,8 @@ class InnerProduct(Layer):
         self.m = count(bottom[0].shape, 0, self.axis)
         top[0].reshape(*bottom[0].shape[:self.axis], self.num_output)
         self.scratch("w_grad", self.blobs[0].shape)
-        pad_rows = SAMPLE_BLOCK if self.m % SAMPLE_BLOCK else 0
+        block = gemm_block_rows(self.m, self.k, self.num_output)
+        pad_rows = block if self.m % block else 0
         self.scratch("pad_in", (pad_rows, self.k))
         self.scratch("pad_out", (pad_rows, self.num_output))
 
