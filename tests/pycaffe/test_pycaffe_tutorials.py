@@ -8,46 +8,12 @@ from pathlib import Path
 
 import pytest
 
-import caffe
-from caffe import layers as L
 
 ROOT = Path(__file__).resolve().parents[2]
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
-def loads_weights_into_a_net_with_new_layers(tmp_path) -> bool:
-    """pycaffe's fine-tuning contract: layers the weights file lacks keep their fillers."""
-    def spec(with_extra):
-        n = caffe.NetSpec()
-        n.data = L.Input(shape=dict(dim=[1, 2]))
-        n.ip = L.InnerProduct(n.data, num_output=2)
-        if with_extra:
-            n.extra = L.InnerProduct(n.ip, num_output=2)
-        path = tmp_path / f"probe{int(with_extra)}.prototxt"
-        path.write_text(str(n.to_proto()))
-        return str(path)
-    weights = str(tmp_path / "probe.caffemodel")
-    caffe.Net(spec(False), caffe.TEST).save(weights)
-    try:
-        caffe.Net(spec(True), caffe.TEST, weights=weights)
-    except caffe.ProtonetError:
-        return False
-    return True
-
-
-def missing_features(tmp_path, needs):
-    probes = {"caffe.set_device / set_mode_gpu": lambda: hasattr(caffe, "set_device")
-              and hasattr(caffe, "set_mode_gpu"),
-              "Net.forward_all": lambda: hasattr(caffe.Net, "forward_all"),
-              "weights for a net with new layers":
-              lambda: loads_weights_into_a_net_with_new_layers(tmp_path)}
-    return [name for name in needs if not probes[name]()]
-
-
-def run_tutorial(tmp_path, script, *args, needs=(), fashion=False):
-    missing = missing_features(tmp_path, needs)
-    if missing:
-        pytest.skip(f"{script} needs {', '.join(missing)}, which this protonet lacks")
+def run_tutorial(tmp_path, script, *args, fashion=False):
     if fashion and not FASHION.is_dir():
         if os.environ.get("CI"):
             pytest.fail("CI must have Debian's dataset-fashion-mnist (make test installs it)")
@@ -65,8 +31,7 @@ def run_tutorial(tmp_path, script, *args, needs=(), fashion=False):
 
 def test_00_classification(tmp_path):
     stdout, out = run_tutorial(tmp_path, "00_classification.py", "--batch", 2, "--image-size",
-                               67, "--fc-width", 64, "--timing-runs", 1,
-                               needs=["caffe.set_device / set_mode_gpu"])
+                               67, "--fc-width", 64, "--timing-runs", 1)
     assert "predicted class is:" in stdout and "fc8\t(1000, 64) (1000,)" in stdout
     assert {"conv1_filters.png", "pool5_output.png", "prob.png"} <= {
         p.name for p in out.iterdir()}
@@ -74,8 +39,7 @@ def test_00_classification(tmp_path):
 
 def test_net_surgery(tmp_path):
     stdout, out = run_tutorial(tmp_path, "net_surgery.py", "--image-size", 67, "--conv-size",
-                               131, "--fc-width", 64,
-                               needs=["Net.forward_all", "weights for a net with new layers"])
+                               131, "--fc-width", 64)
     pre, post = (float(re.search(rf"{when}-surgery output mean (-?[\d.]+)", stdout).group(1))
                  for when in ("pre", "post"))
     assert post - pre == pytest.approx(1, abs=0.011)   # the first filter's bias set to 1
@@ -87,8 +51,7 @@ def test_net_surgery(tmp_path):
 @pytest.mark.slow
 def test_01_learning_lenet(tmp_path):
     stdout, out = run_tutorial(tmp_path, "01_learning_lenet.py", "--niter", 10,
-                               "--test-interval", 5, "--test-iters", 2, "--custom-niter", 10,
-                               needs=["caffe.set_device / set_mode_gpu"], fashion=True)
+                               "--test-interval", 5, "--test-iters", 2, "--custom-niter", 10, fashion=True)
     assert "LeNet test accuracy:" in stdout and "Custom net test accuracy:" in stdout
     assert (out / "lenet_auto_train.prototxt").read_text().startswith('layer {\n  name: "data"')
     assert (out / "custom_training.png").is_file()
@@ -98,9 +61,7 @@ def test_01_learning_lenet(tmp_path):
 def test_02_fine_tuning(tmp_path):
     stdout, out = run_tutorial(tmp_path, "02_fine_tuning.py", "--image-size", 67, "--fc-width",
                                64, "--batch-size", 4, "--niter", 2, "--test-iters", 1,
-                               "--images", 40,
-                               needs=["caffe.set_device / set_mode_gpu",
-                                      "weights for a net with new layers"], fashion=True)
+                               "--images", 40, fashion=True)
     assert "Accuracy, finetuned from ImageNet initialization" in stdout
     assert "top 5 predicted style labels =" in stdout
     assert (out / "loss.png").is_file()
