@@ -101,6 +101,31 @@ plt.axis("off")
 local.save_figure(fig, out, "conv1_gradients")
 
 # 5. Writing a custom training loop ----------------------------------------------------------------------
+
+
+def test_accuracy(solver, test_iters):
+    """Score a full pass of test batches by hand, as the notebook's loops do."""
+    correct = 0
+    for test_it in range(test_iters):
+        solver.test_nets[0].forward()
+        correct += sum(solver.test_nets[0].blobs["score"].data.argmax(1)
+                       == solver.test_nets[0].blobs["label"].data)
+    return correct / (100 * test_iters)
+
+
+def plot_training(train_loss, test_acc, test_interval, title, name):
+    fig, ax1 = plt.subplots()
+    ax2 = ax1.twinx()
+    ax1.plot(np.arange(len(train_loss)), train_loss)
+    ax2.plot(test_interval * np.arange(len(test_acc)), test_acc, "r")
+    ax1.set_xlabel("iteration")
+    ax1.set_ylabel("train loss")
+    ax2.set_ylabel("test accuracy")
+    ax2.set_title("{}: {:.2f}".format(title, test_acc[-1]))
+    local.save_figure(fig, out, name)
+    print("{}: {:.2f}".format(title, test_acc[-1]))
+
+
 niter = args.niter
 test_interval = args.test_interval
 test_iters = args.test_iters
@@ -117,23 +142,9 @@ for it in range(niter):
     output[it] = solver.test_nets[0].blobs["score"].data[:8]
     if it % test_interval == 0:
         print("Iteration", it, "testing...")
-        correct = 0
-        for test_it in range(test_iters):
-            solver.test_nets[0].forward()
-            correct += sum(solver.test_nets[0].blobs["score"].data.argmax(1)
-                           == solver.test_nets[0].blobs["label"].data)
-        test_acc[it // test_interval] = correct / (100 * test_iters)
+        test_acc[it // test_interval] = test_accuracy(solver, test_iters)
 
-fig, ax1 = plt.subplots()
-ax2 = ax1.twinx()
-ax1.plot(np.arange(niter), train_loss)
-ax2.plot(test_interval * np.arange(len(test_acc)), test_acc, "r")
-ax1.set_xlabel("iteration")
-ax1.set_ylabel("train loss")
-ax2.set_ylabel("test accuracy")
-ax2.set_title("Test Accuracy: {:.2f}".format(test_acc[-1]))
-local.save_figure(fig, out, "lenet_training")
-print("LeNet test accuracy: {:.2f}".format(test_acc[-1]))
+plot_training(train_loss, test_acc, test_interval, "LeNet test accuracy", "lenet_training")
 
 for i in range(8):
     fig = plt.figure(figsize=(10, 2))
@@ -200,21 +211,8 @@ for it in range(niter):
     train_loss[it] = solver.net.blobs["loss"].data
     if it % test_interval == 0:
         print("Iteration", it, "testing...")
-        correct = 0
-        for test_it in range(test_iters):
-            solver.test_nets[0].forward()
-            correct += sum(solver.test_nets[0].blobs["score"].data.argmax(1)
-                           == solver.test_nets[0].blobs["label"].data)
-        test_acc[it // test_interval] = correct / (100 * test_iters)
+        test_acc[it // test_interval] = test_accuracy(solver, test_iters)
 
-fig, ax1 = plt.subplots()
-ax2 = ax1.twinx()
-ax1.plot(np.arange(niter), train_loss)
-ax2.plot(test_interval * np.arange(len(test_acc)), test_acc, "r")
-ax1.set_xlabel("iteration")
-ax1.set_ylabel("train loss")
-ax2.set_ylabel("test accuracy")
-ax2.set_title("Custom Test Accuracy: {:.2f}".format(test_acc[-1]))
-local.save_figure(fig, out, "custom_training")
-print("Custom net test accuracy: {:.2f}".format(test_acc[-1]))
+plot_training(train_loss, test_acc, test_interval, "Custom net test accuracy",
+              "custom_training")
 print("done; files in", out)
