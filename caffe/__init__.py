@@ -11,3 +11,5 @@ from .classifier import Classifier  # noqa: F401
 from .detector import Detector  # noqa: F401
 from .net_spec import NetSpec, layers, params, to_proto  # noqa: F401
 from .proto.caffe_pb2 import TEST, TRAIN  # noqa: F401
+from protonet.parallel import (set_multiprocess, set_solver_count,  # noqa: F401
+                               set_solver_rank, solver_count, solver_rank)
