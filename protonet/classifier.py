@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 from .net import TEST, Net
-from .preprocessing import Transformer, oversample, resize_image
+from . import preprocessing
+from .preprocessing import Transformer, resize_image
 
 __all__ = ["Classifier", "configure_transformer"]
 
@@ -44,16 +45,13 @@ class Classifier(Net):
         self.image_dims = np.array(image_dims if image_dims is not None and len(image_dims)
                                    else self.crop_dims)
 
-    def predict(self, inputs, oversample_crops: bool = True, **kwargs) -> np.ndarray:
+    def predict(self, inputs, oversample: bool = True) -> np.ndarray:
         """(N, classes) predictions (the net's first output) for a list of (H, W, K) images:
         the mean over the ten crops of each, or (oversample=False) the centre crop's."""
-        oversample_crops = kwargs.pop("oversample", oversample_crops)
-        if kwargs:
-            raise TypeError(f"predict() got unexpected arguments {sorted(kwargs)}")
         height, width = (int(d) for d in self.image_dims)
         images = np.stack([resize_image(image, (height, width)) for image in inputs])
-        if oversample_crops:
-            crops = oversample(images, self.crop_dims)
+        if oversample:
+            crops = preprocessing.oversample(images, self.crop_dims)
         else:
             top, left = ((np.array([height, width]) - self.crop_dims) // 2)
             crop_h, crop_w = self.crop_dims
@@ -61,6 +59,6 @@ class Classifier(Net):
         name = self.inputs[0]
         caffe_in = np.stack([self.transformer.preprocess(name, crop) for crop in crops])
         predictions = self.forward_all(**{name: caffe_in})[self.outputs[0]]
-        if oversample_crops:
+        if oversample:
             predictions = predictions.reshape(len(predictions) // 10, 10, -1).mean(axis=1)
         return predictions
