@@ -161,3 +161,70 @@ def get_pydot_graph(caffe_net, rankdir: str = "LR", label_edges: bool = True, ph
         raise ProtonetError("get_pydot_graph needs pydot (pip install pydot); draw_net(..., "
                             "ext='dot') gives the DOT text without it") from None
     return pydot.graph_from_dot_data(_net_dot(caffe_net, rankdir, phase))[0]
+
+
+# pycaffe's label helpers (caffe.draw), for scripts that build their own drawings.
+_LEARNABLE_TYPES = ("Convolution", "Deconvolution", "InnerProduct")
+
+
+def get_pooling_types_dict() -> dict[int, str]:
+    """{PoolingParameter enum value: name}, e.g. {0: 'MAX', 1: 'AVE', 2: 'STOCHASTIC'}."""
+    return {v.number: v.name for v in caffe_pb2.PoolingParameter.PoolMethod.DESCRIPTOR.values}
+
+
+def get_edge_label(layer) -> str:
+    """The label of a layer's outgoing edges: the batch of a Data layer, the outputs of a
+    convolution or inner product, else an empty DOT string ('""')."""
+    if layer.type == "Data":
+        return f"Batch {layer.data_param.batch_size}"
+    if layer.type in ("Convolution", "Deconvolution"):
+        return str(layer.convolution_param.num_output)
+    if layer.type == "InnerProduct":
+        return str(layer.inner_product_param.num_output)
+    return '""'
+
+
+def get_layer_lr_mult(layer) -> tuple[float, float]:
+    """(weights, bias) learning-rate multipliers of a Convolution, Deconvolution or
+    InnerProduct layer (1.0 where the layer gives none)."""
+    if layer.type not in _LEARNABLE_TYPES:
+        raise ValueError(f"{layer.type} layers do not have a learning rate multiplier")
+    if len(layer.param) > 2:
+        raise ValueError(f"layer '{layer.name}': {len(layer.param)} param specs, expected at "
+                         "most 2 (weights, bias)")
+    mults = [p.lr_mult for p in layer.param]   # lr_mult defaults to 1 in the schema
+    return tuple(mults + [1.0] * (2 - len(mults)))
+
+
+def get_layer_label(layer, rankdir: str, display_lrm: bool = False) -> str:
+    """A layer's node label as pycaffe writes it (a quoted DOT string): name, (type, with
+    the pooling method), kernel/stride/pad for convolutions and pooling, and the lr
+    multipliers with display_lrm. Parts are stacked on lines for LR drawings, spaced for
+    TB/BT ones."""
+    separator = " " if rankdir in ("TB", "BT") else r"\n"
+    if layer.type == "Pooling":
+        kind = f"({layer.type} {get_pooling_types_dict()[layer.pooling_param.pool]})"
+    else:
+        kind = f"({layer.type})"
+    parts = [layer.name, kind]
+    if layer.type == "Pooling":
+        p = layer.pooling_param
+        kernel, stride, pad = p.kernel_size, p.stride, p.pad
+    elif layer.type in ("Convolution", "Deconvolution"):
+        p = layer.convolution_param
+        kernel = p.kernel_size[0] if len(p.kernel_size) else 1
+        stride = p.stride[0] if len(p.stride) else 1
+        pad = p.pad[0] if len(p.pad) else 0
+    if layer.type in ("Pooling", "Convolution", "Deconvolution"):
+        parts.append(separator.join([f"kernel size: {kernel}", f"stride: {stride}",
+                                     f"pad: {pad}"]))
+    if display_lrm and layer.type in _LEARNABLE_TYPES:
+        weights_mult, bias_mult = get_layer_lr_mult(layer)
+        if weights_mult or bias_mult:
+            parts.append(f"lr mult: {weights_mult:.1f}, {bias_mult:.1f}")
+    return '"' + separator.join(parts) + '"'
+
+
+def choose_color_by_layertype(layertype: str) -> str:
+    """pycaffe's node colour for a layer type (the same colours as net_to_dot's)."""
+    return COLOURS.get(layertype, LAYER)

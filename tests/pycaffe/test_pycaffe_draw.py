@@ -61,3 +61,35 @@ def test_draw_net_without_graphviz_says_what_to_install(monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(caffe.ProtonetError, match="Graphviz"):
         caffe.draw.draw_net(parse(NET), "LR", ext="png")
+
+
+def layer(text):
+    return text_format.Parse(text, caffe_pb2.LayerParameter())
+
+
+def test_layer_labels_as_pycaffe_writes_them():
+    pool = layer('name: "pool1" type: "Pooling" pooling_param { pool: AVE kernel_size: 3 '
+                 'stride: 2 }')
+    assert caffe.draw.get_layer_label(pool, "LR") == \
+        r'"pool1\n(Pooling AVE)\nkernel size: 3\nstride: 2\npad: 0"'
+    conv = layer('name: "c" type: "Convolution" param { lr_mult: 0 } '
+                 'convolution_param { num_output: 8 kernel_size: 5 pad: 2 }')
+    assert caffe.draw.get_layer_label(conv, "TB", display_lrm=True) == \
+        '"c (Convolution) kernel size: 5 stride: 1 pad: 2 lr mult: 0.0, 1.0"'
+    assert caffe.draw.get_layer_label(layer('name: "r" type: "ReLU"'), "LR") == r'"r\n(ReLU)"'
+
+
+def test_lr_mults_edge_labels_colours_and_pooling_names():
+    ip = layer('name: "ip" type: "InnerProduct" param { lr_mult: 2 } param { lr_mult: 3 } '
+               'inner_product_param { num_output: 10 }')
+    assert caffe.draw.get_layer_lr_mult(ip) == (2, 3)
+    assert caffe.draw.get_layer_lr_mult(layer('name: "c" type: "Convolution"')) == (1, 1)
+    with pytest.raises(ValueError, match="ReLU layers do not have"):
+        caffe.draw.get_layer_lr_mult(layer('name: "r" type: "ReLU"'))
+    assert caffe.draw.get_edge_label(ip) == "10"
+    assert caffe.draw.get_edge_label(layer('type: "Data" data_param { batch_size: 64 }')) == \
+        "Batch 64"
+    assert caffe.draw.get_edge_label(layer('type: "ReLU"')) == '""'
+    assert caffe.draw.choose_color_by_layertype("Pooling") == "#FF9900"
+    assert caffe.draw.choose_color_by_layertype("Softmax") == "#6495ED"
+    assert caffe.draw.get_pooling_types_dict() == {0: "MAX", 1: "AVE", 2: "STOCHASTIC"}
