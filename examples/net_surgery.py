@@ -153,12 +153,16 @@ plt.subplot(1, 2, 2)
 plt.imshow(out_maps["prob"][0, 281])
 local.save_figure(fig, out, "classification_map")
 
-# The transplanted net computes what the classifier computes, window by window: check the
-# top-left window against the classifier on the same crop.
-crop = net_full_conv.blobs["data"].data[:, :, :args.image_size, :args.image_size]
+# The transplanted net is the classifier, slid over the image: on an input of the classifier's
+# size it gives one window, and that window's probabilities are the classifier's. (Windows of
+# a larger input differ a little from classifying their crops: inside the larger image, conv2-5
+# see real pixels where the crop's edges are zero-padded.)
+crop = net_full_conv.blobs["data"].data[:, :, :args.image_size, :args.image_size].copy()
+net_full_conv.blobs["data"].reshape(*crop.shape)
+window_prob = net_full_conv.forward(data=crop)["prob"][0, :, 0, 0]
 net.blobs["data"].reshape(*crop.shape)
 classifier_prob = net.forward(data=crop)["prob"][0]
-assert np.allclose(classifier_prob, out_maps["prob"][0, :, 0, 0], atol=1e-5), \
-    "the fully convolutional net disagrees with the classifier on the first window"
-print("fully convolutional and classifier outputs agree on the first window")
+assert np.allclose(classifier_prob, window_prob, rtol=1e-3, atol=1e-7), \
+    "the fully convolutional net disagrees with the classifier on a single window"
+print("fully convolutional and classifier outputs agree on a classifier-sized input")
 print("done; files in", out)

@@ -44,7 +44,7 @@ def test_net_surgery(tmp_path):
                  for when in ("pre", "post"))
     assert post - pre == pytest.approx(1, abs=0.011)   # the first filter's bias set to 1
     assert "fc6-conv weights are (64, 256, 1, 1) dimensional" in stdout
-    assert "fully convolutional and classifier outputs agree on the first window" in stdout
+    assert "fully convolutional and classifier outputs agree on a classifier-sized input" in stdout
     assert (out / "bvlc_caffenet_full_conv.caffemodel").is_file()
 
 
