@@ -6,8 +6,6 @@ from PIL import Image
 import caffe
 from caffe import layers as L
 
-needs_forward_all = pytest.mark.skipif(not hasattr(caffe.Net, "forward_all"),
-                                       reason="Net.forward_all is not in this protonet yet")
 MEAN_BGR = np.array([10.0, 20.0, 30.0])
 
 
@@ -50,7 +48,6 @@ def one_by_one(clf, crops):
     return np.array(out)
 
 
-@needs_forward_all
 def test_predict_averages_the_ten_crops(deploy):
     clf = classifier(deploy, image_dims=(8, 8))
     rng = np.random.default_rng(0)
@@ -62,7 +59,6 @@ def test_predict_averages_the_ten_crops(deploy):
     assert np.allclose(predictions, expected.mean(axis=1), atol=1e-6)
 
 
-@needs_forward_all
 def test_predict_without_oversampling_uses_the_centre_crop(deploy):
     clf = classifier(deploy, image_dims=(8, 8))
     image = np.random.default_rng(1).random((8, 8, 3)).astype(np.float32)
@@ -99,7 +95,6 @@ def test_detector_context_crop_fills_what_lies_beyond_the_image_with_the_mean(de
     assert np.allclose(corner[1:, 1:], 1)
 
 
-@needs_forward_all
 def test_detect_windows_returns_one_prediction_per_window(detector, tmp_path):
     path = tmp_path / "im.png"
     Image.fromarray((np.random.default_rng(2).random((20, 24, 3)) * 255).astype(np.uint8)
