@@ -118,18 +118,15 @@ def match_detections(ours, theirs, rtol: float = 1e-4) -> tuple[int, float]:
     return len(a), worst
 
 
-def write_input_prototxt(source: Path, target: Path, inputs: dict, drop_layers=()) -> Path:
-    """A copy of `source` whose first layers named in `drop_layers` (data layers such as
-    SegNet's DenseImageData) are replaced by `input`/`input_shape` declarations."""
-    text = Path(source).read_text()
-    header = "".join(f'input: "{name}"\ninput_shape {{ {" ".join(f"dim: {d}" for d in shape)} }}\n'
-                     for name, shape in inputs.items())
-    kept = []
-    for block in _layer_blocks(text):
-        if any(f'name: "{n}"' in block for n in drop_layers):
-            continue
-        kept.append(block)
-    target.write_text(header + "".join(kept))
+def rewrite_prototxt(source: Path, target: Path, replace: dict) -> Path:
+    """A copy of `source` at `target` with the layers named in `replace` swapped for the
+    given prototxt text: SegNet's DenseImageData for an Input layer, Faster R-CNN's Python
+    proposal layer for the Proposal layer OpenCV runs in its place."""
+    blocks = []
+    for block in _layer_blocks(Path(source).read_text()):
+        named = [n for n in replace if f'name: "{n}"' in block or f"name: '{n}'" in block]
+        blocks.append(replace[named[0]] + "\n" if named else block)
+    target.write_text("".join(blocks))
     return target
 
 
