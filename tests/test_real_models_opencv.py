@@ -58,18 +58,19 @@ OPENCV_CANNOT_READ = {
                        "does not know, with nested fields: 'UnknownField should have at least "
                        "2 items')",
 }
-# Layers swapped before either side reads the prototxt (the manifest's notes): SegNet's
-# DenseImageData for an input; Faster R-CNN's Python proposal layer for the Proposal layer
-# OpenCV runs in its place, with py-faster-rcnn's test settings.
+# Layers swapped before the prototxt is read (the manifest's notes). SegNet's DenseImageData
+# becomes an input, for both sides. Faster R-CNN's Python proposal layer is swapped for the
+# Proposal layer (py-faster-rcnn's test settings) for OpenCV only, which cannot run Python
+# layers: protonet runs the file as published.
+SEGNET_INPUT = """layer { name: "data" type: "Input" top: "data"
+  input_param { shape { dim: 1 dim: 3 dim: 96 dim: 128 } } }"""
 PROPOSAL = """layer { name: "proposal" type: "Proposal" bottom: "rpn_cls_prob_reshape"
   bottom: "rpn_bbox_pred" bottom: "im_info" top: "rois"
   proposal_param { feat_stride: 16 base_size: 16 min_size: 16 ratio: 0.5 ratio: 1 ratio: 2
                    scale: 8 scale: 16 scale: 32 pre_nms_topn: 6000 post_nms_topn: 300
                    nms_thresh: 0.7 } }"""
-SEGNET_INPUT = """layer { name: "data" type: "Input" top: "data"
-  input_param { shape { dim: 1 dim: 3 dim: 96 dim: 128 } } }"""
-REWRITES = {"segnet.prototxt": {"data": SEGNET_INPUT},
-            "faster_rcnn_zf.prototxt": {"proposal": PROPOSAL}}
+REWRITES = {"segnet.prototxt": {"data": SEGNET_INPUT}}
+OPENCV_REWRITES = {"faster_rcnn_zf.prototxt": {"proposal": PROPOSAL}}
 HEAVY = {"vgg_ssd300.prototxt", "fcn8s_heavy_pascal.prototxt", "openpose_coco.prototxt",
          "bvlc_alexnet.prototxt", "densenet121.prototxt", "resnext50_32x4d.prototxt",
          "se_resnet50.prototxt", "resnet50.prototxt"}
@@ -124,6 +125,8 @@ def test_forward_matches_opencv(model, tmp_path):
     if name in OPENCV_CANNOT_READ:
         pytest.skip(f"{name} builds and runs in protonet; {OPENCV_CANNOT_READ[name]}")
     outputs = producing_layers(net)
+    if name in OPENCV_REWRITES:
+        prototxt = rewrite_prototxt(prototxt, tmp_path / f"opencv_{name}", OPENCV_REWRITES[name])
     theirs = opencv_forward(prototxt, weights, inputs,
                             [(layer, blob) for blob, layer in outputs.items()])
     worst = 0.0
