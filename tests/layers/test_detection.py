@@ -356,3 +356,24 @@ def test_detection_output_without_detections_gives_one_marker_row_per_image():
 def test_detection_output_rejects_bad_inputs(params, shapes, message, exc):
     with pytest.raises(exc, match=message):
         build(f'type: "DetectionOutput" detection_output_param {{ {params} }}', shapes)
+
+
+def test_channel_shared_scale_is_stored_as_caffe_stores_a_0_axis_blob(tmp_path):
+    """weiliu89's Caffe writes the shared scale (shape ()) as a BlobProto with one value and no
+    shape field; protonet loads such a file and writes the scale the same way."""
+    from google.protobuf import text_format
+
+    from protonet import Net
+    text = ('input: "x" input_shape { dim: 1 dim: 2 dim: 3 dim: 3 } '
+            'layer { name: "norm" type: "Normalize" bottom: "x" top: "y" }')
+    model = text_format.Parse(text, caffe_pb2.NetParameter())
+    model.layer[0].blobs.add().data.append(20.0)
+    weights = tmp_path / "ssd.caffemodel"
+    weights.write_bytes(model.SerializeToString())
+    net = Net(param=text_format.Parse(text, caffe_pb2.NetParameter()), phase=caffe_pb2.TEST,
+              weights=str(weights))
+    assert net.params["norm"][0].shape == () and net.params["norm"][0].data == 20
+    net.save(str(tmp_path / "again.caffemodel"))
+    saved = caffe_pb2.NetParameter.FromString((tmp_path / "again.caffemodel").read_bytes())
+    blob = [lp for lp in saved.layer if lp.name == "norm"][0].blobs[0]
+    assert not blob.HasField("shape") and list(blob.data) == [20.0]
