@@ -11,6 +11,7 @@ output blobs to the last layer that writes it, which is the name to ask OpenCV f
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -118,16 +119,42 @@ def match_detections(ours, theirs, rtol: float = 1e-4) -> tuple[int, float]:
     return len(a), worst
 
 
-def rewrite_prototxt(source: Path, target: Path, replace: dict) -> Path:
-    """A copy of `source` at `target` with the layers named in `replace` swapped for the
-    given prototxt text: SegNet's DenseImageData for an Input layer, Faster R-CNN's Python
-    proposal layer for the Proposal layer OpenCV runs in its place."""
+def rewrite_prototxt(source: Path, target: Path, *edits) -> Path:
+    """A copy of `source` at `target` with each top-level block (a layer, an input line)
+    passed through the `edits` (functions from block text to block text) in turn."""
     blocks = []
     for block in _layer_blocks(Path(source).read_text()):
-        named = [n for n in replace if f'name: "{n}"' in block or f"name: '{n}'" in block]
-        blocks.append(replace[named[0]] + "\n" if named else block)
+        for edit in edits:
+            block = edit(block)
+        blocks.append(block)
     target.write_text("".join(blocks))
     return target
+
+
+def replace_layers(replacements: dict):
+    """An edit swapping the layers named in `replacements` for the given prototxt text:
+    SegNet's DenseImageData for an Input layer, Faster R-CNN's Python proposal layer for the
+    Proposal layer OpenCV runs in its place."""
+    def edit(block: str) -> str:
+        for name, text in replacements.items():
+            if f'name: "{name}"' in block or f"name: '{name}'" in block:
+                return text + "\n"
+        return block
+    return edit
+
+
+def swap_axpy_inputs(block: str) -> str:
+    """An edit for OpenCV only: OpenCV 4.x computes Axpy as a * bottom[2] + bottom[1], where
+    SENet's layer is a * bottom[1] + bottom[2] (X, then Y); swapping the last two bottoms
+    makes OpenCV compute the fork's value."""
+    if not re.search(r'type:\s*"Axpy"', block):
+        return block
+    bottoms = re.findall(r'bottom:\s*"[^"]*"', block)
+    if len(bottoms) != 3:
+        return block
+    first, x, y = (block.index(b) for b in bottoms)
+    return block[:x] + bottoms[2] + block[x + len(bottoms[1]):y] + bottoms[1] + \
+        block[y + len(bottoms[2]):]
 
 
 def _layer_blocks(text: str) -> list[str]:
