@@ -75,6 +75,8 @@ class Normalize(Layer):
         self.across_spatial = p.across_spatial
         self.channel_shared = p.channel_shared
         self.eps = float(p.eps)
+        # Sum of products over what one norm covers: (C, H*W) per image, or C per position.
+        self.norm_sum = "ncs,ncs->n" if self.across_spatial else "ncs,ncs->ns"
         channels = bottom[0].shape[1]
         shape = () if self.channel_shared else (channels,)
         if self.blobs:
@@ -103,8 +105,7 @@ class Normalize(Layer):
 
     def forward(self, bottom, top):
         x = bottom[0].data.reshape(self.planes)
-        spec = "ncs,ncs->n" if self.across_spatial else "ncs,ncs->ns"
-        squares = np.einsum(spec, x, x, dtype=np.float64)
+        squares = np.einsum(self.norm_sum, x, x, dtype=np.float64)
         self.norm[...] = np.sqrt(squares + self.eps).reshape(self.norm.shape)
         y = top[0].data.reshape(self.planes)
         np.divide(x, self.norm, out=y)
@@ -123,8 +124,8 @@ class Normalize(Layer):
                                                      dtype=np.float64)
         if propagate_down[0]:
             scaled = dy * self._scale()  # gradient with respect to x / norm
-            spec = "ncs,ncs->n" if self.across_spatial else "ncs,ncs->ns"
-            dot = np.einsum(spec, normalized, scaled, dtype=np.float64).astype(np.float32)
+            dot = np.einsum(self.norm_sum, normalized, scaled,
+                            dtype=np.float64).astype(np.float32)
             dot = dot.reshape(self.norm.shape)
             dx = bottom[0].diff.reshape(self.planes)
             np.subtract(scaled, normalized * dot, out=dx)
