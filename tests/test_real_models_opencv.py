@@ -39,6 +39,7 @@ def _manifest() -> list[dict]:
 SMALL_INPUTS = {
     "face_res10_ssd.prototxt": {"data": [1, 3, 150, 150]},
     "mobilenet_ssd.prototxt": {"data": [1, 3, 160, 160]},
+    "vgg_ssd300.prototxt": {"data": [1, 3, 268, 268]},  # the smallest conv9_2 fits
     "openpose_coco.prototxt": {"image": [1, 3, 64, 64]},
     "openpose_mpi_4stages.prototxt": {"image": [1, 3, 64, 64]},
     "openpose_hand.prototxt": {"image": [1, 3, 64, 64]},
