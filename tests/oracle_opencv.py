@@ -158,10 +158,19 @@ def swap_axpy_inputs(block: str) -> str:
 
 
 def _layer_blocks(text: str) -> list[str]:
-    """The top-level statements of a prototxt, each a string (layer blocks whole)."""
-    blocks, depth, start = [], 0, 0
-    for i, ch in enumerate(text):
-        if ch == "{":
+    """The top-level statements of a prototxt, each a string (layer blocks whole); braces in
+    quoted strings and # comments do not count."""
+    blocks, depth, start, i = [], 0, 0, 0
+    while i < len(text):
+        ch = text[i]
+        if ch in "\"'":
+            i = text.find(ch, i + 1)  # prototxt strings in these files hold no escaped quotes
+            if i < 0:
+                break
+        elif ch == "#":
+            end = text.find("\n", i)
+            i = len(text) - 1 if end < 0 else end - 1
+        elif ch == "{":
             depth += 1
         elif ch == "}":
             depth -= 1
@@ -171,5 +180,6 @@ def _layer_blocks(text: str) -> list[str]:
         elif ch == "\n" and depth == 0:
             blocks.append(text[start:i + 1])
             start = i + 1
+        i += 1
     blocks.append(text[start:])
     return blocks
