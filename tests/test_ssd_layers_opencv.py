@@ -5,10 +5,10 @@ per-class locations, thresholds, top_k and keep_top_k).
 
 Where OpenCV departs from the fork the prototxts spell the setting out or leave the case to
 tests/layers/test_detection.py's references: OpenCV's PriorBox clips by default and requires
-`variance` (the fork: no clipping, variance 0.1), reads one min_size/max_size and ignores
-img_size/img_h/img_w; its DetectionOutput requires background_label_id and keep_top_k (and
-crashes on keep_top_k: -1, "keep all", so 1000 stands in for it here) and, with
-variance_encoded_in_target, wants PriorBox's output without its variance channel; its
+`variance` (the fork: no clipping, variance 0.1) and ignores img_size/img_h/img_w (it always
+divides by the image bottom's size); its DetectionOutput requires background_label_id and
+keep_top_k (and crashes on keep_top_k: -1, "keep all", so 1000 stands in for it here) and,
+with variance_encoded_in_target, wants PriorBox's output without its variance channel; its
 Normalize cannot scale per channel across the whole image (across_spatial with
 channel_shared: false)."""
 import numpy as np
@@ -69,6 +69,8 @@ def test_permute_matches_opencv(tmp_path):
     "min_size: 8 max_size: 20 aspect_ratio: 2 flip: false clip: true variance: 0.2",
     "min_size: 10 aspect_ratio: 2 step: 6 offset: 0.3 clip: false variance: 0.1",
     "min_size: 6 max_size: 11 step_h: 9 step_w: 7 clip: false variance: 0.1",
+    "min_size: 6 min_size: 12 max_size: 12 max_size: 24 aspect_ratio: 2 clip: false "
+    "variance: 0.1",
 ])
 def test_prior_box_matches_opencv(tmp_path, prior_box_param):
     text = image_input("feature", (1, 2, 5, 7)) + image_input("image", (1, 3, 40, 56)) + f"""
