@@ -5,8 +5,9 @@ per-class locations, thresholds, top_k and keep_top_k).
 
 Where OpenCV departs from the fork the prototxts spell the setting out or leave the case to
 tests/layers/test_detection.py's references: OpenCV's PriorBox clips by default and requires
-`variance` (the fork: no clipping, variance 0.1) and ignores img_size/img_h/img_w (it always
-divides by the image bottom's size); its DetectionOutput requires background_label_id and
+`variance` (the fork: no clipping, variance 0.1), ignores img_size/img_h/img_w (it always
+divides by the image bottom's size) and keeps fractional sizes (min_size 7.5; the fork
+truncates them to whole pixels, and so does protonet); its DetectionOutput requires background_label_id and
 keep_top_k (and crashes on keep_top_k: -1, "keep all", so 1000 stands in for it here) and,
 with variance_encoded_in_target, wants PriorBox's output without its variance channel; its
 Normalize cannot scale per channel across the whole image (across_spatial with
