@@ -19,9 +19,11 @@ def blobproto_shape(proto) -> tuple[int, ...]:
         return tuple(int(d) for d in proto.shape.dim)
     if any(proto.HasField(f) for f in ("num", "channels", "height", "width")):
         return (proto.num, proto.channels, proto.height, proto.width)
-    # Neither form: Caffe treats it as a 1-d blob of its values.
+    # Neither form: how Caffe writes a 0-axis blob (a scalar: Scale with num_axes 0, the SSD
+    # fork's channel-shared Normalize), since its empty shape sets no field. Several values
+    # without a shape are read as a 1-d blob of them.
     n = len(proto.data) or len(proto.double_data)
-    return (n,) if n else ()
+    return (n,) if n > 1 else ()
 
 
 def array_from_blobproto(proto, where: str = "blob", diff: bool = False) -> np.ndarray:
@@ -51,7 +53,7 @@ def blobproto_from_array(array, diff=None, legacy_4d: bool = False):
             raise DataError(f"cannot write shape {array.shape} as a legacy 4-d blob")
         n, c, h, w = [1] * (4 - array.ndim) + list(array.shape)
         proto.num, proto.channels, proto.height, proto.width = n, c, h, w
-    else:
+    elif array.ndim:  # a 0-axis blob gets no shape field, as Caffe writes it
         proto.shape.dim.extend(int(d) for d in array.shape)
     proto.data.extend(array.ravel().tolist())
     if diff is not None:
