@@ -55,10 +55,29 @@ def blobproto_from_array(array, diff=None, legacy_4d: bool = False):
         proto.num, proto.channels, proto.height, proto.width = n, c, h, w
     elif array.ndim:  # a 0-axis blob gets no shape field, as Caffe writes it
         proto.shape.dim.extend(int(d) for d in array.shape)
-    proto.data.extend(array.ravel().tolist())
+    _merge_packed_floats(proto, _DATA_FIELD, array)
     if diff is not None:
-        proto.diff.extend(np.asarray(diff, dtype=np.float32).ravel().tolist())
+        _merge_packed_floats(proto, _DIFF_FIELD, diff)
     return proto
+
+
+# BlobProto's `data` and `diff` (fields 5 and 6, packed repeated float): filled by parsing their
+# wire encoding, the raw little-endian floats behind a tag and a length. extend() from a list
+# goes through one Python float per value (CaffeNet's 61M weights: ~35 s to save against ~1 s).
+_DATA_FIELD, _DIFF_FIELD = 5, 6
+
+
+def _merge_packed_floats(proto, field_number: int, values) -> None:
+    raw = np.ascontiguousarray(values, dtype="<f4").tobytes()
+    if not raw:
+        return
+    header = bytearray([field_number << 3 | 2])  # wire type 2: length-delimited
+    n = len(raw)
+    while n > 0x7F:
+        header.append(n & 0x7F | 0x80)
+        n >>= 7
+    header.append(n)
+    proto.MergeFromString(bytes(header) + raw)
 
 
 def read_binaryproto(path) -> np.ndarray:
