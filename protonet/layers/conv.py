@@ -91,6 +91,8 @@ class _BaseConvolution(Layer):
         if self.num_output < 1 or self.group < 1:
             raise self.error(f"num_output and group must be positive, got {self.num_output} "
                              f"and {self.group}", NetDefinitionError)
+        if self.channels < 1:   # Caffe's fillers CHECK a non-empty weight blob
+            raise self.error(f"bottom {bottom[0].shape} has no channels")
         if self.channels % self.group or self.num_output % self.group:
             raise self.error(f"channels ({self.channels}) and num_output ({self.num_output}) "
                              f"must both be multiples of group ({self.group})")

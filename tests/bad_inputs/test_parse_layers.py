@@ -106,6 +106,10 @@ CASES = [
                ["bad[0]", "bytes"]),
     layer_case("deconv stride 2e9", conv("num_output: 2 kernel_size: 3 stride: 2000000000",
                                          "Deconvolution"), M, ["'y'", "2^63"]),
+    layer_case("conv of zero channels", L("DummyData", [], ["z"], "dummy_data_param { shape { "
+                                          "dim: 2 dim: 0 dim: 4 dim: 4 } }", name="z")
+               + L("Convolution", ["z"], ["y"], "convolution_param { num_output: 2 "
+                                                "kernel_size: 1 }"), S, ["no channels"]),
     layer_case("conv axis 0", conv("num_output: 2 kernel_size: 3 axis: 0"), S, ["axis"]),
     # -- Pooling ------------------------------------------------------------------------
     layer_case("pool kernel 0", pool("kernel_size: 0"), D, ["kernel"]),
