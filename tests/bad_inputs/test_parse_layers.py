@@ -106,10 +106,6 @@ CASES = [
                ["bad[0]", "bytes"]),
     layer_case("deconv stride 2e9", conv("num_output: 2 kernel_size: 3 stride: 2000000000",
                                          "Deconvolution"), M, ["'y'", "2^63"]),
-    layer_case("conv of zero channels", L("DummyData", [], ["z"], "dummy_data_param { shape { "
-                                          "dim: 2 dim: 0 dim: 4 dim: 4 } }", name="z")
-               + L("Convolution", ["z"], ["y"], "convolution_param { num_output: 2 "
-                                                "kernel_size: 1 }"), S, ["no channels"]),
     layer_case("conv axis 0", conv("num_output: 2 kernel_size: 3 axis: 0"), S, ["axis"]),
     # -- Pooling ------------------------------------------------------------------------
     layer_case("pool kernel 0", pool("kernel_size: 0"), D, ["kernel"]),
@@ -324,8 +320,14 @@ CASES = [
         "Input", [], ["a"], "input_param { shape { dim: 4294967296 dim: 4294967296 "
         "dim: 4 } }"), M, ["2^63"]),
     layer_case("input negative dim", L("Input", [], ["a"],
-                                       "input_param { shape { dim: 2 dim: -3 } }"), S,
-               ["negative"]),
+                                       "input_param { shape { dim: 2 dim: -3 } }"), D,
+               ["at least 1"]),
+    layer_case("input zero batch", L("Input", [], ["a"],
+                                     "input_param { shape { dim: 0 dim: 3 } }"), D,
+               ["(0, 3)", "at least 1"]),
+    layer_case("dummy data zero channels", L("DummyData", [], ["a"],
+                                             "dummy_data_param { num: 2 channels: 0 height: 1 "
+                                             "width: 1 }"), D, ["at least 1"]),
     layer_case("parameter huge", L("Parameter", [], ["a"],
                                    "parameter_param { shape { dim: 100000 dim: 100000 } }"),
                M, ["GiB"]),
