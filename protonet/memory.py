@@ -9,6 +9,7 @@ K/M/G/T suffix: "64G") or `set_limit(nbytes)`; `set_limit(None)` goes back to th
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -26,8 +27,9 @@ MAX_ELEMENTS = np.iinfo(np.int64).max
 _override: int | None = None
 
 
+@functools.cache
 def physical_memory() -> int:
-    """Bytes of memory this process may use: RAM, or less under a cgroup limit."""
+    """Bytes of memory this process may use: RAM, or less under a cgroup limit (read once)."""
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     try:
         text = Path("/sys/fs/cgroup/memory.max").read_text().strip()

@@ -8,7 +8,6 @@ loops over the layers. The public surface is pycaffe's.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections import OrderedDict
 from pathlib import Path
@@ -125,8 +124,10 @@ class Net:
                     top.append(blob)
             if layer.is_net_input:
                 inputs.extend(lp.top)
-            with _naming_layer(lp):
+            try:
                 layer.set_up(bottom, top)
+            except ProtonetError as e:
+                raise _in_layer(e, lp) from None
             self.layers.append(layer)
             self.layer_dict[lp.name] = layer
             self._bottoms.append(bottom)
@@ -158,7 +159,9 @@ class Net:
         for layer, top in zip(self.layers, self._tops):
             arrays = [a for b in list(top) + list(layer.blobs)
                       for a in (b._data_buf, b._diff_buf)]  # noqa: SLF001 - the owned buffers
-            arrays += [v for v in vars(layer).values() if isinstance(v, np.ndarray)]
+            # The layer's own work arrays (views into them, like conv's col_matrix, are not).
+            arrays += [v for v in vars(layer).values()
+                       if isinstance(v, np.ndarray) and v.base is None]
             nbytes = 0
             for a in arrays:
                 if id(a) not in seen:
@@ -288,8 +291,10 @@ class Net:
             for hook in before:
                 hook(i)
             layer, bottom, top = self.layers[i], self._bottoms[i], self._tops[i]
-            with _naming_layer(layer.param):
+            try:
                 layer.reshape(bottom, top)
+            except ProtonetError as e:
+                raise _in_layer(e, layer.param) from None
             layer.forward(bottom, top)
             for j, w in self._loss_tops[i]:
                 loss += w * float(top[j].data.sum(dtype=np.float64))
@@ -492,8 +497,10 @@ class Net:
     def reshape(self) -> None:
         """Propagate shape changes (e.g. after net.blobs['data'].reshape(...))."""
         for layer, bottom, top in zip(self.layers, self._bottoms, self._tops):
-            with _naming_layer(layer.param):
+            try:
                 layer.reshape(bottom, top)
+            except ProtonetError as e:
+                raise _in_layer(e, layer.param) from None
         self._check_memory()
 
     def clear_param_diffs(self) -> None:
@@ -604,15 +611,12 @@ class Net:
         return f"Net({self.name!r}, {phase}, {len(self.layers)} layers)"
 
 
-@contextlib.contextmanager
-def _naming_layer(lp):
-    """An error from a blob or a filler (which know only their own names) names the layer."""
-    try:
-        yield
-    except ProtonetError as e:
-        if str(e).startswith("layer '"):
-            raise
-        raise type(e)(f"layer '{clip(lp.name)}' ({lp.type}): {e}") from None
+def _in_layer(e: ProtonetError, lp) -> ProtonetError:
+    """`e`, naming the layer `lp` when it does not already (errors from blobs and fillers
+    know only their own names)."""
+    if str(e).startswith("layer '"):
+        return e
+    return type(e)(f"layer '{clip(lp.name)}' ({lp.type}): {e}")
 
 
 def _add_automatic_tops(net_param) -> None:

@@ -146,7 +146,8 @@ def _syntax_error(e, text: str, message, filename: str, tokenizer) -> PrototxtEr
             snippet = f"; near '{'...' if start else ''}{snippet}" + (
                 "...'" if start + SNIPPET_CHARS < len(source_line) else "'")
     where = f"{filename}:{line}:{col}" if line is not None else filename
-    err = PrototxtError(f"{where}: {clip(msg, 2 * SNIPPET_CHARS)} (reading it as {_kind(message)}){snippet}")
+    err = PrototxtError(f"{where}: {clip(msg, 2 * SNIPPET_CHARS)} (reading it as "
+                        f"{_kind(message)}){snippet}")
     err.line, err.column = line, col
     return err
 

@@ -12,8 +12,9 @@ from protonet.net import TEST, Net
 def _net(dims, layers=1):
     shape = " ".join(f"dim: {d}" for d in dims)
     text = f'layer {{ name: "in" type: "Input" top: "x" input_param {{ shape {{ {shape} }} }} }}\n'
-    text += "".join(f'layer {{ name: "r{i}" type: "TanH" bottom: "{"x" if i == 0 else f"y{i - 1}"}" '
-                    f'top: "y{i}" }}\n' for i in range(layers))
+    bottoms = ["x"] + [f"y{i}" for i in range(layers)]
+    text += "".join(f'layer {{ name: "r{i}" type: "TanH" bottom: "{bottoms[i]}" top: "y{i}" }}\n'
+                    for i in range(layers))
     return prototxt.parse_net_text(text)
 
 

@@ -91,6 +91,8 @@ class _BaseConvolution(Layer):
         if self.num_output < 1 or self.group < 1:
             raise self.error(f"num_output and group must be positive, got {self.num_output} "
                              f"and {self.group}", NetDefinitionError)
+        if self.channels < 1:   # Caffe's fillers CHECK a non-empty weight blob
+            raise self.error(f"bottom {bottom[0].shape} has no channels")
         if self.channels % self.group or self.num_output % self.group:
             raise self.error(f"channels ({self.channels}) and num_output ({self.num_output}) "
                              f"must both be multiples of group ({self.group})")
@@ -140,6 +142,13 @@ def _on_threads(work, n: int) -> None:
         work(0, n // threads, True)
         for job in jobs:
             job.result()
+
+
+def _planes(array):
+    """An (N, C, H, W) array as (N, C, H*W), with the sizes spelt out so that an empty
+    batch (N = 0, e.g. after a Filter layer) reshapes too."""
+    n, c, h, w = array.shape
+    return array.reshape(n, c, h * w)
 
 
 def _view(buffer, shape):
@@ -211,7 +220,7 @@ class Convolution(_BaseConvolution):
         weight = self.blobs[0].data.reshape(self.group, mg, -1)
         bias = self.blobs[1].data if self.bias_term else None
         x = bottom[0].data
-        out = top[0].data.reshape(x.shape[0], self.num_output, -1)
+        out = _planes(top[0].data)
         col = self.col_matrix
         for n0, n1 in self.bounds:
             if self.per_image_forward:
@@ -244,7 +253,7 @@ class Convolution(_BaseConvolution):
 
     def backward(self, top, propagate_down, bottom):
         n = bottom[0].shape[0]
-        top_diff = top[0].diff.reshape(n, self.num_output, -1)
+        top_diff = _planes(top[0].diff)
         if self.bias_term and self.param_propagate_down[1]:
             self.blobs[1].diff += top_diff.sum(axis=(0, 2), dtype=np.float32)
         if not (self.param_propagate_down[0] or propagate_down[0]):
@@ -323,7 +332,7 @@ class Deconvolution(_BaseConvolution):
         n, c = bottom[0].shape[:2]
         cg = c // self.group
         weight = self.blobs[0].data.reshape(self.group, cg, -1)
-        x = bottom[0].data.reshape(n, c, -1)
+        x = _planes(bottom[0].data)
         for n0, n1 in self.bounds:
             x2 = _view(self.x2, (c, n1 - n0, x.shape[2]))
             channels_last(x[n0:n1], x2)
@@ -335,7 +344,7 @@ class Deconvolution(_BaseConvolution):
             # Convolution's geometry with input and output swapped: scatter the columns.
             col2im(self.col_matrix, *self.geometry(), self.h, self.w, top[0].data[n0:n1])
         if self.bias_term:
-            add_channel_bias(top[0].data.reshape(n, self.num_output, -1), self.blobs[1].data)
+            add_channel_bias(_planes(top[0].data), self.blobs[1].data)
 
     def backward(self, top, propagate_down, bottom):
         n, c = bottom[0].shape[:2]
@@ -345,8 +354,8 @@ class Deconvolution(_BaseConvolution):
             return
         cg = c // self.group
         weight = self.blobs[0].data.reshape(self.group, cg, -1)
-        x = bottom[0].data.reshape(n, c, -1)
-        dx = bottom[0].diff.reshape(n, c, -1)
+        x = _planes(bottom[0].data)
+        dx = _planes(bottom[0].diff)
         for n0, n1 in self.bounds:
             im2col(top[0].diff[n0:n1], *self.geometry(), self.h, self.w, self.col_matrix, 0)
             col_g = (self.col_matrix[:, :(n1 - n0) * x.shape[2]]
@@ -400,11 +409,11 @@ class Im2col(Layer):
         n, k = top[0].shape[:2]
         col = _view(self.col, (k, n * self.ho * self.wo))
         im2col(bottom[0].data, *self.geometry(), self.ho, self.wo, col, 0)
-        channels_first(col.reshape(k, n, -1), top[0].data.reshape(n, k, -1))
+        channels_first(col.reshape(k, n, self.ho * self.wo), _planes(top[0].data))
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
             n, k = top[0].shape[:2]
             col = _view(self.col, (k, n * self.ho * self.wo))
-            channels_last(top[0].diff.reshape(n, k, -1), col.reshape(k, n, -1))
+            channels_last(_planes(top[0].diff), col.reshape(k, n, self.ho * self.wo))
             col2im(col, *self.geometry(), self.ho, self.wo, bottom[0].diff)

@@ -27,6 +27,10 @@ log = logging.getLogger("protonet")
 def _shapes_from_param(layer: Layer, shapes, num_tops: int, what: str) -> list[tuple[int, ...]]:
     """One BlobShape for every top, or one per top."""
     shapes = [tuple(int(d) for d in s.dim) for s in shapes]
+    for shape in shapes:
+        if any(d < 1 for d in shape):   # an empty blob would reach every layer below
+            raise layer.error(f"{what} shape {shape}: every dimension must be at least 1",
+                              NetDefinitionError)
     if len(shapes) == 1:
         return shapes * num_tops
     if len(shapes) != num_tops:
@@ -112,6 +116,9 @@ class DummyData(Layer):
                                  f"given once or once per top ({len(top)} tops)")
             self.shapes = [tuple(v[0] if len(v) == 1 else v[i] for v in legacy)
                            for i in range(len(top))]
+            if any(d < 1 for shape in self.shapes for d in shape):
+                raise self.error(f"dummy_data_param num/channels/height/width {self.shapes}: "
+                                 "every dimension must be at least 1", NetDefinitionError)
         fillers = list(p.data_filler)
         if not fillers:
             fillers = [caffe_pb2.FillerParameter(type="constant", value=0)]

@@ -149,7 +149,7 @@ class BatchNorm(Layer):
                              f"up for {self.channels}")
         if top[0] is not bottom[0]:
             top[0].reshape(shape)
-        self.dims = (shape[0], self.channels, count(shape) // (shape[0] * self.channels))
+        self.dims = (shape[0], self.channels, count(shape, 2))
         self.scratch("x_norm", self.dims)
         self.scratch("temp", self.dims)
 

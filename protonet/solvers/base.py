@@ -273,7 +273,7 @@ class Solver:
     def learning_rate(self) -> float:
         self.current_step = lr_policy.multistep_position(self.param, self.iter,
                                                          self.current_step)
-        return lr_policy.learning_rate(self.param, self.iter, self.current_step)
+        return lr_policy.learning_rate(self.param, self.iter, self.current_step, self.source)
 
     def apply_update(self, display: bool = False) -> None:
         rate = self.learning_rate()

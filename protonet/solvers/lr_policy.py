@@ -34,7 +34,10 @@ def _poly(p, it, step):
 
 
 def _sigmoid(p, it, step):
-    return p.base_lr * (1.0 / (1.0 + math.exp(-p.gamma * (it - p.stepsize))))
+    exponent = -p.gamma * (it - p.stepsize)
+    if exponent > 700:   # exp overflows a double: the rate has fallen to 0, as in Caffe
+        return 0.0
+    return p.base_lr * (1.0 / (1.0 + math.exp(exponent)))
 
 
 LR_POLICIES = {
@@ -55,6 +58,10 @@ def check_policy(p, where: str) -> None:
     if p.lr_policy in ("step", "sigmoid") and p.stepsize <= 0:
         raise SolverConfigError(f"{where}: lr_policy \"{p.lr_policy}\" needs stepsize > 0, "
                                 f"got {p.stepsize}")
+    for name, policies in (("gamma", _GAMMA_POLICIES), ("power", ("inv", "poly"))):
+        if p.lr_policy in policies and not math.isfinite(getattr(p, name)):
+            raise SolverConfigError(f"{where}: lr_policy \"{p.lr_policy}\" needs a finite "
+                                    f"{name}, got {getattr(p, name)}")
     if p.lr_policy in _GAMMA_POLICIES and not p.gamma >= 0:
         raise SolverConfigError(f"{where}: lr_policy \"{p.lr_policy}\" needs gamma >= 0, got "
                                 f"{p.gamma:g}")
@@ -69,5 +76,18 @@ def multistep_position(p, it: int, step: int) -> int:
     return step
 
 
-def learning_rate(p, it: int, step: int) -> float:
-    return float(LR_POLICIES[p.lr_policy](p, it, step))
+def learning_rate(p, it: int, step: int, where: str = "<solver>") -> float:
+    """The rate at iteration `it`; one that overflows or is not a number is an error naming
+    the policy and its values (Caffe would train on with inf or NaN)."""
+    try:
+        rate = float(LR_POLICIES[p.lr_policy](p, it, step))
+    except (OverflowError, ZeroDivisionError):
+        rate = math.inf
+    except TypeError:   # a negative number to a fractional power is complex (poly past max_iter)
+        rate = math.nan
+    if not math.isfinite(rate):
+        raise SolverConfigError(
+            f"{where}: lr_policy \"{p.lr_policy}\" gives a rate of {rate} at iteration {it} "
+            f"(base_lr {p.base_lr:g}, gamma {p.gamma:g}, power {p.power:g}, stepsize "
+            f"{p.stepsize}, max_iter {p.max_iter})")
+    return rate

@@ -320,8 +320,14 @@ CASES = [
         "Input", [], ["a"], "input_param { shape { dim: 4294967296 dim: 4294967296 "
         "dim: 4 } }"), M, ["2^63"]),
     layer_case("input negative dim", L("Input", [], ["a"],
-                                       "input_param { shape { dim: 2 dim: -3 } }"), S,
-               ["negative"]),
+                                       "input_param { shape { dim: 2 dim: -3 } }"), D,
+               ["at least 1"]),
+    layer_case("input zero batch", L("Input", [], ["a"],
+                                     "input_param { shape { dim: 0 dim: 3 } }"), D,
+               ["(0, 3)", "at least 1"]),
+    layer_case("dummy data zero channels", L("DummyData", [], ["a"],
+                                             "dummy_data_param { num: 2 channels: 0 height: 1 "
+                                             "width: 1 }"), D, ["at least 1"]),
     layer_case("parameter huge", L("Parameter", [], ["a"],
                                    "parameter_param { shape { dim: 100000 dim: 100000 } }"),
                M, ["GiB"]),

@@ -47,6 +47,11 @@ POLICIES = [
                           ("multistep", "stepvalue: 1"), ("sigmoid", "stepsize: 1")]
 ] + [
     solver_case("step with NaN gamma", 'lr_policy: "step" gamma: nan stepsize: 1', ["gamma"]),
+    solver_case("exp with infinite gamma", 'lr_policy: "exp" gamma: 1e39', ["gamma"]),
+    solver_case("inv with infinite power", 'lr_policy: "inv" gamma: 0.1 power: -inf',
+                ["power"]),
+    solver_case("inv rate overflowing", 'lr_policy: "inv" gamma: 1e30 power: -20',
+                ["inv", "rate of inf", "iteration 1"]),
     solver_case("sigmoid with stepsize 0", 'lr_policy: "sigmoid" gamma: 0.1 stepsize: 0',
                 ["sigmoid", "stepsize"]),
     solver_case("sigmoid with negative stepsize", 'lr_policy: "sigmoid" gamma: 0.1 stepsize: -3',
