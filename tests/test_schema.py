@@ -80,3 +80,23 @@ def test_text_format_parses_v1_and_v2_snippets():
     v2 = text_format.Parse('layer { name: "c" type: "Convolution" param { lr_mult: 1 } }',
                            caffe_pb2.NetParameter())
     assert v2.layer[0].param[0].lr_mult == 1
+
+
+@pytest.mark.parametrize("shape", [(), (1,), (3,), (200,), (20, 30, 7), (4, 3, 70, 70)])
+def test_blobproto_writer_gives_protobufs_own_bytes(shape):
+    """The fast packed-float writer must serialize exactly as protobuf's own repeated field
+    does (Caffe and OpenCV read these bytes), values and diff alike, and read back bitwise."""
+    import numpy as np
+    from protonet.io.binaryproto import array_from_blobproto, blobproto_from_array
+    rng = np.random.default_rng(1701)
+    data = rng.standard_normal(shape).astype(np.float32)
+    diff = rng.standard_normal(shape).astype(np.float32)
+    ours = blobproto_from_array(data, diff)
+    theirs = caffe_pb2.BlobProto()
+    if shape:
+        theirs.shape.dim.extend(shape)
+    theirs.data.extend(data.ravel().tolist())
+    theirs.diff.extend(diff.ravel().tolist())
+    assert ours.SerializeToString() == theirs.SerializeToString()
+    assert np.array_equal(array_from_blobproto(ours), data)
+    assert np.array_equal(array_from_blobproto(ours, diff=True), diff)
