@@ -223,8 +223,14 @@ def upgrade_net(net, filename: str = "<net>"):
 
 
 def upgrade_net_input(net, filename: str) -> None:
-    """Top-level `input` fields -> an Input layer placed first (Caffe's UpgradeNetInput)."""
+    """Top-level `input` fields -> an Input layer placed first (Caffe's UpgradeNetInput).
+
+    Caffemodels saved by 2014-2015 Caffe from deploy nets list the input names without any
+    shape: as in Caffe, those names are simply dropped (the weights need no Input layer)."""
     names = list(net.input)
+    if not len(net.input_shape) and not len(net.input_dim):
+        net.ClearField("input")
+        return
     if len(net.input_shape):
         if len(net.input_shape) not in (1, len(names)):
             raise PrototxtError(f"{filename}: {len(names)} inputs but {len(net.input_shape)} "
