@@ -237,14 +237,17 @@ class Threshold(NeuronLayer):
 @register_layer("Dropout")
 class Dropout(NeuronLayer):
     """TRAIN: y = x * mask / (1 - ratio), mask ~ Bernoulli(1 - ratio); TEST: y = x.
-    Caffe "Dropout" (V1 DROPOUT). Reads dropout_param.dropout_ratio (0.5)."""
+    Caffe "Dropout" (V1 DROPOUT). Reads dropout_param.dropout_ratio (0.5) and Fast R-CNN's
+    scale_train (true): false keeps x * mask while training and scales by 1 - ratio in TEST."""
 
     def setup(self, bottom, top):
-        self.ratio = self.param.dropout_param.dropout_ratio
+        p = self.param.dropout_param
+        self.ratio = p.dropout_ratio
         if not 0 <= self.ratio < 1:
             raise self.error(f"dropout_ratio must be in [0, 1), got {self.ratio}",
                              NetDefinitionError)
-        self.scale = np.float32(1.0 / (1.0 - self.ratio))
+        self.scale = np.float32(1.0 / (1.0 - self.ratio) if p.scale_train else 1.0)
+        self.test_scale = np.float32(1.0 if p.scale_train else 1.0 - self.ratio)
         self.train = self.phase == 0
 
     def reshape(self, bottom, top):
@@ -253,7 +256,9 @@ class Dropout(NeuronLayer):
 
     def forward(self, bottom, top):
         if not self.train:
-            if top[0] is not bottom[0]:
+            if self.test_scale != 1:
+                np.multiply(bottom[0].data, self.test_scale, out=top[0].data)
+            elif top[0] is not bottom[0]:
                 top[0].data[...] = bottom[0].data
             return
         keep = rng.generator().random(bottom[0].shape, dtype=np.float32) >= self.ratio
@@ -264,6 +269,8 @@ class Dropout(NeuronLayer):
         if propagate_down[0]:
             if self.train:
                 np.multiply(top[0].diff, self.mask, out=bottom[0].diff)
+            elif self.test_scale != 1:
+                np.multiply(top[0].diff, self.test_scale, out=bottom[0].diff)
             elif top[0] is not bottom[0]:
                 bottom[0].diff[...] = top[0].diff
 
