@@ -25,6 +25,9 @@ class BN(Layer):
     (1, C, 1, 1). Blobs: scale, shift, each (1, C, 1, 1).
     """
 
+    # Settings read in setup, public: the ONNX exporter (export/onnx.py) reads them.
+    learn: bool
+
     num_top = (1, 3)
 
     def setup(self, bottom, top):

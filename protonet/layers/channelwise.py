@@ -19,6 +19,9 @@ class ShuffleChannel(Layer):
     Top: the bottom's shape.
     """
 
+    # Settings read in setup, public: the ONNX exporter (export/onnx.py) reads them.
+    group: int
+
     def setup(self, bottom, top):
         self.group = self.param.shuffle_channel_param.group
         if self.group < 1:

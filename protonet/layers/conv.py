@@ -74,6 +74,18 @@ class _BaseConvolution(Layer):
     dilation (1) and their _h/_w forms, group (1), axis (1), weight_filler, bias_filler.
     """
 
+    # Settings read in setup, public: the ONNX exporter (export/onnx.py) reads them.
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    ph: int
+    pw: int
+    dh: int
+    dw: int
+    group: int
+    bias_term: bool
+
     def setup(self, bottom, top):
         p = self.param.convolution_param
         if canonical_axis(p.axis, bottom[0].num_axes, self) != 1 or bottom[0].num_axes != 4:

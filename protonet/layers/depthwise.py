@@ -24,6 +24,17 @@ class ConvolutionDepthwise(Layer):
     Blobs: weights (C, 1, kernel_h, kernel_w), bias (C,).
     """
 
+    # Settings read in setup, public: the ONNX exporter (export/onnx.py) reads them.
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    ph: int
+    pw: int
+    dh: int
+    dw: int
+    bias_term: bool
+
     def setup(self, bottom, top):
         p = self.param.convolution_param
         if bottom[0].num_axes != 4:

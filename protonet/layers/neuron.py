@@ -28,6 +28,9 @@ class ReLU(NeuronLayer):
     """y = max(0, x) + negative_slope * min(0, x), Caffe "ReLU" (V1 RELU).
     Reads relu_param.negative_slope (0)."""
 
+    # Settings read in setup, public: the ONNX exporter (export/onnx.py) reads them.
+    negative_slope: float
+
     def setup(self, bottom, top):
         self.negative_slope = np.float32(self.param.relu_param.negative_slope)
 
@@ -98,6 +101,9 @@ class BNLL(NeuronLayer):
 class ELU(NeuronLayer):
     """y = x if x > 0 else alpha (exp(x) - 1), Caffe "ELU". Reads elu_param.alpha (1)."""
 
+    # Settings read in setup, public: the ONNX exporter (export/onnx.py) reads them.
+    alpha: float
+
     def setup(self, bottom, top):
         self.alpha = np.float32(self.param.elu_param.alpha)
 
@@ -159,6 +165,11 @@ class Clip(NeuronLayer):
 class Power(NeuronLayer):
     """y = (shift + scale x)^power, Caffe "Power" (V1 POWER). Reads power_param.power (1),
     scale (1), shift (0). Not in place."""
+
+    # Settings read in setup, public: the ONNX exporter (export/onnx.py) reads them.
+    power: float
+    scale: float
+    shift: float
 
     def setup(self, bottom, top):
         p = self.param.power_param

@@ -28,6 +28,16 @@ class Pooling(Layer):
     argmax index of each window (h * W + w) as a float.
     """
 
+    # Settings read in setup, public: the ONNX exporter (export/onnx.py) reads them.
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    ph: int
+    pw: int
+    is_max: bool
+    ceil: bool
+
     num_top = (1, 2)
 
     def setup(self, bottom, top):

@@ -84,6 +84,9 @@ class Interp(Layer):
     Bottom: (N, C, H, W) [, a blob of the wanted size]. Top: (N, C, Ho, Wo).
     """
 
+    # Settings read in setup, public: the ONNX exporter (export/onnx.py) reads them.
+    pad: tuple
+
     num_bottom = (1, 2)
 
     def setup(self, bottom, top):

@@ -22,6 +22,10 @@ class ROIPooling(Layer):
     Top: (R, C, pooled_h, pooled_w). Gradient to the features.
     """
 
+    # Settings read in setup, public: the ONNX exporter (export/onnx.py) reads them.
+    pooled: tuple
+    spatial_scale: float
+
     num_bottom = 2
 
     def setup(self, bottom, top):

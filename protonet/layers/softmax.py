@@ -20,6 +20,9 @@ class Softmax(Layer):
     """y = exp(x - max) / sum exp(x - max) along softmax_param.axis (1), Caffe "Softmax"
     (V1 SOFTMAX). Bottom and top have the same shape."""
 
+    # Settings read in setup, public: the ONNX exporter (export/onnx.py) reads them.
+    axis: int
+
     def setup(self, bottom, top):
         self.axis_param = self.param.softmax_param.axis
 
