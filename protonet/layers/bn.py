@@ -49,6 +49,10 @@ class BN(Layer):
             blob.reshape(1, shape[1], 1, 1)
         self.view = (shape[0], shape[1], -1)
         self.channel = (1, shape[1], 1)
+        flat = (shape[0], shape[1], bottom[0].count // max(1, shape[0] * shape[1]))
+        if getattr(self, "x_norm", np.empty(0)).shape != flat:
+            # LEARN: the normalized input; INFERENCE: a copy of the input when in place.
+            self.x_norm = np.empty(flat, np.float32)
 
     def forward(self, bottom, top):
         x = bottom[0].data.reshape(self.view)
@@ -56,14 +60,16 @@ class BN(Layer):
         shift = self.blobs[1].data.reshape(self.channel)
         y = top[0].data.reshape(self.view)
         if not self.learn:
-            self.x_saved = x.copy() if top[0] is bottom[0] else x
+            if top[0] is bottom[0]:
+                np.copyto(self.x_norm, x)   # backward needs x for the scale's gradient
             np.multiply(x, scale, out=y)
             y += shift
             return
         mean = x.mean(axis=(0, 2), dtype=np.float64)
-        var = (x.astype(np.float64) ** 2).mean(axis=(0, 2)) - mean ** 2
+        var = np.einsum("ncp,ncp->c", x, x, dtype=np.float64) / (x.size // x.shape[1]) - mean ** 2
         self.std = np.sqrt(var + VAR_EPS).astype(np.float32).reshape(self.channel)
-        self.x_norm = ((x - mean.astype(np.float32).reshape(self.channel)) / self.std)
+        np.subtract(x, mean.astype(np.float32).reshape(self.channel), out=self.x_norm)
+        self.x_norm /= self.std
         np.multiply(self.x_norm, scale, out=y)
         y += shift
         if len(top) > 1:
@@ -73,7 +79,8 @@ class BN(Layer):
 
     def backward(self, top, propagate_down, bottom):
         dy = top[0].diff.reshape(self.view)
-        x_hat = self.x_norm if self.learn else self.x_saved
+        in_place = top[0] is bottom[0]
+        x_hat = self.x_norm if self.learn or in_place else bottom[0].data.reshape(self.view)
         if self.param_propagate_down[0]:
             self.blobs[0].diff.reshape(-1)[...] += np.einsum("ncp,ncp->c", dy, x_hat)
         if self.param_propagate_down[1]:

@@ -55,6 +55,9 @@ class Axpy(Layer):
     x, plus the residual y.
 
     Bottom: a (N, C) or (N, C, 1, 1); x (N, C, H, W); y of x's shape. Top: x's shape.
+    As SENet's axpy_layer.cpp: the scale multiplies the second bottom (SE-ResNet's residual
+    branch) and the third is added. OpenCV 4.14 reads the layer as a * bottom[2] + bottom[1]
+    instead, so its SE-ResNet outputs differ from the fork's and from protonet's.
     """
 
     num_bottom = 3

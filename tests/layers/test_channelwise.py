@@ -73,3 +73,13 @@ def test_bn_inference_is_scale_and_shift():
 def test_bn_statistics_tops_need_learn_mode():
     with pytest.raises(NetDefinitionError, match="need bn_mode LEARN"):
         build('type: "BN" bn_param { bn_mode: INFERENCE }', [(2, 3, 4, 5)], n_top=2)
+
+
+@pytest.mark.parametrize("mode", ["LEARN", "INFERENCE"])
+def test_bn_in_place_as_segnet_writes_it(mode):
+    text = f'type: "BN" bn_param {{ bn_mode: {mode} {BN_FILLERS} }}'
+    apart, bottom, top = build(text, [(2, 3, 4, 5)])
+    expected = run_forward(apart, bottom, top)[0]
+    layer, bottom, top = build(text, [(2, 3, 4, 5)], in_place=True)
+    np.testing.assert_allclose(run_forward(layer, bottom, top)[0], expected, rtol=1e-6)
+    check_gradient(layer, bottom, top, threshold=2e-3)
