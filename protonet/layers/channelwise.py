@@ -19,6 +19,8 @@ class ShuffleChannel(Layer):
     Top: the bottom's shape.
     """
 
+    in_place = False   # the top is written while the bottom is still read
+
     # Settings read in setup, public: the ONNX exporter (export/onnx.py) reads them.
     group: int
 
@@ -59,6 +61,8 @@ class Axpy(Layer):
     branch) and the third is added. OpenCV 4.14 reads the layer as a * bottom[2] + bottom[1]
     instead, so its SE-ResNet outputs differ from the fork's and from protonet's.
     """
+
+    in_place = False   # the top is written while the bottom is still read
 
     num_bottom = 3
 

@@ -24,6 +24,8 @@ class ConvolutionDepthwise(Layer):
     Blobs: weights (C, 1, kernel_h, kernel_w), bias (C,).
     """
 
+    in_place = False   # the top is written while the bottom is still read
+
     # Settings read in setup, public: the ONNX exporter (export/onnx.py) reads them.
     kh: int
     kw: int

@@ -33,6 +33,8 @@ class Correlation(Layer):
     border = max_displacement + (kernel_size - 1) / 2 (likewise Wo).
     """
 
+    in_place = False   # the top is written while the bottom is still read
+
     num_bottom = 2
 
     def setup(self, bottom, top):
@@ -82,6 +84,8 @@ class FlowWarp(Layer):
     (N, C, H, W); flow (N, 2, H, W), x displacement first. Top: the image's shape.
     """
 
+    in_place = False   # the top is written while the bottom is still read
+
     num_bottom = 2
 
     def setup(self, bottom, top):
@@ -111,6 +115,8 @@ class Accum(Layer):
     top_width, size_divisible_by (0), have_reference (false). Bottom: (N, Ci, Hi, Wi), ...
     Top: (N, sum Ci, Ho, Wo).
     """
+
+    in_place = False   # the top is written while the bottom is still read
 
     num_bottom = (1, None)
 

@@ -30,6 +30,8 @@ class Upsample(Layer):
     Top: (N, C, Ho, Wo). Gradient to x only.
     """
 
+    in_place = False   # the top is written while the bottom is still read
+
     num_bottom = 2
 
     def setup(self, bottom, top):
@@ -83,6 +85,8 @@ class Interp(Layer):
     and Ho = Hi + (Hi - 1) (zoom - 1); or height and width; or the size of a second bottom.
     Bottom: (N, C, H, W) [, a blob of the wanted size]. Top: (N, C, Ho, Wo).
     """
+
+    in_place = False   # the top is written while the bottom is still read
 
     # Settings read in setup, public: the ONNX exporter (export/onnx.py) reads them.
     pad: tuple
@@ -156,6 +160,8 @@ class Resample(Layer):
     factor: Ho = H * factor; or the size of a second bottom. Bottom: (N, C, H, W) [, a blob
     of the wanted size]. Top: (N, C, Ho, Wo). Forward only.
     """
+
+    in_place = False   # the top is written while the bottom is still read
 
     num_bottom = (1, 2)
 

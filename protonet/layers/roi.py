@@ -22,6 +22,8 @@ class ROIPooling(Layer):
     Top: (R, C, pooled_h, pooled_w). Gradient to the features.
     """
 
+    in_place = False   # the top is written while the bottom is still read
+
     # Settings read in setup, public: the ONNX exporter (export/onnx.py) reads them.
     pooled: tuple
     spatial_scale: float
@@ -81,6 +83,8 @@ class Proposal(Layer):
     (0, x1, y1, x2, y2), zero rows after the last proposal; optionally the scores
     (post_nms_topn, 1). Forward only.
     """
+
+    in_place = False   # the top is written while the bottom is still read
 
     num_bottom = 3
     num_top = (1, 2)
