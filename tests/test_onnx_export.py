@@ -120,6 +120,17 @@ def test_fork_layers_match_onnx_runtime(tmp_path):
     assert {"sh", "dw", "ax", "bn", "fl", "ip", "rs"} <= set(checked)
 
 
+def test_segnet_unpooling_matches_onnx_max_unpool(tmp_path):
+    net = random_net(prototxt.parse_net_text("""
+        input: "x" input_shape { dim: 1 dim: 3 dim: 8 dim: 10 }
+        layer { name: "pool" type: "Pooling" bottom: "x" top: "pool" top: "mask"
+                pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+        layer { name: "up" type: "Upsample" bottom: "pool" bottom: "mask" top: "up"
+                upsample_param { scale: 2 } }
+        """))
+    assert {"mask", "up"} <= set(assert_onnx_matches(net, tmp_path))
+
+
 def test_roi_pooling_matches_onnx_max_roi_pool(tmp_path):
     net = random_net(prototxt.parse_net_text("""
         input: "x" input_shape { dim: 2 dim: 3 dim: 12 dim: 10 }

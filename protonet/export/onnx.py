@@ -185,8 +185,16 @@ def _pooling(layer, g, bottoms, tops, in_shapes, out_shapes):
     window = dict(kernel_shape=[layer.kh, layer.kw], strides=[layer.sh, layer.sw])
     if layer.is_max:
         _check_pads(layer, end_h, end_w)
-        g.node("MaxPool", [x], tops[:1], name=layer.name,
+        outputs = tops[:1] + ([g.fresh(f"{layer.name}_indices")] if len(tops) == 2 else [])
+        g.node("MaxPool", [x], outputs, name=layer.name,
                pads=[layer.ph, layer.pw, end_h, end_w], **window)
+        if len(tops) == 2:
+            # Caffe's mask top: the argmax within its plane (h * W + w) as a float; ONNX
+            # counts over the whole input tensor.
+            n, c = in_shapes[0][:2]
+            planes = (np.arange(n * c, dtype=np.int64) * h * w).reshape(n, c, 1, 1)
+            local = g.node("Sub", [outputs[1], g.const(f"{layer.name}_planes", planes)])
+            g.node("Cast", [local], tops[1:], name=f"{layer.name}_mask", to=1)   # FLOAT
         return
     # Caffe averages over the window clipped to the zero-padded input: pad with real zeros,
     # then let the overhang beyond it not count.
@@ -414,6 +422,19 @@ def _interp(layer, g, bottoms, tops, in_shapes, out_shapes):
 def _resample(layer, g, bottoms, tops, in_shapes, out_shapes):
     _resize(layer, g, bottoms[0], tops, out_shapes[0], mode="nearest",
             coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+
+
+@onnx_converter(resize.Upsample)
+def _upsample(layer, g, bottoms, tops, in_shapes, out_shapes):
+    """SegNet's unpooling as MaxUnpool, whose indices count over the whole output tensor:
+    each plane's flat mask plus that plane's offset."""
+    n, c, ho, wo = out_shapes[0]
+    offsets = (np.arange(n * c, dtype=np.int64) * ho * wo).reshape(n, c, 1, 1)
+    index = g.node("Cast", [bottoms[1]], to=7)   # INT64
+    index = g.node("Add", [index, g.const(f"{layer.name}_offsets", offsets)])
+    g.node("MaxUnpool", [bottoms[0], index,
+                         g.const(f"{layer.name}_shape", np.array(out_shapes[0], np.int64))],
+           tops, name=layer.name, kernel_shape=[1, 1])
 
 
 @onnx_converter(roi.ROIPooling)
