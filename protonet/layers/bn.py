@@ -50,9 +50,8 @@ class BN(Layer):
         self.view = (shape[0], shape[1], -1)
         self.channel = (1, shape[1], 1)
         flat = (shape[0], shape[1], bottom[0].count // max(1, shape[0] * shape[1]))
-        if getattr(self, "x_norm", np.empty(0)).shape != flat:
-            # LEARN: the normalized input; INFERENCE: a copy of the input when in place.
-            self.x_norm = np.empty(flat, np.float32)
+        # LEARN: the normalized input; INFERENCE: a copy of the input when in place.
+        self.scratch("x_norm", flat)
 
     def forward(self, bottom, top):
         x = bottom[0].data.reshape(self.view)

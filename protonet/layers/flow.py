@@ -65,7 +65,8 @@ class Correlation(Layer):
             raise self.error(f"the displacement range does not fit bottom {a.shape}")
         grid = 2 * (self.max_displacement // self.strides[1]) + 1
         top[0].reshape(n, grid * grid, ho, wo)
-        self.padded = np.zeros((2, n, h + 2 * self.pad, w + 2 * self.pad, c), np.float32)
+        # Both maps channels-last, zero-padded (forward fills the inside only).
+        self.scratch("padded", (2, n, h + 2 * self.pad, w + 2 * self.pad, c))[...] = 0
 
     def forward(self, bottom, top):
         p, (h, w) = self.pad, bottom[0].shape[2:]

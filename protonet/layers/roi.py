@@ -46,8 +46,7 @@ class ROIPooling(Layer):
             raise self.error(f"rois '{rois.name}' must hold 5 values per ROI, got {rois.shape}")
         shape = (rois.shape[0], x.shape[1], *self.pooled)
         top[0].reshape(shape)
-        if getattr(self, "argmax", np.empty(0)).shape != shape:
-            self.argmax = np.empty(shape, np.int32)
+        self.scratch("argmax", shape, np.int32)
 
     def allow_force_backward(self, bottom_index):
         return bottom_index == 0
