@@ -81,7 +81,6 @@ class Net:
             raise NetDefinitionError(f"{self.source}: the net has no layers in phase {phase}"
                                      + (" (it has layers for other phases or stages)"
                                         if len(param.layer) else ""))
-        _add_automatic_tops(filtered)
         ordered = graph.order_layers(filtered)
         net_param = graph.insert_splits(ordered)
         self.param = net_param
@@ -111,7 +110,7 @@ class Net:
             available.difference_update(lp.bottom)
             available.update(lp.top)
             top = []
-            for j, t in enumerate(lp.top):
+            for j, t in enumerate(_top_names(lp)):
                 if j < len(lp.bottom) and lp.bottom[j] == t:
                     if not layer.in_place:
                         raise NetDefinitionError(
@@ -135,7 +134,8 @@ class Net:
             self._loss_tops.append(self._loss_weights(layer, lp, top))
         self.inputs = inputs
         # Caffe's net outputs: blobs still unconsumed after the last layer (an in-place top
-        # counts again), in name order as Caffe keeps them in a std::set.
+        # counts again), in name order as Caffe keeps them in a std::set; the automatic tops
+        # of loss layers never enter that set.
         self.outputs = sorted(available)
         engines = [lp.name for lp in net_param.layer for f, v in lp.ListFields()
                    if f.name.endswith("_param") and f.message_type is not None
@@ -252,7 +252,8 @@ class Net:
         for i in reversed(range(n)):
             lp = self.param.layer[i]
             loss_tops = {j for j, _ in self._loss_tops[i]}
-            contributes = any(j in loss_tops or t in under_loss for j, t in enumerate(lp.top))
+            contributes = any(j in loss_tops or t in under_loss
+                              for j, t in enumerate(_top_names(lp)))
             skip_down = all(t in skip for t in lp.top)
             if self._layer_need_backward[i] and skip_down:
                 self._layer_need_backward[i] = False
@@ -454,7 +455,7 @@ class Net:
         return [index[name] for name in names]
 
     def _top_ids(self, layer_index: int) -> list[int]:
-        return self._blob_ids(self.param.layer[layer_index].top)
+        return self._blob_ids(_top_names(self.param.layer[layer_index]))
 
     def _bottom_ids(self, layer_index: int) -> list[int]:
         return self._blob_ids(self.param.layer[layer_index].bottom)
@@ -470,7 +471,7 @@ class Net:
     @property
     def top_names(self) -> OrderedDict:
         """{layer name: [top blob names]} in layer order."""
-        return OrderedDict((lp.name, list(lp.top)) for lp in self.param.layer)
+        return OrderedDict((lp.name, _top_names(lp)) for lp in self.param.layer)
 
     @property
     def bottom_names(self) -> OrderedDict:
@@ -619,17 +620,19 @@ def _in_layer(e: ProtonetError, lp) -> ProtonetError:
     return type(e)(f"layer '{clip(lp.name)}' ({lp.type}): {e}")
 
 
-def _add_automatic_tops(net_param) -> None:
-    """Caffe's AutoTopBlobs: a loss layer written without a top still gets its loss top (the
-    R-CNN fine-tuning example has one), named after the layer."""
-    for lp in net_param.layer:
-        cls = layer_class(lp.type, lp.name)
-        if not cls.auto_top_blobs:
-            continue
+# Caffe's name for a top it adds to a loss layer written without one (Net::AppendTop).
+AUTOMATIC_TOP = "(automatic)"
+
+
+def _top_names(lp) -> list[str]:
+    """The layer's tops, plus Caffe's AutoTopBlobs: a loss layer written without a top (the
+    R-CNN fine-tuning example has one) still gets its loss top, named "(automatic)" and kept
+    out of the graph, so several such layers never clash."""
+    cls = layer_class(lp.type, lp.name)
+    needed = 0
+    if cls.auto_top_blobs:
         needed = cls.num_top if isinstance(cls.num_top, int) else cls.num_top[0]
-        while len(lp.top) < needed:
-            lp.top.append(f"{lp.name} (automatic)" if not len(lp.top) else
-                          f"{lp.name} (automatic {len(lp.top)})")
+    return list(lp.top) + [AUTOMATIC_TOP] * (needed - len(lp.top))
 
 
 def _sample_count(arrays) -> int:

@@ -57,6 +57,27 @@ def allowing_unknown_fields():
         _dropped_fields.reset(token)
 
 
+@contextlib.contextmanager
+def rejecting_unknown_fields():
+    """Within the block, unknown fields are errors even inside allowing_unknown_fields()."""
+    token = _dropped_fields.set(None)
+    try:
+        yield
+    finally:
+        _dropped_fields.reset(token)
+
+
+# What --allow-unknown may drop. A field unknown to a message that only describes the net, a
+# layer or the solver (a fork's whole `*_param` block or flag on a layer, a fork's solver
+# option) is a feature protonet does not have: dropped, with a warning; a fork layer type that
+# needs it is still refused by the registry. A field unknown inside a layer's parameter
+# message (PoolingParameter.ceil_mode before protonet knew it) changes how a layer protonet
+# runs computes: dropping it would run that layer with the field's default and give a
+# different answer without saying so, so it stays an error.
+_DESCRIPTION_MESSAGES = {"NetParameter", "LayerParameter", "V1LayerParameter",
+                         "V0LayerParameter", "SolverParameter"}
+
+
 # What each message type is to a user, for "failed to parse as ..." messages.
 _KINDS = {"NetParameter": "a net", "SolverParameter": "a solver",
           "NetState": "a net state", "BlobProto": "a blob"}
@@ -108,6 +129,16 @@ def parse_text(text: str, message, filename: str = "<string>"):
         message.Clear()
         raise PrototxtError(f"{filename}: blocks nested too deeply to read as "
                             f"{_kind(message)}") from None
+    for line, col, field in parser.skipped:
+        owner = field.removeprefix("caffe.").split(".")[0]
+        if owner not in _DESCRIPTION_MESSAGES:
+            message.Clear()
+            err = PrototxtError(
+                f"{filename}:{line}:{col}: unknown field {clip(field.removeprefix('caffe.'))}; "
+                "--allow-unknown drops fields of nets, layers and solvers, not of a layer's "
+                "parameters: without it the layer would compute something else")
+            err.line, err.column = line, col
+            raise err
     for line, col, field in parser.skipped:
         where = f"{filename}:{line}:{col}"
         field = clip(field.removeprefix("caffe."))
@@ -224,8 +255,14 @@ def upgrade_net(net, filename: str = "<net>"):
 
 
 def upgrade_net_input(net, filename: str) -> None:
-    """Top-level `input` fields -> an Input layer placed first (Caffe's UpgradeNetInput)."""
+    """Top-level `input` fields -> an Input layer placed first (Caffe's UpgradeNetInput).
+
+    Caffemodels saved by 2014-2015 Caffe from deploy nets list the input names without any
+    shape: as in Caffe, those names are simply dropped (the weights need no Input layer)."""
     names = list(net.input)
+    if not len(net.input_shape) and not len(net.input_dim):
+        net.ClearField("input")
+        return
     if len(net.input_shape):
         if len(net.input_shape) not in (1, len(names)):
             raise PrototxtError(f"{filename}: {len(names)} inputs but {len(net.input_shape)} "

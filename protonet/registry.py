@@ -91,6 +91,8 @@ UNSUPPORTED = {
                   "with h5py or numpy",
     "WindowData": "R-CNN window files are not supported; swap in DummyData for shape checks "
                   "(protonet.surgery.swap_data_layers)",
+    "DenseImageData": "SegNet's image/label-image lists are not read; swap in DummyData for "
+                      "shape checks (protonet.surgery.swap_data_layers)",
 }
 
 

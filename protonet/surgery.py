@@ -27,6 +27,7 @@ DATA_LAYERS = {
     "WindowData": "window_data_param",
     "HDF5Data": "hdf5_data_param",
     "MemoryData": "memory_data_param",
+    "DenseImageData": "dense_image_data_param",   # SegNet's fork
 }
 
 
@@ -88,6 +89,9 @@ def _top_shape(lp, kind, index, top, shapes, batch) -> list[int]:
         return [batch, p.channels, p.height, p.width] if index == 0 else [batch]
     if top in shapes:
         return [batch, *(int(d) for d in shapes[top])]
+    if kind == "DenseImageData" and index == 1 and lp.top[0] in shapes:
+        # A label image: one channel of the data image's height and width.
+        return [batch, 1, *(int(d) for d in shapes[lp.top[0]][1:])]
     if _is_label(index):
         return [batch]
     raise NetDefinitionError(f"layer '{lp.name}' ({lp.type}): give the shape of its top "

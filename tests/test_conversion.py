@@ -173,6 +173,23 @@ def test_fork_fields_are_rejected_by_default_and_dropped_and_listed_on_request(t
     assert run("upgrade", path, tmp_path / "x.prototxt", check=False).returncode == 1
 
 
+def test_allow_unknown_refuses_to_drop_a_field_inside_a_layers_parameters(tmp_path):
+    """A dropped field that would change a layer's result is an error, not a warning (a
+    fork's `foo_mode: false` in a PoolingParameter would pool to another size)."""
+    path = tmp_path / "fork.prototxt"
+    path.write_text('name: "fork"\nlayer { name: "p" type: "Pooling"\n'
+                    '  pooling_param { pool: MAX kernel_size: 3 stride: 2 foo_mode: false }\n}\n')
+    with prototxt.allowing_unknown_fields() as dropped:
+        with pytest.raises(PrototxtError, match=r"fork.prototxt:3:\d+: unknown field "
+                                                r"PoolingParameter.foo_mode; .*not of a "
+                                                r"layer's parameters"):
+            prototxt.read_net(path)
+    assert dropped == []
+    result = run("upgrade", "--allow-unknown", path, tmp_path / "x.prototxt", check=False)
+    assert result.returncode == 1 and "PoolingParameter.foo_mode" in result.stderr
+    assert not (tmp_path / "x.prototxt").exists()
+
+
 @pytest.mark.parametrize("path", ["examples/mnist/lenet_train_test.prototxt",
                                   "models/bvlc_alexnet/train_val.prototxt",
                                   "models/bvlc_googlenet/deploy.prototxt"])

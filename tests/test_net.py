@@ -323,8 +323,23 @@ def test_loss_layer_without_a_top_gets_one_and_counts(seed):
                                    data_filler { type: "gaussian" } data_filler { value: 1 } } }
         layer { name: "loss" type: "SoftmaxWithLoss" bottom: "x" bottom: "y" }"""),
         phase=protonet.TRAIN)
-    assert net.outputs == ["loss (automatic)"]
-    assert net.forward_backward() == pytest.approx(float(net.blobs["loss (automatic)"].data))
+    # Caffe's names and outputs: net.forward() on its pascal_finetune example returns {}.
+    assert net.outputs == [] and net.forward() == {}
+    assert net.top_names["loss"] == ["(automatic)"]
+    assert net.forward_backward() == pytest.approx(float(net.blobs["(automatic)"].data))
+
+
+def test_two_loss_layers_without_tops_both_count(seed):
+    net = protonet.Net(param=prototxt.parse_net_text("""
+        layer { name: "x" type: "DummyData" top: "x" top: "y"
+                dummy_data_param { shape { dim: 4 dim: 3 } shape { dim: 4 dim: 3 }
+                                   data_filler { type: "gaussian" } data_filler { value: 1 } } }
+        layer { name: "a" type: "EuclideanLoss" bottom: "x" bottom: "y" }
+        layer { name: "b" type: "EuclideanLoss" bottom: "x" bottom: "y" loss_weight: 2 }"""),
+        phase=protonet.TRAIN)
+    assert net.forward() == {}
+    loss = net.forward_backward()
+    assert loss == pytest.approx(3 * ((net.blobs["x"].data - 1.0) ** 2).sum() / 8, rel=1e-5)
 
 
 def test_a_net_without_layers_for_its_phase_is_named():

@@ -12,7 +12,7 @@ import pytest
 import protonet
 from protonet import prototxt
 from protonet.errors import ProtonetError
-from protonet.io.onnx_export import export_onnx
+from protonet.export.onnx import export_onnx
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,9 +32,10 @@ def random_net(param, seed=1701):
     return net
 
 
-def assert_onnx_matches(net, tmp_path, rtol=1e-4):
+def assert_onnx_matches(net, tmp_path, rtol=1e-4, feed=None):
     g = np.random.default_rng(0)
-    feed = {n: g.standard_normal(net.blobs[n].shape).astype(np.float32) for n in net.inputs}
+    feed = feed or {n: g.standard_normal(net.blobs[n].shape).astype(np.float32)
+                    for n in net.inputs}
     net.forward(**feed)
     export_onnx(net, tmp_path / "net.onnx")
     model = onnx.load(tmp_path / "net.onnx")
@@ -93,6 +94,56 @@ def test_caffe_pooling_rounding_padding_and_other_layers_match(tmp_path):
     net.params["bn"][2].data[...] = 2.0
     checked = assert_onnx_matches(net, tmp_path)
     assert {"mp", "ap", "ap0", "cat", "sum", "up", "lrn"} <= set(checked)
+
+
+def test_fork_layers_match_onnx_runtime(tmp_path):
+    """ShuffleChannel, ConvolutionDepthwise, Axpy, SegNet's BN (INFERENCE), Interp (with a
+    crop), Resample, and FLOOR-rounded pooling."""
+    net = random_net(prototxt.parse_net_text("""
+        input: "x" input_shape { dim: 1 dim: 6 dim: 9 dim: 8 }
+        layer { name: "sh" type: "ShuffleChannel" bottom: "x" top: "sh"
+                shuffle_channel_param { group: 3 } }
+        layer { name: "dw" type: "ConvolutionDepthwise" bottom: "sh" top: "dw"
+                convolution_param { num_output: 6 kernel_size: 3 stride: 2 pad: 1 } }
+        layer { name: "gap" type: "Pooling" bottom: "dw" top: "gap"
+                pooling_param { pool: AVE global_pooling: true } }
+        layer { name: "ax" type: "Axpy" bottom: "gap" bottom: "dw" bottom: "dw" top: "ax" }
+        layer { name: "bn" type: "BN" bottom: "ax" top: "bn" bn_param { bn_mode: INFERENCE } }
+        layer { name: "fl" type: "Pooling" bottom: "bn" top: "fl"
+                pooling_param { pool: MAX kernel_size: 2 stride: 2 round_mode: FLOOR } }
+        layer { name: "ip" type: "Interp" bottom: "bn" top: "ip"
+                interp_param { zoom_factor: 2 pad_beg: -1 pad_end: -1 } }
+        layer { name: "rs" type: "Resample" bottom: "ip" top: "rs"
+                resample_param { type: NEAREST factor: 2 } }
+        """))
+    checked = assert_onnx_matches(net, tmp_path)
+    assert {"sh", "dw", "ax", "bn", "fl", "ip", "rs"} <= set(checked)
+
+
+def test_segnet_unpooling_matches_onnx_max_unpool(tmp_path):
+    net = random_net(prototxt.parse_net_text("""
+        input: "x" input_shape { dim: 1 dim: 3 dim: 8 dim: 10 }
+        layer { name: "pool" type: "Pooling" bottom: "x" top: "pool" top: "mask"
+                pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+        layer { name: "up" type: "Upsample" bottom: "pool" bottom: "mask" top: "up"
+                upsample_param { scale: 2 } }
+        """))
+    assert {"mask", "up"} <= set(assert_onnx_matches(net, tmp_path))
+
+
+def test_roi_pooling_matches_onnx_max_roi_pool(tmp_path):
+    net = random_net(prototxt.parse_net_text("""
+        input: "x" input_shape { dim: 2 dim: 3 dim: 12 dim: 10 }
+        input: "rois" input_shape { dim: 4 dim: 5 }
+        layer { name: "roi" type: "ROIPooling" bottom: "x" bottom: "rois" top: "roi"
+                roi_pooling_param { pooled_h: 3 pooled_w: 2 spatial_scale: 0.5 } }
+        """))
+    rois = np.array([[0, 0, 0, 9, 7], [0, 3, 2, 18, 22], [0, 5, 5, 6, 6], [0, -4, 1, 30, 9]],
+                    np.float32)
+    x = np.random.default_rng(3).standard_normal((1, 3, 12, 10)).astype(np.float32)
+    net.blobs["rois"].reshape(*rois.shape)   # random_net made every input batch 1
+    net.reshape()
+    assert "roi" in assert_onnx_matches(net, tmp_path, feed={"x": x, "rois": rois})
 
 
 def test_layers_without_an_onnx_equivalent_are_named(tmp_path):

@@ -111,6 +111,17 @@ def test_input_dim_count_must_be_four_per_input():
         prototxt.parse_net_text('input: "a" input_dim: 1 input_dim: 2')
 
 
+def test_input_names_without_shape_are_dropped_as_caffe_does(tmp_path):
+    # Caffemodels saved by 2014-2015 Caffe from deploy nets (OpenCV's layer_convolution) list
+    # `input` names alone; Caffe's UpgradeNetInput strips them.
+    saved = caffe_pb2.NetParameter(name="old", input=["data"])
+    saved.layer.add(name="conv", type="Convolution", bottom=["data"], top=["conv"])
+    path = tmp_path / "old.caffemodel"
+    path.write_bytes(saved.SerializeToString())
+    net = prototxt.read_net_binary(path)
+    assert not len(net.input) and [l.name for l in net.layer] == ["conv"]
+
+
 def test_both_layer_and_layers_is_an_error():
     with pytest.raises(PrototxtError, match="both 'layer' and the old 'layers'"):
         prototxt.parse_net_text('layer { name: "a" type: "ReLU" } layers { name: "b" type: RELU }')

@@ -52,6 +52,33 @@ def test_field_numbers_match_caffe(message, field, number):
     assert getattr(caffe_pb2, message).DESCRIPTOR.fields_by_name[field].number == number
 
 
+# (message, field, number) facts of Caffe forks, checked against each fork's caffe.proto, so
+# their binary caffemodels decode; where BVLC uses the fork's number, 20000 + that number.
+FORK_WIRE_FACTS = [
+    ("LayerParameter", "bn_param", 45),                  # alexgkendall/caffe-segnet
+    ("BNParameter", "bn_mode", 3), ("BNParameter", "scale_filler", 1),
+    ("LayerParameter", "upsample_param", 20000 + 137),   # SegNet 137 = BVLC embed_param
+    ("UpsampleParameter", "upsample_h", 6), ("UpsampleParameter", "pad_out_h", 4),
+    ("LayerParameter", "dense_image_data_param", 20000 + 138),   # SegNet 138 = tile_param
+    ("LayerParameter", "interp_param", 20000 + 143),     # PSPNet 143 = BVLC input_param
+    ("LayerParameter", "roi_pooling_param", 8266711),    # rbgirshick/caffe-fast-rcnn
+    ("ROIPoolingParameter", "spatial_scale", 3), ("DropoutParameter", "scale_train", 2),
+    ("LayerParameter", "proposal_param", 201),           # OpenCV's opencv-caffe.proto
+    ("ProposalParameter", "nms_thresh", 8),
+    ("LayerParameter", "shuffle_channel_param", 164),
+    ("LayerParameter", "correlation_param", 150),        # lmb-freiburg/flownet2
+    ("LayerParameter", "resample_param", 155), ("LayerParameter", "flow_warp_param", 159),
+    ("LayerParameter", "accum_param", 160), ("CorrelationParameter", "correlation_type", 15),
+    ("PoolingParameter", "round_mode", 13),              # BVLC; PR #3057's ceil_mode used 13
+    ("PoolingParameter", "ceil_mode", 20000 + 13),
+]
+
+
+@pytest.mark.parametrize("message, field, number", FORK_WIRE_FACTS)
+def test_fork_field_numbers_match_the_forks(message, field, number):
+    assert getattr(caffe_pb2, message).DESCRIPTOR.fields_by_name[field].number == number
+
+
 def test_protonet_extensions_sit_far_above_caffe_numbers():
     assert caffe_pb2.LayerParameter.DESCRIPTOR.fields_by_name["loss_weight_schedule"].number == 1000
     assert caffe_pb2.SolverState.DESCRIPTOR.fields_by_name["data_reader"].number == 1000

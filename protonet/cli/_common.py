@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .. import caffe_pb2, logs
 from ..errors import ProtonetError, PrototxtError
-from ..prototxt import parse_text
+from ..prototxt import parse_text, rejecting_unknown_fields
 
 log = logging.getLogger("protonet")
 
@@ -44,7 +44,10 @@ def is_solver_file(path) -> bool:
         return not (len(net.layer) or len(net.layers))
     except PrototxtError as as_net:
         try:
-            parse_text(text, caffe_pb2.SolverParameter(), str(path))
+            # Judged without dropping anything: a net with one bad field is not a solver
+            # whose every field was dropped.
+            with rejecting_unknown_fields():
+                parse_text(text, caffe_pb2.SolverParameter(), str(path))
             return True
         except PrototxtError as as_solver:
             def reach(e):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 
 from ..errors import ProtonetError
-from ..io.onnx_export import export_onnx
+from ..export.onnx import export_onnx
 from ..net import TEST, Net
 from ._common import add_allow_unknown, setup_logging
 

@@ -2,7 +2,8 @@
 planes(), with Caffe's windows.
 
 A window starts at o*s - p and ends at min(start + k, H + p) (average: the divisor is that
-clipped-to-padding size) and is then clipped to the input. Output sizes round up (ceil), and a
+clipped-to-padding size) and is then clipped to the input. Output sizes round up (ceil; or
+down, round_mode FLOOR), and a
 last window that would start inside the padding only is dropped (pool_output_size).
 Parallel over the planes; each plane is read and written by one thread. Masks hold the flat
 index h*W + w of each window's maximum within its plane.
@@ -19,9 +20,11 @@ def planes(a):
     return a.reshape(-1, a.shape[-2], a.shape[-1])
 
 
-def pool_output_size(size: int, kernel: int, pad: int, stride: int) -> int:
-    """ceil((size + 2 pad - kernel) / stride) + 1, minus 1 if the last window starts in the pad."""
-    out = -(-(size + 2 * pad - kernel) // stride) + 1
+def pool_output_size(size: int, kernel: int, pad: int, stride: int, ceil: bool = True) -> int:
+    """ceil((size + 2 pad - kernel) / stride) + 1 (floor with ceil=False: round_mode FLOOR),
+    minus 1 if the last window starts in the pad."""
+    span = size + 2 * pad - kernel
+    out = (-(-span // stride) if ceil else span // stride) + 1
     if pad and (out - 1) * stride >= size + pad:
         out -= 1
     return out

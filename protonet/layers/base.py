@@ -188,6 +188,36 @@ class LossLayer(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index != 1
 
+    # Caffe's mode when loss_param sets neither normalization nor normalize: SoftmaxWithLoss
+    # and InfogainLoss take the field's default (VALID); SigmoidCrossEntropyLoss uses
+    # BATCH_SIZE (sigmoid_cross_entropy_loss_layer.cpp). The others divide by a fixed count.
+    default_normalization: ClassVar[int] = caffe_pb2.LossParameter.VALID
+    # InfogainLoss refuses the deprecated `normalize` (Caffe CHECKs it is absent).
+    accepts_normalize: ClassVar[bool] = True
+
+    def read_normalization(self) -> None:
+        """self.normalization from loss_param: `normalization`, else the legacy `normalize`
+        (true: VALID, false: BATCH_SIZE), else the layer's Caffe default."""
+        lp = self.param.loss_param
+        if lp.HasField("normalize") and not self.accepts_normalize:
+            raise self.error("loss_param.normalize is deprecated for this layer (as in Caffe); "
+                             "use loss_param.normalization", NetDefinitionError)
+        if lp.HasField("normalization"):
+            self.normalization = lp.normalization
+        elif lp.HasField("normalize"):
+            mode = caffe_pb2.LossParameter
+            self.normalization = mode.VALID if lp.normalize else mode.BATCH_SIZE
+        else:
+            self.normalization = self.default_normalization
+
+    def normalizer(self, outer: int, inner: int, valid: int) -> float:
+        """Caffe's get_normalizer: what the summed loss is divided by (at least 1, so a batch
+        with every label ignored gives 0, not NaN)."""
+        mode = caffe_pb2.LossParameter
+        n = {mode.FULL: outer * inner, mode.VALID: valid, mode.BATCH_SIZE: outer,
+             mode.NONE: 1}[self.normalization]
+        return max(1.0, float(n))
+
     @staticmethod
     def loss_weight(top) -> float:
         """The weight the net put in the loss top's diff; every backward scales by it."""

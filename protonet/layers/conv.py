@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 
+from ..blob import Blob
 from ..errors import NetDefinitionError
 from ..kernels._jit import one_blas_thread
 from ..kernels.conv import (add_channel_bias, channels_first, channels_first_add_bias,
@@ -72,6 +73,18 @@ class _BaseConvolution(Layer):
     Reads num_output, bias_term (true), kernel_size or kernel_h/kernel_w, pad (0), stride (1),
     dilation (1) and their _h/_w forms, group (1), axis (1), weight_filler, bias_filler.
     """
+
+    # Settings read in setup, public: the ONNX exporter (export/onnx.py) reads them.
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    ph: int
+    pw: int
+    dh: int
+    dw: int
+    group: int
+    bias_term: bool
 
     def setup(self, bottom, top):
         p = self.param.convolution_param
@@ -170,8 +183,7 @@ def _column_matrix(layer, rows: int, images: int, pixels: int):
     return _view(layer.scratch("col", shape, grow=True), shape)
 
 
-@register_layer("Convolution")
-class Convolution(_BaseConvolution):
+class _SingleConvolution(_BaseConvolution):
     """y = W * x + b, Caffe "Convolution" (V1 CONVOLUTION).
 
     Bottom: (N, C, H, W). Top: (N, num_output, Ho, Wo) with
@@ -300,8 +312,7 @@ class Convolution(_BaseConvolution):
                 col2im(col, *self.geometry(), self.ho, self.wo, bottom[0].diff[n0:n1])
 
 
-@register_layer("Deconvolution")
-class Deconvolution(_BaseConvolution):
+class _SingleDeconvolution(_BaseConvolution):
     """The transpose of Convolution (its backward as forward), Caffe "Deconvolution"
     (V1 DECONVOLUTION). Fields as Convolution's.
 
@@ -372,6 +383,57 @@ class Deconvolution(_BaseConvolution):
                 for g in range(self.group):
                     np.matmul(weight[g], col_g[g], out=x2_g[g])
                 channels_first(x2, dx[n0:n1])
+
+
+class _EachPair:
+    """Caffe's BaseConvolutionLayer takes any number of (bottom i, top i) pairs of one shape
+    and applies the one set of weights to each. The single-pair layer it is mixed into does the
+    work pair by pair; its weight gradients add up over the pairs."""
+
+    num_bottom = (1, None)
+    num_top = (1, None)
+
+    def reshape(self, bottom, top):
+        if len(bottom) != len(top):
+            raise self.error(f"takes one top per bottom, got {len(bottom)} bottoms and "
+                             f"{len(top)} tops", NetDefinitionError)
+        for blob in bottom[1:]:
+            if blob.shape != bottom[0].shape:
+                raise self.error(f"all bottoms must have one shape: '{blob.name}' is "
+                                 f"{blob.shape}, '{bottom[0].name}' {bottom[0].shape}")
+        super().reshape(bottom[:1], top[:1])
+        for blob in top[1:]:
+            blob.reshape(top[0].shape)
+
+    def forward(self, bottom, top):
+        for b, t in zip(bottom, top):
+            super().forward([b], [t])
+
+    def backward(self, top, propagate_down, bottom):
+        for b, t, down in zip(bottom, top, propagate_down):
+            if len(bottom) > 1:
+                # The single-pair backward reads what its forward left in the layer (the
+                # columns), which the later pairs' forwards overwrote: rebuild it, writing
+                # into scratch so the top (maybe changed in place since) stays as it is.
+                if getattr(self, "scratch_top", None) is None:
+                    self.scratch_top = Blob(name=f"{self.name} scratch")
+                self.scratch_top.reshape(t.shape)
+                super().forward([b], [self.scratch_top])
+            super().backward([t], [down], [b])
+
+
+@register_layer("Convolution")
+class Convolution(_EachPair, _SingleConvolution):
+    __doc__ = _SingleConvolution.__doc__ + """
+    Several bottoms (one shape) with as many tops: the weights are applied to each pair.
+    """
+
+
+@register_layer("Deconvolution")
+class Deconvolution(_EachPair, _SingleDeconvolution):
+    __doc__ = _SingleDeconvolution.__doc__ + """
+    Several bottoms (one shape) with as many tops: the weights are applied to each pair.
+    """
 
 
 @register_layer("Im2col")

@@ -54,6 +54,11 @@ class InnerProduct(Layer):
     Bottom: (d0, ..., d_{axis-1}, ...K). Top: (d0, ..., d_{axis-1}, num_output).
     """
 
+    # Settings read in setup, public: the ONNX exporter (export/onnx.py) reads them.
+    axis: int
+    bias_term: bool
+    transpose: bool
+
     def setup(self, bottom, top):
         p = self.param.inner_product_param
         self.num_output = p.num_output

@@ -71,45 +71,44 @@ class EuclideanLoss(LossLayer):
 @register_layer("SigmoidCrossEntropyLoss")
 class SigmoidCrossEntropyLoss(LossLayer):
     """loss = -sum [t log s(x) + (1 - t) log(1 - s(x))] / normalizer, s the sigmoid, Caffe
-    "SigmoidCrossEntropyLoss" (V1 SIGMOID_CROSS_ENTROPY_LOSS). Reads loss_param.ignore_label,
-    normalization (VALID) or normalize; targets in [0, 1] of the predictions' count."""
+    "SigmoidCrossEntropyLoss" (V1 SIGMOID_CROSS_ENTROPY_LOSS). Reads loss_param.ignore_label
+    (targets whose int() equals it are skipped), normalization, or the legacy normalize (true:
+    VALID, false: BATCH_SIZE); with neither, Caffe's BATCH_SIZE (the first axis).
+    Bottom: predictions (N, ...); targets in [0, 1], as many. Top: the scalar loss."""
+
+    default_normalization = LP.BATCH_SIZE
 
     def setup(self, bottom, top):
         lp = self.param.loss_param
         self.has_ignore, self.ignore_label = lp.HasField("ignore_label"), lp.ignore_label
-        if not lp.HasField("normalization") and lp.HasField("normalize"):
-            self.normalization = LP.VALID if lp.normalize else LP.BATCH_SIZE
-        else:
-            self.normalization = lp.normalization
+        self.read_normalization()
 
     def reshape(self, bottom, top):
         super().reshape(bottom, top)
         if bottom[0].count != bottom[1].count:
             raise self.error(f"predictions {bottom[0].shape} and targets {bottom[1].shape} need "
                              "the same count", ShapeError)
-
-    def _normalizer(self, valid):
-        n = {LP.FULL: self.count, LP.VALID: valid, LP.BATCH_SIZE: self.outer, LP.NONE: 1}
-        return max(1.0, float(n[self.normalization]))
+        self.outer = bottom[0].shape[0]
+        self.inner = bottom[0].count // max(1, self.outer)
 
     def forward(self, bottom, top):
         x = bottom[0].data.astype(np.float64).ravel()
         t = bottom[1].data.astype(np.float64).ravel()
-        self.count, self.outer = x.size, bottom[0].shape[0]
-        keep = t != self.ignore_label if self.has_ignore else np.ones_like(t, bool)
+        # Caffe parity: the target is compared with ignore_label after static_cast<int>.
+        keep = np.trunc(t) != self.ignore_label if self.has_ignore else np.ones_like(t, bool)
         # Stable: x (t - [x >= 0]) - log(1 + exp(x - 2 x [x >= 0])) is -(per-element loss).
         pos = (x >= 0).astype(np.float64)
         per = -(x * (t - pos) - np.log1p(np.exp(x - 2 * x * pos)))
-        self.keep, self.valid = keep, int(keep.sum())
-        top[0].data[...] = (per * keep).sum() / self._normalizer(self.valid)
+        self.keep = keep
+        self.scale = 1.0 / self.normalizer(self.outer, self.inner, int(keep.sum()))
+        top[0].data[...] = (per * keep).sum() * self.scale
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[1]:
             raise self.error("cannot backpropagate to the targets")
         if propagate_down[0]:
             s = sigmoid(bottom[0].data)
-            scale = self.loss_weight(top) / self._normalizer(self.valid)
-            grad = (s - bottom[1].data.reshape(s.shape)) * scale
+            grad = (s - bottom[1].data.reshape(s.shape)) * (self.loss_weight(top) * self.scale)
             bottom[0].diff[...] = grad * self.keep.reshape(s.shape)
 
 
@@ -290,14 +289,12 @@ class InfogainLoss(LossLayer):
 
     num_bottom = (2, 3)
     num_top = (1, 2)
+    accepts_normalize = False
 
     def setup(self, bottom, top):
         lp, ip = self.param.loss_param, self.param.infogain_loss_param
-        if lp.HasField("normalize"):
-            raise self.error('loss_param.normalize is deprecated for InfogainLoss (as in Caffe); '
-                             'use loss_param.normalization', NetDefinitionError)
+        self.read_normalization()
         self.has_ignore, self.ignore_label = lp.HasField("ignore_label"), lp.ignore_label
-        self.normalization = lp.normalization
         self.axis_param = ip.axis
         self.infogain = None
         if len(bottom) < 3:
@@ -339,8 +336,7 @@ class InfogainLoss(LossLayer):
 
     def _normalizer(self) -> float:
         outer, _, inner = self.view
-        n = {LP.FULL: outer * inner, LP.VALID: self.valid, LP.BATCH_SIZE: outer, LP.NONE: 1}
-        return max(1.0, float(n[self.normalization]))
+        return self.normalizer(outer, inner, self.valid)
 
     def forward(self, bottom, top):
         outer, classes, inner = self.view

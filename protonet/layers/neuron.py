@@ -28,6 +28,9 @@ class ReLU(NeuronLayer):
     """y = max(0, x) + negative_slope * min(0, x), Caffe "ReLU" (V1 RELU).
     Reads relu_param.negative_slope (0)."""
 
+    # Settings read in setup, public: the ONNX exporter (export/onnx.py) reads them.
+    negative_slope: float
+
     def setup(self, bottom, top):
         self.negative_slope = np.float32(self.param.relu_param.negative_slope)
 
@@ -98,6 +101,9 @@ class BNLL(NeuronLayer):
 class ELU(NeuronLayer):
     """y = x if x > 0 else alpha (exp(x) - 1), Caffe "ELU". Reads elu_param.alpha (1)."""
 
+    # Settings read in setup, public: the ONNX exporter (export/onnx.py) reads them.
+    alpha: float
+
     def setup(self, bottom, top):
         self.alpha = np.float32(self.param.elu_param.alpha)
 
@@ -159,6 +165,11 @@ class Clip(NeuronLayer):
 class Power(NeuronLayer):
     """y = (shift + scale x)^power, Caffe "Power" (V1 POWER). Reads power_param.power (1),
     scale (1), shift (0). Not in place."""
+
+    # Settings read in setup, public: the ONNX exporter (export/onnx.py) reads them.
+    power: float
+    scale: float
+    shift: float
 
     def setup(self, bottom, top):
         p = self.param.power_param
@@ -237,14 +248,17 @@ class Threshold(NeuronLayer):
 @register_layer("Dropout")
 class Dropout(NeuronLayer):
     """TRAIN: y = x * mask / (1 - ratio), mask ~ Bernoulli(1 - ratio); TEST: y = x.
-    Caffe "Dropout" (V1 DROPOUT). Reads dropout_param.dropout_ratio (0.5)."""
+    Caffe "Dropout" (V1 DROPOUT). Reads dropout_param.dropout_ratio (0.5) and Fast R-CNN's
+    scale_train (true): false keeps x * mask while training and scales by 1 - ratio in TEST."""
 
     def setup(self, bottom, top):
-        self.ratio = self.param.dropout_param.dropout_ratio
+        p = self.param.dropout_param
+        self.ratio = p.dropout_ratio
         if not 0 <= self.ratio < 1:
             raise self.error(f"dropout_ratio must be in [0, 1), got {self.ratio}",
                              NetDefinitionError)
-        self.scale = np.float32(1.0 / (1.0 - self.ratio))
+        self.scale = np.float32(1.0 / (1.0 - self.ratio) if p.scale_train else 1.0)
+        self.test_scale = np.float32(1.0 if p.scale_train else 1.0 - self.ratio)
         self.train = self.phase == 0
 
     def reshape(self, bottom, top):
@@ -253,7 +267,9 @@ class Dropout(NeuronLayer):
 
     def forward(self, bottom, top):
         if not self.train:
-            if top[0] is not bottom[0]:
+            if self.test_scale != 1:
+                np.multiply(bottom[0].data, self.test_scale, out=top[0].data)
+            elif top[0] is not bottom[0]:
                 top[0].data[...] = bottom[0].data
             return
         keep = rng.generator().random(bottom[0].shape, dtype=np.float32) >= self.ratio
@@ -264,6 +280,8 @@ class Dropout(NeuronLayer):
         if propagate_down[0]:
             if self.train:
                 np.multiply(top[0].diff, self.mask, out=bottom[0].diff)
+            elif self.test_scale != 1:
+                np.multiply(top[0].diff, self.test_scale, out=bottom[0].diff)
             elif top[0] is not bottom[0]:
                 bottom[0].diff[...] = top[0].diff
 

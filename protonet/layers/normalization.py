@@ -31,6 +31,13 @@ class LRN(Layer):
     (ACROSS_CHANNELS). Bottom: (N, C, H, W). Top: same shape. Not in place.
     """
 
+    # Settings read in setup, public: the ONNX exporter (export/onnx.py) reads them.
+    across: bool
+    size: int
+    alpha: float
+    beta: float
+    k: float
+
     def setup(self, bottom, top):
         p = self.param.lrn_param
         if p.local_size % 2 == 0:
@@ -114,6 +121,9 @@ class BatchNorm(Layer):
     Blobs: mean_sum (C,), var_sum (C,), s (1,), all 0 at first; never learned (lr_mult 0).
     Bottom: (N, C, ...). Top: same shape; in place allowed.
     """
+
+    # Settings read in setup, public: the ONNX exporter (export/onnx.py) reads them.
+    eps: float
 
     def setup(self, bottom, top):
         p = self.param.batch_norm_param
@@ -247,6 +257,11 @@ class Scale(Layer):
     bias_filler (constant 0). Top: bottom[0]'s shape; in place allowed.
     """
 
+    # Settings read in setup, public: the ONNX exporter (export/onnx.py) reads them.
+    axis: int
+    bias_term: bool
+    scale_is_param: bool
+
     num_bottom = (1, 2)
 
     def setup(self, bottom, top):
@@ -319,6 +334,10 @@ class Bias(Layer):
     Reads bias_param: axis (1), num_axes (1), filler (constant 0).
     Top: bottom[0]'s shape; in place allowed.
     """
+
+    # Settings read in setup, public: the ONNX exporter (export/onnx.py) reads them.
+    axis: int
+    bias_is_param: bool
 
     num_bottom = (1, 2)
 

@@ -21,11 +21,22 @@ class Pooling(Layer):
 
     Reads pooling_param: pool (MAX; AVE; STOCHASTIC is not run on the CPU), kernel_size or
     kernel_h/kernel_w, pad (0) or pad_h/pad_w, stride (1) or stride_h/stride_w,
-    global_pooling (false: true pools the whole plane), round_mode (CEIL).
-    Bottom: (N, C, H, W). Top: (N, C, Ho, Wo), Ho = ceil((H + 2 pad - kernel) / stride) + 1,
-    less one when the last window would start in the padding; MAX may add a second top, the
+    global_pooling (false: true pools the whole plane), round_mode (CEIL; FLOOR) or the forks'
+    ceil_mode (true; false = FLOOR).
+    Bottom: (N, C, H, W). Top: (N, C, Ho, Wo), Ho = ceil((H + 2 pad - kernel) / stride) + 1
+    (floor with FLOOR), less one when the last window would start in the padding; MAX may add a second top, the
     argmax index of each window (h * W + w) as a float.
     """
+
+    # Settings read in setup, public: the ONNX exporter (export/onnx.py) reads them.
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    ph: int
+    pw: int
+    is_max: bool
+    ceil: bool
 
     num_top = (1, 2)
 
@@ -37,9 +48,15 @@ class Pooling(Layer):
                              NetDefinitionError)
         if len(top) == 2 and p.pool != P.MAX:
             raise self.error("only MAX pooling has a second (mask) top", NetDefinitionError)
-        if p.round_mode != P.CEIL:
-            raise self.error("round_mode FLOOR is not supported; Caffe's CEIL is",
-                             NetDefinitionError)
+        # round_mode (BVLC) and the forks' ceil_mode say the same thing; both given, they
+        # must agree.
+        self.ceil = p.round_mode == P.CEIL
+        if p.HasField("ceil_mode"):
+            if p.HasField("round_mode") and p.ceil_mode != self.ceil:
+                raise self.error(f"ceil_mode: {str(p.ceil_mode).lower()} contradicts "
+                                 f"round_mode: {P.RoundMode.Name(p.round_mode)}",
+                                 NetDefinitionError)
+            self.ceil = p.ceil_mode
         self.is_max = p.pool == P.MAX
         self.global_pooling = p.global_pooling
         if p.global_pooling:
@@ -72,8 +89,8 @@ class Pooling(Layer):
         if self.ph >= self.kh or self.pw >= self.kw:
             raise self.error(f"pad ({self.ph}, {self.pw}) must be smaller than the kernel "
                              f"({self.kh}, {self.kw})", NetDefinitionError)
-        ho = pool_output_size(h, self.kh, self.ph, self.sh)
-        wo = pool_output_size(w, self.kw, self.pw, self.sw)
+        ho = pool_output_size(h, self.kh, self.ph, self.sh, self.ceil)
+        wo = pool_output_size(w, self.kw, self.pw, self.sw, self.ceil)
         if ho < 1 or wo < 1:
             raise self.error(f"kernel larger than the padded input {bottom[0].shape}")
         for blob in top:

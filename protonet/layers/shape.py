@@ -136,6 +136,9 @@ class Concat(Layer):
     """Bottoms joined along concat_param.axis (1) (or the legacy concat_dim), Caffe "Concat"
     (V1 CONCAT). All other dimensions must agree."""
 
+    # Settings read in setup, public: the ONNX exporter (export/onnx.py) reads them.
+    axis: int
+
     num_bottom = (1, None)
 
     def reshape(self, bottom, top):
@@ -169,6 +172,10 @@ class Concat(Layer):
 class Slice(Layer):
     """The bottom cut along slice_param.axis (1) (or slice_dim) at slice_point, or into equal
     parts, one per top, Caffe "Slice" (V1 SLICE)."""
+
+    # Settings read in setup, public: the ONNX exporter (export/onnx.py) reads them.
+    axis: int
+    bounds: list
 
     num_top = (1, None)
 
@@ -232,6 +239,10 @@ E = caffe_pb2.EltwiseParameter
 class Eltwise(Layer):
     """Elementwise PROD, SUM (with one coeff per bottom) or MAX of same-shaped bottoms,
     Caffe "Eltwise" (V1 ELTWISE). Reads eltwise_param.operation (SUM), coeff, stable_prod_grad."""
+
+    # Settings read in setup, public: the ONNX exporter (export/onnx.py) reads them.
+    op: int
+    coeff: list
 
     num_bottom = (2, None)
 

@@ -3,14 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import caffe_pb2
 from ..errors import NetDefinitionError, ShapeError
 from ..kernels.softmax import (softmax_backward, softmax_forward, softmax_loss_backward,
                                softmax_loss_forward)
 from ..registry import register_layer
 from .base import Layer, LossLayer, canonical_axis, count
 
-LP = caffe_pb2.LossParameter
 
 
 def _split(layer, shape, axis):
@@ -21,6 +19,9 @@ def _split(layer, shape, axis):
 class Softmax(Layer):
     """y = exp(x - max) / sum exp(x - max) along softmax_param.axis (1), Caffe "Softmax"
     (V1 SOFTMAX). Bottom and top have the same shape."""
+
+    # Settings read in setup, public: the ONNX exporter (export/onnx.py) reads them.
+    axis: int
 
     def setup(self, bottom, top):
         self.axis_param = self.param.softmax_param.axis
@@ -56,10 +57,7 @@ class SoftmaxWithLoss(LossLayer):
         lp = self.param.loss_param
         self.has_ignore = lp.HasField("ignore_label")
         self.ignore_label = lp.ignore_label
-        if not lp.HasField("normalization") and lp.HasField("normalize"):
-            self.normalization = LP.VALID if lp.normalize else LP.BATCH_SIZE
-        else:
-            self.normalization = lp.normalization
+        self.read_normalization()
         self.axis_param = self.param.softmax_param.axis
 
     def reshape(self, bottom, top):
@@ -77,11 +75,6 @@ class SoftmaxWithLoss(LossLayer):
         self.scratch("prob", self.view)
         self.scratch("losses", (outer, inner))
 
-    def _normalizer(self, valid: int) -> float:
-        outer, _, inner = self.view
-        n = {LP.FULL: outer * inner, LP.VALID: valid, LP.BATCH_SIZE: outer, LP.NONE: 1}
-        return max(1.0, float(n[self.normalization]))
-
     def forward(self, bottom, top):
         outer, _, inner = self.view
         labels = bottom[1].data.reshape(outer, inner)
@@ -94,7 +87,8 @@ class SoftmaxWithLoss(LossLayer):
         valid = labels.size - (int((labels == self.ignore_label).sum()) if self.has_ignore
                                else 0)
         self.valid = valid
-        top[0].data[...] = self.losses.sum(dtype=np.float64) / self._normalizer(valid)
+        top[0].data[...] = (self.losses.sum(dtype=np.float64)
+                            / self.normalizer(outer, inner, valid))
         if len(top) == 2:
             top[1].data.reshape(self.view)[...] = self.prob
 
@@ -104,7 +98,7 @@ class SoftmaxWithLoss(LossLayer):
         if not propagate_down[0]:
             return
         outer, _, inner = self.view
-        scale = self.loss_weight(top) / self._normalizer(self.valid)
+        scale = self.loss_weight(top) / self.normalizer(outer, inner, self.valid)
         softmax_loss_backward(self.prob, bottom[1].data.reshape(outer, inner), self.has_ignore,
                               self.ignore_label, np.float32(scale),
                               bottom[0].diff.reshape(self.view))

@@ -105,3 +105,24 @@ def test_big_batches_run_in_chunks_with_the_same_results(case, monkeypatch, gemm
     np.testing.assert_allclose(run_forward(layer, bottom, top)[0],
                                expected(layer, bottom, case, ref), rtol=1e-5, atol=1e-5)
     check_gradient(layer, bottom, top, max_elements=120)
+
+
+@pytest.mark.parametrize("case", [CASES[1], DECONV[0]])
+def test_convolution_applies_one_set_of_weights_to_each_bottom_top_pair(case, gemm_path):
+    """Caffe allows any number of bottom/top pairs (OpenCV's conv_2_inps): each top is the
+    one-pair result of its bottom, and the weight gradient sums over the pairs."""
+    layer, bottom, top = build(case[0], [case[1]] * 2, n_top=2)
+    ref = vision.deconv if "Deconvolution" in case[0] else vision.conv
+    got = run_forward(layer, bottom, top)
+    for i in range(2):
+        np.testing.assert_allclose(got[i], expected(layer, bottom[i:], case, ref),
+                                   rtol=1e-5, atol=1e-5)
+    check_gradient(layer, bottom, top, max_elements=120)
+
+
+def test_convolution_pairs_need_one_top_per_bottom_of_one_shape():
+    text = 'name: "c" type: "Convolution" convolution_param { num_output: 2 kernel_size: 1 }'
+    with pytest.raises(NetDefinitionError, match="one top per bottom, got 2 bottoms and 1 top"):
+        build(text, [(1, 3, 4, 4)] * 2)
+    with pytest.raises(ShapeError, match="all bottoms must have one shape"):
+        build(text, [(1, 3, 4, 4), (1, 3, 5, 4)], n_top=2)

@@ -71,6 +71,19 @@ def test_dropout_scales_kept_units_in_train_and_is_identity_in_test():
     np.testing.assert_array_equal(run_forward(test_layer, bottom, top)[0], bottom[0].data)
 
 
+def test_dropout_scale_train_false_scales_at_test_time_as_fast_rcnn():
+    text = 'type: "Dropout" dropout_param { dropout_ratio: 0.4 scale_train: false }'
+    layer, bottom, top = build(text, [(50, 40)])
+    x = bottom[0].data.copy()
+    y = run_forward(layer, bottom, top)[0]
+    kept = y != 0
+    np.testing.assert_array_equal(y[kept], x[kept])
+    check_gradient(layer, bottom, top)
+    test_layer, bottom, top = build(text, [(50, 40)], phase=caffe_pb2.TEST)
+    np.testing.assert_allclose(run_forward(test_layer, bottom, top)[0], bottom[0].data * 0.6,
+                               rtol=1e-6)
+
+
 def test_prelu_channel_shared_has_one_slope():
     layer, bottom, top = build('type: "PReLU" prelu_param { channel_shared: true }', [SHAPE])
     assert layer.blobs[0].shape == (1,)

@@ -41,6 +41,42 @@ def test_pooling_gradient(case):
     check_gradient(layer, bottom, top)
 
 
+FLOOR_CASES = [  # (prototxt, bottom shape, kernel, stride, pad, method): rounded down
+    ('type: "Pooling" pooling_param { pool: MAX kernel_size: 3 stride: 2 round_mode: FLOOR }',
+     (2, 2, 8, 7), (3, 3), (2, 2), (0, 0), "MAX"),
+    # DenseNet-121's pool1 as the forks write it (BVLC PR #3057's ceil_mode).
+    ('type: "Pooling" pooling_param { pool: MAX kernel_size: 3 stride: 2 pad: 1 '
+     'ceil_mode: false }', (1, 3, 9, 8), (3, 3), (2, 2), (1, 1), "MAX"),
+    ('type: "Pooling" pooling_param { pool: AVE kernel_size: 2 stride: 2 ceil_mode: false '
+     'round_mode: FLOOR }', (1, 2, 7, 5), (2, 2), (2, 2), (0, 0), "AVE"),
+]
+
+
+@pytest.mark.parametrize("case", FLOOR_CASES)
+def test_pooling_round_mode_floor_and_ceil_mode_false(case):
+    text, shape, kernel, stride, pad, method = case
+    layer, bottom, top = build(text, [shape])
+    y = vision.pool(bottom[0].data.astype(np.float64), kernel, stride, pad, method, ceil=False)
+    assert top[0].shape == y.shape
+    np.testing.assert_allclose(run_forward(layer, bottom, top)[0], y, rtol=1e-5, atol=1e-6)
+    bottom[0].data[...] = np.random.default_rng(3).permutation(bottom[0].count).reshape(
+        bottom[0].shape) * 0.1
+    check_gradient(layer, bottom, top)
+
+
+def test_pooling_ceil_mode_false_pools_densenet_stem_to_56():
+    """The issue's case: 112 -> 56 (ceil would give 57)."""
+    layer, bottom, top = build('type: "Pooling" pooling_param { pool: MAX kernel_size: 3 '
+                               'stride: 2 pad: 1 ceil_mode: false }', [(1, 1, 112, 112)])
+    assert top[0].shape == (1, 1, 56, 56)
+
+
+def test_pooling_ceil_mode_contradicting_round_mode_is_named():
+    with pytest.raises(NetDefinitionError, match="ceil_mode: false contradicts round_mode: CEIL"):
+        build('name: "p" type: "Pooling" pooling_param { pool: MAX kernel_size: 2 '
+              'ceil_mode: false round_mode: CEIL }', [(1, 1, 4, 4)])
+
+
 def test_pooling_ceil_output_and_dropped_window_starting_in_padding():
     # ceil((6 + 2 - 2) / 2) + 1 = 4; the last window starts at 3*2 - 1 = 5 < 6 + 1: kept.
     assert pool_output_size(6, 2, 1, 2) == 4

@@ -84,16 +84,45 @@ def test_euclidean_loss_value_and_gradient_to_both_bottoms():
     check_gradient(layer, bottom, top, check_bottom=[0, 1])
 
 
-def test_sigmoid_cross_entropy_loss_value_and_gradient():
+@pytest.mark.parametrize("loss_param, divisor", [
+    ("", 4),                                        # Caffe's default: BATCH_SIZE
+    ("loss_param { normalize: false }", 4),         # legacy false: BATCH_SIZE
+    ("loss_param { normalize: true }", 20),         # legacy true: VALID
+    ("loss_param { normalization: FULL }", 20),
+    ("loss_param { normalization: NONE }", 1),
+    ("loss_param { normalization: BATCH_SIZE normalize: true }", 4),   # normalization wins
+])
+def test_sigmoid_cross_entropy_loss_value_and_gradient(loss_param, divisor):
     x = random_blobs([(4, 5)], 2)[0]
     t = Blob((4, 5), name="t")
     t.data[...] = np.random.default_rng(2).random((4, 5)) > 0.5
-    layer, bottom, top = build('type: "SigmoidCrossEntropyLoss"', None, bottoms=[x, t])
+    layer, bottom, top = build(f'type: "SigmoidCrossEntropyLoss" {loss_param}', None,
+                               bottoms=[x, t])
     xs, ts = x.data.astype(np.float64), t.data.astype(np.float64)
     s = 1 / (1 + np.exp(-xs))
-    expected = -(ts * np.log(s) + (1 - ts) * np.log(1 - s)).sum() / 20
+    expected = -(ts * np.log(s) + (1 - ts) * np.log(1 - s)).sum() / divisor
     assert float(run_forward(layer, bottom, top)[0]) == pytest.approx(expected, rel=1e-5)
     check_gradient(layer, bottom, top)
+
+
+def test_sigmoid_cross_entropy_loss_divides_by_the_batch_as_caffe():
+    """The value BVLC Caffe computes for these inputs (the issue's example; Caffe's
+    mnist_autoencoder trains on this scale)."""
+    x, t = Blob((2, 3), name="x"), Blob((2, 3), name="t")
+    x.data[...] = [[0, 1, -1], [2, 0, 0.5]]
+    t.data[...] = [[0, 1, 0], [1, 0.5, 1]]
+    layer, bottom, top = build('type: "SigmoidCrossEntropyLoss"', None, bottoms=[x, t])
+    assert float(run_forward(layer, bottom, top)[0]) == pytest.approx(1.3069113, rel=1e-6)
+
+
+def test_sigmoid_cross_entropy_loss_ignores_targets_by_their_integer_part():
+    x, t = Blob((2, 2), name="x"), Blob((2, 2), name="t")
+    x.data[...] = [[0, 1], [-1, 2]]
+    t.data[...] = [[-1, -1.5], [1, 0]]   # int(-1.5) == -1 (Caffe's static_cast<int>)
+    layer, bottom, top = build('type: "SigmoidCrossEntropyLoss" loss_param { ignore_label: -1 '
+                               'normalization: VALID }', None, bottoms=[x, t])
+    kept = np.log1p(np.exp(-np.array([-1.0]))) + np.log1p(np.exp(2.0))
+    assert float(run_forward(layer, bottom, top)[0]) == pytest.approx(kept.sum() / 2, rel=1e-6)
 
 
 def test_accuracy_top_k_ties_ignore_label_and_per_class():

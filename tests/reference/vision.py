@@ -49,11 +49,12 @@ def deconv(x, w, b, stride, pad, dilation, group):
     return y
 
 
-def pool(x, kernel, stride, pad, method):
+def pool(x, kernel, stride, pad, method, ceil=True):
     n, c, h, w = x.shape
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, pad
-    ho = int(math.ceil((h + 2 * ph - kh) / sh)) + 1
-    wo = int(math.ceil((w + 2 * pw - kw) / sw)) + 1
+    rounding = math.ceil if ceil else math.floor
+    ho = int(rounding((h + 2 * ph - kh) / sh)) + 1
+    wo = int(rounding((w + 2 * pw - kw) / sw)) + 1
     if ph and (ho - 1) * sh >= h + ph:
         ho -= 1
     if pw and (wo - 1) * sw >= w + pw:

@@ -16,12 +16,28 @@ import numpy as np
 
 from ..errors import ProtonetError
 from .. import caffe_pb2
-from ..layers import conv, inner_product, neuron, normalization, pooling, shape, softmax
+from ..layers import (bn, channelwise, conv, depthwise, inner_product, neuron, normalization,
+                      pooling, resize, roi, shape, softmax)
 from ..layers.data import Input
-from .atomic import atomic_write
+from ..io.atomic import atomic_write
 
 OPSET = 17
 _CONVERTERS: dict[type, Callable] = {}
+
+
+class _Declared:
+    """What a converter sees of a layer: its name, type and blobs, and the settings its class
+    declares (annotations, as `kh: int` on Convolution), not its internals."""
+
+    def __init__(self, layer) -> None:
+        self._layer = layer
+
+    def __getattr__(self, name: str):
+        if name in ("name", "type", "blobs") or any(
+                name in vars(cls).get("__annotations__", {}) for cls in type(self._layer).__mro__):
+            return getattr(self._layer, name)
+        raise AttributeError(f"{type(self._layer).__name__}.{name} is not a declared setting; "
+                             "declare it on the class to export it")
 
 
 def onnx_converter(*classes):
@@ -88,7 +104,7 @@ def export_onnx(net, path) -> list[str]:
             # The last value of a blob keeps the blob's name; earlier in-place values don't.
             tops.append(t if seen[t] == produced[t] else f"{t}__v{seen[t]}")
         g.used.update(tops)
-        _CONVERTERS[type(layer)](layer, g, [current[b] for b in lp.bottom], tops,
+        _CONVERTERS[type(layer)](_Declared(layer), g, [current[b] for b in lp.bottom], tops,
                                  [net.blobs[b].shape for b in lp.bottom],
                                  [net.blobs[t].shape for t in lp.top])
         current.update(zip(lp.top, tops))
@@ -119,15 +135,22 @@ def _input(layer, g, bottoms, tops, in_shapes, out_shapes):
                     for t, shape in zip(tops, out_shapes))
 
 
-@onnx_converter(conv.Convolution, conv.Deconvolution)
-def _conv(layer, g, bottoms, tops, in_shapes, out_shapes):
-    inputs = bottoms + [g.const(f"{layer.name}_w", layer.blobs[0].data)]
-    if layer.bias_term:
-        inputs.append(g.const(f"{layer.name}_b", layer.blobs[1].data))
-    op = "ConvTranspose" if isinstance(layer, conv.Deconvolution) else "Conv"
-    g.node(op, inputs, tops, name=layer.name, kernel_shape=[layer.kh, layer.kw],
-           strides=[layer.sh, layer.sw], pads=[layer.ph, layer.pw, layer.ph, layer.pw],
-           dilations=[layer.dh, layer.dw], group=layer.group)
+def _conv(op):
+    def convert(layer, g, bottoms, tops, in_shapes, out_shapes):
+        if len(bottoms) != 1:
+            raise ProtonetError(f"layer '{layer.name}' ({layer.type}): export applies one "
+                                "bottom/top pair per layer")
+        inputs = bottoms + [g.const(f"{layer.name}_w", layer.blobs[0].data)]
+        if layer.bias_term:
+            inputs.append(g.const(f"{layer.name}_b", layer.blobs[1].data))
+        g.node(op, inputs, tops, name=layer.name, kernel_shape=[layer.kh, layer.kw],
+               strides=[layer.sh, layer.sw], pads=[layer.ph, layer.pw, layer.ph, layer.pw],
+               dilations=[layer.dh, layer.dw], group=layer.group)
+    return convert
+
+
+onnx_converter(conv.Convolution)(_conv("Conv"))
+onnx_converter(conv.Deconvolution)(_conv("ConvTranspose"))
 
 
 @onnx_converter(inner_product.InnerProduct)
@@ -152,12 +175,26 @@ def _pooling(layer, g, bottoms, tops, in_shapes, out_shapes):
     # Padding at the far end that floor-rounding needs to give Caffe's ceil-rounded size.
     end_h = (ho - 1) * layer.sh + layer.kh - h - layer.ph
     end_w = (wo - 1) * layer.sw + layer.kw - w - layer.pw
+    # round_mode FLOOR leaves input past the last window unread, which floor-rounding ONNX
+    # does too with no end padding.
+    if end_h < 0 and (h + layer.ph - layer.kh) // layer.sh + 1 == ho:
+        end_h = 0
+    if end_w < 0 and (w + layer.pw - layer.kw) // layer.sw + 1 == wo:
+        end_w = 0
     x = bottoms[0]
     window = dict(kernel_shape=[layer.kh, layer.kw], strides=[layer.sh, layer.sw])
     if layer.is_max:
         _check_pads(layer, end_h, end_w)
-        g.node("MaxPool", [x], tops[:1], name=layer.name,
+        outputs = tops[:1] + ([g.fresh(f"{layer.name}_indices")] if len(tops) == 2 else [])
+        g.node("MaxPool", [x], outputs, name=layer.name,
                pads=[layer.ph, layer.pw, end_h, end_w], **window)
+        if len(tops) == 2:
+            # Caffe's mask top: the argmax within its plane (h * W + w) as a float; ONNX
+            # counts over the whole input tensor.
+            n, c = in_shapes[0][:2]
+            planes = (np.arange(n * c, dtype=np.int64) * h * w).reshape(n, c, 1, 1)
+            local = g.node("Sub", [outputs[1], g.const(f"{layer.name}_planes", planes)])
+            g.node("Cast", [local], tops[1:], name=f"{layer.name}_mask", to=1)   # FLOAT
         return
     # Caffe averages over the window clipped to the zero-padded input: pad with real zeros,
     # then let the overhang beyond it not count.
@@ -319,3 +356,88 @@ def _scale(layer, g, bottoms, tops, in_shapes, out_shapes):
 def _bias(layer, g, bottoms, tops, in_shapes, out_shapes):
     b = _operand(layer, g, bottoms, in_shapes, layer.bias_is_param, "bias")
     g.node("Add", [bottoms[0], b], tops, name=layer.name)
+
+
+# -- layers of Caffe forks ---------------------------------------------------------------------
+@onnx_converter(depthwise.ConvolutionDepthwise)
+def _depthwise(layer, g, bottoms, tops, in_shapes, out_shapes):
+    inputs = bottoms + [g.const(f"{layer.name}_w", layer.blobs[0].data)]
+    if layer.bias_term:
+        inputs.append(g.const(f"{layer.name}_b", layer.blobs[1].data))
+    g.node("Conv", inputs, tops, name=layer.name, kernel_shape=[layer.kh, layer.kw],
+           strides=[layer.sh, layer.sw], pads=[layer.ph, layer.pw, layer.ph, layer.pw],
+           dilations=[layer.dh, layer.dw], group=int(in_shapes[0][1]))
+
+
+@onnx_converter(channelwise.ShuffleChannel)
+def _shuffle_channel(layer, g, bottoms, tops, in_shapes, out_shapes):
+    n, c = in_shapes[0][:2]
+    grid = np.array([n, layer.group, c // layer.group, -1], np.int64)
+    x = g.node("Reshape", [bottoms[0], g.const(f"{layer.name}_grid", grid)])
+    x = g.node("Transpose", [x], perm=[0, 2, 1, 3])
+    g.node("Reshape", [x, g.const(f"{layer.name}_shape", np.array(out_shapes[0], np.int64))],
+           tops, name=layer.name)
+
+
+@onnx_converter(channelwise.Axpy)
+def _axpy(layer, g, bottoms, tops, in_shapes, out_shapes):
+    a, x, y = bottoms
+    n, c = in_shapes[1][:2]
+    scale_shape = np.array([n, c] + [1] * (len(in_shapes[1]) - 2), np.int64)
+    a = g.node("Reshape", [a, g.const(f"{layer.name}_scale_shape", scale_shape)])
+    g.node("Add", [g.node("Mul", [a, x]), y], tops, name=layer.name)
+
+
+@onnx_converter(bn.BN)
+def _bn(layer, g, bottoms, tops, in_shapes, out_shapes):
+    if layer.learn:
+        raise ProtonetError(f"layer '{layer.name}' (BN): bn_mode LEARN normalizes with the "
+                            "batch's statistics; export the INFERENCE net (statistics folded in)")
+    scale, shift = (b.data.reshape(1, -1, *[1] * (len(in_shapes[0]) - 2)) for b in layer.blobs)
+    y = g.node("Mul", [bottoms[0], g.const(f"{layer.name}_scale", scale)])
+    g.node("Add", [y, g.const(f"{layer.name}_shift", shift)], tops, name=layer.name)
+
+
+def _resize(layer, g, x, tops, out_shape, **attrs):
+    sizes = g.const(f"{layer.name}_sizes", np.array(out_shape, np.int64))
+    g.node("Resize", [x, "", "", sizes], tops, name=layer.name, **attrs)
+
+
+@onnx_converter(resize.Interp)
+def _interp(layer, g, bottoms, tops, in_shapes, out_shapes):
+    x = bottoms[0]
+    if layer.pad != (0, 0):
+        _, _, h, w = in_shapes[0]
+        begin = -layer.pad[0]
+        starts = np.array([begin, begin], np.int64)
+        ends = np.array([h + layer.pad[1], w + layer.pad[1]], np.int64)
+        x = g.node("Slice", [x, g.const(f"{layer.name}_starts", starts),
+                             g.const(f"{layer.name}_ends", ends),
+                             g.const(f"{layer.name}_axes", np.array([2, 3], np.int64))])
+    _resize(layer, g, x, tops, out_shapes[0], mode="linear",
+            coordinate_transformation_mode="align_corners")
+
+
+@onnx_converter(resize.Resample)
+def _resample(layer, g, bottoms, tops, in_shapes, out_shapes):
+    _resize(layer, g, bottoms[0], tops, out_shapes[0], mode="nearest",
+            coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+
+
+@onnx_converter(resize.Upsample)
+def _upsample(layer, g, bottoms, tops, in_shapes, out_shapes):
+    """SegNet's unpooling as MaxUnpool, whose indices count over the whole output tensor:
+    each plane's flat mask plus that plane's offset."""
+    n, c, ho, wo = out_shapes[0]
+    offsets = (np.arange(n * c, dtype=np.int64) * ho * wo).reshape(n, c, 1, 1)
+    index = g.node("Cast", [bottoms[1]], to=7)   # INT64
+    index = g.node("Add", [index, g.const(f"{layer.name}_offsets", offsets)])
+    g.node("MaxUnpool", [bottoms[0], index,
+                         g.const(f"{layer.name}_shape", np.array(out_shapes[0], np.int64))],
+           tops, name=layer.name, kernel_shape=[1, 1])
+
+
+@onnx_converter(roi.ROIPooling)
+def _roi_pooling(layer, g, bottoms, tops, in_shapes, out_shapes):
+    g.node("MaxRoiPool", bottoms, tops, name=layer.name, pooled_shape=list(layer.pooled),
+           spatial_scale=float(layer.spatial_scale))

@@ -1,0 +1,41 @@
+"""ConvolutionDepthwise: values against the direct convolution loops with group = channels,
+gradients, and the one-filter-per-channel rule."""
+import numpy as np
+import pytest
+from helpers import build, check_gradient, run_forward
+
+from protonet.errors import NetDefinitionError
+from reference import vision
+
+F = 'weight_filler { type: "gaussian" std: 0.5 } bias_filler { type: "gaussian" std: 0.5 }'
+# (prototxt, bottom shape, stride, pad, dilation)
+CASES = [
+    (f'type: "ConvolutionDepthwise" convolution_param {{ num_output: 3 kernel_size: 3 pad: 1 '
+     f'{F} }}', (2, 3, 7, 5), (1, 1), (1, 1), (1, 1)),
+    (f'type: "ConvolutionDepthwise" convolution_param {{ num_output: 4 kernel_size: 3 stride: 2 '
+     f'pad: 1 bias_term: false {F} }}', (1, 4, 9, 8), (2, 2), (1, 1), (1, 1)),
+    (f'type: "ConvolutionDepthwise" convolution_param {{ num_output: 2 kernel_h: 3 kernel_w: 2 '
+     f'stride_h: 1 stride_w: 2 pad_h: 2 pad_w: 0 dilation: 2 {F} }}', (2, 2, 6, 7), (1, 2),
+     (2, 0), (2, 2)),
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_convolution_depthwise_is_a_grouped_convolution_per_channel(case):
+    text, shape, stride, pad, dilation = case
+    layer, bottom, top = build(text, [shape])
+    bias = layer.blobs[1].data.astype(np.float64) if len(layer.blobs) > 1 else None
+    expected = vision.conv(bottom[0].data.astype(np.float64),
+                           layer.blobs[0].data.astype(np.float64), bias, stride, pad, dilation,
+                           shape[1])
+    got = run_forward(layer, bottom, top)[0]
+    assert got.shape == expected.shape and layer.blobs[0].shape[1] == 1
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    check_gradient(layer, bottom, top, max_elements=150)
+
+
+def test_convolution_depthwise_needs_one_filter_per_channel():
+    with pytest.raises(NetDefinitionError, match=r"num_output \(6\) must equal the bottom's "
+                                                 r"channels \(3\)"):
+        build('type: "ConvolutionDepthwise" convolution_param { num_output: 6 kernel_size: 3 }',
+              [(1, 3, 5, 5)])
