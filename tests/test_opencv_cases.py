@@ -104,9 +104,6 @@ CASES = {
                   {"priorbox": G + "prior_box.npy"}),
 }
 
-# Cases whose layer arrives with the other half of issue 13 (the SSD layers).
-NEEDS_LAYER = {"prior_box": "PriorBox"}
-
 # OpenCV stores this reference as (N*C*H, num_output); Caffe's InnerProduct with axis 3 gives
 # (N, C, H, num_output): the same values in the same order.
 FLATTENED_REFERENCES = {"layer_inner_product"}
@@ -145,9 +142,6 @@ def max_relative_difference(got: np.ndarray, expected: np.ndarray) -> float:
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_opencv_case_matches_its_reference(name, cases_dir):
     model, weights, input_files, output_files = CASES[name]
-    needs = NEEDS_LAYER.get(name)
-    if needs and needs not in protonet.layer_type_list():
-        pytest.xfail(f"{needs} comes with issue 13's SSD layers (branch i13-ssd)")
     inputs = {blob: np.load(cases_dir / f) for blob, f in input_files.items()}
     param = net_with_inputs(cases_dir / model, inputs)
     net = protonet.Net(param=param, phase=protonet.TEST, source=str(cases_dir / model))
