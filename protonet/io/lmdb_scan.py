@@ -15,36 +15,36 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from ..errors import DataError
 
-# The child imports only lmdb, so it starts in a fraction of a second.
+# The child imports only lmdb, so it starts in a fraction of a second. It keeps its progress
+# (records read, the last key) in a file the parent shares, so a crash loses none of it.
 _CHILD = r"""
-import os, sys, lmdb
-path = sys.argv[1]
+import mmap, os, sys, lmdb
+path, fd = sys.argv[1], int(sys.argv[2])
+progress = mmap.mmap(fd, 4096)
 env = lmdb.open(path, readonly=True, lock=False, readahead=False, subdir=os.path.isdir(path))
 expected = env.stat()["entries"]
 seen = 0
-out = []
 try:
     with env.begin(buffers=True) as txn:
         for key, value in txn.cursor():
-            if not key:
+            if not len(key):
                 raise lmdb.CorruptedError("a record without a key")
+            key = bytes(key[:4000])
+            progress[8:12] = len(key).to_bytes(4, "little")
+            progress[12:12 + len(key)] = key
             seen += 1
-            out.append(bytes(key).hex())
-            if len(out) == 64:
-                os.write(1, ("\n".join(out) + "\n").encode())
-                out = []
+            progress[0:8] = seen.to_bytes(8, "little")
             len(value)
 except lmdb.Error as e:
-    os.write(1, ("\n".join(out) + "\n" if out else "").encode())
-    os.write(2, f"{type(e).__name__}: {e}".encode())
+    sys.stderr.write(f"{type(e).__name__}: {e}")
     sys.exit(3)
-os.write(1, ("\n".join(out) + "\n" if out else "").encode())
 if seen != expected:
-    os.write(2, f"the header counts {expected} records, {seen} were found".encode())
+    sys.stderr.write(f"the header counts {expected} records, {seen} were found")
     sys.exit(3)
 """
 
@@ -69,11 +69,16 @@ def scan_once(path, where: str) -> None:
         raise DataError(f"{where}: cannot read ({e.strerror or e})") from None
     if identity in _SCANNED:
         return
-    result = subprocess.run([sys.executable, "-c", _CHILD, str(path)], capture_output=True)
+    with tempfile.TemporaryFile() as progress:
+        progress.truncate(4096)
+        result = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(progress.fileno())],
+                                capture_output=True, pass_fds=(progress.fileno(),))
+        progress.seek(0)
+        state = progress.read(4096)
     if result.returncode:
-        lines = result.stdout.split()
-        last = bytes.fromhex(lines[-1].decode()).decode(errors="replace") if lines else ""
-        after = f"after record {last} ({len(lines)} records read)" if last else \
+        seen = int.from_bytes(state[:8], "little")
+        last = state[12:12 + int.from_bytes(state[8:12], "little")].decode(errors="replace")
+        after = f"after record {last} ({seen} records read)" if seen else \
             "before its first record"
         if result.returncode < 0:
             try:
