@@ -74,6 +74,25 @@ def _name_max(directory: Path) -> int:
     return 255
 
 
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_name_lengths(path, what: str = "output") -> None:
+    """Every name in `path` within NAME_MAX (checked first: with a longer name even asking
+    whether the path exists fails)."""
+    path = Path(os.path.abspath(path))
+    sizes = [len(os.fsencode(part)) for part in path.parts]
+    # No Linux file system allows more than 255 bytes; some allow less.
+    limit = 255 if max(sizes) > 255 else _name_max(_nearest_existing(path.parent))
+    for part, size in zip(path.parts, sizes):
+        if size > limit:
+            raise OutputError(f"{what} {path.name[:20]}...: a name of {size} characters long; "
+                              f"the file system allows {limit}")
+
+
 def check_output(path, what: str = "output", inputs=()) -> Path:
     """Fail now, with an OutputError naming `path`, if a file cannot be written there later.
 
@@ -85,6 +104,7 @@ def check_output(path, what: str = "output", inputs=()) -> Path:
     path = Path(path)
     if not str(path):
         raise OutputError(f"{what}: empty path")
+    check_name_lengths(path, what)
     for other in inputs:
         other = Path(other)
         with contextlib.suppress(OSError):
@@ -95,14 +115,7 @@ def check_output(path, what: str = "output", inputs=()) -> Path:
                                   "also uses (an input or another output); choose another path")
     if path.is_dir():
         raise OutputError(f"{what} {path} is a folder; give a file path")
-    existing = path.parent
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    limit = _name_max(existing if existing.is_dir() else Path("/"))
-    for part in path.parts:
-        if len(os.fsencode(part)) > limit:
-            raise OutputError(f"{what} {path}: the name {part[:40]}... is {len(part)} "
-                              f"characters long; the file system allows {limit}")
+    existing = _nearest_existing(path.parent)
     if not existing.is_dir():
         raise OutputError(f"{what} {path}: {existing} is a file, not a folder")
     try:
@@ -118,10 +131,11 @@ def check_output(path, what: str = "output", inputs=()) -> Path:
 
 def _failed(path: Path, e: OSError) -> OutputError:
     reason = e.strerror or str(e)
+    existing = _nearest_existing(path.parent)
     if e.errno == errno.EISDIR:
         reason = "it is a folder"
-    elif e.errno == errno.ENOTDIR:
-        reason = "a part of the path is a file, not a folder"
+    elif not existing.is_dir():
+        reason = f"{existing} is a file, not a folder"
     return OutputError(f"cannot write {path} ({reason})")
 
 

@@ -15,7 +15,7 @@ from typing import Iterable, Iterator
 import lmdb
 
 from ..errors import DataError, OutputError
-from .atomic import atomic_path, check_output, remove_stale_temps
+from .atomic import atomic_path, check_name_lengths, check_output, remove_stale_temps
 from .lmdb_scan import scan_once
 
 # Address space reserved for a database (not disk): LMDB grows the file as needed.
@@ -133,6 +133,7 @@ def check_lmdb_output(path, overwrite: bool = False, what: str = "output databas
     folder or file there is the user's and is never replaced. Stale temporary folders of an
     earlier killed conversion are removed."""
     path = Path(path)
+    check_name_lengths(path, what)
     remove_stale_temps(path.parent, path.name)
     if path.is_dir():
         if not is_lmdb_folder(path):
