@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import protonet
-from protonet import caffe_pb2, prototxt
+from protonet import caffe_pb2
 from protonet.errors import OutputError
 from protonet.io.atomic import atomic_write, is_our_temp, remove_stale_temps
 from protonet.io.solverstate import read_solverstate
@@ -38,8 +38,8 @@ layer { name: "loss" type: "EuclideanLoss" bottom: "y" bottom: "t" top: "loss" }
 """
 
 
-def _write_solver(tmp: Path, max_iter: int = 100000, snapshot: int = 1, base_lr: str = "0.001",
-                  extra: str = "", prefix: str = "snap") -> Path:
+def _write_solver(tmp: Path, max_iter: int = 100000, snapshot: int = 1,
+                  base_lr: str = "0.001", extra: str = "", prefix: str = "snap") -> Path:
     (tmp / "net.prototxt").write_text(NET)
     solver = tmp / "solver.prototxt"
     solver.write_text(f'net: "{tmp}/net.prototxt" base_lr: {base_lr} lr_policy: "fixed" '

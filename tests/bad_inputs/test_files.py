@@ -21,7 +21,8 @@ LONG = "n" * 300  # longer than any file system's NAME_MAX (255)
 
 # -- inputs ----------------------------------------------------------------------------------
 DEPLOY = """name: "small"
-layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 1 dim: 6 dim: 6 } } }
+layer { name: "data" type: "Input" top: "data"
+  input_param { shape { dim: 1 dim: 1 dim: 6 dim: 6 } } }
 layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
   convolution_param { num_output: 2 kernel_size: 3 weight_filler { type: "gaussian" std: 0.1 } } }
 layer { name: "bn" type: "BatchNorm" bottom: "conv" top: "conv" }
@@ -524,10 +525,6 @@ NONFINITE += [
 # ============================================================================================
 # Class 2: solverstates. Read as data, never unpickled; damage is a clear error.
 # ============================================================================================
-def _setup_resume(setup):
-    return setup
-
-
 SOLVERSTATES = [
     Case("resume: random_state from another generator", RESUME, ProtonetError,
          ("bad.solverstate", "random_state", "MT19937"),
