@@ -99,7 +99,7 @@ def check_output(path, what: str = "output", inputs=()) -> Path:
     Missing folders are fine (writers create them) when the nearest existing one is writable;
     that is tested by creating and removing a temporary file of ours there, which is what
     counts (root ignores permission bits; read-only mounts and /proc do not). `inputs`: paths
-    the command reads; the output must not be one of them or inside one.
+    the command reads; the output must not be one of them or inside an input LMDB.
     """
     path = Path(path)
     if not str(path):
@@ -110,7 +110,8 @@ def check_output(path, what: str = "output", inputs=()) -> Path:
         with contextlib.suppress(OSError):
             target = path.resolve()
             source = other.resolve()
-            if target == source or source in target.parents:
+            inside_database = (source / "data.mdb").is_file() and source in target.parents
+            if target == source or inside_database:
                 raise OutputError(f"{what} {path} would overwrite {other}, which the command "
                                   "also uses (an input or another output); choose another path")
     if path.is_dir():
