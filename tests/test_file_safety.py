@@ -69,7 +69,6 @@ def _check_every_snapshot_loads(tmp: Path) -> int:
     return _iteration(states[-1]) if states else 0
 
 
-@pytest.mark.slow
 def test_kill_9_during_snapshots_leaves_loadable_snapshots_and_resume_works(tmp_path):
     solver = _write_solver(tmp_path)
     env = dict(os.environ, PYTHONPATH=str(ROOT))

@@ -426,7 +426,7 @@ class Solver:
             return
         probe = Path(f"{prefix}_iter_{self.iter}.caffemodel")
         check_output(probe, f"{self.source}: snapshot_prefix \"{prefix}\":")
-        removed = remove_stale_temps(probe.parent, Path(prefix).name)
+        removed = remove_stale_temps(probe.parent, probe.name.rsplit("_iter_", 1)[0] + "_iter_")
         if removed:
             log.info("Removed %d temporary files left by an interrupted snapshot in %s",
                      len(removed), probe.parent)
