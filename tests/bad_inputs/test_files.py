@@ -151,8 +151,18 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "
 
 
 def _data_net(tmp: Path) -> None:
-    (tmp / "net.prototxt").write_text(DATA_NET.replace("{tmp}", str(tmp)))
+    text = DATA_NET.replace("{tmp}", str(tmp))
+    if (tmp / "mean.binaryproto").exists():
+        text = text.replace("backend: LMDB }", "backend: LMDB }\n  transform_param { "
+                            f'mean_file: "{tmp}/mean.binaryproto" }}')
+    (tmp / "net.prototxt").write_text(text)
     _solver_file(tmp)
+
+
+def _mean_file(tmp: Path, values) -> None:
+    blob = caffe_pb2.BlobProto(num=1, channels=1, height=2, width=2)
+    blob.data.extend(values)
+    (tmp / "mean.binaryproto").write_bytes(blob.SerializeToString())
 
 
 def _with_data_net(setup):
@@ -515,6 +525,14 @@ NONFINITE += [
          ("test net #0", "NaN or Inf", "layer 'data'"),
          setup=lambda t: (_net_file(t, NAN_DATA_NET), _solver_file(
              t, "test_iter: 1 test_interval: 1 test_initialization: true"))),
+    Case("train: mean_file holding NaN", TRAIN, ProtonetError,
+         ("mean.binaryproto", "NaN or Inf"),
+         setup=_with_data_net(lambda t: (_lmdb(t / "db", 4, shape=(1, 2, 2)), _mean_file(
+             t, [1.0, float("nan"), 0.0, 0.0])))),
+    Case("read_binaryproto: Inf values (NonFiniteError)", lambda t: __import__(
+         "protonet.io.binaryproto", fromlist=["x"]).read_binaryproto(t / "mean.binaryproto"),
+         NonFiniteError, ("mean.binaryproto", "1 of 4"),
+         setup=lambda t: _mean_file(t, [float("inf"), 0.0, 0.0, 0.0])),
     Case("data mean: NaN float_data", ["data", "mean", "{tmp}/db", "{tmp}/mean.binaryproto"],
          ProtonetError, ("db", "record 00000001", "NaN or Inf"),
          setup=lambda t: _lmdb(t / "db", 3, float_data=lambda i: [1.0, float("nan") if i == 1
