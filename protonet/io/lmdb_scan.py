@@ -11,6 +11,7 @@ PROTONET_LMDB_SCAN=0 skips the scan (trusted databases too large to walk at each
 """
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -19,6 +20,8 @@ import tempfile
 from pathlib import Path
 
 from ..errors import DataError
+
+log = logging.getLogger("protonet")
 
 # The child imports only lmdb, so it starts in a fraction of a second. It keeps its progress
 # (records read, the last key) in a file the parent shares, so a crash loses none of it.
@@ -71,8 +74,13 @@ def scan_once(path, where: str) -> None:
         return
     with tempfile.TemporaryFile() as progress:
         progress.truncate(4096)
-        result = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(progress.fileno())],
-                                capture_output=True, pass_fds=(progress.fileno(),))
+        try:
+            result = subprocess.run([sys.executable, "-c", _CHILD, str(path),
+                                     str(progress.fileno())], capture_output=True,
+                                    pass_fds=(progress.fileno(),))
+        except OSError as e:  # no interpreter to start (embedded Python): read unchecked
+            log.warning("%s: not scanned for damage (%s)", where, e)
+            return
         progress.seek(0)
         state = progress.read(4096)
     if result.returncode:
