@@ -160,6 +160,28 @@ def test_old_pickled_random_state_is_never_unpickled(tmp_path, caplog):
     resumed.close()
 
 
+def test_old_pickled_plain_random_state_is_read_as_data_for_an_exact_resume(tmp_path):
+    (tmp_path / "a").mkdir()
+    straight = get_solver(str(_write_solver(tmp_path / "a", max_iter=4, snapshot=0)))
+    straight.step(4)
+    solver = get_solver(str(_write_solver(tmp_path, max_iter=4, snapshot=0)))
+    solver.step(2)
+    _, state_path = solver.snapshot()
+    solver.close()
+    # The form older protonet wrote: pickle.dumps of numpy's state dict.
+    state = caffe_pb2.SolverState.FromString(Path(state_path).read_bytes())
+    legacy = read_solverstate(state_path).random_state
+    state.ClearField("random_state")
+    state.rng_state = pickle.dumps(legacy)
+    Path(state_path).write_bytes(state.SerializeToString())
+    resumed = get_solver(str(tmp_path / "solver.prototxt"))
+    resumed.restore(state_path)
+    resumed.step(2)
+    assert np.array_equal(resumed.net.params["ip"][0].data, straight.net.params["ip"][0].data)
+    resumed.close()
+    straight.close()
+
+
 def test_random_state_is_plain_integers_and_round_trips(tmp_path):
     solver = get_solver(str(_write_solver(tmp_path, max_iter=2, snapshot=0)))
     solver.step(1)

@@ -6,8 +6,9 @@ reader stands and the random generator's state, so a resumed run continues exact
 
 The random state is stored as plain integers (`random_state`). Files written by older protonet
 hold a Python pickle in `rng_state` instead; it is never unpickled (a pickle can run any code,
-and a solverstate may come from anywhere): such a file resumes with a fresh random state, and
-the log says so.
+and a solverstate may come from anywhere). Its opcodes are read as data instead: when they
+build nothing but numpy's PCG64 state (a dict of strings and integers), that state is used;
+anything else leaves the state unknown and the run resumes with a fresh one (the solver logs it).
 """
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ class SolverStateData:
     readers: dict[str, tuple[str, int]] = field(default_factory=dict)
     # numpy's bit generator state dict, or None when the file has none we can use
     random_state: dict | None = None
-    # The file holds only the old pickled random state (left unread).
+    # The file holds the random state in the old pickled field (random_state is None when its
+    # opcodes do not build a plain PCG64 state).
     legacy_random_state: bool = False
 
 
@@ -72,6 +74,7 @@ def read_solverstate(path) -> SolverStateData:
     if state.HasField("random_state"):
         data.random_state = _random_state_from_proto(state.random_state, path)
     elif state.HasField("rng_state"):
+        data.random_state = _legacy_random_state(state.rng_state)
         data.legacy_random_state = True
     return data
 
@@ -101,3 +104,58 @@ def _random_state_from_proto(proto, path) -> dict:
     return {"bit_generator": "PCG64",
             "state": {"state": proto.state[0] << 64 | proto.state[1], "inc": inc},
             "has_uint32": int(proto.has_uint32), "uinteger": int(proto.uinteger)}
+
+
+# The pickle opcodes a dict of strings and integers is made of; nothing here calls or imports.
+_PUSH_VALUE = {"SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BININT", "BININT1", "BININT2",
+               "LONG1", "INT", "LONG", "NEWTRUE", "NEWFALSE"}
+_IGNORED = {"PROTO", "FRAME"}
+
+
+def _legacy_random_state(raw: bytes) -> dict | None:
+    """numpy's PCG64 state from an old pickled `rng_state`, decoded without unpickling (the
+    opcodes are read with pickletools, nothing is executed); None unless the opcodes build
+    exactly that plain dict."""
+    import pickletools
+    stack: list = []
+    memo: dict = {}
+    mark = object()
+    try:
+        for op, arg, _ in pickletools.genops(raw):
+            name = op.name
+            if name in _IGNORED:
+                continue
+            if name in _PUSH_VALUE:
+                stack.append(arg if name not in ("NEWTRUE", "NEWFALSE") else name == "NEWTRUE")
+            elif name == "EMPTY_DICT":
+                stack.append({})
+            elif name == "MARK":
+                stack.append(mark)
+            elif name == "MEMOIZE":
+                memo[len(memo)] = stack[-1]
+            elif name in ("BINPUT", "LONG_BINPUT", "PUT"):
+                memo[arg] = stack[-1]
+            elif name in ("BINGET", "LONG_BINGET", "GET"):
+                stack.append(memo[arg])
+            elif name == "SETITEMS":
+                at = len(stack) - 1 - stack[::-1].index(mark)
+                items, stack = stack[at + 1:], stack[:at]
+                stack[-1].update(zip(items[::2], items[1::2]))
+            elif name == "SETITEM":
+                value, key = stack.pop(), stack.pop()
+                stack[-1][key] = value
+            elif name == "STOP":
+                break
+            else:
+                return None
+        state = stack[-1] if len(stack) == 1 else None
+        inner = state["state"]
+        ok = (state["bit_generator"] == "PCG64" and set(inner) == {"state", "inc"}
+              and set(state) == {"bit_generator", "state", "has_uint32", "uinteger"}
+              and all(type(v) is int and 0 <= v < 1 << 128 for v in inner.values())
+              and inner["inc"] & 1 and state["has_uint32"] in (0, 1)
+              and type(state["uinteger"]) is int and 0 <= state["uinteger"] < 1 << 32)
+    except (ValueError, IndexError, KeyError, TypeError, AttributeError):
+        return None
+    return {"bit_generator": "PCG64", "state": dict(inner),
+            "has_uint32": int(state["has_uint32"]), "uinteger": state["uinteger"]} if ok else None

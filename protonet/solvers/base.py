@@ -466,12 +466,15 @@ class Solver:
                     layer.seek(state.readers[key][1])
         if state.random_state is not None:
             rng.set_state(state.random_state)
+            if state.legacy_random_state:
+                log.info("%s: random state read from its old pickled form as plain data "
+                         "(not unpickled)", path)
         elif state.legacy_random_state:
             seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> 1)
             rng.set_random_seed(seed)
-            log.warning("%s keeps its random state in the old pickled form, which protonet no "
-                        "longer reads (unpickling can run code); resuming with random seed %d",
-                        path, seed)
+            log.warning("%s keeps its random state in the old pickled form, and it is not a "
+                        "plain generator state (protonet never unpickles: that can run code); "
+                        "resuming with random seed %d", path, seed)
 
     def close(self) -> None:
         for net in [self.net] + self.test_nets:
