@@ -627,7 +627,7 @@ LMDBS += [
              channels=1, height=2, width=2 + i, data=b"\0" * (4 + 2 * i)
          ).SerializeToString())),
     Case("mean: encoded record that does not decode", MEAN, ProtonetError,
-         ("db", "record 00000000", "does not decode"),
+         ("db", "record 00000000", "cannot decode"),
          setup=lambda t: _lmdb(t / "db", 1, values=lambda i: caffe_pb2.Datum(
              channels=3, height=2, width=2, data=b"\x89PNG broken", encoded=True
          ).SerializeToString())),
