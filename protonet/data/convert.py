@@ -82,7 +82,10 @@ def locate_sources(dataset: Dataset, source_dir, out_dir: Path, url=None) -> Pat
     stems = [s for pair in IDX_FILES.values() for s in pair]
     if source_dir is not None:
         source_dir = Path(source_dir)
-        missing = [s for s in stems if find_idx(source_dir, s) is None]
+        try:
+            missing = [s for s in stems if find_idx(source_dir, s) is None]
+        except OSError as e:  # a name longer than NAME_MAX, a loop of links
+            raise DataError(f"{source_dir}: cannot read ({e.strerror or e})") from None
         if missing:
             raise DataError(f"{source_dir}: missing {', '.join(missing)} (.gz or raw)")
         return source_dir

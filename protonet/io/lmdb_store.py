@@ -32,7 +32,11 @@ def open_lmdb(path, where: str = "") -> lmdb.Environment:
     Pair every call with close_lmdb(env)."""
     path = Path(path)
     prefix = f"{where}: " if where else ""
-    if not path.exists():
+    try:
+        exists = path.exists()
+    except OSError as e:  # a name longer than NAME_MAX, a loop of links
+        raise DataError(f"{prefix}LMDB source '{path}': {e.strerror or e}") from None
+    if not exists:
         raise DataError(f"{prefix}LMDB source '{path}' does not exist")
     key = str(path.resolve())
     if key in _OPEN:

@@ -690,6 +690,22 @@ DATASETS = [
          setup=_images_and(lambda t: (t / "list.txt").write_text("\n\n"))),
 ]
 
+# Inputs whose name is longer than NAME_MAX: an error naming the path, not an OSError.
+LONG_INPUT = "{tmp}/" + LONG
+DATASETS += [
+    Case(f"input name longer than NAME_MAX: {' '.join(argv[:2])}", argv, ProtonetError,
+         ("nnnnnnnn",), setup=setup)
+    for argv, setup in [
+        (["data", "mean", LONG_INPUT, "{tmp}/mean.binaryproto"], None),
+        (["data", "mnist", "{tmp}/out", "--from", LONG_INPUT], None),
+        (IMAGES[:1] + [LONG_INPUT, "{tmp}/img", "{tmp}/db"], _images),
+        (["test", "--model", LONG_INPUT, "--weights", "{tmp}/w.caffemodel"], _scored),
+        (["train", "--solver", LONG_INPUT], None),
+        (["upgrade", LONG_INPUT, "{tmp}/up.prototxt"], None),
+        (["draw", LONG_INPUT, "{tmp}/net.dot"], None),
+        (["export", "--onnx", "{tmp}/deploy.prototxt", LONG_INPUT, "{tmp}/m.onnx"], _deploy),
+    ]]
+
 ALL = DATA_LOSS + UNWRITABLE + NONFINITE + SOLVERSTATES + LMDBS + DATASETS
 
 
