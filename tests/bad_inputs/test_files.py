@@ -500,6 +500,24 @@ for value, label in ((float("nan"), "NaN"), (float("inf"), "Inf"), (float("-inf"
                           setup=lambda t, v=value: (_scored(t, _blob_value("ip", 1, v, 2)),
                                                     _solver_file(t))))
 
+def _hdf5_weights(value: float):
+    def setup(tmp):
+        import h5py
+        import protonet
+        _net_file(tmp)
+        with protonet.Net(tmp / "net.prototxt", protonet.TEST) as net:
+            net.save_hdf5(tmp / "w.h5")
+        with h5py.File(tmp / "w.h5", "r+") as f:
+            f["data/ip/0"][0, 0] = value
+    return setup
+
+
+for value in ("nan", "inf"):
+    NONFINITE.append(Case(f"test: {value} in HDF5 weights", ["test", "--model",
+                          "{tmp}/net.prototxt", "--weights", "{tmp}/w.h5"], ProtonetError,
+                          ("w.h5", "layer 'ip' blob 0", "NaN or Inf"),
+                          setup=_hdf5_weights(float(value))))
+
 for field_name in ("base_lr", "momentum", "weight_decay", "gamma", "power", "delta",
                    "clip_gradients", "momentum2", "rms_decay"):
     for value in ("nan", "inf"):
