@@ -23,7 +23,7 @@ dataset:
 data: install dataset
 	@if [ -d $(DATA)/fashion_mnist_train_lmdb ] && [ -d $(DATA)/fashion_mnist_test_lmdb ]; then \
 	  echo "$(DATA): LMDBs already there"; \
-	else protonet data fashion-mnist $(DATA); fi
+	else protonet data fashion-mnist $(DATA) --overwrite; fi
 
 train: data
 	protonet train models/lenet_dsn.prototxt

@@ -61,4 +61,11 @@ class DataError(ProtonetError):
 
 
 class NonFiniteError(ProtonetError):
-    """Training produced NaN or Inf."""
+    """NaN or Inf where numbers must be finite: a loss or output in training or testing,
+    weights in a caffemodel, a solver value."""
+
+
+class OutputError(ProtonetError):
+    """An output path that cannot or must not be written: a folder, a path under a regular
+    file, a read-only place, a name too long, one of the inputs, an existing database without
+    --overwrite."""

@@ -7,6 +7,9 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from pathlib import Path
+
+from .errors import OutputError
 
 
 class GlogFormatter(logging.Formatter):
@@ -29,7 +32,11 @@ def configure(stream=None, level: int = logging.INFO, logfile=None) -> None:
     handler.setFormatter(GlogFormatter())
     logger.addHandler(handler)
     if logfile:
-        file_handler = logging.FileHandler(logfile)
+        try:
+            Path(logfile).parent.mkdir(parents=True, exist_ok=True)
+            file_handler = logging.FileHandler(logfile)
+        except OSError as e:
+            raise OutputError(f"cannot write log file {logfile} ({e.strerror or e})") from None
         file_handler.setFormatter(GlogFormatter())
         logger.addHandler(file_handler)
     logger.propagate = False

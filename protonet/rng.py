@@ -2,11 +2,9 @@
 
 Fillers, Dropout, data shuffling, random crops and mirrors all draw from here, so
 `set_random_seed(n)` (or a solver's `random_seed`) makes a whole run repeatable, and the state
-can be saved in a solverstate for an exact resume.
+can be saved in a solverstate for an exact resume (as plain numbers: io/solverstate.py).
 """
 from __future__ import annotations
-
-import pickle
 
 import numpy as np
 
@@ -23,9 +21,11 @@ def generator() -> np.random.Generator:
     return _generator
 
 
-def get_state() -> bytes:
-    return pickle.dumps(_generator.bit_generator.state)
+def get_state() -> dict:
+    """The generator's state: numpy's dict of a name and integers (no objects)."""
+    return _generator.bit_generator.state
 
 
-def set_state(state: bytes) -> None:
-    _generator.bit_generator.state = pickle.loads(state)
+def set_state(state: dict) -> None:
+    """Restore a state from get_state (numpy checks the name and the values' ranges)."""
+    _generator.bit_generator.state = state

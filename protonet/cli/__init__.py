@@ -9,6 +9,7 @@ import argparse
 import importlib
 import pkgutil
 import sys
+import warnings
 
 from ..errors import ProtonetError
 from ..prototxt import allowing_unknown_fields
@@ -35,6 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    # numpy's RuntimeWarnings (overflow, invalid value) would reach the terminal as Python
+    # tracebacks-in-miniature; protonet's own checks report NaN and Inf as one error line.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return _run(args)
+
+
+def _run(args) -> int:
     try:
         if getattr(args, "allow_unknown", False):
             with allowing_unknown_fields():

@@ -7,15 +7,43 @@ from pathlib import Path
 
 from .. import caffe_pb2, logs
 from ..errors import ProtonetError, PrototxtError
+from ..io.atomic import check_output
 from ..prototxt import parse_text, rejecting_unknown_fields
 
 log = logging.getLogger("protonet")
 
 
 def setup_logging(args) -> None:
-    logs.configure(logfile=getattr(args, "log", None))
+    logfile = getattr(args, "log", None)
+    if logfile:
+        check_output(logfile, "log file", inputs=input_paths(args))
+    logs.configure(logfile=logfile)
     if getattr(args, "gpu", None) is not None:
         log.info("protonet runs on the CPU; --gpu %s is ignored", args.gpu)
+
+
+# Argument names that hold files a command reads: no output may land on one of them.
+INPUT_ARGUMENTS = ("prototxt", "solver", "weights", "snapshot", "model", "net", "input",
+                   "list_file", "root", "lmdb", "source")
+
+
+def input_paths(args) -> list[str]:
+    paths = []
+    for name in INPUT_ARGUMENTS:
+        value = getattr(args, name, None)
+        if isinstance(value, str) and value:
+            paths.extend(value.split(",") if name == "weights" else [value])
+    return paths
+
+
+def check_outputs(args, *names: str) -> None:
+    """Before any work: each output argument in `names` must be writable, not an input, and
+    not another of the outputs."""
+    done: list[str] = []
+    for name in names:
+        path = getattr(args, name)
+        check_output(path, name.replace("_", " "), inputs=input_paths(args) + done)
+        done.append(path)
 
 
 def add_common(parser) -> None:

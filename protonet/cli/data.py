@@ -18,6 +18,7 @@ def add_arguments(p) -> None:
         d.add_argument("--from", dest="source", metavar="DIR",
                        help="folder with the four IDX files (.gz or raw)")
         d.add_argument("--url", help="download base URL instead of the official ones")
+        add_overwrite(d)
         add_common(d)
     i = sub.add_parser("images", help="an image list ('path label' lines) -> an LMDB")
     i.add_argument("list_file")
@@ -28,6 +29,7 @@ def add_arguments(p) -> None:
     i.add_argument("--gray", action="store_true")
     i.add_argument("--shuffle", action="store_true")
     i.add_argument("--encoded", action="store_true", help="store PNG bytes (decoded when read)")
+    add_overwrite(i)
     add_common(i)
     m = sub.add_parser("mean", help="the mean image of an LMDB -> a .binaryproto")
     m.add_argument("lmdb")
@@ -35,13 +37,20 @@ def add_arguments(p) -> None:
     add_common(m)
 
 
+def add_overwrite(parser) -> None:
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing LMDB at the output path (other folders are "
+                             "never replaced)")
+
+
 def run(args) -> int:
     setup_logging(args)
     if args.what in ("mnist", "fashion-mnist"):
-        convert_dataset(args.what, args.out_dir, args.source, args.url)
+        convert_dataset(args.what, args.out_dir, args.source, args.url, args.overwrite)
     elif args.what == "images":
         convert_imageset(args.list_file, args.root, args.out_lmdb, args.resize_height,
-                         args.resize_width, args.gray, args.shuffle, args.encoded)
+                         args.resize_width, args.gray, args.shuffle, args.encoded,
+                         overwrite=args.overwrite)
     else:
         compute_mean(args.lmdb, args.out)
     return 0

@@ -6,7 +6,7 @@ import logging
 from .. import caffe_pb2, prototxt
 from ..draw import net_to_dot, render
 from ..net import Net
-from ._common import add_allow_unknown, setup_logging
+from ._common import add_allow_unknown, check_outputs, setup_logging
 
 NAME = "draw"
 ORDER = 70
@@ -27,6 +27,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     setup_logging(args)
+    check_outputs(args, "output")
     net_param = prototxt.read_net(args.net)
     phase = PHASES[args.phase]
     shapes, weights = {}, {}

@@ -6,7 +6,7 @@ import logging
 from ..errors import ProtonetError
 from ..export.onnx import export_onnx
 from ..net import TEST, Net
-from ._common import add_allow_unknown, setup_logging
+from ._common import add_allow_unknown, check_outputs, setup_logging
 
 NAME = "export"
 ORDER = 60
@@ -25,6 +25,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     setup_logging(args)
+    check_outputs(args, "output")
     if not args.onnx:
         raise ProtonetError("choose a format: --onnx")
     with Net(args.net, TEST, weights=args.weights) as net:

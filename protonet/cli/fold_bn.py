@@ -10,7 +10,7 @@ from .. import caffe_pb2, prototxt
 from ..io.atomic import atomic_write
 from ..net import TEST, Net
 from ..surgery import fold_batchnorm
-from ._common import add_allow_unknown, setup_logging
+from ._common import add_allow_unknown, check_outputs, setup_logging
 
 NAME = "fold-bn"
 ORDER = 80
@@ -28,6 +28,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     setup_logging(args)
+    check_outputs(args, "out_net", "out_weights")
     net_param = prototxt.read_net(args.net)
     with Net(param=net_param, phase=TEST, weights=args.weights, source=args.net) as net:
         folded, names = fold_batchnorm(net_param, net)

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 
-from ..errors import ProtonetError
+from ..errors import NonFiniteError, ProtonetError
 from ..net import TEST, Net
 from ._common import add_allow_unknown, add_common, setup_logging
 
@@ -34,6 +35,12 @@ def run(args) -> int:
         loss = 0.0
         for i in range(args.iterations):
             batch_loss = net.forward_from_to(0, len(net.layers) - 1)
+            if not math.isfinite(batch_loss) or not all(
+                    np.isfinite(net.blobs[name].data).all() for name in net.outputs):
+                bad = net.first_nonfinite()
+                where = f"layer '{bad[0]}' top '{bad[1]}'" if bad else "the loss"
+                raise NonFiniteError(f"batch {i}: {where} holds NaN or Inf (scores of such a "
+                                     "batch mean nothing)")
             loss += batch_loss
             for name in net.outputs:
                 values = net.blobs[name].data.astype(np.float64).ravel()

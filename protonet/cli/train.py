@@ -8,7 +8,9 @@ from pathlib import Path
 from ..errors import ProtonetError
 from ..plot import plot_learning_curve
 from ..solvers import get_solver
-from ._common import add_allow_unknown, add_common, is_solver_file, progress, setup_logging
+from ..io.atomic import check_output
+from ._common import (add_allow_unknown, add_common, input_paths, is_solver_file, progress,
+                      setup_logging)
 
 NAME = "train"
 ORDER = 10
@@ -58,6 +60,11 @@ def run(args) -> int:
             raise ProtonetError(f"--iters must be positive, got {args.iters}")
         solver.param.max_iter = args.iters
     try:
+        solver.check_outputs()  # before anything slow: the trained weights must have a place
+        curve = None
+        if not args.no_plot and solver.param.snapshot_prefix:
+            curve = Path(f"{solver.param.snapshot_prefix}_curve.png")
+            check_output(curve, "learning curve", inputs=input_paths(args))
         if args.weights:
             for model in args.weights.split(","):
                 for net in [solver.net] + solver.test_nets:
@@ -72,11 +79,10 @@ def run(args) -> int:
             solver.solve()
         if bar is not None:
             bar.close()
-        if not args.no_plot and solver.param.snapshot_prefix and solver.train_history:
-            path = Path(f"{solver.param.snapshot_prefix}_curve.png")
-            plot_learning_curve(solver.train_history, solver.test_history, path,
+        if curve is not None and solver.train_history:
+            plot_learning_curve(solver.train_history, solver.test_history, curve,
                                 title=f"{solver.net.name} ({solver_path})")
-            log.info("Learning curve written to %s", path)
+            log.info("Learning curve written to %s", curve)
     finally:
         solver.close()
     return 0

@@ -8,7 +8,7 @@ from google.protobuf import text_format
 
 from .. import prototxt
 from ..io.atomic import atomic_write
-from ._common import add_allow_unknown, is_solver_file, setup_logging
+from ._common import add_allow_unknown, check_outputs, is_solver_file, setup_logging
 
 NAME = "upgrade"
 ORDER = 50
@@ -26,6 +26,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     setup_logging(args)
+    check_outputs(args, "output")
     if args.binary:
         net = prototxt.read_net_binary(args.input)
         atomic_write(args.output, net.SerializeToString())

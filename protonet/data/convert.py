@@ -12,12 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, NonFiniteError, OutputError
+from ..io.atomic import check_output
 from ..io.binaryproto import write_binaryproto
 from ..io.datum import datum_from_array, datum_to_array, encoded_datum, parse_datum
 from ..io.images import decode_image, encode_png, open_image, read_image_list, to_chw
 from ..io.idx import read_idx
-from ..io.lmdb_store import iter_records, write_lmdb
+from ..io.lmdb_store import check_lmdb_output, iter_records, write_lmdb
 
 log = logging.getLogger("protonet")
 
@@ -81,7 +82,10 @@ def locate_sources(dataset: Dataset, source_dir, out_dir: Path, url=None) -> Pat
     stems = [s for pair in IDX_FILES.values() for s in pair]
     if source_dir is not None:
         source_dir = Path(source_dir)
-        missing = [s for s in stems if find_idx(source_dir, s) is None]
+        try:
+            missing = [s for s in stems if find_idx(source_dir, s) is None]
+        except OSError as e:  # a name longer than NAME_MAX, a loop of links
+            raise DataError(f"{source_dir}: cannot read ({e.strerror or e})") from None
         if missing:
             raise DataError(f"{source_dir}: missing {', '.join(missing)} (.gz or raw)")
         return source_dir
@@ -129,8 +133,10 @@ def _download(dataset: Dataset, stem: str, target: Path, url=None) -> None:
                     f"--from DIR{hint}")
 
 
-def convert_idx(images_path: Path, labels_path: Path, out_lmdb: Path) -> int:
+def convert_idx(images_path: Path, labels_path: Path, out_lmdb: Path,
+                overwrite: bool = False) -> int:
     """One IDX image/label pair -> an LMDB like convert_mnist_data's (keys %08d)."""
+    check_lmdb_output(out_lmdb, overwrite)
     images = read_idx(images_path, expect_ndim=3)
     labels = read_idx(labels_path, expect_ndim=1)
     if len(images) != len(labels):
@@ -138,27 +144,34 @@ def convert_idx(images_path: Path, labels_path: Path, out_lmdb: Path) -> int:
                         f"{len(labels)} labels")
     records = ((b"%08d" % i, datum_from_array(images[i][None], int(labels[i])))
                for i in range(len(images)))
-    n = write_lmdb(out_lmdb, progress(records, len(images), out_lmdb.name))
+    n = write_lmdb(out_lmdb, progress(records, len(images), out_lmdb.name), overwrite=overwrite)
     log.info("Wrote %d records to %s", n, out_lmdb)
     return n
 
 
-def convert_dataset(name: str, out_dir, source_dir=None, url=None) -> dict[str, Path]:
+def convert_dataset(name: str, out_dir, source_dir=None, url=None,
+                    overwrite: bool = False) -> dict[str, Path]:
     dataset = DATASETS[name]
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"output folder {out_dir} is a file")
+    targets = {split: out_dir / f"{dataset.prefix}_{split}_lmdb" for split in IDX_FILES}
+    for target in targets.values():
+        check_lmdb_output(target, overwrite)
     folder = locate_sources(dataset, source_dir, out_dir, url)
-    written = {}
     for split, (images, labels) in IDX_FILES.items():
-        target = out_dir / f"{dataset.prefix}_{split}_lmdb"
-        convert_idx(find_idx(folder, images), find_idx(folder, labels), target)
-        written[split] = target
-    return written
+        convert_idx(find_idx(folder, images), find_idx(folder, labels), targets[split],
+                    overwrite)
+    return targets
 
 
 def convert_imageset(list_file, root, out_lmdb, resize_height=0, resize_width=0, gray=False,
-                     shuffle=False, encoded=False, seed=1701) -> tuple[int, list[str]]:
+                     shuffle=False, encoded=False, seed=1701,
+                     overwrite: bool = False) -> tuple[int, list[str]]:
     """An image list ('relative/path label' per line) -> an LMDB, like convert_imageset.
-    Returns (records written, paths skipped because they could not be read)."""
+    Returns (records written, paths skipped because they could not be read). An existing
+    LMDB at `out_lmdb` is replaced only with `overwrite`, any other folder never."""
+    check_lmdb_output(out_lmdb, overwrite)
     lines = read_image_list(list_file)
     if shuffle:
         random.Random(seed).shuffle(lines)
@@ -180,17 +193,23 @@ def convert_imageset(list_file, root, out_lmdb, resize_height=0, resize_width=0,
                 continue
             yield (f"{i:08d}_{path}".encode(), value)
 
-    n = write_lmdb(out_lmdb, progress(records(), len(lines), Path(out_lmdb).name))
+    n = write_lmdb(out_lmdb, progress(records(), len(lines), Path(out_lmdb).name),
+                   overwrite=overwrite)
     log.info("Wrote %d records to %s; %d images skipped", n, out_lmdb, len(skipped))
     return n, skipped
 
 
 def compute_mean(lmdb_path, out_path) -> np.ndarray:
     """The mean image of an LMDB, written as a (1, C, H, W) binaryproto (compute_image_mean)."""
+    check_output(out_path, "mean file", inputs=[lmdb_path])
     total = None
     count = 0
+    where = f"LMDB '{lmdb_path}'"
     for key, value in iter_records(lmdb_path):
-        image = datum_to_array(parse_datum(value, key), key)
+        image = datum_to_array(parse_datum(value, key, where), key, where=where)
+        if not np.isfinite(image).all():
+            raise NonFiniteError(f"{where}: record {key.decode(errors='replace')} holds NaN "
+                                 "or Inf values")
         if total is None:
             total = np.zeros(image.shape, np.float64)
         elif image.shape != total.shape:

@@ -1,2 +1,2 @@
 """Bytes on disk: Caffe's binary formats (caffemodel, solverstate, binaryproto), LMDB, IDX.
-Every write goes through `atomic.atomic_write`."""
+Every write goes through `atomic` (outputs checked before the work, written atomically)."""

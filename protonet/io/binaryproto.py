@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import caffe_pb2
-from ..errors import DataError, PrototxtError
+from ..errors import DataError, NonFiniteError, PrototxtError
 from .atomic import atomic_write
 
 
@@ -92,7 +92,12 @@ def read_binaryproto(path) -> np.ndarray:
         proto.ParseFromString(raw)
     except Exception as e:
         raise DataError(f"{path}: not a binary BlobProto ({e})") from None
-    return array_from_blobproto(proto, where=str(path))
+    array = array_from_blobproto(proto, where=str(path))
+    finite = np.isfinite(array)
+    if not finite.all():  # a mean or an infogain matrix: NaN would spread through every batch
+        raise NonFiniteError(f"{path}: {array.size - int(finite.sum())} of {array.size} values "
+                             "are NaN or Inf")
+    return array
 
 
 def write_binaryproto(path, array, legacy_4d: bool = True) -> None:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
+
 from .. import caffe_pb2
-from ..errors import ShapeError
+from ..errors import NonFiniteError, ShapeError
 from .atomic import atomic_write
 from .binaryproto import array_from_blobproto, blobproto_from_array, blobproto_shape
 
@@ -62,9 +64,19 @@ def copy_weights(net, source, where: str, strict: bool = False) -> list[str]:
                                  f"{tuple(file_shape)} in the file, {blob.shape} in the net")
             pending.append((blob, proto, f"{where}: layer '{lp.name}' blob {j}"))
     missing = layers_without_weights(net, found, where, strict)
-    for blob, proto, what in pending:
-        blob.data[...] = array_from_blobproto(proto, what).reshape(blob.shape)
+    arrays = [(blob, _finite_values(proto, what)) for blob, proto, what in pending]
+    for blob, values in arrays:  # all checked first: a bad blob leaves the net as it was
+        blob.data[...] = values.reshape(blob.shape)
     return missing
+
+
+def _finite_values(proto, what: str):
+    values = array_from_blobproto(proto, what)
+    finite = np.isfinite(values)
+    if not finite.all():
+        raise NonFiniteError(f"{what} holds {values.size - int(finite.sum())} NaN or Inf "
+                             f"values (of {values.size})")
+    return values
 
 
 def layers_without_weights(net, found, where: str, strict: bool) -> list[str]:

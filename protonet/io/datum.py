@@ -29,12 +29,13 @@ def encoded_datum(image_bytes: bytes, label: int, channels: int, height: int, wi
     return datum.SerializeToString()
 
 
-def parse_datum(value: bytes, key: bytes | str):
+def parse_datum(value: bytes, key: bytes | str, where: str = ""):
+    """A Datum from a record's bytes; `where` (the database) prefixes any error."""
     datum = caffe_pb2.Datum()
     try:
         datum.ParseFromString(value)
     except Exception as e:
-        raise DataError(f"record {_key(key)}: not a Datum ({e})") from None
+        raise DataError(f"{_at(where, key)}: not a Datum ({e})") from None
     return datum
 
 
@@ -45,30 +46,32 @@ def datum_shape(datum) -> tuple[int, int, int]:
     return (datum.channels, datum.height, datum.width)
 
 
-def datum_to_array(datum, key, out: np.ndarray | None = None) -> np.ndarray:
+def datum_to_array(datum, key, out: np.ndarray | None = None, where: str = "") -> np.ndarray:
     """The record's values as (C, H, W): uint8 for pixels, float32 for float_data."""
     if datum.encoded:
-        image = decode_image(datum.data, f"record {_key(key)}")
+        image = decode_image(datum.data, _at(where, key))
     elif len(datum.float_data):
         image = np.asarray(datum.float_data, np.float32)
-        image = _shaped(image, datum, key)
+        image = _shaped(image, datum, key, where)
     else:
-        image = _shaped(np.frombuffer(datum.data, np.uint8), datum, key)
+        image = _shaped(np.frombuffer(datum.data, np.uint8), datum, key, where)
     if out is not None:
         if out.shape != image.shape:
-            raise DataError(f"record {_key(key)}: shape {image.shape} differs from the first "
+            raise DataError(f"{_at(where, key)}: shape {image.shape} differs from the first "
                             f"record's {out.shape}")
         out[...] = image
         return out
     return image
 
 
-def _shaped(values, datum, key):
+def _shaped(values, datum, key, where=""):
     shape = (datum.channels, datum.height, datum.width)
     if values.size != int(np.prod(shape)):
-        raise DataError(f"record {_key(key)}: {values.size} values for shape {shape}")
+        raise DataError(f"{_at(where, key)}: {values.size} values for shape {shape}")
     return values.reshape(shape)
 
 
-def _key(key) -> str:
-    return key.decode(errors="replace") if isinstance(key, bytes) else str(key)
+def _at(where: str, key) -> str:
+    """'<database>: record <key>' (Caffe's keys are printable; others are shown escaped)."""
+    name = key.decode(errors="replace") if isinstance(key, bytes) else str(key)
+    return f"{where}: record {name}" if where else f"record {name}"

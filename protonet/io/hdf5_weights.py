@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ProtonetError, ShapeError
+from ..errors import NonFiniteError, ProtonetError, ShapeError
 from .atomic import atomic_path
 from .caffemodel import layers_without_weights
 
@@ -46,7 +46,7 @@ def load(net, path, strict: bool = False) -> list[str]:
     except OSError as e:
         raise ProtonetError(f"{path}: cannot read HDF5 weights ({e})") from None
     found = set()
-    pending = []  # (blob, dataset): copied only once every blob of the file has been checked
+    pending = []  # (blob, values): copied only once every blob of the file has been checked
     with f:
         if "data" not in f:
             raise ProtonetError(f"{path}: not a Caffe HDF5 weights file (no /data group)")
@@ -70,8 +70,12 @@ def load(net, path, strict: bool = False) -> list[str]:
                     raise ShapeError(f"{path}: cannot copy blob {j} of layer '{name}': shape "
                                      f"{tuple(dataset.shape)} in the file, {blob.shape} in "
                                      "the net")
-                pending.append((blob, dataset))
+                values = np.asarray(dataset[()], np.float32)
+                if not np.isfinite(values).all():
+                    raise NonFiniteError(f"{path}: layer '{name}' blob {j} holds NaN or Inf "
+                                         "values")
+                pending.append((blob, values))
         missing = layers_without_weights(net, found, str(path), strict)
-        for blob, dataset in pending:
-            blob.data[...] = dataset[()]
+        for blob, values in pending:
+            blob.data[...] = values
     return missing

@@ -43,6 +43,8 @@ class Layer:
     auto_top_blobs: ClassVar[bool] = False
     # False where Caffe refuses a top that is its own bottom (AbsVal, Flatten, Reshape, Split).
     in_place: ClassVar[bool] = True
+    # What a layer that reads records reads (its database); a solverstate names it.
+    source: str = ""
 
     def __init__(self, param, phase: int = TRAIN) -> None:
         self.name: str = param.name
@@ -97,6 +99,16 @@ class Layer:
 
     def close(self) -> None:
         """Release threads and files (the Data layer's prefetch); the net calls it once."""
+
+    # -- resuming: a solverstate keeps where each layer that reads a source stands ------------
+    def reader_position(self) -> int | None:
+        """Index of the next record this layer reads (counting from the first, not wrapped),
+        for layers that read a source; None for the others."""
+        return None
+
+    def seek(self, position: int) -> None:
+        """Continue reading from record `position` (a resumed run); layers that read a source
+        override it."""
 
     # -- helpers for subclasses ----------------------------------------------------------
     def error(self, message: str, exc=ShapeError):

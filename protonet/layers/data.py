@@ -252,11 +252,11 @@ class Data(PrefetchingData):
                      where, p.source)
         self.source = p.source
         self.env = open_lmdb(p.source, where)
-        self.cursor = LmdbCursor(self.env, f"{where}: {p.source}")
+        self.cursor = LmdbCursor(self.env, f"{where}: LMDB '{p.source}'")
         start = int(rng.generator().integers(p.rand_skip)) if p.rand_skip else 0
         self.cursor.seek(start)
         key, value = self.cursor.next()
-        first = parse_datum(value, key)
+        first = parse_datum(value, key, self.cursor.where)
         self.start_reading(p.batch_size, p.prefetch, datum_shape(first),
                            np.float32 if len(first.float_data) else np.uint8, start)
 
@@ -265,8 +265,8 @@ class Data(PrefetchingData):
 
     def read_record(self, out: np.ndarray) -> float:
         key, value = self.cursor.next()
-        datum = parse_datum(value, key)
-        datum_to_array(datum, key, out=out)
+        datum = parse_datum(value, key, self.cursor.where)
+        datum_to_array(datum, key, out=out, where=self.cursor.where)
         return datum.label
 
     def close_source(self) -> None:

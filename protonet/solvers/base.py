@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import signal
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, ClassVar
@@ -17,9 +19,9 @@ from typing import Callable, ClassVar
 import numpy as np
 
 from .. import caffe_pb2, prototxt, rng
-from ..errors import NonFiniteError, ProtonetError, SolverConfigError
-from ..io.atomic import atomic_write
-from ..io.binaryproto import array_from_blobproto, blobproto_from_array
+from ..errors import NonFiniteError, OutputError, ProtonetError, SolverConfigError
+from ..io.atomic import check_output, remove_stale_temps
+from ..io.solverstate import SolverStateData, read_solverstate, write_solverstate
 from ..net import TEST, TRAIN, Net
 from ..runtime import NCCL
 from . import lr_policy
@@ -68,6 +70,9 @@ class Solver:
     # -- construction ------------------------------------------------------------------------
     def _check_param(self) -> None:
         p, where = self.param, self.source
+        for f, value in p.ListFields():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise SolverConfigError(f"{where}: {f.name} must be a finite number, got {value}")
         if p.base_lr < 0:
             raise SolverConfigError(f"{where}: base_lr must not be negative, got {p.base_lr}")
         lr_policy.check_policy(p, where)
@@ -210,6 +215,8 @@ class Solver:
                 self.snapshot()
             if self._stop_requested:
                 break
+        if self.iter > start_iter:
+            self._check_params_finite()
 
     def add_callback(self, on_start, on_gradients_ready=None) -> None:
         """pycaffe's Solver.add_callback: on_start() runs at the start of every iteration
@@ -238,6 +245,7 @@ class Solver:
         self._stop_requested = False
         if resume_file:
             self.restore(resume_file)
+        self.check_outputs()
         with _SigintStops(self):
             self.step(p.max_iter - self.iter)
         if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
@@ -345,6 +353,13 @@ class Solver:
         if self.param.test_compute_loss:
             log.info("Test loss: %g", loss / iters)
         means = {name: s / iters for name, s in sums.items()}
+        bad = [name for name, v in means.items() if not np.isfinite(v).all()]
+        if bad or not math.isfinite(loss):
+            first = net.first_nonfinite()
+            where = f"; first non-finite output: layer '{first[0]}', top '{first[1]}'" \
+                if first else ""
+            raise NonFiniteError(f"iteration {self.iter}: test net #{test_net_id} output "
+                                 f"'{(bad or ['loss'])[0]}' is NaN or Inf{where}")
         self._log_outputs(net, "Test", means)
         scores = {n: float(v[0]) if v.size == 1 else float(v.mean()) for n, v in means.items()}
         self.test_history.append((self.iter, test_net_id, scores))
@@ -370,37 +385,62 @@ class Solver:
         return f"{self.param.snapshot_prefix}_iter_{self.iter}{extension}"
 
     def snapshot(self) -> tuple[str, str]:
-        """Write <prefix>_iter_N.caffemodel and .solverstate, each atomically."""
+        """Write <prefix>_iter_N.caffemodel and .solverstate, each atomically. Weights that
+        are NaN or Inf are not written (NonFiniteError). If the files cannot be written, they
+        go to a fallback folder and the OutputError says where."""
         if not self.param.snapshot_prefix:
             raise SolverConfigError(f"{self.source}: snapshot_prefix is needed to snapshot")
+        self._check_params_finite()
         model = self.snapshot_filename(".caffemodel")
+        try:
+            return self._write_snapshot(model, self.snapshot_filename(".solverstate"))
+        except OutputError as e:
+            fallback = Path(tempfile.gettempdir()) / f"protonet-snapshot-{os.getpid()}"
+            name = Path(self.param.snapshot_prefix).name or "snapshot"
+            saved = self._write_snapshot(str(fallback / f"{name}_iter_{self.iter}.caffemodel"),
+                                         str(fallback / f"{name}_iter_{self.iter}.solverstate"))
+            raise OutputError(f"{e}; the snapshot was saved to {saved[0]} and "
+                              f"{saved[1]} instead") from None
+
+    def _write_snapshot(self, model: str, path: str) -> tuple[str, str]:
         log.info("Snapshotting to binary proto file %s", model)
         self.net.save(model)
-        state = caffe_pb2.SolverState(iter=self.iter, learned_net=model,
-                                      current_step=self.current_step)
-        for h in self.history:
-            state.history.add().CopyFrom(blobproto_from_array(h))
+        data = SolverStateData(iter=self.iter, learned_net=model,
+                               current_step=self.current_step, history=self.history,
+                               random_state=rng.get_state())
         for net_id, net in enumerate([self.net] + self.test_nets):
             for layer in net.layers:
-                if hasattr(layer, "reader_position"):
-                    state.data_reader.add(layer=f"{net_id}/{layer.name}",
-                                          source=getattr(layer, "source", ""),
-                                          position=layer.reader_position())
-        state.rng_state = rng.get_state()
-        path = self.snapshot_filename(".solverstate")
+                position = layer.reader_position()
+                if position is not None:
+                    data.readers[f"{net_id}/{layer.name}"] = (layer.source, position)
         log.info("Snapshotting solver state to binary proto file %s", path)
-        atomic_write(path, state.SerializeToString())
+        write_solverstate(path, data)
         return model, path
 
+    def check_outputs(self) -> None:
+        """Before training: the snapshot folder must be writable (else the trained weights
+        would be lost at the first snapshot); stale temporary files of earlier killed runs
+        there are removed."""
+        prefix = self.param.snapshot_prefix
+        if not prefix:
+            return
+        probe = Path(f"{prefix}_iter_{self.iter}.caffemodel")
+        check_output(probe, f"{self.source}: snapshot_prefix \"{prefix}\":")
+        removed = remove_stale_temps(probe.parent, probe.name.rsplit("_iter_", 1)[0] + "_iter_")
+        if removed:
+            log.info("Removed %d temporary files left by an interrupted snapshot in %s",
+                     len(removed), probe.parent)
+
+    def _check_params_finite(self) -> None:
+        for name, blob in zip(self.net.learnable_param_names, self.net.learnable_params):
+            if not np.isfinite(blob.data).all():
+                raise NonFiniteError(f"iteration {self.iter}: parameter {name} holds NaN or Inf "
+                                     f"after the update (learning rate {self.learning_rate():g})")
+
     def restore(self, path) -> None:
-        """Continue from a .solverstate: iteration, weights, histories, data positions."""
-        state = caffe_pb2.SolverState()
-        try:
-            state.ParseFromString(Path(path).read_bytes())
-        except OSError as e:
-            raise ProtonetError(f"{path}: cannot read solver state ({e.strerror})") from None
-        except Exception as e:
-            raise ProtonetError(f"{path}: not a solver state ({e})") from None
+        """Continue from a .solverstate: iteration, weights, histories, data positions, random
+        state."""
+        state = read_solverstate(path)
         log.info("Restoring previous solver status from %s", path)
         if state.learned_net:
             model = Path(state.learned_net)
@@ -410,22 +450,31 @@ class Solver:
         if len(state.history) != len(self.history):
             raise ProtonetError(f"{path}: {len(state.history)} history blobs, this {self.type} "
                                 f"solver keeps {len(self.history)}")
-        for i, proto in enumerate(state.history):
-            values = array_from_blobproto(proto, f"{path}: history {i}")
+        for i, values in enumerate(state.history):
             if values.size != self.history[i].size:
                 raise ProtonetError(f"{path}: history {i} has {values.size} values, the net's "
                                     f"parameter has {self.history[i].size}")
+            if not np.isfinite(values).all():
+                raise NonFiniteError(f"{path}: history {i} holds NaN or Inf")
             self.history[i][...] = values.reshape(self.history[i].shape)
         self.iter = state.iter
         self.current_step = state.current_step
-        readers = {r.layer: r.position for r in state.data_reader}
         for net_id, net in enumerate([self.net] + self.test_nets):
             for layer in net.layers:
                 key = f"{net_id}/{layer.name}"
-                if key in readers and hasattr(layer, "seek"):
-                    layer.seek(readers[key])
-        if state.rng_state:
-            rng.set_state(state.rng_state)
+                if key in state.readers:
+                    layer.seek(state.readers[key][1])
+        if state.random_state is not None:
+            rng.set_state(state.random_state)
+            if state.legacy_random_state:
+                log.info("%s: random state read from its old pickled form as plain data "
+                         "(not unpickled)", path)
+        elif state.legacy_random_state:
+            seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> 1)
+            rng.set_random_seed(seed)
+            log.warning("%s keeps its random state in the old pickled form, and it is not a "
+                        "plain generator state (protonet never unpickles: that can run code); "
+                        "resuming with random seed %d", path, seed)
 
     def close(self) -> None:
         for net in [self.net] + self.test_nets:
