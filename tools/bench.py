@@ -67,7 +67,7 @@ def _protonet_net(net: str, batch: int, train: bool):
 
 
 def worker_protonet(net, mode, batch, iters, repeats):
-    import protonet  # noqa: F401  (before numpy: its thread settings must precede OpenBLAS)
+    import protonet  # noqa: F401
     import numpy as np
     n, solver = _protonet_net(net, batch, mode == "train")
     g = np.random.default_rng(0)
@@ -192,6 +192,8 @@ def worker_gemm():
 
 
 def worker_main(args):
+    if args.numpy_first:
+        import numpy  # noqa: F401  (as a pycaffe script starts: before protonet or torch)
     if args.framework == "torch":
         import torch
         torch.set_num_threads(args.threads)
@@ -266,6 +268,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--threads-list", default="1,2")
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--numpy-first", action="store_true")
     p.add_argument("--rounds", type=int, default=5,
                    help="alternate protonet and PyTorch runs this many times per row")
     p.add_argument("--quick", action="store_true")

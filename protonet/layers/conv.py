@@ -3,43 +3,16 @@ and BLAS GEMMs per group, over the whole batch at once or (few inputs per output
 image."""
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
-import numba
 import numpy as np
 
 from ..blob import Blob
 from ..errors import NetDefinitionError
-from ..kernels._jit import one_blas_thread
+from ..kernels import threads
 from ..kernels.conv import (add_channel_bias, channels_first, channels_first_add_bias,
                             channels_last, col2im, conv_output_size, im2col)
+from ..kernels.conv_plan import TUNING, plan_convolution
 from ..registry import register_layer
 from .base import Layer, canonical_axis
-
-# Inputs per output (C/group x kernel_h x kernel_w) up to which Convolution multiplies image
-# by image: there one GEMM over the whole batch is bound by moving its big output and columns
-# through memory rather than by arithmetic, while an image's output stays in cache and lands
-# in the top without a layout move. LeNet's conv1 (25) at batch 64: forward 0.40 against
-# 0.78 ms, weight gradient 0.38 against 1.04 ms (2 threads). CIFAR-10 quick's conv1 (75)
-# keeps one GEMM for its weight gradient: its batch-100 training step took 98.5 against
-# 102.6 ms (2 threads) and 177.6 against 192.0 ms (1 thread) that way.
-PER_IMAGE_MAX_K = 32
-
-# Beyond that, the forward alone also multiplies image by image when an image's columns fit
-# in a core's L2 (at most PER_IMAGE_MAX_FLOATS) and its GEMM is wide enough to run well on one
-# thread (at least PER_IMAGE_MIN_PIXELS outputs). LeNet's conv2 (500 x 64) alone, batch 64:
-# forward 2.09 against 2.53 ms at 2 threads, 2.65 against 4.57 ms at 1 thread. The weight
-# gradient stays one GEMM there: image by image it made LeNet's training step 7-8% slower.
-# The bound is one block (1 MB of columns): CIFAR-10 quick's conv1 (75 x 1024) and conv2
-# (800 x 256) then go image by image too, and its batch-100 forward took 44.3 against 47.4 ms
-# (2 threads) and 63.4 against 69.2 ms (1 thread); cifar10_full's training step 124 against
-# 146 ms.
-PER_IMAGE_MAX_FLOATS = 1 << 18
-PER_IMAGE_MIN_PIXELS = 64
-
-# Floats in one column buffer (64 MB): above it the batch is convolved in chunks.
-COL_BUDGET = 1 << 24
-
 
 def _pair(layer, p, name: str, default: int) -> tuple[int, int]:
     """Caffe's reading of kernel/stride/pad/dilation: `name_h`/`name_w`, or the repeated field
@@ -86,6 +59,9 @@ class _BaseConvolution(Layer):
     group: int
     bias_term: bool
 
+    # The thresholds the layer plans with; a test or experiment may give one layer its own.
+    tuning = TUNING
+
     def setup(self, bottom, top):
         p = self.param.convolution_param
         if canonical_axis(p.axis, bottom[0].num_axes, self) != 1 or bottom[0].num_axes != 4:
@@ -120,41 +96,10 @@ class _BaseConvolution(Layer):
     def geometry(self):
         return (self.kh, self.kw, self.ph, self.pw, self.sh, self.sw, self.dh, self.dw)
 
-    def plan_chunks(self, n: int, col_rows: int, col_cols: int) -> None:
-        """Split the batch into chunks whose column buffer stays under COL_BUDGET floats:
-        one chunk (one GEMM over the whole batch) for training-size batches, several for
-        big inference batches, so memory does not grow with the batch (Caffe's per-image
-        im2col bounds it too)."""
-        self.chunk = max(1, min(n, COL_BUDGET // max(1, col_rows * col_cols)))
-        self.bounds = [(a, min(n, a + self.chunk)) for a in range(0, n, self.chunk)]
-
-
-_threads = ThreadPoolExecutor(thread_name_prefix="protonet-conv")
-
-# Floats of columns per block (1 MB) in the per-image path: each thread builds the columns of
-# a block of its images and multiplies them while they are still in its L2. Blocks of 256 KB
-# cost more in calls than they saved; 1 MB and larger ran alike.
-BLOCK_FLOATS = 1 << 18
-
-
-def _on_threads(work, n: int) -> None:
-    """work(a, b, shared) on a split of range(n) into one slice per compute thread, all at
-    once: numba kernels and numpy's GEMMs let go of the GIL. `shared` says other threads run
-    beside this one, so work must call serial kernels, and BLAS runs on one thread (with one
-    slice, the kernels and BLAS may thread). LeNet's conv1 forward inside the net: 0.82-1.09
-    ms, against 1.06-1.26 ms for a parallel im2col, then the GEMMs on threads, then a
-    parallel bias add. Waking the second thread and joining it costs about 0.1 ms here (a
-    sleeping thread's wake-up on this VM takes 30-50 us each way)."""
-    threads = max(1, min(numba.get_num_threads(), n))
-    if threads == 1:
-        work(0, n, False)
-        return
-    with one_blas_thread():
-        jobs = [_threads.submit(work, n * t // threads, n * (t + 1) // threads, True)
-                for t in range(1, threads)]
-        work(0, n // threads, True)
-        for job in jobs:
-            job.result()
+    def make_plan(self, n: int, k: int, pixels: int) -> None:
+        """self.plan for a batch of n images (kernels/conv_plan.py), from self.tuning."""
+        self.plan = plan_convolution(n, k, pixels, self.group, threads.compute_threads(),
+                                     self.tuning)
 
 
 def _planes(array):
@@ -203,19 +148,15 @@ class _SingleConvolution(_BaseConvolution):
             raise self.error(f"kernel larger than the padded input {bottom[0].shape}")
         top[0].reshape(n, self.num_output, self.ho, self.wo)
         k, p = c * self.kh * self.kw, self.ho * self.wo
-        self.plan_chunks(n, k, p)
-        self.col_matrix = _column_matrix(self, k, self.chunk, p)
-        self.scratch("y2", (self.num_output, self.chunk, p), grow=True)
+        self.make_plan(n, k, p)
+        chunk = self.plan.chunk
+        self.col_matrix = _column_matrix(self, k, chunk, p)
+        self.scratch("y2", (self.num_output, chunk, p), grow=True)
         k_g, m_g = k // self.group, self.num_output // self.group
         self.scratch("w_grad_t", (k_g, m_g))
-        self.per_image_weight_grad = k_g <= PER_IMAGE_MAX_K
-        self.per_image_forward = self.per_image_weight_grad or (
-            p >= PER_IMAGE_MIN_PIXELS and k * p <= PER_IMAGE_MAX_FLOATS)
-        self.block = max(1, BLOCK_FLOATS // (k * p))
-        if self.per_image_weight_grad:
-            shape = (self.group, self.chunk, m_g, k_g)
+        if self.plan.per_image_weight_grad:
             # Per-image weight gradients, summed after the GEMMs.
-            self.scratch("w_grads", shape)
+            self.scratch("w_grads", (self.group, chunk, m_g, k_g))
 
     def _images_of(self, s, e):
         """Columns of images s..e of the chunk as (group, images, K/group, P): image by image,
@@ -224,9 +165,6 @@ class _SingleConvolution(_BaseConvolution):
         return (self.col_matrix[:, s * p:e * p].reshape(self.group, -1, e - s, p)
                 .transpose(0, 2, 1, 3))
 
-    def _blocks(self, a, b):
-        return ((s, min(b, s + self.block)) for s in range(a, b, self.block))
-
     def forward(self, bottom, top):
         mg = self.num_output // self.group
         weight = self.blobs[0].data.reshape(self.group, mg, -1)
@@ -234,30 +172,29 @@ class _SingleConvolution(_BaseConvolution):
         x = bottom[0].data
         out = _planes(top[0].data)
         col = self.col_matrix
-        for n0, n1 in self.bounds:
-            if self.per_image_forward:
-                # Each thread builds its images' columns a block at a time (into the chunk's
-                # matrix, where backward finds them) and multiplies them while they are in
-                # its cache; the products land in the top without a layout move.
-                def images(a, b, shared, x=x[n0:n1], out=out[n0:n1]):
-                    columns = im2col.serial if shared else im2col
-                    add_bias = add_channel_bias.serial if shared else add_channel_bias
-                    for s, e in self._blocks(a, b):
-                        columns(x[s:e], *self.geometry(), self.ho, self.wo, col, s)
-                        cols = self._images_of(s, e)
-                        for g in range(self.group):
-                            np.matmul(weight[g], cols[g], out=out[s:e, g * mg:(g + 1) * mg])
-                        if bias is not None:
-                            add_bias(out[s:e], bias)
+        for n0, n1 in self.plan.bounds:
+            if self.plan.per_image_forward:
+                # Each thread builds a block of images' columns (into the chunk's matrix,
+                # where backward finds them) and multiplies them while they are in its
+                # cache; the products land in the top without a layout move.
+                def images(s, e, shared, x=x[n0:n1], out=out[n0:n1]):
+                    (im2col.serial if shared else im2col)(x[s:e], *self.geometry(), self.ho,
+                                                          self.wo, col, s)
+                    cols = self._images_of(s, e)
+                    for g in range(self.group):
+                        np.matmul(weight[g], cols[g], out=out[s:e, g * mg:(g + 1) * mg])
+                    if bias is not None:
+                        (add_channel_bias.serial if shared else add_channel_bias)(out[s:e],
+                                                                                  bias)
 
-                _on_threads(images, n1 - n0)
+                threads.run_pieces(images, self.plan.blocks(n1 - n0), self.plan.threads)
                 continue
             im2col(x[n0:n1], *self.geometry(), self.ho, self.wo, col, 0)
             col_g = col[:, :(n1 - n0) * out.shape[2]].reshape(self.group, weight.shape[2], -1)
             y2 = _view(self.y2, (self.num_output, n1 - n0, out.shape[2]))
             y2_g = y2.reshape(self.group, mg, -1)
             for g in range(self.group):
-                np.matmul(weight[g], col_g[g], out=y2_g[g])
+                threads.matmul(weight[g], col_g[g], y2_g[g], self.plan.threads)
             if bias is not None:
                 channels_first_add_bias(y2, bias, out[n0:n1])
             else:
@@ -276,39 +213,39 @@ class _SingleConvolution(_BaseConvolution):
         w_diff = self.blobs[0].diff.reshape(self.group, mg, k_g)
         x = bottom[0].data
         col = self.col_matrix
-        for n0, n1 in self.bounds:
-            if len(self.bounds) > 1:
+        plan = self.plan
+        for n0, n1 in plan.bounds:
+            if len(plan.bounds) > 1:
                 # With one chunk the forward's columns are still in the matrix; with several,
                 # later chunks overwrote them.
                 im2col(x[n0:n1], *self.geometry(), self.ho, self.wo, col, 0)
             col_g = col[:, :(n1 - n0) * top_diff.shape[2]].reshape(self.group, k_g, -1)
             dy2 = _view(self.y2, (self.num_output, n1 - n0, top_diff.shape[2]))
             dy = dy2.reshape(self.group, mg, -1)
-            if propagate_down[0] or not self.per_image_weight_grad:
+            if propagate_down[0] or not plan.per_image_weight_grad:
                 channels_last(top_diff[n0:n1], dy2)
-            if self.param_propagate_down[0] and self.per_image_weight_grad:
-                def images(a, b, shared, top_diff=top_diff[n0:n1]):
-                    for s, e in self._blocks(a, b):
-                        cols = self._images_of(s, e)
-                        for g in range(self.group):
-                            np.matmul(top_diff[s:e, g * mg:(g + 1) * mg],
-                                      cols[g].transpose(0, 2, 1), out=self.w_grads[g, s:e])
+            if self.param_propagate_down[0] and plan.per_image_weight_grad:
+                def images(s, e, shared, top_diff=top_diff[n0:n1]):
+                    cols = self._images_of(s, e)
+                    for g in range(self.group):
+                        np.matmul(top_diff[s:e, g * mg:(g + 1) * mg],
+                                  cols[g].transpose(0, 2, 1), out=self.w_grads[g, s:e])
 
-                _on_threads(images, n1 - n0)
+                threads.run_pieces(images, plan.blocks(n1 - n0), plan.threads)
                 w_diff += self.w_grads[:, :n1 - n0].sum(axis=1)
             elif self.param_propagate_down[0]:
                 for g in range(self.group):
                     # The transposed product, col @ dy.T: OpenBLAS runs it 20-25% faster
                     # than dy @ col.T on LeNet's shapes (conv2 at 2 threads: 1.35 against
                     # 1.75-1.84 ms; conv1 0.77 against 1.07 ms).
-                    np.matmul(col_g[g], dy[g].T, out=self.w_grad_t)
+                    threads.matmul(col_g[g], dy[g].T, self.w_grad_t, plan.threads)
                     w_diff[g] += self.w_grad_t.T
             if propagate_down[0]:
                 # The column gradient overwrites the columns, which the weight gradient has
                 # used: one buffer instead of two keeps the step's memory in cache (conv2's
                 # columns are 8 MB at batch 64).
                 for g in range(self.group):
-                    np.matmul(weight[g].T, dy[g], out=col_g[g])
+                    threads.matmul(weight[g].T, dy[g], col_g[g], plan.threads)
                 col2im(col, *self.geometry(), self.ho, self.wo, bottom[0].diff[n0:n1])
 
 
@@ -334,9 +271,9 @@ class _SingleDeconvolution(_BaseConvolution):
             raise self.error(f"padding larger than the output for bottom {bottom[0].shape}")
         top[0].reshape(n, self.num_output, self.ho, self.wo)
         k = self.num_output * self.kh * self.kw
-        self.plan_chunks(n, k, h * w)
-        self.col_matrix = _column_matrix(self, k, self.chunk, h * w)
-        self.scratch("x2", (c, self.chunk, h * w), grow=True)
+        self.make_plan(n, k, h * w)
+        self.col_matrix = _column_matrix(self, k, self.plan.chunk, h * w)
+        self.scratch("x2", (c, self.plan.chunk, h * w), grow=True)
         self.scratch("w_grad", (c // self.group, k // self.group))
 
     def forward(self, bottom, top):
@@ -344,14 +281,14 @@ class _SingleDeconvolution(_BaseConvolution):
         cg = c // self.group
         weight = self.blobs[0].data.reshape(self.group, cg, -1)
         x = _planes(bottom[0].data)
-        for n0, n1 in self.bounds:
+        for n0, n1 in self.plan.bounds:
             x2 = _view(self.x2, (c, n1 - n0, x.shape[2]))
             channels_last(x[n0:n1], x2)
             col_g = (self.col_matrix[:, :(n1 - n0) * x.shape[2]]
                      .reshape(self.group, weight.shape[2], -1))
             x2_g = x2.reshape(self.group, cg, -1)
             for g in range(self.group):
-                np.matmul(weight[g].T, x2_g[g], out=col_g[g])
+                threads.matmul(weight[g].T, x2_g[g], col_g[g], self.plan.threads)
             # Convolution's geometry with input and output swapped: scatter the columns.
             col2im(self.col_matrix, *self.geometry(), self.h, self.w, top[0].data[n0:n1])
         if self.bias_term:
@@ -367,7 +304,7 @@ class _SingleDeconvolution(_BaseConvolution):
         weight = self.blobs[0].data.reshape(self.group, cg, -1)
         x = _planes(bottom[0].data)
         dx = _planes(bottom[0].diff)
-        for n0, n1 in self.bounds:
+        for n0, n1 in self.plan.bounds:
             im2col(top[0].diff[n0:n1], *self.geometry(), self.h, self.w, self.col_matrix, 0)
             col_g = (self.col_matrix[:, :(n1 - n0) * x.shape[2]]
                      .reshape(self.group, weight.shape[2], -1))
@@ -377,11 +314,11 @@ class _SingleDeconvolution(_BaseConvolution):
                 channels_last(x[n0:n1], x2)
                 w_diff = self.blobs[0].diff.reshape(self.group, cg, -1)
                 for g in range(self.group):
-                    np.matmul(x2_g[g], col_g[g].T, out=self.w_grad)
+                    threads.matmul(x2_g[g], col_g[g].T, self.w_grad, self.plan.threads)
                     w_diff[g] += self.w_grad
             if propagate_down[0]:
                 for g in range(self.group):
-                    np.matmul(weight[g], col_g[g], out=x2_g[g])
+                    threads.matmul(weight[g], col_g[g], x2_g[g], self.plan.threads)
                 channels_first(x2, dx[n0:n1])
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import NetDefinitionError, ShapeError
+from ..kernels import threads
 from ..registry import register_layer
 from .base import Layer, canonical_axis, count
 
@@ -35,12 +36,12 @@ def blocked_matmul(x, b, out, pad_in, pad_out) -> None:
     block = gemm_block_rows(m, x.shape[1], b.shape[1])
     full = m - m % block
     for i in range(0, full, block):
-        np.matmul(x[i:i + block], b, out=out[i:i + block])
+        threads.matmul(x[i:i + block], b, out[i:i + block])
     if full < m:
         rest = m - full
         pad_in[:rest] = x[full:]
         pad_in[rest:] = 0
-        np.matmul(pad_in, b, out=pad_out)
+        threads.matmul(pad_in, b, pad_out)
         out[full:] = pad_out[:rest]
 
 
@@ -107,15 +108,15 @@ class InnerProduct(Layer):
         x = bottom[0].data.reshape(self.m, self.k)
         if self.param_propagate_down[0]:
             if self.transpose:
-                np.matmul(x.T, dy, out=self.w_grad)
+                threads.matmul(x.T, dy, self.w_grad)
             else:
-                np.matmul(dy.T, x, out=self.w_grad)
+                threads.matmul(dy.T, x, self.w_grad)
             self.blobs[0].diff += self.w_grad
         if self.bias_term and self.param_propagate_down[1]:
             self.blobs[1].diff += dy.sum(axis=0, dtype=np.float32)
         if propagate_down[0]:
             w = self.blobs[0].data
-            np.matmul(dy, w.T if self.transpose else w, out=bottom[0].diff.reshape(self.m, self.k))
+            threads.matmul(dy, w.T if self.transpose else w, bottom[0].diff.reshape(self.m, self.k))
 
 
 @register_layer("Embed")

@@ -1,9 +1,12 @@
 """Convolution and Deconvolution: shapes, values against direct loops, gradients."""
+import dataclasses
+
 import numpy as np
 import pytest
 from helpers import build, check_gradient, run_forward
 
 from protonet.errors import NetDefinitionError, ShapeError
+from protonet.kernels.conv_plan import TUNING
 from reference import vision
 
 F = 'weight_filler { type: "gaussian" std: 0.3 } bias_filler { type: "gaussian" std: 0.3 }'
@@ -30,15 +33,13 @@ DECONV = [
 
 @pytest.fixture(params=["one GEMM per batch", "per-image forward, batch weight gradient",
                         "one GEMM per image"])
-def gemm_path(request, monkeypatch):
-    """Convolution's ways to multiply (chosen by the layer's shape), each checked on every
-    case."""
-    from protonet.layers import conv
+def gemm_path(request):
+    """Tuning that makes Convolution take each of its ways to multiply (chosen by the layer's
+    shape), each checked on every case: a test gives it to the layer it built."""
     per_image_forward = request.param != "one GEMM per batch"
-    monkeypatch.setattr(conv, "PER_IMAGE_MAX_K", 1 << 30 if request.param.endswith("image") else 0)
-    monkeypatch.setattr(conv, "PER_IMAGE_MAX_FLOATS", 1 << 30 if per_image_forward else 0)
-    monkeypatch.setattr(conv, "PER_IMAGE_MIN_PIXELS", 1)
-    return request.param
+    return dataclasses.replace(
+        TUNING, per_image_max_k=1 << 30 if request.param.endswith("image") else 0,
+        per_image_max_floats=1 << 30 if per_image_forward else 0, per_image_min_pixels=1)
 
 
 def expected(layer, bottom, case, ref):
@@ -51,6 +52,7 @@ def expected(layer, bottom, case, ref):
 @pytest.mark.parametrize("case", CASES)
 def test_convolution_forward_matches_direct_loops(case, gemm_path):
     layer, bottom, top = build(case[0], [case[1]])
+    layer.tuning = gemm_path
     y = expected(layer, bottom, case, vision.conv)
     assert top[0].shape == y.shape and top[0].data.dtype == np.float32
     np.testing.assert_allclose(run_forward(layer, bottom, top)[0], y, rtol=1e-5, atol=1e-5)
@@ -67,6 +69,7 @@ def test_deconvolution_forward_matches_scatter(case):
 @pytest.mark.parametrize("case", CASES + DECONV)
 def test_convolution_gradient(case, gemm_path):
     layer, bottom, top = build(case[0], [case[1]])
+    layer.tuning = gemm_path
     check_gradient(layer, bottom, top, max_elements=120)
 
 
@@ -93,14 +96,14 @@ def test_convolution_weights_from_file_must_fit():
 
 
 @pytest.mark.parametrize("case", [CASES[1], CASES[2], DECONV[1]])
-def test_big_batches_run_in_chunks_with_the_same_results(case, monkeypatch, gemm_path):
-    """A batch whose column buffer would pass COL_BUDGET is convolved a few images at a time
-    (bounded memory); values and gradients stay those of the direct loops."""
-    from protonet.layers import conv
-    monkeypatch.setattr(conv, "COL_BUDGET", 300)
+def test_big_batches_run_in_chunks_with_the_same_results(case, gemm_path):
+    """A batch whose column buffer would pass the column budget is convolved a few images at
+    a time (bounded memory); values and gradients stay those of the direct loops."""
     shape = (5, *case[1][1:])
     layer, bottom, top = build(case[0], [shape])
-    assert 1 < len(layer.bounds) <= 5
+    layer.tuning = dataclasses.replace(gemm_path, col_budget=300)
+    layer.reshape(bottom, top)
+    assert 1 < len(layer.plan.bounds) <= 5
     ref = vision.deconv if "Deconvolution" in case[0] else vision.conv
     np.testing.assert_allclose(run_forward(layer, bottom, top)[0],
                                expected(layer, bottom, case, ref), rtol=1e-5, atol=1e-5)

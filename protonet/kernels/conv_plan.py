@@ -1,0 +1,78 @@
+"""How a convolution runs, decided from its shape alone: one GEMM over the batch or image by
+image, in how many chunks and blocks, on how many threads. A pure function, so tests and
+experiments call it directly and run the layer under any plan (layers/conv.py carries it out).
+
+Sizes: batch N; K = C x kernel_h x kernel_w inputs per output (K / group per group's GEMM);
+P = Ho x Wo outputs per image and channel.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from .threads import PIECES_PER_THREAD, split
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvTuning:
+    """The thresholds behind a plan (measured on a 2-core AMD EPYC, L2 1 MB per core)."""
+
+    # Inputs per output (K / group) up to which Convolution multiplies image by image, forward
+    # and weight gradient: one GEMM over the whole batch is bound there by moving its big
+    # output and columns through memory, while an image's output stays in cache and lands in
+    # the top without a layout move. LeNet's conv1 (25) at batch 64: forward 0.40 against
+    # 0.78 ms, weight gradient 0.38 against 1.04 ms (2 threads). CIFAR-10 quick's conv1 (75)
+    # keeps one GEMM for its weight gradient: its batch-100 training step took 98.5 against
+    # 102.6 ms (2 threads) and 177.6 against 192.0 ms (1 thread) that way.
+    per_image_max_k: int = 32
+    # Beyond that, the forward alone multiplies image by image when an image's columns fit in
+    # a core's L2 (at most per_image_max_floats) and its GEMM is wide enough to run well on one
+    # thread (at least per_image_min_pixels outputs). LeNet's conv2 (500 x 64) alone, batch
+    # 64: forward 2.09 against 2.53 ms at 2 threads, 2.65 against 4.57 ms at 1 thread. The
+    # weight gradient stays one GEMM there: image by image it made LeNet's training step 7-8%
+    # slower. CIFAR-10 quick's conv1 (75 x 1024) and conv2 (800 x 256) go image by image too:
+    # its batch-100 forward took 44.3 against 47.4 ms (2 threads), 63.4 against 69.2 ms
+    # (1 thread); cifar10_full's training step 124 against 146 ms.
+    per_image_max_floats: int = 1 << 18
+    per_image_min_pixels: int = 64
+    # Floats in one column buffer (64 MB): above it the batch is convolved in chunks, so
+    # memory does not grow with the batch (Caffe's per-image im2col bounds it too).
+    col_budget: int = 1 << 24
+    # Floats of columns per block (1 MB) on the per-image path: a thread builds a block of its
+    # images' columns and multiplies them while they are still in its L2. Blocks of 256 KB
+    # cost more in calls than they saved; 1 MB and larger ran alike.
+    block_floats: int = 1 << 18
+
+
+TUNING = ConvTuning()
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvPlan:
+    chunk: int                    # images whose columns are in the buffer at once
+    bounds: tuple                 # (first, end) image of each chunk
+    per_image_forward: bool       # forward GEMMs image by image (in blocks)
+    per_image_weight_grad: bool   # weight-gradient GEMMs image by image, summed after
+    block: int                    # images per block on the per-image path
+    threads: int
+
+    def blocks(self, images: int) -> list:
+        """(first, end) of each block of a chunk of `images`: the pieces threads take in
+        turn; smaller than `block` when there would be too few to share."""
+        share = self.threads * PIECES_PER_THREAD if self.threads > 1 else 1
+        return split(images, max(-(-images // self.block), min(images, share)))
+
+
+def plan_convolution(batch: int, k: int, pixels: int, group: int, threads: int,
+                     tuning: ConvTuning = TUNING) -> ConvPlan:
+    """The plan for a batch of `batch` images with K = `k` inputs per output (all groups) and
+    `pixels` outputs per image and channel, on `threads` threads."""
+    chunk = max(1, min(batch, tuning.col_budget // max(1, k * pixels)))
+    per_image_weight_grad = k // group <= tuning.per_image_max_k
+    per_image_forward = per_image_weight_grad or (
+        pixels >= tuning.per_image_min_pixels and k * pixels <= tuning.per_image_max_floats)
+    return ConvPlan(chunk=chunk,
+                    bounds=tuple((a, min(batch, a + chunk)) for a in range(0, batch, chunk)),
+                    per_image_forward=per_image_forward,
+                    per_image_weight_grad=per_image_weight_grad,
+                    block=max(1, tuning.block_floats // max(1, k * pixels)),
+                    threads=max(1, threads))

@@ -1,0 +1,148 @@
+"""protonet's compute threads: how GEMMs and per-image work share the cores.
+
+protonet never lets BLAS start threads of its own. Every GEMM runs with BLAS held to one
+thread, and protonet splits the big ones between its own threads (a pool of Python threads
+that sleep in the kernel when idle; numpy's GEMMs and numba's kernels let go of the GIL).
+Why: OpenBLAS's threads wait for each other by spinning. On a busy machine a spinning thread
+burns the time slice its partner needs, and a step collapses: LeNet's training step with
+BLAS on 2 threads ran at 19-46 images/s on this 2-core VM with 7 other jobs running, against
+930-1,860 with BLAS on one thread (alternating runs). Holding BLAS to one thread is done at
+run time through threadpoolctl, so it works whatever was imported first; OpenBLAS's own idle
+timeout (OPENBLAS_THREAD_TIMEOUT, read only when numpy loads) no longer matters.
+
+Work is handed out in pieces, each thread taking the next piece when it finishes one: a
+thread the system has put aside holds up at most one piece, the others take the rest.
+numba's parallel loops (im2col, pooling) run on numba's own pool, set to the same thread
+count, between the GEMMs.
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+
+_pool = ThreadPoolExecutor(thread_name_prefix="protonet")
+_blas_libraries = None
+_held = 0
+
+
+def compute_threads() -> int:
+    """Threads protonet computes on (numba's setting, which configure_threads makes the one
+    setting for everything)."""
+    return numba.get_num_threads()
+
+
+def _blas():
+    global _blas_libraries
+    if _blas_libraries is None:
+        from threadpoolctl import ThreadpoolController
+        _blas_libraries = ThreadpoolController().select(user_api="blas").lib_controllers
+    return _blas_libraries
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """BLAS on one thread inside the block (nested blocks cost nothing). Setting the count
+    directly costs about 1.5 us a library (threadpoolctl's limit() context: 13 us); the
+    user's own setting comes back after the block."""
+    global _held
+    if _held:
+        _held += 1
+        try:
+            yield
+        finally:
+            _held -= 1
+        return
+    libraries = _blas()
+    before = [lib.get_num_threads() for lib in libraries]
+    for lib in libraries:
+        lib.set_num_threads(1)
+    _held = 1
+    try:
+        yield
+    finally:
+        _held = 0
+        for lib, n in zip(libraries, before):
+            lib.set_num_threads(n)
+
+
+def run_pieces(work, pieces, threads: int) -> None:
+    """work(*piece, shared) for every piece, on `threads` threads taking pieces in turn.
+
+    `shared` is True when other threads run beside this one: work must then call serial numba
+    kernels. BLAS is held to one thread throughout. The calling thread works too; it returns
+    when every piece is done, re-raising the first error a piece raised.
+    """
+    pieces = list(pieces)
+    threads = max(1, min(threads, len(pieces)))
+    with one_blas_thread():
+        if threads == 1:
+            for piece in pieces:
+                work(*piece, False)
+            return
+        taken, finished = itertools.count(), itertools.count(1)
+        all_done, errors = threading.Event(), []
+
+        def take():
+            # next() on an itertools.count is atomic under the GIL.
+            while (i := next(taken)) < len(pieces):
+                try:
+                    work(*pieces[i], True)
+                except BaseException as error:  # noqa: BLE001  (re-raised by the caller)
+                    errors.append(error)
+                finally:
+                    if next(finished) == len(pieces):
+                        all_done.set()
+
+        for _ in range(threads - 1):
+            # A helper that starts after the pieces are gone finds none and returns.
+            _pool.submit(take)
+        take()
+        all_done.wait()
+    if errors:
+        raise errors[0]
+
+
+def split(n: int, parts: int, align: int = 1):
+    """(start, end) bounds of `parts` near-equal slices of range(n), starts multiples of
+    `align` (the last slice takes the rest); fewer slices when n is small."""
+    parts = max(1, min(parts, -(-n // align)))
+    bounds = sorted({min(n, (n * p // parts) // align * align) for p in range(parts)} | {n})
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+# A GEMM is split between threads when it has at least this many multiply-adds: about 60 us
+# on one thread here, the price of waking a sleeping thread and joining it (50-70 us on this
+# VM).
+SPLIT_MIN_MACS = 1 << 22
+# Pieces per thread: more pieces let the threads even out a slow one, smaller GEMMs run less
+# well.
+PIECES_PER_THREAD = 2
+
+
+def plan_gemm(m: int, n: int, k: int, threads: int):
+    """How out (m, n) = a (m, k) @ b (k, n) is split: (axis, [(start, end), ...]) along the
+    output's rows (axis 0) or columns (axis 1), whichever is longer; one piece for small
+    products or one thread."""
+    axis = 1 if n >= m else 0
+    if threads <= 1 or m * n * k < SPLIT_MIN_MACS:
+        return axis, [(0, (m, n)[axis])]
+    return axis, split((m, n)[axis], threads * PIECES_PER_THREAD, align=16)
+
+
+def matmul(a, b, out, threads: int | None = None) -> None:
+    """out[...] = a @ b (2D float32, out C-contiguous or a slice of rows or columns of such),
+    on protonet's threads with BLAS on one thread (see the module docstring)."""
+    threads = compute_threads() if threads is None else threads
+    axis, pieces = plan_gemm(out.shape[0], out.shape[1], a.shape[1], threads)
+    if axis == 1:
+        def work(s, e, shared):
+            np.matmul(a, b[:, s:e], out=out[:, s:e])
+    else:
+        def work(s, e, shared):
+            np.matmul(a[s:e], b, out=out[s:e])
+    run_pieces(work, pieces, threads)

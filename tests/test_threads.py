@@ -1,0 +1,118 @@
+"""protonet's compute threads and the convolution plan (kernels/threads.py, kernels/conv_plan.py):
+GEMMs split between threads give BLAS's product, pieces all run once, errors reach the caller,
+BLAS is held to one thread only inside, and plans follow the layer shapes they were tuned on."""
+import dataclasses
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from protonet.kernels import threads
+from protonet.kernels.conv_plan import TUNING, plan_convolution
+
+
+@pytest.mark.parametrize("m, k, n", [(64, 300, 256), (700, 300, 40), (50, 500, 4096 + 7)])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_split_matmul_equals_one_gemm(m, k, n, transposed):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((m, k), dtype=np.float32)
+    b = rng.standard_normal((n, k), dtype=np.float32).T if transposed else \
+        rng.standard_normal((k, n), dtype=np.float32)
+    axis, pieces = threads.plan_gemm(m, n, k, 2)
+    assert len(pieces) > 1 and pieces[0][0] == 0 and pieces[-1][1] == (m, n)[axis]
+    out = np.full((m, n), np.nan, np.float32)
+    threads.matmul(a, b, out, threads=2)
+    # Each piece is a BLAS GEMM of the same operands, so the values are BLAS's own.
+    np.testing.assert_allclose(out, a @ b, rtol=1e-5, atol=1e-4)
+
+
+def test_small_products_are_not_split():
+    assert threads.plan_gemm(20, 64, 25, 2)[1] == [(0, 64)]
+    assert threads.plan_gemm(500, 4096, 500, 1)[1] == [(0, 4096)]
+
+
+def test_split_covers_the_range_once_with_aligned_starts():
+    for n, parts, align in [(100, 4, 16), (5, 8, 1), (4096, 4, 16), (17, 3, 16)]:
+        bounds = threads.split(n, parts, align)
+        assert bounds[0][0] == 0 and bounds[-1][1] == n
+        assert all(a < b for a, b in bounds)
+        assert all(b0[1] == b1[0] for b0, b1 in zip(bounds, bounds[1:]))
+        assert all(a % align == 0 for a, _ in bounds)
+
+
+def test_every_piece_runs_once_on_several_threads():
+    seen, names = [], set()
+
+    def work(s, e, shared):
+        assert shared
+        seen.extend(range(s, e))
+        names.add(threading.current_thread().name)
+
+    threads.run_pieces(work, threads.split(1000, 50), threads=2)
+    assert sorted(seen) == list(range(1000))
+
+
+def test_an_error_in_a_piece_reaches_the_caller_after_the_others_finish():
+    done = []
+
+    def work(s, e, shared):
+        if s == 3:
+            raise ValueError("piece 3 failed")
+        done.append(s)
+
+    with pytest.raises(ValueError, match="piece 3 failed"):
+        threads.run_pieces(work, [(i, i + 1) for i in range(8)], threads=2)
+    assert sorted(done) == [0, 1, 2, 4, 5, 6, 7]
+
+
+def test_blas_is_on_one_thread_only_inside_and_numpy_first_changes_nothing():
+    """numpy imported before protonet (as every pycaffe script does): the BLAS thread count is
+    one inside protonet's GEMMs and the user's own count after."""
+    script = (
+        "import numpy, threadpoolctl\n"
+        "from protonet.kernels import threads\n"
+        "blas = lambda: threadpoolctl.threadpool_info()[0]['num_threads']\n"
+        "threadpoolctl.threadpool_limits(2, user_api='blas')\n"
+        "inside = []\n"
+        "threads.run_pieces(lambda s, e, shared: inside.append(blas()), [(0, 1)], 1)\n"
+        "print(inside[0], blas())\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.split() == ["1", "2"]
+
+
+# (batch, K, P, group): LeNet conv1 and conv2, CIFAR-10 quick conv2, VGG-16 conv1_2
+LENET_CONV1, LENET_CONV2 = (64, 25, 576, 1), (64, 500, 64, 1)
+CIFAR_CONV2, VGG_CONV1_2 = (100, 800, 256, 1), (16, 576, 224 * 224, 1)
+
+
+def test_plans_follow_the_shapes_they_were_measured_on():
+    conv1 = plan_convolution(*LENET_CONV1, threads=2)
+    assert conv1.per_image_forward and conv1.per_image_weight_grad and conv1.bounds == ((0, 64),)
+    conv2 = plan_convolution(*LENET_CONV2, threads=2)
+    assert conv2.per_image_forward and not conv2.per_image_weight_grad
+    assert plan_convolution(*CIFAR_CONV2, threads=2).per_image_forward
+    vgg = plan_convolution(*VGG_CONV1_2, threads=2)
+    assert not vgg.per_image_forward and not vgg.per_image_weight_grad
+    # An image's columns (576 x 50,176 floats) pass the budget alone: one image at a time.
+    assert vgg.chunk == 1 and vgg.bounds == tuple((i, i + 1) for i in range(16))
+    cifar = plan_convolution(*CIFAR_CONV2, threads=2)
+    assert cifar.chunk * 800 * 256 <= TUNING.col_budget < (cifar.chunk + 1) * 800 * 256
+    assert cifar.bounds == ((0, cifar.chunk), (cifar.chunk, 100))
+
+
+def test_grouped_convolutions_plan_on_inputs_per_group():
+    assert plan_convolution(8, 4 * 9, 196, group=4, threads=2).per_image_weight_grad
+    assert not plan_convolution(8, 4 * 9 * 4, 196, group=1, threads=2).per_image_weight_grad
+
+
+def test_per_image_blocks_cover_the_chunk_and_give_each_thread_work():
+    plan = plan_convolution(*LENET_CONV2, threads=2)
+    blocks = plan.blocks(64)
+    assert blocks[0][0] == 0 and blocks[-1][1] == 64 and len(blocks) >= 4
+    assert all(e - s <= plan.block for s, e in blocks)
+    one = dataclasses.replace(plan, threads=1)
+    assert len(one.blocks(64)) == -(-64 // plan.block)
+    assert plan.blocks(1) == [(0, 1)]
