@@ -1,7 +1,15 @@
-"""Side-by-side benchmark: protonet and PyTorch (CPU) on identical LeNet work.
+"""Side-by-side benchmark: protonet against PyTorch (CPU) and OpenCV's dnn on identical work.
 
-    python tools/bench.py              # full run (~8 min on 2 cores), prints tables + ratios
-    python tools/bench.py --quick      # one round, fewer repeats
+    python tools/bench.py                        # every section, at most --budget minutes
+    python tools/bench.py --only contention,zoo  # some sections
+    python tools/bench.py --quick                # one round, fewer repeats, short timings
+
+Sections (--only): lenet (LeNet training and forward, 1 and 2 threads), contention (import
+order and one other CPU-bound process), zoo (forward at batch 1 and 16 of CIFAR-10, CaffeNet,
+GoogLeNet, VGG-16, ResNet-50, with peak RSS), train (CIFAR-10 quick/full at batch 100,
+CaffeNet at 32), latency (LeNet and GoogLeNet at batch 1, and protonet's per-layer overhead).
+Every worker gets a time limit from what is left of --budget (default 45 minutes); a row that
+no longer fits is printed as skipped. The zoo and train sections need ../shared/caffe-models.
 
 Each measurement runs in a fresh subprocess with its thread count fixed before numpy or torch
 load (OMP_NUM_THREADS = N: BLAS, torch's intra-op pool and protonet's numba loops all use N).
@@ -13,6 +21,7 @@ Writes benchmarks/results.json and benchmarks/bench.png.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -67,7 +76,7 @@ def _protonet_net(net: str, batch: int, train: bool):
 
 
 def worker_protonet(net, mode, batch, iters, repeats):
-    import protonet  # noqa: F401
+    import protonet  # noqa: F401  (the import order under test: see --numpy-first)
     import numpy as np
     n, solver = _protonet_net(net, batch, mode == "train")
     g = np.random.default_rng(0)
@@ -194,6 +203,11 @@ def worker_gemm():
 def worker_main(args):
     if args.numpy_first:
         import numpy  # noqa: F401  (as a pycaffe script starts: before protonet or torch)
+    if args.job:
+        import bench_zoo
+        job = json.loads(args.job)
+        print("RESULT " + json.dumps(getattr(bench_zoo, job["fn"])(*job["args"])))
+        return
     if args.framework == "torch":
         import torch
         torch.set_num_threads(args.threads)
@@ -207,11 +221,26 @@ def worker_main(args):
 
 
 # ---------------------------------------------------------------- driver
-def run_worker(threads: int, *extra, env_extra=None) -> dict | None:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
-               MKL_NUM_THREADS=str(threads), PYTHONPATH=str(ROOT), **(env_extra or {}))
-    cmd = [sys.executable, __file__, "--worker", "--threads", str(threads), *map(str, extra)]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+DEADLINE = [float("inf")]  # time.monotonic() by which every worker must have ended
+
+
+def run_worker(threads: int | None, *extra, env_extra=None) -> dict | None:
+    """One worker process; `threads` None leaves the thread settings as a user has them."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **(env_extra or {}))
+    if threads is not None:
+        env.update(OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
+                   MKL_NUM_THREADS=str(threads))
+    cmd = [sys.executable, __file__, "--worker", "--threads", str(threads or os.cpu_count()),
+           *map(str, extra)]
+    left = DEADLINE[0] - time.monotonic()
+    if left < 5:
+        return None
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                             timeout=min(left, 3600))
+    except subprocess.TimeoutExpired:
+        print(f"  (stopped at the time budget: {' '.join(cmd[2:])})", file=sys.stderr)
+        return None
     for line in out.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[7:])
@@ -259,6 +288,7 @@ def peak_rss_mb() -> float:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--job", help=argparse.SUPPRESS)
     p.add_argument("--framework", default="protonet")
     p.add_argument("--net", default="lenet")
     p.add_argument("--mode", default="train")
@@ -271,20 +301,48 @@ def main(argv=None):
     p.add_argument("--numpy-first", action="store_true")
     p.add_argument("--rounds", type=int, default=5,
                    help="alternate protonet and PyTorch runs this many times per row")
+    p.add_argument("--only", default=",".join(SECTIONS),
+                   help=f"sections to run, comma-separated (default all: {','.join(SECTIONS)})")
+    p.add_argument("--budget", type=float, default=45,
+                   help="minutes for the whole run; rows that do not fit are skipped")
+    p.add_argument("--zoo-nets", default=",".join(ZOO_NETS))
+    p.add_argument("--zoo-batches", default="1,16")
+    p.add_argument("--seconds", type=float, default=3.0,
+                   help="timed seconds per zoo/train/latency measurement (after a warm-up)")
     p.add_argument("--quick", action="store_true")
     args = p.parse_args(argv)
     if args.worker:
         return worker_main(args)
+    DEADLINE[0] = time.monotonic() + args.budget * 60
+    started = time.monotonic()
+    results = {"machine": f"{os.cpu_count()} cores, {sys.platform}"}
+    for name in args.only.split(","):
+        if name not in SECTIONS:
+            p.error(f"unknown section {name!r} (sections: {', '.join(SECTIONS)})")
+        print(f"\n## {name}", flush=True)
+        SECTIONS[name](args, results)
+    results["minutes"] = (time.monotonic() - started) / 60
+    print(f"\nall sections: {results['minutes']:.1f} minutes")
+    out_dir = ROOT / "benchmarks"
+    out_dir.mkdir(exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=1))
+    if results.get("rows"):
+        chart(results, out_dir / "bench.png")
+    print(f"\nwrote {out_dir / 'results.json'}")
+
+
+def have(module: str) -> bool:
+    import importlib.util
+    return importlib.util.find_spec(module) is not None
+
+
+def section_lenet(args, results):
+    """LeNet training and forward against PyTorch NCHW and channels_last, 1 and 2 threads."""
     repeats = 3 if args.quick else args.repeats
     rounds = 1 if args.quick else max(1, args.rounds)
     max_threads = max(int(t) for t in args.threads_list.split(","))
-    try:
-        import importlib.util
-        have_torch = importlib.util.find_spec("torch") is not None
-    except Exception:
-        have_torch = False
-    results = {"machine": f"{os.cpu_count()} cores, {sys.platform}", "rows": [],
-               "rounds": rounds, "repeats": repeats}
+    have_torch = have("torch")
+    results.update(rows=[], rounds=rounds, repeats=repeats)
     print(f"{'work':34s} {'thr':>3s} {'protonet img/s':>15s} {'torch NCHW':>11s} "
           f"{'ratio':>6s} {'torch ch-last':>13s} {'ratio':>6s}")
     cases = [("lenet", "train", 64), ("lenet_dsn", "train", 64), ("lenet", "forward", 64),
@@ -366,11 +424,205 @@ def main(argv=None):
         rss = peak_rss_mb()
         results["peak_rss_mb"] = rss
         print(f"peak RSS of LeNet training (200 iterations + a test pass): {rss:.0f} MB")
-    out_dir = ROOT / "benchmarks"
-    out_dir.mkdir(exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(results, indent=1))
-    chart(results, out_dir / "bench.png")
-    print(f"\nwrote {out_dir / 'results.json'} and {out_dir / 'bench.png'}")
+
+
+HOG = "import numpy as np\na = np.ones((512, 512), np.float32)\nwhile True:\n    a @ a\n"
+
+
+@contextlib.contextmanager
+def cpu_hog(on: bool):
+    """One other CPU-bound program (numpy matrix products on one thread) while the block runs."""
+    if not on:
+        yield
+        return
+    proc = subprocess.Popen([sys.executable, "-c", HOG],
+                            env=dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1"))
+    try:
+        time.sleep(0.5)
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def section_contention(args, results):
+    """LeNet training and batch-64 forward, protonet and PyTorch channels_last, each with
+    numpy imported first (as pycaffe scripts do) and last, on a quiet machine and beside one
+    other CPU-bound program. Thread settings as a user has them (none: every core)."""
+    rounds = 1 if args.quick else max(1, min(args.rounds, 3))
+    frameworks = {"protonet": ["--framework", "protonet"]}
+    if have("torch"):
+        frameworks["torch_cl"] = ["--framework", "torch", "--channels-last"]
+    rows = []
+    print(f"{'work':22s} {'load':5s} {'imported first':15s} {'protonet img/s':>15s} "
+          f"{'torch ch-last':>14s} {'ratio':>6s}")
+    for mode in ("train", "forward"):
+        common = ["--net", "lenet", "--mode", mode, "--batch", 64, "--iters", 20, "--repeats",
+                  2 if args.quick else 3]
+        runs = {}  # (load, order, framework) -> [img/s per round]
+        for _ in range(rounds):
+            for load in ("quiet", "busy"):
+                with cpu_hog(load == "busy"):
+                    for order in ("framework", "numpy"):
+                        for fw, flags in frameworks.items():
+                            extra = ["--numpy-first"] if order == "numpy" else []
+                            out = run_worker(None, *flags, *common, *extra)
+                            runs.setdefault((load, order, fw), []).append(
+                                statistics.median(out["rates"]) if out else None)
+        for load in ("quiet", "busy"):
+            for order in ("framework", "numpy"):
+                ours = runs[(load, order, "protonet")]
+                theirs = runs.get((load, order, "torch_cl"), [None] * len(ours))
+                ratios = [a / b for a, b in zip(ours, theirs) if a and b]
+                row = {"mode": mode, "load": load, "first": order,
+                       "protonet": median_of(ours), "torch_cl": median_of(theirs),
+                       "ratio": statistics.median(ratios) if ratios else None,
+                       "runs": {"protonet": ours, "torch_cl": theirs}}
+                rows.append(row)
+                print(f"{'LeNet ' + mode + ' batch 64':22s} {load:5s} "
+                      f"{'numpy' if order == 'numpy' else 'protonet/torch':15s} "
+                      f"{fmt(row['protonet']):>15s} {fmt(row['torch_cl']):>14s} "
+                      f"{fmt(row['ratio'], '.2f'):>6s}", flush=True)
+        for load in ("quiet", "busy"):
+            a, b = runs[(load, "framework", "protonet")], runs[(load, "numpy", "protonet")]
+            slow = [x / y for x, y in zip(a, b) if x and y]
+            if slow:
+                print(f"  {mode}, {load}: protonet's time numpy-first / protonet-first: "
+                      f"{statistics.median(slow):.2f}")
+        for order in ("framework", "numpy"):
+            quiet = [r for r in rows if (r["mode"], r["load"], r["first"]) == (mode, "quiet", order)]
+            busy = [r for r in rows if (r["mode"], r["load"], r["first"]) == (mode, "busy", order)]
+            if quiet[0]["ratio"] and busy[0]["ratio"]:
+                print(f"  {mode}, {'numpy' if order == 'numpy' else 'protonet'} first: busy "
+                      f"ratio / quiet ratio to PyTorch = {busy[0]['ratio'] / quiet[0]['ratio']:.2f}")
+    results["contention"] = rows
+
+
+def median_of(values):
+    values = [v for v in values if v]
+    return statistics.median(values) if values else None
+
+
+def fmt(value, spec=",.0f"):
+    return format(value, spec) if value else "-"
+
+
+ZOO_NETS = ["cifar10_quick", "cifar10_full", "caffenet", "googlenet", "vgg16", "resnet50"]
+
+
+def zoo_job(threads, fn, *job_args):
+    return run_worker(threads, "--job", json.dumps({"fn": fn, "args": list(job_args)}))
+
+
+def _zoo_frameworks():
+    names = ["protonet"]
+    names += ["torch"] if have("torch") else []
+    names += ["opencv"] if have("cv2") else []
+    return names
+
+
+def section_zoo(args, results, nets=None, batches=None, key="zoo"):
+    """Forward of zoo nets (random weights, native input size) in protonet, PyTorch
+    channels_last (the same layers in torch.nn, weights copied) and OpenCV dnn, milliseconds
+    per forward and peak RSS of each (its process's VmHWM during the forwards)."""
+    import bench_zoo
+    if not bench_zoo.SHARED.exists():
+        print(f"skipped: {bench_zoo.SHARED} is absent")
+        return
+    threads = max(int(t) for t in args.threads_list.split(","))
+    nets = nets or args.zoo_nets.split(",")
+    batches = batches or [int(b) for b in args.zoo_batches.split(",")]
+    seconds = 1.0 if args.quick else args.seconds
+    frameworks = _zoo_frameworks()
+    print(f"{threads} threads; ms per forward (median), protonet's speed ratio to each, "
+          "peak RSS MB")
+    print(f"{'net':14s} {'batch':>5s} " + " ".join(f"{f + ' ms':>11s}" for f in frameworks) +
+          " " + " ".join(f"{'vs ' + f:>9s}" for f in frameworks[1:]) + " " +
+          " ".join(f"{f[:5] + ' MB':>9s}" for f in frameworks) +
+          f" {'weights+pair MB':>15s}")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="protonet-bench-") as workdir:
+        for net in nets:
+            for batch in batches:
+                files = zoo_job(threads, "prepare", net, batch, workdir)
+                if not files:
+                    print(f"{net:14s} {batch:5d} skipped (budget or error)")
+                    continue
+                row = {"net": net, "batch": batch}
+                for fw in frameworks:
+                    extra = [threads] if fw == "opencv" else []
+                    row[fw] = zoo_job(threads, f"forward_{fw}", files["prototxt"],
+                                      files["weights"], *extra, seconds)
+                ms = {fw: statistics.median(row[fw]["ms"]) if row[fw] else None
+                      for fw in frameworks}
+                ours = row["protonet"] or {}
+                row["ratio"] = {fw: ms[fw] / ms["protonet"] for fw in frameworks[1:]
+                                if ms[fw] and ms["protonet"]}
+                rows.append(row)
+                budget = (ours.get("weights_mb", 0) + ours.get("largest_pair_mb", 0))
+                print(f"{net:14s} {batch:5d} " +
+                      " ".join(f"{fmt(ms[f], ',.1f'):>11s}" for f in frameworks) + " " +
+                      " ".join(f"{fmt(row['ratio'].get(f), '.2f'):>9s}" for f in frameworks[1:])
+                      + " " + " ".join(f"{fmt((row[f] or {}).get('peak_rss_mb')):>9s}"
+                                       for f in frameworks) +
+                      f" {fmt(budget):>15s}", flush=True)
+    results[key] = rows
+
+
+def section_train(args, results):
+    """Training steps of CIFAR-10 quick and full (batch 100) and CaffeNet (batch 32, 227x227)
+    in protonet and PyTorch channels_last, with each net's solver (momentum, weight decay,
+    base_lr) and random inputs: images/s and protonet's ratio."""
+    import bench_zoo
+    if not bench_zoo.SHARED.exists():
+        print(f"skipped: {bench_zoo.SHARED} is absent")
+        return
+    threads = max(int(t) for t in args.threads_list.split(","))
+    seconds = 2.0 if args.quick else 2 * args.seconds
+    rows = []
+    print(f"{threads} threads; {'net':14s} {'batch':>5s} {'protonet img/s':>15s} "
+          f"{'torch ch-last':>14s} {'ratio':>6s}")
+    for net, batch in (("cifar10_quick", 100), ("cifar10_full", 100), ("caffenet", 32)):
+        ours = zoo_job(threads, "train_protonet", net, batch, seconds)
+        theirs = zoo_job(threads, "train_torch", net, batch, seconds) if have("torch") else None
+        rate = {k: batch * 1e3 / statistics.median(v["ms"]) if v else None
+                for k, v in (("protonet", ours), ("torch_cl", theirs))}
+        ratio = rate["protonet"] / rate["torch_cl"] if rate["protonet"] and rate["torch_cl"] \
+            else None
+        rows.append({"net": net, "batch": batch, **rate, "ratio": ratio})
+        print(f"{'':11s} {net:14s} {batch:5d} {fmt(rate['protonet']):>15s} "
+              f"{fmt(rate['torch_cl']):>14s} {fmt(ratio, '.2f'):>6s}", flush=True)
+    results["train"] = rows
+
+
+def section_latency(args, results):
+    """LeNet and GoogLeNet at batch 1: ms per forward in each framework, and where protonet's
+    time goes (the executor alone, the layers by type)."""
+    section_zoo(args, results, nets=["lenet", "googlenet"], batches=[1], key="latency")
+    threads = max(int(t) for t in args.threads_list.split(","))
+    seconds = 1.0 if args.quick else args.seconds
+    import bench_zoo
+    with tempfile.TemporaryDirectory(prefix="protonet-bench-") as workdir:
+        for net in ("lenet", "googlenet"):
+            if net == "googlenet" and not bench_zoo.SHARED.exists():
+                continue
+            files = zoo_job(threads, "prepare", net, 1, workdir)
+            out = files and zoo_job(threads, "overhead_protonet", files["prototxt"],
+                                    files["weights"], seconds)
+            if not out:
+                continue
+            results.setdefault("overhead", {})[net] = out
+            per = out["executor_ms"] / out["layers"] * 1e3
+            cheap = sorted(out["median_layer_ms_by_type"].items(), key=lambda kv: kv[1])
+            print(f"  protonet {net} batch 1: {out['forward_ms']:.2f} ms per forward over "
+                  f"{out['layers']} layers; the executor alone {out['executor_ms']:.3f} ms "
+                  f"({per:.1f} us a layer); layers timed one by one sum to "
+                  f"{out['sum_of_layers_ms']:.2f} ms; cheapest layer types: " +
+                  ", ".join(f"{k} {v * 1e3:.0f} us" for k, v in cheap[:4]))
+
+
+SECTIONS = {"lenet": section_lenet, "contention": section_contention, "zoo": section_zoo,
+            "train": section_train, "latency": section_latency}
 
 
 def chart(results, path):
