@@ -12,7 +12,8 @@ from ..kernels.conv import (add_channel_bias, channels_first, channels_first_add
                             channels_last, col2im, conv_output_size, im2col)
 from ..kernels.conv_plan import TUNING, plan_convolution
 from ..registry import register_layer
-from .base import Layer, canonical_axis
+from ..scratch import shared_buffer
+from .base import TEST, Layer, canonical_axis
 
 def _pair(layer, p, name: str, default: int) -> tuple[int, int]:
     """Caffe's reading of kernel/stride/pad/dilation: `name_h`/`name_w`, or the repeated field
@@ -149,21 +150,36 @@ class _SingleConvolution(_BaseConvolution):
         top[0].reshape(n, self.num_output, self.ho, self.wo)
         k, p = c * self.kh * self.kw, self.ho * self.wo
         self.make_plan(n, k, p)
-        chunk = self.plan.chunk
-        self.col_matrix = _column_matrix(self, k, chunk, p)
-        self.scratch("y2", (self.num_output, chunk, p), grow=True)
-        k_g, m_g = k // self.group, self.num_output // self.group
+        self.col_shape = (k, self.plan.chunk * p + COL_ROW_PAD)
+        self.y2_size = self.num_output * self.plan.chunk * p
+        # A TEST net's convolutions share one column buffer (protonet/scratch.py).
+        self.shares_scratch = self.phase == TEST
+        if not self.shares_scratch:
+            self.col_matrix = _column_matrix(self, k, self.plan.chunk, p)
+            self.scratch("y2", (self.y2_size,), grow=True)
+
+    def _buffers(self):
+        """(column matrix, y2 buffer) for this pass: the layer's own, or in a TEST net the
+        shared ones."""
+        if not self.shares_scratch:
+            return self.col_matrix, self.y2
+        what = f"layer '{self.name}' ({self.type}): shared work array"
+        return (_view(shared_buffer("conv.columns", int(np.prod(self.col_shape)), what),
+                      self.col_shape),
+                shared_buffer("conv.y2", self.y2_size, what))
+
+    def _gradient_buffers(self, k_g, m_g):
+        """The weight-gradient scratch, made at the first backward (TEST nets never need it)."""
         self.scratch("w_grad_t", (k_g, m_g))
         if self.plan.per_image_weight_grad:
             # Per-image weight gradients, summed after the GEMMs.
-            self.scratch("w_grads", (self.group, chunk, m_g, k_g))
+            self.scratch("w_grads", (self.group, self.plan.chunk, m_g, k_g))
 
-    def _images_of(self, s, e):
+    def _images_of(self, col, s, e):
         """Columns of images s..e of the chunk as (group, images, K/group, P): image by image,
         the GEMMs' right-hand sides (views of the column matrix)."""
         p = self.ho * self.wo
-        return (self.col_matrix[:, s * p:e * p].reshape(self.group, -1, e - s, p)
-                .transpose(0, 2, 1, 3))
+        return col[:, s * p:e * p].reshape(self.group, -1, e - s, p).transpose(0, 2, 1, 3)
 
     def forward(self, bottom, top):
         mg = self.num_output // self.group
@@ -171,7 +187,7 @@ class _SingleConvolution(_BaseConvolution):
         bias = self.blobs[1].data if self.bias_term else None
         x = bottom[0].data
         out = _planes(top[0].data)
-        col = self.col_matrix
+        col, y2_buffer = self._buffers()
         for n0, n1 in self.plan.bounds:
             if self.plan.per_image_forward:
                 # Each thread builds a block of images' columns (into the chunk's matrix,
@@ -180,7 +196,7 @@ class _SingleConvolution(_BaseConvolution):
                 def images(s, e, shared, x=x[n0:n1], out=out[n0:n1]):
                     (im2col.serial if shared else im2col)(x[s:e], *self.geometry(), self.ho,
                                                           self.wo, col, s)
-                    cols = self._images_of(s, e)
+                    cols = self._images_of(col, s, e)
                     for g in range(self.group):
                         np.matmul(weight[g], cols[g], out=out[s:e, g * mg:(g + 1) * mg])
                     if bias is not None:
@@ -191,7 +207,7 @@ class _SingleConvolution(_BaseConvolution):
                 continue
             im2col(x[n0:n1], *self.geometry(), self.ho, self.wo, col, 0)
             col_g = col[:, :(n1 - n0) * out.shape[2]].reshape(self.group, weight.shape[2], -1)
-            y2 = _view(self.y2, (self.num_output, n1 - n0, out.shape[2]))
+            y2 = _view(y2_buffer, (self.num_output, n1 - n0, out.shape[2]))
             y2_g = y2.reshape(self.group, mg, -1)
             for g in range(self.group):
                 threads.matmul(weight[g], col_g[g], y2_g[g], self.plan.threads)
@@ -212,21 +228,22 @@ class _SingleConvolution(_BaseConvolution):
         k_g = weight.shape[2]
         w_diff = self.blobs[0].diff.reshape(self.group, mg, k_g)
         x = bottom[0].data
-        col = self.col_matrix
+        col, y2_buffer = self._buffers()
+        self._gradient_buffers(k_g, mg)
         plan = self.plan
         for n0, n1 in plan.bounds:
-            if len(plan.bounds) > 1:
-                # With one chunk the forward's columns are still in the matrix; with several,
-                # later chunks overwrote them.
+            if len(plan.bounds) > 1 or self.shares_scratch:
+                # With one chunk in its own matrix the forward's columns are still there;
+                # with several chunks, or a matrix other layers share, they were overwritten.
                 im2col(x[n0:n1], *self.geometry(), self.ho, self.wo, col, 0)
             col_g = col[:, :(n1 - n0) * top_diff.shape[2]].reshape(self.group, k_g, -1)
-            dy2 = _view(self.y2, (self.num_output, n1 - n0, top_diff.shape[2]))
+            dy2 = _view(y2_buffer, (self.num_output, n1 - n0, top_diff.shape[2]))
             dy = dy2.reshape(self.group, mg, -1)
             if propagate_down[0] or not plan.per_image_weight_grad:
                 channels_last(top_diff[n0:n1], dy2)
             if self.param_propagate_down[0] and plan.per_image_weight_grad:
                 def images(s, e, shared, top_diff=top_diff[n0:n1]):
-                    cols = self._images_of(s, e)
+                    cols = self._images_of(col, s, e)
                     for g in range(self.group):
                         np.matmul(top_diff[s:e, g * mg:(g + 1) * mg],
                                   cols[g].transpose(0, 2, 1), out=self.w_grads[g, s:e])

@@ -129,3 +129,27 @@ def test_convolution_pairs_need_one_top_per_bottom_of_one_shape():
         build(text, [(1, 3, 4, 4)] * 2)
     with pytest.raises(ShapeError, match="all bottoms must have one shape"):
         build(text, [(1, 3, 4, 4), (1, 3, 5, 4)], n_top=2)
+
+
+@pytest.mark.parametrize("case", CASES[:3])
+def test_test_phase_convolutions_share_columns_and_stay_exact(case, gemm_path):
+    """In a TEST net every convolution uses one shared column buffer: a layer's backward after
+    another layer's forward overwrote it still gives the TRAIN layer's gradients."""
+    from protonet import caffe_pb2
+    layers = {}
+    for phase in (caffe_pb2.TRAIN, caffe_pb2.TEST):
+        layer, bottom, top = build(case[0], [case[1]], phase=phase)
+        layer.tuning = gemm_path
+        layers[phase] = (layer, bottom, top)
+    other, o_bottom, o_top = build(CASES[3][0], [(2, 1, 30, 30)], phase=caffe_pb2.TEST)
+    results = {}
+    for phase, (layer, bottom, top) in layers.items():
+        y = run_forward(layer, bottom, top)[0]
+        run_forward(other, o_bottom, o_top)  # a bigger shared buffer, other columns in it
+        top[0].diff[...] = np.random.default_rng(3).standard_normal(top[0].shape)
+        layer.blobs[0].diff[...] = 0
+        layer.backward(top, [True], bottom)
+        results[phase] = (y, bottom[0].diff.copy(), layer.blobs[0].diff.copy())
+    assert layers[caffe_pb2.TEST][0].shares_scratch and not layers[caffe_pb2.TRAIN][0].shares_scratch
+    for a, b in zip(results[caffe_pb2.TRAIN], results[caffe_pb2.TEST]):
+        np.testing.assert_array_equal(a, b)
