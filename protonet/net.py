@@ -19,6 +19,7 @@ from .blob import Blob
 from .errors import NetDefinitionError, ProtonetError, ShapeError, clip
 from .io import caffemodel, hdf5_weights
 from .kernels._jit import configure_threads
+from .kernels.threads import one_blas_thread
 from .registry import layer_class
 from .runtime import NCCL
 
@@ -284,6 +285,7 @@ class Net:
             raise ProtonetError(f"no layer named '{layer_name}' in the net")
         return names.index(layer_name)  # the first of that name, as pycaffe
 
+    @one_blas_thread()  # BLAS never spins up threads of its own (see kernels/threads.py)
     def forward_from_to(self, start: int, end: int) -> float:
         """Run layers start..end (indices, inclusive); return the weighted loss they produce."""
         loss = 0.0
@@ -303,6 +305,7 @@ class Net:
                 hook(i)
         return loss
 
+    @one_blas_thread()
     def backward_from_to(self, start: int, end: int) -> None:
         """Backward through layers end..start (indices, inclusive), as far as needed."""
         before, after = self._hooks["before_backward"], self._hooks["after_backward"]
