@@ -414,16 +414,19 @@ def section_lenet(args, results):
             print(f"  {name:8s} " + " ".join(cells))
         results["layers"] = layer_table
         results["torch_layers"] = torch_layers
+    if not (ROOT / "data/fashion_mnist/fashion_mnist_train_lmdb").exists():
+        print("\nfirst iteration and peak RSS skipped: no data/fashion_mnist LMDBs "
+              "(make dataset)")
+        return
     with tempfile.TemporaryDirectory() as cache:
         cold = first_iteration_seconds(cache)
         warm = first_iteration_seconds(cache)
     results["first_iteration_s"] = {"cold": cold, "warm": warm}
     print(f"\ntime to first training iteration of a fresh process: cold cache {cold:.1f} s, "
           f"warm {warm:.1f} s")
-    if (ROOT / "data/fashion_mnist/fashion_mnist_train_lmdb").exists():
-        rss = peak_rss_mb()
-        results["peak_rss_mb"] = rss
-        print(f"peak RSS of LeNet training (200 iterations + a test pass): {rss:.0f} MB")
+    rss = peak_rss_mb()
+    results["peak_rss_mb"] = rss
+    print(f"peak RSS of LeNet training (200 iterations + a test pass): {rss:.0f} MB")
 
 
 HOG = "import numpy as np\na = np.ones((512, 512), np.float32)\nwhile True:\n    a @ a\n"
