@@ -14,6 +14,9 @@ from .blob import Blob  # noqa: E402
 from .errors import ProtonetError  # noqa: E402
 from .layers.base import Layer  # noqa: E402
 from .net import Net  # noqa: E402
+from .parallel import (multiprocess, set_multiprocess, set_solver_count,  # noqa: E402
+                       set_solver_rank, solver_count, solver_rank)
+from .parallel.mpi import MPISync  # noqa: E402
 from .registry import layer_type_list  # noqa: E402
 from .rng import set_random_seed  # noqa: E402
 from .runtime import (NCCL, Timer, has_nccl, init_log, set_device,  # noqa: E402
@@ -29,4 +32,6 @@ TEST = caffe_pb2.TEST
 __all__ = ["Net", "Blob", "Layer", "TRAIN", "TEST", "get_solver", "Solver", "SGDSolver",
            "NesterovSolver", "AdaGradSolver", "RMSPropSolver", "AdaDeltaSolver", "AdamSolver",
            "set_random_seed", "layer_type_list", "set_mode_cpu", "set_mode_gpu", "set_device",
-           "has_nccl", "NCCL", "Timer", "init_log", "log", "ProtonetError", "caffe_pb2"]
+           "has_nccl", "NCCL", "Timer", "init_log", "log", "ProtonetError", "caffe_pb2",
+           "set_solver_count", "set_solver_rank", "solver_count", "solver_rank",
+           "set_multiprocess", "multiprocess", "MPISync"]

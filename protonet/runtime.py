@@ -4,7 +4,7 @@ protonet runs on the CPU only. pycaffe scripts written for a GPU call `set_mode_
 `set_device(n)` before building nets; those calls say once in the log that the CPU is used and
 the script goes on. NCCL (multi-GPU gradient exchange) is never available: `has_nccl()` is
 False and `NCCL(solver, uid)` builds an object that does nothing, as in a Caffe built
-without NCCL.
+without NCCL, unless the process is one rank of several (data-parallel over MPI).
 """
 from __future__ import annotations
 
@@ -34,11 +34,26 @@ def has_nccl() -> bool:
 
 
 class NCCL:
-    """pycaffe's NCCL class as a Caffe built without NCCL has it: constructible, no methods."""
+    """pycaffe's NCCL class as a Caffe built without NCCL has it: constructible, no methods.
+    In a process that is one of several solvers (set_solver_count(K > 1), as under mpirun)
+    NCCL(solver, uid) is protonet.parallel.mpi.MPISync instead: the same calls (bcast(),
+    add_callback, after_backward) exchange gradients over MPI."""
 
-    def __init__(self, solver, uid) -> None:
+    def __new__(cls, solver, uid=None):
+        from .parallel import solver_count
+        if solver_count() > 1:
+            from .parallel.mpi import MPISync
+            return MPISync(solver, uid)
+        return super().__new__(cls)
+
+    def __init__(self, solver, uid=None) -> None:
         self.solver = solver
         self.uid = uid
+
+    @staticmethod
+    def new_uid() -> str:
+        """pycaffe's NCCL.new_uid(): a session id (MPI needs none)."""
+        return ""
 
 
 class Timer:

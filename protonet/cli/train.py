@@ -5,6 +5,7 @@ import contextlib
 import logging
 from pathlib import Path
 
+from .. import parallel
 from ..errors import ProtonetError
 from ..plot import plot_learning_curve
 from ..solvers import get_solver
@@ -51,6 +52,19 @@ def _solver_and_net(args) -> tuple[str, str | None]:
 
 def run(args) -> int:
     setup_logging(args)
+    comm = parallel.join_launched_world()
+    if comm is None:
+        return _train(args, None)
+    from ..parallel.mpi import abort_on_error
+    log.info("Data-parallel training on %d MPI ranks: each rank runs its own batch of its "
+             "share of the data, so one iteration sees %d x batch_size samples; the learning "
+             "rate is not rescaled (as in Caffe's multi-GPU training)", comm.Get_size(),
+             comm.Get_size())
+    with abort_on_error(comm, NAME):
+        return _train(args, comm)
+
+
+def _train(args, comm) -> int:
     if args.weights and args.snapshot:
         raise ProtonetError("give --weights or --snapshot, not both (as in Caffe)")
     solver_path, net_path = _solver_and_net(args)
@@ -71,7 +85,10 @@ def run(args) -> int:
                     net.copy_from(model)  # logs the layers that keep their fillers
         if args.snapshot:
             solver.restore(args.snapshot)
-        bar = progress(solver.param.max_iter, initial=solver.iter, desc="train")
+        if comm is not None:
+            _join(solver, comm)
+        bar = progress(solver.param.max_iter, initial=solver.iter, desc="train") \
+            if solver.group.is_root else None
         if bar is not None:
             solver.callbacks.append(lambda s, loss: (bar.update(1),
                                                      bar.set_postfix(loss=f"{loss:.4g}")))
@@ -79,13 +96,32 @@ def run(args) -> int:
             solver.solve()
         if bar is not None:
             bar.close()
-        if curve is not None and solver.train_history:
+        if comm is not None:
+            sync = solver.group
+            log.info("Waiting for gradient allreduce: %.3g s in all, %.3g ms per iteration",
+                     sync.wait_seconds, 1e3 * sync.wait_seconds / max(1, len(
+                         solver.train_history)))
+        if curve is not None and solver.train_history and solver.group.is_root:
             plot_learning_curve(solver.train_history, solver.test_history, curve,
                                 title=f"{solver.net.name} ({solver_path})")
             log.info("Learning curve written to %s", curve)
     finally:
         solver.close()
     return 0
+
+
+def _join(solver, comm) -> None:
+    """Make the solver one of the ranks: rank 0's weights everywhere, gradients averaged."""
+    from ..parallel.mpi import MPISync
+    sync = MPISync(solver, comm=comm)
+    sync.bcast()
+    solver.add_callback(sync)
+    solver.net.after_backward(sync)
+    batch = next((layer.batch_size for layer in solver.net.layers
+                  if hasattr(layer, "batch_size")), None)
+    if batch:
+        log.info("Effective batch: %d ranks x %d = %d samples per iteration (x iter_size %d)",
+                 sync.size, batch, sync.size * batch, solver.param.iter_size)
 
 
 @contextlib.contextmanager

@@ -33,6 +33,11 @@ class SolverStateData:
     history: list[np.ndarray] = field(default_factory=list)
     # "<net index>/<layer name>" -> (source, position of the next record)
     readers: dict[str, tuple[str, int]] = field(default_factory=dict)
+    # Data-parallel training: how many solvers wrote the state, the readers of ranks 1.. (rank
+    # -> readers as above; `readers` is rank 0's), test batches read per test net over all.
+    solver_count: int = 1
+    rank_readers: dict[int, dict[str, tuple[str, int]]] = field(default_factory=dict)
+    test_batches: list[int] = field(default_factory=list)
     # numpy's bit generator state dict, or None when the file has none we can use
     random_state: dict | None = None
     # The file holds the random state in the old pickled field (random_state is None when its
@@ -47,6 +52,12 @@ def write_solverstate(path, data: SolverStateData) -> None:
         state.history.add().CopyFrom(blobproto_from_array(h))
     for layer, (source, position) in data.readers.items():
         state.data_reader.add(layer=layer, source=source, position=position)
+    for rank, readers in sorted(data.rank_readers.items()):
+        for layer, (source, position) in readers.items():
+            state.data_reader.add(layer=layer, source=source, position=position, rank=rank)
+    if data.solver_count > 1:
+        state.solver_count = data.solver_count
+        state.test_batches.extend(data.test_batches)
     if data.random_state is not None:
         state.random_state.CopyFrom(_random_state_to_proto(data.random_state))
     atomic_write(path, state.SerializeToString())
@@ -70,7 +81,11 @@ def read_solverstate(path) -> SolverStateData:
                            current_step=state.current_step)
     data.history = [array_from_blobproto(p, f"{path}: history {i}")
                     for i, p in enumerate(state.history)]
-    data.readers = {r.layer: (r.source, int(r.position)) for r in state.data_reader}
+    for r in state.data_reader:
+        readers = data.rank_readers.setdefault(r.rank, {}) if r.rank else data.readers
+        readers[r.layer] = (r.source, int(r.position))
+    data.solver_count = state.solver_count or 1
+    data.test_batches = list(state.test_batches)
     if state.HasField("random_state"):
         data.random_state = _random_state_from_proto(state.random_state, path)
     elif state.HasField("rng_state"):

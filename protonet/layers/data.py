@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from .. import caffe_pb2, rng
+from .. import caffe_pb2, parallel, rng
 from ..blob import Blob
 from ..data.prefetch import Prefetcher
 from ..data.transformer import DataTransformer
@@ -149,7 +149,9 @@ class PrefetchingData(Layer):
 
     A subclass opens its source in `setup`, then calls `start_reading(...)`; it defines
     `rewind(position)` (the next record read is number `position`, counting from the first
-    and not wrapped) and `read_record(out) -> label` (decode the next record into `out`).
+    and not wrapped) and `read_record(out) -> label` (decode the next record into `out`), and
+    may define a faster `skip_records(n)`. In data-parallel training each rank reads only its
+    share of the records (protonet.parallel.data_shard); positions count every record.
     """
 
     num_bottom = 0
@@ -162,6 +164,7 @@ class PrefetchingData(Layer):
         self.transformer = DataTransformer(self.param.transform_param, self.phase,
                                            self.record_shape, self.where)
         self.seed = int(rng.generator().integers(1 << 62))
+        self.shard = parallel.data_shard(self.phase, self.batch_size, origin=start)
         self.wait_seconds = 0.0
         self._buffers = None
         self._start(start)
@@ -179,9 +182,18 @@ class PrefetchingData(Layer):
     def _produce(self, batch: "_Batch") -> None:
         batch.position = self._read_position
         for i in range(self.batch_size):
+            kept = self.shard.next_kept(self._read_position)
+            if kept > self._read_position:
+                self.skip_records(kept - self._read_position)
+                self._read_position = kept
             batch.label[i] = self.read_record(batch.raw[i])
-        self._read_position += self.batch_size
+            self._read_position += 1
+        batch.end = self._read_position
         self.transformer(batch.raw, self.seed, batch.position, batch.data)
+
+    def skip_records(self, n: int) -> None:
+        """Pass over the next `n` records (other ranks' share) without decoding them."""
+        self.rewind(self._read_position + n)
 
     def reshape(self, bottom, top):
         top[0].reshape(self.batch_size, *self.transformer.out_shape)
@@ -195,7 +207,7 @@ class PrefetchingData(Layer):
         top[0].data[...] = batch.data
         if len(top) == 2:
             top[1].data[...] = batch.label
-        self.position = batch.position + self.batch_size
+        self.position = batch.end
         self.prefetcher.release(batch)
 
     def reader_position(self) -> int:
@@ -219,10 +231,10 @@ class PrefetchingData(Layer):
 
 
 class _Batch:
-    __slots__ = ("raw", "data", "label", "position")
+    __slots__ = ("raw", "data", "label", "position", "end")
 
     def __init__(self, raw, data, label) -> None:
-        self.raw, self.data, self.label, self.position = raw, data, label, 0
+        self.raw, self.data, self.label, self.position, self.end = raw, data, label, 0, 0
 
 
 @register_layer("Data")
@@ -262,6 +274,10 @@ class Data(PrefetchingData):
 
     def rewind(self, position: int) -> None:
         self.cursor.seek(position)
+
+    def skip_records(self, n: int) -> None:
+        for _ in range(n):
+            self.cursor.next()
 
     def read_record(self, out: np.ndarray) -> float:
         key, value = self.cursor.next()
@@ -367,9 +383,15 @@ class MemoryData(Layer):
             raise self.error(f"arrays of shape {data.shape} with {len(labels)} labels do not fit "
                              f"(N, {self.shape[1]}, {self.shape[2]}, {self.shape[3]}) with N "
                              "labels", ShapeError)
+        if parallel.solver_count() > 1:  # data-parallel: this rank's share of the samples
+            kept = parallel.data_shard(self.phase, self.shape[0]).kept(len(data))
+            data, labels = data[kept], labels[kept]
         if len(data) % self.shape[0]:
             raise self.error(f"{len(data)} samples is not a multiple of batch_size "
-                             f"{self.shape[0]}", ShapeError)
+                             f"{self.shape[0]}" + (f" (this rank's share, of "
+                                                   f"{parallel.solver_count()} ranks)"
+                                                   if parallel.solver_count() > 1 else ""),
+                             ShapeError)
         self.data, self.labels, self.index = data, labels, 0
 
     def reshape(self, bottom, top):

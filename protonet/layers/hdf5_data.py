@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import rng
+from .. import parallel, rng
 from ..errors import DataError
 from ..registry import register_layer
 from .base import Layer
@@ -52,6 +52,8 @@ class HDF5Data(Layer):
         self.epoch_rows = sum(self.rows)
         self._loaded = (None, None)   # ((epoch, file index), {top: array})
         self.position = 0
+        # Data-parallel training: this rank's share of the rows (positions count them all).
+        self.shard = parallel.data_shard(self.phase, self.batch_size)
 
     def _rows(self, path) -> int:
         try:
@@ -95,6 +97,8 @@ class HDF5Data(Layer):
     def forward(self, bottom, top):
         filled = 0
         while filled < self.batch_size:
+            self.position = self.shard.next_kept(self.position)
+            run_end = self.shard.run_end(self.position)
             epoch, offset = divmod(self.position, self.epoch_rows)
             order = self._file_order(epoch)
             k = 0
@@ -103,6 +107,8 @@ class HDF5Data(Layer):
                 k += 1
             arrays = self._file(epoch, k)
             take = min(self.batch_size - filled, self.rows[order[k]] - offset)
+            if run_end is not None:
+                take = min(take, run_end - self.position)
             for blob, name in zip(top, self.tops):
                 rows = arrays[name][offset:offset + take]
                 if rows.shape[1:] != blob.shape[1:]:

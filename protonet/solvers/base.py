@@ -18,7 +18,7 @@ from typing import Callable, ClassVar
 
 import numpy as np
 
-from .. import caffe_pb2, prototxt, rng
+from .. import caffe_pb2, parallel, prototxt, rng
 from ..errors import NonFiniteError, OutputError, ProtonetError, SolverConfigError
 from ..io.atomic import check_output, remove_stale_temps
 from ..io.solverstate import SolverStateData, read_solverstate, write_solverstate
@@ -58,6 +58,10 @@ class Solver:
         # pycaffe's add_callback pairs: on_start() before each iteration's forward/backward,
         # on_gradients_ready() after it, before the update.
         self._iteration_callbacks: list[tuple[Callable[[], None], Callable[[], None]]] = []
+        # The solvers training together (protonet.parallel): one process, or MPI ranks.
+        self.group = parallel.SINGLE
+        # Test batches each test net has read so far, over all ranks (splits a test pass).
+        self.test_batches = [0] * len(self.test_nets)
         self.smoothed_loss = 0.0
         self._losses: list[float] = []
         self._stop_requested = False
@@ -188,7 +192,7 @@ class Solver:
             loss = 0.0
             for _ in range(p.iter_size):
                 loss += self.net.forward_backward()
-            loss /= p.iter_size
+            loss = self.group.agree(self, loss / p.iter_size)
             if not math.isfinite(loss):
                 bad = self.net.first_nonfinite()
                 where = f"; first non-finite output: layer '{bad[0]}', top '{bad[1]}'" if bad \
@@ -222,9 +226,12 @@ class Solver:
         """pycaffe's Solver.add_callback: on_start() runs at the start of every iteration
         (after any test pass), on_gradients_ready() once the gradients are in the parameter
         diffs, before the update. add_callback(nccl) does nothing, as in a Caffe built
-        without NCCL."""
+        without NCCL. One object with both methods (protonet.parallel.mpi.MPISync, what
+        NCCL(solver, uid) gives among several ranks) counts as the pair."""
         if isinstance(on_start, NCCL) and on_gradients_ready is None:
             return
+        if on_gradients_ready is None and hasattr(on_start, "on_gradients_ready"):
+            on_start, on_gradients_ready = on_start.on_start, on_start.on_gradients_ready
         self._iteration_callbacks.append((on_start, on_gradients_ready))
 
     def share_weights(self, net: Net) -> None:
@@ -255,7 +262,7 @@ class Solver:
             return
         if p.display and self.iter % p.display == 0:
             self.net.apply_loss_weight_schedule(self.iter)
-            loss = self.net.forward_from_to(0, len(self.net.layers) - 1)
+            loss = self.group.agree(self, self.net.forward_from_to(0, len(self.net.layers) - 1))
             self._update_smoothed_loss(loss, self.iter)
             log.info("Iteration %d, loss = %.6g", self.iter, self.smoothed_loss)
         if p.test_interval and self.iter % p.test_interval == 0:
@@ -343,13 +350,20 @@ class Solver:
         net = self.test_nets[test_net_id]
         net.apply_loss_weight_schedule(self.iter)
         iters = self.param.test_iter[test_net_id]
-        sums: dict[str, np.ndarray] = {}
+        # Over several ranks each runs its share of the batches; the sums are then added up.
+        mine = self.group.test_share(self.test_batches[test_net_id], iters)
+        self.test_batches[test_net_id] += iters
+        sums = {name: np.zeros(net.blobs[name].count) for name in net.outputs}
         loss = 0.0
-        for _ in range(iters):
+        for _ in range(mine):
             loss += net.forward_from_to(0, len(net.layers) - 1)
             for name in net.outputs:
-                value = net.blobs[name].data.astype(np.float64).ravel()
-                sums[name] = sums[name] + value if name in sums else value.copy()
+                sums[name] += net.blobs[name].data.astype(np.float64).ravel()
+        total = self.group.sum(np.concatenate([[loss], *sums.values()]))
+        loss, offset = float(total[0]), 1
+        for name in sums:
+            sums[name] = total[offset:offset + sums[name].size]
+            offset += sums[name].size
         if self.param.test_compute_loss:
             log.info("Test loss: %g", loss / iters)
         means = {name: s / iters for name, s in sums.items()}
@@ -387,32 +401,40 @@ class Solver:
     def snapshot(self) -> tuple[str, str]:
         """Write <prefix>_iter_N.caffemodel and .solverstate, each atomically. Weights that
         are NaN or Inf are not written (NonFiniteError). If the files cannot be written, they
-        go to a fallback folder and the OutputError says where."""
+        go to a fallback folder and the OutputError says where. Over several ranks every rank
+        calls it; rank 0 writes, with every rank's data positions."""
         if not self.param.snapshot_prefix:
             raise SolverConfigError(f"{self.source}: snapshot_prefix is needed to snapshot")
         self._check_params_finite()
         model = self.snapshot_filename(".caffemodel")
+        readers = {f"{net_id}/{layer.name}": (layer.source, position)
+                   for net_id, net in enumerate([self.net] + self.test_nets)
+                   for layer in net.layers
+                   for position in [layer.reader_position()] if position is not None}
+        every_rank = self.group.gather(readers)
+        if not self.group.is_root:
+            return model, self.snapshot_filename(".solverstate")
         try:
-            return self._write_snapshot(model, self.snapshot_filename(".solverstate"))
+            return self._write_snapshot(model, self.snapshot_filename(".solverstate"),
+                                        every_rank)
         except OutputError as e:
             fallback = Path(tempfile.gettempdir()) / f"protonet-snapshot-{os.getpid()}"
             name = Path(self.param.snapshot_prefix).name or "snapshot"
             saved = self._write_snapshot(str(fallback / f"{name}_iter_{self.iter}.caffemodel"),
-                                         str(fallback / f"{name}_iter_{self.iter}.solverstate"))
+                                         str(fallback / f"{name}_iter_{self.iter}.solverstate"),
+                                         every_rank)
             raise OutputError(f"{e}; the snapshot was saved to {saved[0]} and "
                               f"{saved[1]} instead") from None
 
-    def _write_snapshot(self, model: str, path: str) -> tuple[str, str]:
+    def _write_snapshot(self, model: str, path: str, every_rank: list) -> tuple[str, str]:
         log.info("Snapshotting to binary proto file %s", model)
         self.net.save(model)
         data = SolverStateData(iter=self.iter, learned_net=model,
                                current_step=self.current_step, history=self.history,
                                random_state=rng.get_state())
-        for net_id, net in enumerate([self.net] + self.test_nets):
-            for layer in net.layers:
-                position = layer.reader_position()
-                if position is not None:
-                    data.readers[f"{net_id}/{layer.name}"] = (layer.source, position)
+        data.readers, *others = every_rank
+        data.rank_readers = dict(enumerate(others, start=1))
+        data.solver_count, data.test_batches = self.group.size, list(self.test_batches)
         log.info("Snapshotting solver state to binary proto file %s", path)
         write_solverstate(path, data)
         return model, path
@@ -459,11 +481,19 @@ class Solver:
             self.history[i][...] = values.reshape(self.history[i].shape)
         self.iter = state.iter
         self.current_step = state.current_step
+        readers, here = state.readers, parallel.solver_count()
+        if state.solver_count != here:
+            log.warning("%s was written by %d solvers, this run has %d: every data layer "
+                        "continues from rank 0's position", path, state.solver_count, here)
+        elif parallel.solver_rank():
+            readers = state.rank_readers.get(parallel.solver_rank(), {})
+        if state.solver_count == here:
+            self.test_batches[:len(state.test_batches)] = state.test_batches
         for net_id, net in enumerate([self.net] + self.test_nets):
             for layer in net.layers:
                 key = f"{net_id}/{layer.name}"
-                if key in state.readers:
-                    layer.seek(state.readers[key][1])
+                if key in readers:
+                    layer.seek(readers[key][1])
         if state.random_state is not None:
             rng.set_state(state.random_state)
             if state.legacy_random_state:
@@ -491,15 +521,17 @@ class _SigintStops:
 
     def _handle(self, signum, frame) -> None:
         log.info("Interrupted: stopping after iteration %d and snapshotting", self.solver.iter)
-        self.solver.request_stop()
+        self.solver.group.request_stop(self.solver)
 
     def __enter__(self):
+        # Over MPI also SIGTERM and SIGUSR1: what mpirun sends or forwards to the ranks.
         try:
-            self.previous = signal.signal(signal.SIGINT, self._handle)
+            self.previous = {s: signal.signal(s, self._handle)
+                             for s in self.solver.group.stop_signals}
         except ValueError:  # not the main thread: leave signals alone
             self.previous = None
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        for signum, handler in (self.previous or {}).items():
+            signal.signal(signum, handler)
