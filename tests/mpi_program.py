@@ -33,8 +33,6 @@ SOLVERS = {  # type: extra solver fields
     "Adam": 'base_lr: 0.001 momentum: 0.9 momentum2: 0.999',
 }
 RUNS = [(name, 1) for name in SOLVERS] + [("SGD", 2)]
-if os.environ.get("MPI_PROGRAM_ONLY"):
-    RUNS = [(os.environ["MPI_PROGRAM_ONLY"], 1)]
 
 
 def lenet(data: str, batch: int):

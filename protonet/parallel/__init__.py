@@ -93,8 +93,8 @@ class Shard:
         return self.origin + ((index - self.origin) // self.unit + 1) * self.unit
 
     def kept(self, total: int) -> np.ndarray:
-        """Indices of the kept records among 0 .. total-1."""
-        i = np.arange(total)
+        """Indices of the kept records among origin .. total-1."""
+        i = np.arange(self.origin, total)
         return i[((i - self.origin) // self.unit) % self.count == self.rank]
 
 
