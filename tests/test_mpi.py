@@ -51,7 +51,7 @@ def run_ranks(*args, cwd=ROOT, timeout=600, **extra):
 
 def run_one(*args, cwd=ROOT, timeout=600):
     return subprocess.run(list(map(str, args)), cwd=cwd, capture_output=True, text=True,
-                          env=environment(OMP_NUM_THREADS="2"), timeout=timeout)
+                          env=environment(), timeout=timeout)
 
 
 def write_digits(path, n=1200, seed=3):
@@ -72,14 +72,16 @@ def digits(tmp_path_factory):
 
 
 # -- equivalence with one big batch ----------------------------------------------------------
-# Largest |difference| over the largest |weight| of each parameter, after 50 iterations of
-# LeNet, 2 ranks at batch 32 against 1 process at batch 64; measured (see BENCHMARKS.md):
-# SGD 1.1e-5, Nesterov 3.7e-5, AdaDelta 1.8e-6, Adam 1.6e-5, SGD iter_size 2 3.5e-7,
-# RMSProp 5.9e-4. AdaGrad's first step is about lr x sign(gradient) for every weight, so a
-# gradient that sums to nearly zero takes its sign from the summation order: 0.29 (one
-# process at batch 64 against 2 x 32 with iter_size 2 differs the same way: 3.7e-3 after 50).
-TOLERANCE = {"SGD_1": 1e-4, "Nesterov_1": 1e-4, "AdaDelta_1": 1e-4, "Adam_1": 1e-4,
-             "SGD_2": 1e-5, "RMSProp_1": 3e-3}
+# After 50 iterations of LeNet, 2 ranks at batch 32 against 1 process at batch 64, all on one
+# thread (numba's and BLAS's per-thread summation order is part of the float result: one
+# process on 2 threads differs from itself on 1 thread by 8e-3 for Nesterov here), per
+# parameter blob: |difference| / |weights| (L2 norms, "norm") and the largest elementwise
+# difference over the largest |weight| ("largest"). Measured (BENCHMARKS.md): norm 2.4e-7 SGD,
+# 4.9e-7 Nesterov, 5.0e-6 RMSProp, 3.0e-7 AdaDelta, 1.1e-6 Adam, 1.6e-5 SGD with iter_size 2,
+# 1.3e-2 AdaGrad. AdaGrad's first step is about lr x sign(gradient) for every weight, so a
+# gradient summing to nearly zero takes its sign from the summation order; its bound is loose.
+NORM_TOLERANCE = {"SGD_2": 1e-4, "AdaGrad_1": 0.05}
+MAX_TOLERANCE = {"SGD_2": 1e-3, "RMSProp_1": 1e-2, "AdaGrad_1": 1.0}
 
 
 @pytest.mark.slow
@@ -94,11 +96,11 @@ def test_two_ranks_train_as_one_process_at_twice_the_batch(tmp_path, digits):
         assert b[f"{run}_same_on_all_ranks"], f"{run}: the ranks' weights differ"
         weights = sorted(k for k in a.files if k.startswith(f"{run}_w"))
         assert len(weights) == 8
-        for k in weights:
-            difference = np.abs(a[k] - b[k]).max() / np.abs(a[k]).max()
-            assert difference <= TOLERANCE.get(run, 1.0), (k, difference)
-            norm = np.linalg.norm(a[k] - b[k]) / np.linalg.norm(a[k])
-            assert norm <= (0.05 if run == "AdaGrad_1" else 1e-4), (k, norm)
+        norm = max(np.linalg.norm(a[k] - b[k]) / np.linalg.norm(a[k]) for k in weights)
+        largest = max(np.abs(a[k] - b[k]).max() / np.abs(a[k]).max() for k in weights)
+        print(f"{run}: norm {norm:.3g}, largest {largest:.3g}")
+        assert norm <= NORM_TOLERANCE.get(run, 1e-5), (run, norm)
+        assert largest <= MAX_TOLERANCE.get(run, 1e-4), (run, largest)
         # The test pass before training: same weights on both sides, 5 batches of 50 split
         # 3 + 2 over the ranks, so the same accuracy and (to summation order) loss.
         assert a[f"{run}_before_accuracy"] == b[f"{run}_before_accuracy"]

@@ -65,6 +65,8 @@ class MPISync:
                                 "call set_solver_count(size) and set_solver_rank(rank) before "
                                 "building the solver, so data layers take their share")
         self.solver = solver
+        if not self.is_root:  # only rank 0 logs (warnings and errors pass on every rank)
+            log.setLevel(max(log.level, logging.WARNING))
         self._pending_stop = False
         self._backward_pass = 0
         self.wait_seconds = 0.0
