@@ -207,6 +207,28 @@ def test_a_forwarded_signal_snapshots_once_from_rank_0_and_stops(tmp_path, digit
     assert state.iter >= 20 and sorted(r.rank for r in state.data_reader) == [0, 0, 1, 1]
 
 
+@pytest.mark.slow
+def test_ctrl_c_to_mpirun_ends_the_job_and_leaves_no_partial_snapshot(tmp_path, digits):
+    net = dsn_net(tmp_path, digits, 100000, "snapshot: 2")
+    proc = subprocess.Popen([*mpirun_command(), sys.executable, "-m", "protonet", "train",
+                             net], cwd=ROOT, env=environment(), stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 300
+    for line in proc.stderr:
+        if "] Iteration 20 (" in line or time.time() > deadline:
+            break
+    proc.send_signal(signal.SIGINT)
+    start = time.monotonic()
+    proc.communicate(timeout=120)
+    assert time.monotonic() - start < 60
+    for path in tmp_path.glob("snap_iter_*"):
+        iteration = int(path.stem.rsplit("_", 1)[1])
+        if path.suffix == ".solverstate":
+            assert caffe_pb2.SolverState.FromString(path.read_bytes()).iter == iteration
+        else:
+            assert len(caffe_pb2.NetParameter.FromString(path.read_bytes()).layer) >= 8
+
+
 def test_under_a_launcher_without_mpi4py_one_line_names_the_extra(tmp_path):
     code = ("import sys; sys.modules['mpi4py'] = None\n"
             "from protonet.cli import main; sys.exit(main(sys.argv[1:]))")

@@ -159,10 +159,14 @@ def join_launched_world():
         raise ParallelError(f"started by an MPI launcher as one of {ranks} ranks, but mpi4py "
                             f"cannot be loaded ({e}); install it: pip install 'protonet[mpi]'"
                             ) from None
+    from .. import rng
     comm = MPI.COMM_WORLD
     set_solver_count(comm.Get_size())
     set_solver_rank(comm.Get_rank())
     set_multiprocess(True)
+    # One random stream on every rank (a solver's random_seed, if set, reseeds it alike), so
+    # the data layers' draws at set-up (rand_skip, shuffle orders) agree and the shards fit.
+    rng.set_random_seed(comm.bcast(int(rng.generator().integers(1 << 62)), root=0))
     if comm.Get_rank() != 0:
         log.setLevel(logging.WARNING)
     return comm
