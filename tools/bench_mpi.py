@@ -10,8 +10,10 @@ for constant DummyData (reading is not what is measured): 1 process on 1 thread,
 images per iteration), with gradients sent while backward runs and, for comparison, all at the
 end. The configurations take turns within each round, so a machine shared with other work
 loads them alike; a row gives the median images/s and the median per-round ratio to
-1 process on 1 thread. Also: the time per iteration each rank waits for the allreduce, and
-one Allreduce of the gradient's size alone (for the scaling model in BENCHMARKS.md).
+1 process on 1 thread. Also: the time per iteration each rank waits for the allreduce, the
+images per CPU-second over all the job's processes (what the work costs, whatever share of
+the cores the machine's other load left it), and one Allreduce of the gradient's size alone
+(for the scaling model in BENCHMARKS.md).
 Needs mpirun and mpi4py (pip install 'protonet[mpi]').
 """
 from __future__ import annotations
@@ -61,12 +63,13 @@ def worker(net_name: str, iters: int, overlap: bool) -> None:
     if comm is not None:
         comm.Barrier()
         sync.wait_seconds = 0.0
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     solver.step(iters)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     ranks = 1 if comm is None else comm.Get_size()
     result = {"images_per_s": ranks * batch * iters / seconds,
-              "wait_ms": 1e3 * sync.wait_seconds / iters if sync else 0.0}
+              "wait_ms": 1e3 * sync.wait_seconds / iters if sync else 0.0,
+              "images_per_cpu_s": batch * iters / cpu}
     if comm is not None:
         from mpi4py import MPI
         grads = np.concatenate([p.diff.ravel() for p in solver.net.learnable_params])
@@ -75,10 +78,11 @@ def worker(net_name: str, iters: int, overlap: bool) -> None:
         result["gradient_bytes"] = grads.nbytes
         small = np.zeros(1)
         result["latency_us"] = 1e6 * fastest(lambda: comm.Allreduce(MPI.IN_PLACE, small), 200)
-        waits = comm.gather(result["wait_ms"], root=0)
+        waits = comm.gather((result["wait_ms"], cpu), root=0)
         if comm.Get_rank() != 0:
             return
-        result["wait_ms"] = max(waits)
+        result["wait_ms"] = max(w for w, _ in waits)
+        result["images_per_cpu_s"] = ranks * batch * iters / sum(c for _, c in waits)
     print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -180,14 +184,17 @@ def main(argv=None) -> None:
         base = rows[CONFIGS[0][0]]
         print(f"\n{net} (batch {NETS[net][2]} per process, {args.iters} iterations, "
               f"{args.rounds} rounds)")
-        print(f"{'configuration':52s} {'images/s':>9s} {'x 1p1t':>7s} {'wait ms/it':>10s}")
+        print(f"{'configuration':52s} {'images/s':>9s} {'x 1p1t':>7s} {'wait ms/it':>10s} "
+              f"{'images/CPU-s':>12s}")
         for label, results in rows.items():
             if not results:
                 continue
             rate = statistics.median(r["images_per_s"] for r in results)
             ratios = [r["images_per_s"] / b["images_per_s"] for r, b in zip(results, base)]
             wait = statistics.median(r["wait_ms"] for r in results)
-            print(f"{label:52s} {rate:9.0f} {statistics.median(ratios):7.2f} {wait:10.2f}")
+            per_cpu = statistics.median(r["images_per_cpu_s"] for r in results)
+            print(f"{label:52s} {rate:9.0f} {statistics.median(ratios):7.2f} {wait:10.2f} "
+                  f"{per_cpu:12.0f}")
         mpi = rows[CONFIGS[2][0]]
         if mpi:
             print(f"one Allreduce of the {mpi[0]['gradient_bytes']} gradient bytes: "
