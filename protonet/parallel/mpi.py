@@ -164,7 +164,7 @@ class MPISync:
         while not request.Test():
             now = time.monotonic()
             if now > deadline:
-                raise ParallelError(f"rank {self.rank}: no answer from the other ranks for "
+                raise ParallelError(f"no answer from the other ranks for "
                                     f"{now - start:.0f} s in the {what} (a rank stopped or "
                                     "hangs; PROTONET_MPI_TIMEOUT sets the limit)")
             time.sleep(pause)
