@@ -325,7 +325,7 @@ def main(argv=None):
     print(f"\nall sections: {results['minutes']:.1f} minutes")
     out_dir = ROOT / "benchmarks"
     out_dir.mkdir(exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(results, indent=1))
+    (out_dir / "results.json").write_text(json.dumps(summarized(results), indent=1))
     if results.get("rows"):
         chart(results, out_dir / "bench.png")
     print(f"\nwrote {out_dir / 'results.json'}")
@@ -522,6 +522,20 @@ def _zoo_frameworks():
     names += ["torch"] if have("torch") else []
     names += ["opencv"] if have("cv2") else []
     return names
+
+
+def summarized(value, longest: int = 50):
+    """`value` with every list of more than `longest` timings replaced by its count, min,
+    median and max: the zoo and latency workers time thousands of forwards each, which made
+    results.json megabytes of samples."""
+    if isinstance(value, dict):
+        return {k: summarized(v, longest) for k, v in value.items()}
+    if isinstance(value, list):
+        if len(value) > longest and all(isinstance(v, (int, float)) for v in value):
+            return {"n": len(value), "min": min(value), "median": statistics.median(value),
+                    "max": max(value)}
+        return [summarized(v, longest) for v in value]
+    return value
 
 
 def section_zoo(args, results, nets=None, batches=None, key="zoo"):
