@@ -56,15 +56,17 @@ SOLVERS = [
 ]
 DATA_SHAPES = {"data": (1, 28, 28), "pair_data": (2, 28, 28)}
 
-# A tiny net every fuzzed solver trains (DummyData, so no dataset is read).
-TINY_NET = """name: "tiny"
+# A tiny trainable net (DummyData, so no dataset is read): the solver and command-line tables
+# build their cases on it; every fuzzed solver trains it with an Accuracy layer for testing.
+TINY_TRAIN_NET = """name: "tiny"
 layer { name: "data" type: "DummyData" top: "data" top: "label"
   dummy_data_param { shape { dim: 2 dim: 3 } shape { dim: 2 }
                      data_filler { type: "gaussian" std: 1 } data_filler { type: "constant" } } }
 layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
   inner_product_param { num_output: 2 weight_filler { type: "xavier" } } }
 layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
-layer { name: "acc" type: "Accuracy" bottom: "ip" bottom: "label" top: "acc"
+"""
+TINY_NET = TINY_TRAIN_NET + """layer { name: "acc" type: "Accuracy" bottom: "ip" bottom: "label" top: "acc"
   include { phase: TEST } }
 """
 

@@ -5,17 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from fuzzing import TINY_TRAIN_NET
 from harness import Case, check_case, ids
 from protonet.errors import ProtonetError
 
-NET = """name: "tiny"
-layer { name: "data" type: "DummyData" top: "data" top: "label"
-  dummy_data_param { shape { dim: 2 dim: 3 } shape { dim: 2 }
-                     data_filler { type: "gaussian" std: 1 } data_filler { type: "constant" } } }
-layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
-  inner_product_param { num_output: 2 weight_filler { type: "xavier" } } }
-layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
-"""
+NET = TINY_TRAIN_NET
 BROKEN_NET = NET.replace('top: "ip"\n', 'top "ip"\n')   # line 5
 SOLVER = ('net: "net.prototxt"\nbase_lr: 0.01\nlr_policy: "fixed"\nmax_iter: 2\ndisplay: 0\n'
           "snapshot_after_train: false\n")
