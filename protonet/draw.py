@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 from . import caffe_pb2, graph
-from .errors import ProtonetError
+from .errors import OutputError, ProtonetError
 from .registry import layer_class
 
 log = logging.getLogger("protonet")
@@ -107,6 +107,10 @@ def render(dot_text: str, out_path) -> Path:
         raise ProtonetError(f"{out}: choose .svg, .png, .pdf or .dot")
     if shutil.which("dot") is None:
         dot_file = out.with_suffix(".dot")
+        if dot_file.exists():  # the user named another file: never replace this one
+            raise OutputError(f"Graphviz's `dot` is not installed, so {out} cannot be drawn, "
+                              f"and the graph's text would replace {dot_file}, which already "
+                              "exists: install Graphviz or give a new .dot path")
         atomic_write(dot_file, dot_text.encode())
         log.warning("Graphviz's `dot` is not installed, so %s was not drawn; the graph is in "
                     "%s: install Graphviz (e.g. apt-get install graphviz) and run "

@@ -154,3 +154,28 @@ def test_a_killed_snapshot_never_leaves_a_partial_file(tmp_path):
             values = np.asarray(model.layer[1].blobs[0].data[:10])
             assert model.layer[1].name == "ip" and len(model.layer[1].blobs[0].data) == 6000000
             assert (values == values[0]).all()
+
+
+def test_draw_without_graphviz_never_replaces_an_existing_dot_file(tmp_path, monkeypatch, capsys):
+    """Asked for net.svg on a machine without Graphviz, `protonet draw` writes the graph's
+    text to net.dot instead; a net.dot the user already has must survive, with one error."""
+    import shutil
+
+    from protonet import draw
+    from protonet.cli import main
+    real_which = shutil.which
+    monkeypatch.setattr(draw.shutil, "which",
+                        lambda name, *a, **k: None if name == "dot" else real_which(name, *a, **k))
+    net = tmp_path / "net.prototxt"
+    net.write_text('name: "n" input: "x" input_shape { dim: 1 dim: 2 }\n'
+                   'layer { name: "r" type: "ReLU" bottom: "x" top: "y" }\n')
+    mine = tmp_path / "net.dot"
+    mine.write_text("the user's own graph")
+    assert main(["draw", str(net), str(tmp_path / "net.svg")]) == 1
+    err = capsys.readouterr().err
+    assert "net.dot" in err and "already exists" in err and "Traceback" not in err
+    assert mine.read_text() == "the user's own graph"
+    assert not (tmp_path / "net.svg").exists()
+    mine.unlink()   # with no file in the way, the fallback is written
+    assert main(["draw", str(net), str(tmp_path / "net.svg")]) == 0
+    assert "digraph" in mine.read_text()
