@@ -84,33 +84,3 @@ def anchor_sizes(base_size: int, ratios, scales) -> np.ndarray:
         height = math.floor(width * ratio + 0.5)
         sizes.extend((scale * width, scale * height) for scale in scales)
     return np.array(sizes, np.float32)
-
-
-@jit()
-def nms(boxes, order, threshold, keep_max):
-    """Greedy non-maximum suppression over boxes (K, 4) visited in `order`: a box is kept
-    unless it overlaps (IoU > threshold, sizes counted +1 as in pixel boxes) one kept before.
-    Returns the kept indices, at most keep_max."""
-    kept = np.empty(min(order.size, keep_max), np.int64)
-    count = 0
-    for i in order:
-        if count >= keep_max:
-            break
-        ax0, ay0, ax1, ay1 = boxes[i, 0], boxes[i, 1], boxes[i, 2], boxes[i, 3]
-        area_a = (ax1 - ax0 + 1) * (ay1 - ay0 + 1)
-        keep = True
-        for k in range(count):
-            j = kept[k]
-            iw = min(ax1, boxes[j, 2]) - max(ax0, boxes[j, 0]) + 1
-            ih = min(ay1, boxes[j, 3]) - max(ay0, boxes[j, 1]) + 1
-            if iw <= 0 or ih <= 0:
-                continue
-            inter = iw * ih
-            area_b = (boxes[j, 2] - boxes[j, 0] + 1) * (boxes[j, 3] - boxes[j, 1] + 1)
-            if inter / (area_a + area_b - inter) > threshold:
-                keep = False
-                break
-        if keep:
-            kept[count] = i
-            count += 1
-    return kept[:count]

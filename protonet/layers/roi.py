@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import NetDefinitionError
-from ..kernels.roi import anchor_sizes, nms, roi_pool_backward, roi_pool_forward
+from ..kernels.detection import greedy_nms
+from ..kernels.roi import anchor_sizes, roi_pool_backward, roi_pool_forward
 from ..registry import register_layer
 from .base import Layer
 
@@ -137,7 +138,13 @@ class Proposal(Layer):
                           np.clip(cx + bw / 2, 0, image_w - 1), np.clip(cy + bh / 2, 0, image_h - 1)],
                          axis=1).astype(np.float32)
         order = np.argsort(-objectness, kind="stable")[:self.pre_nms]
-        kept = nms(boxes, order, np.float32(self.threshold), self.post_nms)
+        # Pixel boxes (corners inclusive): NMS measures them with x1 + 1, y1 + 1.
+        ends = boxes.copy()
+        ends[:, 2:] += 1
+        areas = (ends[:, 2] - ends[:, 0]) * (ends[:, 3] - ends[:, 1])
+        keep = np.empty(order.size, np.int64)
+        kept = keep[:greedy_nms(ends, areas, order, np.float32(self.threshold), np.float32(1),
+                                keep, self.post_nms)]
         out = top[0].data
         out[...] = 0
         out[:len(kept), 1:] = boxes[kept]
