@@ -9,8 +9,14 @@ add_callback, after_backward). Before training and after it, one test pass of 5 
 (the 5 split 3 + 2 over two ranks). Rank 0 writes the final weights, the test scores and
 whether every rank holds the same bits to OUT.npz.
 
+    python tests/mpi_program.py slow-snapshot ARGS...
+
+runs `protonet ARGS...` with every caffemodel taking a second longer to write (a big net, a
+slow disk): longer than Open MPI's mpirun waits between its SIGTERM and its SIGKILL.
+
 Also a Python layer (module `mpi_program`, class FailingLayer) that makes one rank fail at a
-given forward: param_str "RANK MODE N" with MODE raise, die (SIGKILL itself) or hang.
+given forward: param_str "RANK MODE N" with MODE raise, die (SIGKILL itself) or hang, at
+forward N (N = 0: at set-up).
 """
 import os
 import signal
@@ -99,6 +105,8 @@ class FailingLayer(caffe.Layer):
     def setup(self, bottom, top):
         rank, self.mode, n = self.param_str.split()
         self.rank, self.n, self.count = int(rank), int(n), 0
+        if self.n == 0:
+            self.fail()
 
     def reshape(self, bottom, top):
         top[0].reshape(*bottom[0].data.shape)
@@ -106,7 +114,11 @@ class FailingLayer(caffe.Layer):
     def forward(self, bottom, top):
         top[0].data[...] = bottom[0].data
         self.count += 1
-        if self.count == self.n and caffe.solver_rank() == self.rank:
+        if self.count == self.n:
+            self.fail()
+
+    def fail(self):
+        if caffe.solver_rank() == self.rank:
             if self.mode == "raise":
                 raise ValueError(f"planted failure at forward {self.n}")
             if self.mode == "die":
@@ -119,6 +131,21 @@ class FailingLayer(caffe.Layer):
             bottom[0].diff[...] = top[0].diff
 
 
+def slow_snapshot(args: list[str]) -> int:
+    from protonet.cli import main
+    from protonet.io import caffemodel
+    write = caffemodel.atomic_write
+
+    def slow_write(path, data):
+        time.sleep(1.0)
+        write(path, data)
+
+    caffemodel.atomic_write = slow_write
+    return main(args)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "equivalence":
         equivalence(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
+    elif sys.argv[1] == "slow-snapshot":
+        sys.exit(slow_snapshot(sys.argv[2:]))

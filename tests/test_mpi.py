@@ -131,9 +131,17 @@ def dsn_net(tmp_path, data, max_iter, extra="", batch=32, layer=""):
     return net
 
 
+DROPOUT = """layer {
+  name: "drop" type: "Dropout" bottom: "data" top: "data" dropout_param { dropout_ratio: 0.2 }
+  include { phase: TRAIN }
+}
+"""
+
+
 @pytest.mark.slow
 def test_mpirun_train_resumes_exactly_and_logs_from_rank_0(tmp_path, digits):
-    net = dsn_net(tmp_path, digits, 60, "snapshot: 30")
+    """With Dropout, so that each rank's own random stream must continue where it was."""
+    net = dsn_net(tmp_path, digits, 60, "snapshot: 30", layer=DROPOUT)
     straight = run_ranks(sys.executable, "-m", "protonet", "train", net)
     assert straight.returncode == 0, straight.stderr[-3000:]
     log = straight.stderr
@@ -146,6 +154,9 @@ def test_mpirun_train_resumes_exactly_and_logs_from_rank_0(tmp_path, digits):
     state = caffe_pb2.SolverState.FromString((tmp_path / "snap_iter_30.solverstate")
                                              .read_bytes())
     assert state.solver_count == 2 and list(state.test_batches) == [6]
+    # Rank r draws from its own stream (Caffe seeds it with random_seed + r), kept per rank.
+    assert [r.rank for r in state.rank_random_state] == [1]
+    assert state.rank_random_state[0].state != state.random_state.state
     positions = {(r.layer, r.rank): r.position for r in state.data_reader}
     # 30 iterations of 2 x 32 records: rank 0 read up to record 1918, rank 1 to 1919;
     # test passes: batches 0..5 of 50, rank 0 took 0, 2, 4 and rank 1 took 1, 3, 5.
@@ -183,13 +194,16 @@ def planted(rank, mode, n):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode,expected", [
-    ("raise", "protonet train: rank 1 of 2: error: ValueError: planted failure at forward 5"),
-    ("die", "rank 1"),
-    ("hang", "protonet train: rank 0 of 2: error: no answer from the other ranks"),
+@pytest.mark.parametrize("mode,at,expected", [
+    ("raise", 5, "protonet train: rank 1 of 2: error: ValueError: planted failure at forward 5"),
+    ("die", 5, "rank 1"),
+    ("hang", 5, "protonet train: rank 0 of 2: error: no answer from the other ranks for 5 s in "
+                "the loss exchange"),
+    ("hang", 0, "protonet train: rank 0 of 2: error: no answer from the other ranks for 5 s in "
+                "the start-up broadcast of the weights"),
 ])
-def test_a_failing_rank_ends_the_job_with_one_line(tmp_path, digits, mode, expected):
-    net = dsn_net(tmp_path, digits, 1000, layer=planted(1, mode, 5))
+def test_a_failing_rank_ends_the_job_with_one_line(tmp_path, digits, mode, at, expected):
+    net = dsn_net(tmp_path, digits, 1000, layer=planted(1, mode, at))
     start = time.monotonic()
     result = run_ranks(sys.executable, "-m", "protonet", "train", net, timeout=300,
                        PROTONET_MPI_TIMEOUT="5")
@@ -199,11 +213,21 @@ def test_a_failing_rank_ends_the_job_with_one_line(tmp_path, digits, mode, expec
     assert not list(tmp_path.glob("snap_*"))
 
 
-def train_until_iteration_20(net):
+@pytest.mark.slow
+def test_an_error_on_every_rank_is_reported_once(tmp_path, digits):
+    net = dsn_net(tmp_path, digits, 1000)
+    net.write_text(net.read_text().replace('type: "Convolution"', 'type: "Convolutoin"', 1))
+    result = run_ranks(sys.executable, "-m", "protonet", "train", net, timeout=300)
+    assert result.returncode != 0
+    assert result.stderr.count("aborting all ranks") == 1, result.stderr[-3000:]
+    assert "protonet train: rank 0 of 2: error:" in result.stderr
+    assert "Convolutoin" in result.stderr
+
+
+def train_until_iteration_20(net, program=("-m", "protonet")):
     """`mpirun -n 2 protonet train net`, running, once rank 0 logged iteration 20."""
-    proc = subprocess.Popen([*mpirun_command(), sys.executable, "-m", "protonet", "train",
-                             net], cwd=ROOT, env=environment(), stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen([*mpirun_command(), sys.executable, *program, "train", net],
+                            cwd=ROOT, env=environment(), stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     for line in proc.stderr:
         if "] Iteration 20 (" in line or time.time() > deadline:
@@ -229,19 +253,30 @@ def test_a_forwarded_signal_snapshots_once_from_rank_0_and_stops(tmp_path, digit
 
 
 @pytest.mark.slow
-def test_ctrl_c_to_mpirun_ends_the_job_and_leaves_no_partial_snapshot(tmp_path, digits):
-    net = dsn_net(tmp_path, digits, 100000, "snapshot: 2")
-    proc = train_until_iteration_20(net)
+def test_ctrl_c_to_mpirun_snapshots_once_from_rank_0(tmp_path, digits):
+    """Ctrl-C is SIGINT to mpirun, which sends each rank SIGCONT, SIGTERM 0.25 s later and
+    SIGKILL 0.25 s after that. The ranks stop after the iteration they agree on, and rank 0's
+    snapshot is finished by a writer process that the SIGKILL does not reach: one complete
+    snapshot, nothing partial, even when the caffemodel takes a second to write."""
+    net = dsn_net(tmp_path, digits, 100000)
+    proc = train_until_iteration_20(net, (PROGRAM, "slow-snapshot"))
     proc.send_signal(signal.SIGINT)
     start = time.monotonic()
     proc.communicate(timeout=120)
     assert time.monotonic() - start < 60
-    for path in tmp_path.glob("snap_iter_*"):
-        iteration = int(path.stem.rsplit("_", 1)[1])
-        if path.suffix == ".solverstate":
-            assert caffe_pb2.SolverState.FromString(path.read_bytes()).iter == iteration
-        else:
-            assert len(caffe_pb2.NetParameter.FromString(path.read_bytes()).layer) >= 8
+    deadline = time.monotonic() + 60  # the writer may outlive mpirun by a moment
+    while time.monotonic() < deadline and (list(tmp_path.glob("*.tmp*")) or not list(
+            tmp_path.glob("snap_iter_*.solverstate"))):
+        time.sleep(0.1)
+    models = list(tmp_path.glob("snap_iter_*.caffemodel"))
+    states = list(tmp_path.glob("snap_iter_*.solverstate"))
+    assert len(models) == 1 and len(states) == 1 and not list(tmp_path.glob("*.tmp*"))
+    iteration = int(models[0].stem.rsplit("_", 1)[1])
+    state = caffe_pb2.SolverState.FromString(states[0].read_bytes())
+    assert state.iter == iteration >= 20 and state.learned_net == str(models[0])
+    assert sorted(r.rank for r in state.data_reader) == [0, 0, 1, 1]
+    assert [r.rank for r in state.rank_random_state] == [1]
+    assert len(caffe_pb2.NetParameter.FromString(models[0].read_bytes()).layer) >= 8
 
 
 def test_under_a_launcher_without_mpi4py_one_line_names_the_extra(tmp_path):

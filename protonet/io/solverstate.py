@@ -40,6 +40,8 @@ class SolverStateData:
     test_batches: list[int] = field(default_factory=list)
     # numpy's bit generator state dict, or None when the file has none we can use
     random_state: dict | None = None
+    # Data-parallel training: the random states of ranks 1.. (rank -> state as above).
+    rank_random_states: dict[int, dict] = field(default_factory=dict)
     # The file holds the random state in the old pickled field (random_state is None when its
     # opcodes do not build a plain PCG64 state).
     legacy_random_state: bool = False
@@ -60,6 +62,8 @@ def write_solverstate(path, data: SolverStateData) -> None:
         state.test_batches.extend(data.test_batches)
     if data.random_state is not None:
         state.random_state.CopyFrom(_random_state_to_proto(data.random_state))
+    for rank, random_state in sorted(data.rank_random_states.items()):
+        state.rank_random_state.add().CopyFrom(_random_state_to_proto(random_state, rank))
     atomic_write(path, state.SerializeToString())
 
 
@@ -87,14 +91,17 @@ def read_solverstate(path) -> SolverStateData:
     data.solver_count = state.solver_count or 1
     data.test_batches = list(state.test_batches)
     if state.HasField("random_state"):
-        data.random_state = _random_state_from_proto(state.random_state, path)
+        data.random_state = _random_state_from_proto(state.random_state, f"{path}: random_state")
     elif state.HasField("rng_state"):
         data.random_state = _legacy_random_state(state.rng_state)
         data.legacy_random_state = True
+    for r in state.rank_random_state:
+        data.rank_random_states[r.rank] = _random_state_from_proto(
+            r, f"{path}: rank_random_state of rank {r.rank}")
     return data
 
 
-def _random_state_to_proto(state: dict):
+def _random_state_to_proto(state: dict, rank: int | None = None):
     if state.get("bit_generator") != "PCG64":
         raise ValueError(f"cannot store a {state.get('bit_generator')} random state")
     inner = state["state"]
@@ -102,11 +109,10 @@ def _random_state_to_proto(state: dict):
         bit_generator="PCG64",
         state=[inner["state"] >> 64, inner["state"] & _WORD],
         inc=[inner["inc"] >> 64, inner["inc"] & _WORD],
-        has_uint32=bool(state["has_uint32"]), uinteger=int(state["uinteger"]))
+        has_uint32=bool(state["has_uint32"]), uinteger=int(state["uinteger"]), rank=rank)
 
 
-def _random_state_from_proto(proto, path) -> dict:
-    where = f"{path}: random_state"
+def _random_state_from_proto(proto, where) -> dict:
     if proto.bit_generator != "PCG64":
         raise PrototxtError(f"{where}: generator {proto.bit_generator!r}, protonet uses "
                             "'PCG64' (the file is damaged or from another program)")

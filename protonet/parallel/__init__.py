@@ -9,7 +9,7 @@ Caffe's multi-GPU rules, over MPI:
   batches one process would.
 - A Solver holds a `group` (SINGLE here; an MPISync when training over MPI) and calls it at a
   few points only: `agree` after the gradients (mean loss, stop requests), `test_share` and
-  `sum` in a test pass, `gather` and `is_root` for snapshots.
+  `sum` in a test pass, `gather`, `is_root` and `run_writer` for snapshots.
 Nothing here imports mpi4py; protonet.parallel.mpi does, when a launcher says there are ranks.
 """
 from __future__ import annotations
@@ -115,7 +115,7 @@ class SingleProcess:
     def agree(self, solver, loss: float) -> float:
         return loss
 
-    def request_stop(self, solver) -> None:
+    def request_stop(self, solver, signum: int | None = None) -> None:
         solver.request_stop()
 
     def test_share(self, first_batch: int, iters: int) -> int:
@@ -126,6 +126,9 @@ class SingleProcess:
 
     def gather(self, value) -> list:
         return [value]
+
+    def run_writer(self, write, *args):
+        return write(*args)
 
 
 SINGLE = SingleProcess()
@@ -160,13 +163,17 @@ def join_launched_world():
                             f"cannot be loaded ({e}); install it: pip install 'protonet[mpi]'"
                             ) from None
     from .. import rng
+    from .mpi import wait
     comm = MPI.COMM_WORLD
     set_solver_count(comm.Get_size())
     set_solver_rank(comm.Get_rank())
     set_multiprocess(True)
-    # One random stream on every rank (a solver's random_seed, if set, reseeds it alike), so
-    # the data layers' draws at set-up (rand_skip, shuffle orders) agree and the shards fit.
-    rng.set_random_seed(comm.bcast(int(rng.generator().integers(1 << 62)), root=0))
+    # One random stream on every rank while the nets are built (a solver's random_seed, if
+    # set, reseeds it alike), so the data layers' draws at set-up (rand_skip, shuffle orders)
+    # agree and the shards fit; MPISync.bcast then gives each rank its own.
+    seed = np.array([rng.generator().integers(1 << 62)], np.int64)
+    wait(comm.Ibcast(seed, root=0), "start-up broadcast of the random seed")
+    rng.set_random_seed(int(seed[0]))
     if comm.Get_rank() != 0:
         log.setLevel(logging.WARNING)
     return comm

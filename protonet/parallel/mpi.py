@@ -11,13 +11,22 @@ as soon as the layer that completes it is done (the earliest layer using each pa
 it overlaps with the backward of the layers below; each later layer's hook lets MPI progress.
 `on_gradients_ready` starts what is left, waits, and writes sum / K back into the diffs: every
 rank ends with the same bits, as Open MPI's and MPICH's allreduce give every rank one result.
-A wait longer than PROTONET_MPI_TIMEOUT seconds (default 300) raises ParallelError naming the
-operation, rather than hanging on a rank that died or hangs.
+Every collective is non-blocking: a wait longer than PROTONET_MPI_TIMEOUT seconds (default
+300) raises ParallelError naming the operation, rather than hanging on a rank that died or
+hangs.
+
+Stopping: SIGINT, SIGTERM or SIGUSR1 on any rank stops all after the iteration they agree on,
+and rank 0 snapshots. Open MPI's mpirun answers Ctrl-C with SIGCONT, then SIGTERM 0.25 s later
+and SIGKILL another 0.25 s later, to each rank's process group: after a SIGTERM, rank 0 hands
+the snapshot to a writer process of its own session, which finishes the (atomic) files even
+when the rank is killed meanwhile.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
+import pickle
 import signal
 import sys
 import time
@@ -25,6 +34,7 @@ import traceback
 
 import numpy as np
 
+from .. import errors, rng
 from . import ParallelError, solver_count
 
 log = logging.getLogger("protonet")
@@ -37,6 +47,22 @@ BUCKET_BYTES = int(float(os.environ.get("PROTONET_MPI_BUCKET_MB", "0.25")) * (1 
 
 def _timeout() -> float:
     return float(os.environ.get("PROTONET_MPI_TIMEOUT", "300"))
+
+
+def wait(request, what: str) -> None:
+    """Wait for a non-blocking MPI `request`, yielding the core, at most PROTONET_MPI_TIMEOUT
+    seconds; then ParallelError naming `what`."""
+    start = time.monotonic()
+    deadline = start + _timeout()
+    pause = 0.0
+    while not request.Test():
+        now = time.monotonic()
+        if now > deadline:
+            raise ParallelError(f"no answer from the other ranks for {now - start:.0f} s in "
+                                f"the {what} (a rank stopped or hangs; PROTONET_MPI_TIMEOUT "
+                                "sets the limit)")
+        time.sleep(pause)
+        pause = min(1e-3, pause * 2 + 2e-5) if now - start > 2e-3 else 0.0
 
 
 class _Bucket:
@@ -69,6 +95,7 @@ class MPISync:
         if not self.is_root:  # only rank 0 logs (warnings and errors pass on every rank)
             log.setLevel(max(log.level, logging.WARNING))
         self._pending_stop = False
+        self._killed_soon = False  # a SIGTERM came: mpirun's SIGKILL follows within 0.25 s
         self._backward_pass = 0
         self.wait_seconds = 0.0
         self._buckets = self._make_buckets(solver.net)
@@ -102,8 +129,25 @@ class MPISync:
         --snapshot), so all start identical whatever their seeds."""
         s = self.solver
         for array in [p.data for p in s.net.learnable_params] + s.history:
-            self.comm.Bcast(array, root=0)  # blob data and histories are contiguous
-        s.iter, s.current_step = self.comm.bcast((s.iter, s.current_step), root=0)
+            # blob data and histories are contiguous
+            wait(self.comm.Ibcast(array, root=0), "start-up broadcast of the weights")
+        position = np.array([s.iter, s.current_step], np.int64)
+        wait(self.comm.Ibcast(position, root=0), "start-up broadcast of the iteration")
+        s.iter, s.current_step = int(position[0]), int(position[1])
+        self._own_random_stream()
+
+    def _own_random_stream(self) -> None:
+        """From here on each rank draws from its own random stream, as Caffe seeds rank r with
+        random_seed + r: Dropout masks, random crops and mirrors differ between the ranks'
+        samples as between one big batch's. Rank 0 keeps the stream one process would have; a
+        rank whose own stream came from the snapshot keeps that."""
+        s = self.solver
+        if self.rank == 0 or s.random_stream_restored:
+            return
+        seed = s.param.random_seed
+        if seed < 0:  # the stream every rank shares since start-up: all draw the same seed
+            seed = int(rng.generator().integers(1 << 62))
+        rng.set_random_seed(seed + self.rank)
 
     @staticmethod
     def new_uid():
@@ -131,7 +175,7 @@ class MPISync:
                 self._start(bucket)
         t = time.perf_counter()
         for bucket in self._buckets:
-            self._wait(bucket.request, "gradient allreduce")
+            wait(bucket.request, "gradient allreduce")
             bucket.request = None
             scale = np.float32(1.0 / self.size)
             offset = 0
@@ -156,38 +200,27 @@ class MPISync:
             if bucket.request is not None:
                 bucket.request.Test()
 
-    def _wait(self, request, what: str) -> None:
-        """Wait for `request`, yielding the core, at most PROTONET_MPI_TIMEOUT seconds."""
-        start = time.monotonic()
-        deadline = start + _timeout()
-        pause = 0.0
-        while not request.Test():
-            now = time.monotonic()
-            if now > deadline:
-                raise ParallelError(f"no answer from the other ranks for "
-                                    f"{now - start:.0f} s in the {what} (a rank stopped or "
-                                    "hangs; PROTONET_MPI_TIMEOUT sets the limit)")
-            time.sleep(pause)
-            pause = min(1e-3, pause * 2 + 2e-5) if now - start > 2e-3 else 0.0
-
     def _allreduce(self, values: np.ndarray, what: str) -> np.ndarray:
         from mpi4py import MPI
         values = np.ascontiguousarray(values)
-        self._wait(self.comm.Iallreduce(MPI.IN_PLACE, values, op=MPI.SUM), what)
+        wait(self.comm.Iallreduce(MPI.IN_PLACE, values, op=MPI.SUM), what)
         return values
 
     # -- the group interface the Solver calls ------------------------------------------------
     def agree(self, solver, loss: float) -> float:
         """Mean loss over the ranks (what one process at K x batch would report); a stop
         asked of any rank stops all after this iteration."""
-        values = self._allreduce(np.array([loss, float(self._pending_stop)]), "loss exchange")
+        values = self._allreduce(np.array([loss, float(self._pending_stop),
+                                           float(self._killed_soon)]), "loss exchange")
         if values[1]:
             solver.request_stop()
+        self._killed_soon = bool(values[2])
         self._pending_stop = False
         return float(values[0]) / self.size
 
-    def request_stop(self, solver) -> None:
+    def request_stop(self, solver, signum: int | None = None) -> None:
         self._pending_stop = True
+        self._killed_soon |= signum == signal.SIGTERM
 
     def test_share(self, first_batch: int, iters: int) -> int:
         """How many of a test pass's `iters` batches this rank runs: the pass reads global
@@ -199,7 +232,71 @@ class MPISync:
         return self._allreduce(np.asarray(values, np.float64).copy(), "test score sum")
 
     def gather(self, value) -> list | None:
-        return self.comm.gather(value, root=0)
+        """Every rank's `value` (plain data: numbers, strings, dicts), as a list at rank 0 and
+        None elsewhere."""
+        from mpi4py import MPI
+        mine = np.frombuffer(pickle.dumps(value), np.uint8)  # between this job's own ranks
+        sizes = np.zeros(self.size, np.int64)
+        wait(self.comm.Iallgather(np.array([mine.size], np.int64), sizes),
+             "snapshot gather (sizes)")
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        everything = np.empty(int(sizes.sum()) if self.is_root else 0, np.uint8)
+        receive = [everything, sizes.tolist(), offsets.tolist(), MPI.BYTE] \
+            if self.is_root else None
+        wait(self.comm.Igatherv(mine, receive, root=0), "snapshot gather")
+        if not self.is_root:
+            return None
+        return [pickle.loads(everything[o:o + n].tobytes()) for o, n in zip(offsets, sizes)]
+
+    def run_writer(self, write, *args):
+        """Rank 0 writes a snapshot: here, or after a SIGTERM in a process mpirun's SIGKILL
+        cannot reach."""
+        if not self._killed_soon:
+            return write(*args)
+        log.info("Stopping on SIGTERM: the snapshot is written by a process of its own, which "
+                 "finishes it even if this rank is killed")
+        return run_detached(write, *args)
+
+
+def run_detached(write, *args):
+    """write(*args) in a grandchild in a session of its own, waited for while this process
+    lives; its result or error (a ProtonetError by class name) comes back through a pipe.
+    Killing this process or its process group leaves the grandchild running."""
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            os.close(read_end)
+            os.setsid()
+            if os.fork() == 0:
+                try:
+                    message = ["ok", list(write(*args))]
+                except BaseException as e:  # anything: the parent reports it
+                    message = ["error", type(e).__name__, str(e)]
+                try:
+                    os.write(write_end, json.dumps(message).encode())
+                finally:
+                    os._exit(0)
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    os.waitpid(child, 0)
+    with os.fdopen(read_end, "rb") as pipe:
+        answer = pipe.read()
+    message = json.loads(answer) if answer else \
+        ["error", "ProtonetError", "the snapshot writer process ended without an answer"]
+    if message[0] == "ok":
+        return tuple(message[1])
+    raise _protonet_error_class(message[1])(message[2])
+
+
+def _protonet_error_class(name: str) -> type:
+    classes, found = [errors.ProtonetError], {}
+    while classes:
+        kind = classes.pop()
+        found[kind.__name__] = kind
+        classes.extend(kind.__subclasses__())
+    return found.get(name, errors.ProtonetError)
 
 
 def abort_on_error(comm, command: str):
@@ -219,12 +316,15 @@ class _AbortOnError:
     def __exit__(self, kind, error, tb) -> bool:
         if error is None or kind is SystemExit:
             return False
-        from ..errors import ProtonetError
         rank, size = self.comm.Get_rank(), self.comm.Get_size()
-        if not isinstance(error, (ProtonetError, KeyboardInterrupt)):
+        if rank:
+            # When rank 0 fails as well (a bad file fails on every rank), its abort ends this
+            # rank first: one report for the job, not one per rank.
+            time.sleep(1.0)
+        if not isinstance(error, (errors.ProtonetError, KeyboardInterrupt)):
             traceback.print_exception(kind, error, tb, file=sys.stderr)
         what = "interrupted" if isinstance(error, KeyboardInterrupt) else \
-            f"error: {error}" if isinstance(error, ProtonetError) else \
+            f"error: {error}" if isinstance(error, errors.ProtonetError) else \
             f"error: {kind.__name__}: {error}"
         print(f"protonet {self.command}: rank {rank} of {size}: {what}; aborting all ranks",
               file=sys.stderr, flush=True)

@@ -66,6 +66,8 @@ class Solver:
         self._losses: list[float] = []
         self._stop_requested = False
         self._snapshot_requested = False
+        # Set by restore when this rank's own random stream came from the snapshot.
+        self.random_stream_restored = False
         # (iteration, {output blob: value}) of every training iteration and every test pass,
         # for learning curves and scripts.
         self.train_history: list[tuple[int, dict[str, float]]] = []
@@ -411,9 +413,12 @@ class Solver:
                    for net_id, net in enumerate([self.net] + self.test_nets)
                    for layer in net.layers
                    for position in [layer.reader_position()] if position is not None}
-        every_rank = self.group.gather(readers)
+        every_rank = self.group.gather((readers, rng.get_state()))
         if not self.group.is_root:
             return model, self.snapshot_filename(".solverstate")
+        return self.group.run_writer(self._write_snapshot_or_fallback, model, every_rank)
+
+    def _write_snapshot_or_fallback(self, model: str, every_rank: list) -> tuple[str, str]:
         try:
             return self._write_snapshot(model, self.snapshot_filename(".solverstate"),
                                         every_rank)
@@ -429,11 +434,13 @@ class Solver:
     def _write_snapshot(self, model: str, path: str, every_rank: list) -> tuple[str, str]:
         log.info("Snapshotting to binary proto file %s", model)
         self.net.save(model)
+        (data_readers, random_state), *others = every_rank
         data = SolverStateData(iter=self.iter, learned_net=model,
                                current_step=self.current_step, history=self.history,
-                               random_state=rng.get_state())
-        data.readers, *others = every_rank
-        data.rank_readers = dict(enumerate(others, start=1))
+                               readers=data_readers, random_state=random_state)
+        data.rank_readers = {rank: readers for rank, (readers, _) in enumerate(others, start=1)}
+        data.rank_random_states = {rank: state
+                                   for rank, (_, state) in enumerate(others, start=1)}
         data.solver_count, data.test_batches = self.group.size, list(self.test_batches)
         log.info("Snapshotting solver state to binary proto file %s", path)
         write_solverstate(path, data)
@@ -494,7 +501,12 @@ class Solver:
                 key = f"{net_id}/{layer.name}"
                 if key in readers:
                     layer.seek(readers[key][1])
-        if state.random_state is not None:
+        own_stream = state.rank_random_states.get(parallel.solver_rank()) \
+            if state.solver_count == here and parallel.solver_rank() else None
+        self.random_stream_restored = own_stream is not None
+        if own_stream is not None:
+            rng.set_state(own_stream)
+        elif state.random_state is not None:
             rng.set_state(state.random_state)
             if state.legacy_random_state:
                 log.info("%s: random state read from its old pickled form as plain data "
@@ -521,7 +533,7 @@ class _SigintStops:
 
     def _handle(self, signum, frame) -> None:
         log.info("Interrupted: stopping after iteration %d and snapshotting", self.solver.iter)
-        self.solver.group.request_stop(self.solver)
+        self.solver.group.request_stop(self.solver, signum)
 
     def __enter__(self):
         # Over MPI also SIGTERM and SIGUSR1: what mpirun sends or forwards to the ranks.
