@@ -46,9 +46,16 @@ def environment(**extra):
             "OMP_NUM_THREADS": "1", "PROTONET_MPI_TIMEOUT": "60", **extra}
 
 
-def run_ranks(*args, cwd=ROOT, timeout=600, **extra):
-    return subprocess.run([*mpirun_command(), *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, env=environment(**extra), timeout=timeout)
+def run_ranks(*args, cwd=ROOT, timeout=600, launcher=(), **extra):
+    return subprocess.run([*mpirun_command(), *launcher, *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, env=environment(**extra),
+                          timeout=timeout)
+
+
+# Open MPI's TCP transport over the loopback: the path ranks on different machines take
+# (the default between ranks of one machine is shared memory).
+OVER_TCP = ("--mca", "pml", "ob1", "--mca", "btl", "self,tcp", "--mca", "btl_tcp_if_include",
+            "lo")
 
 
 def run_one(*args, cwd=ROOT, timeout=600):
@@ -174,10 +181,11 @@ def test_mpirun_train_resumes_exactly_and_logs_from_rank_0(tmp_path, digits):
 
 
 @pytest.mark.slow
-def test_a_script_shaped_like_caffes_train_py_runs_under_mpirun(tmp_path, digits):
+@pytest.mark.parametrize("launcher", [(), OVER_TCP], ids=["shared-memory", "tcp"])
+def test_a_script_shaped_like_caffes_train_py_runs_under_mpirun(tmp_path, digits, launcher):
     dsn_net(tmp_path, digits, 6)
     result = run_ranks(sys.executable, ROOT / "examples/train_mpi.py", "--solver",
-                       tmp_path / "net_solver.prototxt")
+                       tmp_path / "net_solver.prototxt", launcher=launcher)
     assert result.returncode == 0, result.stderr[-3000:]
     state = caffe_pb2.SolverState.FromString((tmp_path / "snap_iter_6.solverstate")
                                              .read_bytes())
