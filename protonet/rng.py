@@ -29,3 +29,21 @@ def get_state() -> dict:
 def set_state(state: dict) -> None:
     """Restore a state from get_state (numpy checks the name and the values' ranges)."""
     _generator.bit_generator.state = state
+
+
+_WORD = (1 << 64) - 1
+
+
+def state_to_words(state: dict) -> list[int]:
+    """A PCG64 state as six unsigned 64-bit words (state high and low, increment high and low,
+    has_uint32, uinteger): how ranks exchange their states in fixed-size MPI messages."""
+    inner = state["state"]
+    return [inner["state"] >> 64, inner["state"] & _WORD, inner["inc"] >> 64,
+            inner["inc"] & _WORD, int(state["has_uint32"]), int(state["uinteger"])]
+
+
+def state_from_words(words) -> dict:
+    state_high, state_low, inc_high, inc_low, has_uint32, uinteger = map(int, words)
+    return {"bit_generator": "PCG64",
+            "state": {"state": state_high << 64 | state_low, "inc": inc_high << 64 | inc_low},
+            "has_uint32": has_uint32, "uinteger": uinteger}

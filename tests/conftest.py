@@ -1,3 +1,4 @@
+import logging
 import os
 import sys
 from pathlib import Path
@@ -26,3 +27,15 @@ def seed() -> int:
     from protonet import rng
     rng.set_random_seed(1701)
     return 1701
+
+
+@pytest.fixture(autouse=True)
+def _protonet_logger_restored():
+    """Commands run in-process set up the "protonet" logger as the CLI does (own handler, no
+    propagation): put it back after each test, so tests reading the log with caplog see it
+    whatever ran before them."""
+    logger = logging.getLogger("protonet")
+    saved = logger.level, list(logger.handlers), logger.propagate
+    yield
+    logger.level, logger.propagate = saved[0], saved[2]
+    logger.handlers[:] = saved[1]

@@ -14,7 +14,7 @@ whether every rank holds the same bits to OUT.npz.
 runs `protonet ARGS...` with every caffemodel taking a second longer to write (a big net, a
 slow disk): longer than Open MPI's mpirun waits between its SIGTERM and its SIGKILL.
 
-Also a Python layer (module `mpi_program`, class FailingLayer) that makes one rank fail at a
+Also a Python layer that can make iterations slow (SlowLayer), and one (FailingLayer) that makes one rank fail at a
 given forward: param_str "RANK MODE N" with MODE raise, die (SIGKILL itself) or hang, at
 forward N (N = 0: at set-up).
 """
@@ -97,6 +97,26 @@ def equivalence(data: str, batch: int, iters: int, out: str) -> None:
         solver.close()
     if comm is None or comm.Get_rank() == 0:
         np.savez(out, **results)
+
+
+class SlowLayer(caffe.Layer):
+    """Passes its bottom through, taking a second per forward while the file named by
+    param_str exists: an iteration longer than mpirun's gap between SIGTERM and SIGKILL."""
+
+    def setup(self, bottom, top):
+        self.switch = self.param_str
+
+    def reshape(self, bottom, top):
+        top[0].reshape(*bottom[0].data.shape)
+
+    def forward(self, bottom, top):
+        top[0].data[...] = bottom[0].data
+        if os.path.exists(self.switch):
+            time.sleep(1.0)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            bottom[0].diff[...] = top[0].diff
 
 
 class FailingLayer(caffe.Layer):

@@ -218,7 +218,15 @@ def test_a_failing_rank_ends_the_job_with_one_line(tmp_path, digits, mode, at, e
     assert result.returncode != 0
     assert expected in result.stderr, result.stderr[-3000:]
     assert time.monotonic() - start < 240
-    assert not list(tmp_path.glob("snap_*"))
+    # Open MPI ends the ranks still running with SIGTERM: rank 0, if it is one of them, leaves
+    # a snapshot of the last iteration all ranks completed. Never a partial one.
+    time.sleep(2)  # the writer may outlive mpirun by a moment
+    assert not list(tmp_path.glob("*.tmp*"))
+    for state in tmp_path.glob("snap_iter_*.solverstate"):
+        iteration = int(state.stem.rsplit("_", 1)[1])
+        assert 0 < iteration < at
+        assert caffe_pb2.SolverState.FromString(state.read_bytes()).iter == iteration
+        assert state.with_suffix(".caffemodel").exists()
 
 
 @pytest.mark.slow
@@ -285,6 +293,44 @@ def test_ctrl_c_to_mpirun_snapshots_once_from_rank_0(tmp_path, digits):
     assert sorted(r.rank for r in state.data_reader) == [0, 0, 1, 1]
     assert [r.rank for r in state.rank_random_state] == [1]
     assert len(caffe_pb2.NetParameter.FromString(models[0].read_bytes()).layer) >= 8
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_long_iteration_snapshots_a_point_that_resumes_exactly(tmp_path, digits):
+    """Iterations of over a second: mpirun's SIGKILL comes long before the iteration ends.
+    Rank 0's SIGTERM thread snapshots at once the weights after the last update with where
+    every rank's readers and random streams stood then; resuming from it gives the same
+    weights as training straight through (Dropout included)."""
+    switch = tmp_path / "slow"
+    slow = f"""layer {{
+  name: "slow" type: "Python" bottom: "data" top: "data" include {{ phase: TRAIN }}
+  python_param {{ module: "mpi_program" layer: "SlowLayer" param_str: "{switch}" }}
+}}
+"""
+    net = dsn_net(tmp_path, digits, 100000, layer=DROPOUT + slow)
+    straight = run_ranks(sys.executable, "-m", "protonet", "train", net, "--iters", "40",
+                         "--no-plot")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    expected = (tmp_path / "snap_iter_40.caffemodel").read_bytes()
+    for path in tmp_path.glob("snap_iter_*"):
+        path.unlink()
+    proc = train_until_iteration_20(net)
+    switch.touch()
+    time.sleep(2.5)  # well inside a one-second iteration
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    switch.unlink()
+    deadline = time.monotonic() + 60  # the writer may outlive mpirun by a moment
+    while time.monotonic() < deadline and (list(tmp_path.glob("*.tmp*")) or not list(
+            tmp_path.glob("snap_iter_*.solverstate"))):
+        time.sleep(0.1)
+    states = list(tmp_path.glob("snap_iter_*.solverstate"))
+    assert len(states) == 1 and not list(tmp_path.glob("*.tmp*"))
+    assert 20 <= int(states[0].stem.rsplit("_", 1)[1]) < 40
+    resumed = run_ranks(sys.executable, "-m", "protonet", "train", net, "--iters", "40",
+                        "--snapshot", states[0], "--no-plot")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (tmp_path / "snap_iter_40.caffemodel").read_bytes() == expected
 
 
 def test_under_a_launcher_without_mpi4py_one_line_names_the_extra(tmp_path):

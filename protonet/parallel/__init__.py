@@ -9,11 +9,13 @@ Caffe's multi-GPU rules, over MPI:
   batches one process would.
 - A Solver holds a `group` (SINGLE here; an MPISync when training over MPI) and calls it at a
   few points only: `agree` after the gradients (mean loss, stop requests), `test_share` and
-  `sum` in a test pass, `gather`, `is_root` and `run_writer` for snapshots.
+  `sum` in a test pass, `gather`, `is_root` and `run_writer` for snapshots, `updating` around
+  each update and `watch_signals` while training.
 Nothing here imports mpi4py; protonet.parallel.mpi does, when a launcher says there are ranks.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -129,6 +131,12 @@ class SingleProcess:
 
     def run_writer(self, write, *args):
         return write(*args)
+
+    def updating(self):
+        return contextlib.nullcontext()
+
+    def watch_signals(self):
+        return None
 
 
 SINGLE = SingleProcess()

@@ -17,18 +17,24 @@ hangs.
 
 Stopping: SIGINT, SIGTERM or SIGUSR1 on any rank stops all after the iteration they agree on,
 and rank 0 snapshots. Open MPI's mpirun answers Ctrl-C with SIGCONT, then SIGTERM 0.25 s later
-and SIGKILL another 0.25 s later, to each rank's process group: after a SIGTERM, rank 0 hands
-the snapshot to a writer process of its own session, which finishes the (atomic) files even
-when the rank is killed meanwhile.
+and SIGKILL another 0.25 s later, to each rank's process group, often before the iteration
+ends. So the ranks exchange, with each iteration's loss, where their data readers stand and
+their random states: with the weights after that iteration's update, rank 0 then holds a
+complete resume point at every moment outside an update. On SIGTERM a thread of rank 0 forks
+at once a writer process in a session of its own, which writes that point as the snapshot
+(atomically) whether or not the rank is killed meanwhile; the stop at the iteration's end
+waits for it instead of snapshotting again.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import pickle
 import signal
 import sys
+import threading
 import time
 import traceback
 
@@ -99,6 +105,18 @@ class MPISync:
         self._backward_pass = 0
         self.wait_seconds = 0.0
         self._buckets = self._make_buckets(solver.net)
+        # The data readers every rank reports in the exchange after each iteration, in one
+        # order; and (iteration, every rank's (reader positions, random state), test batches)
+        # for the weights once that iteration's update is applied.
+        self._readers = sorted(solver.reader_positions().items())
+        self._resume_point = None
+        # Held around each update and notified after it; under it the SIGTERM thread and the
+        # main thread claim an iteration's snapshot, so only one of them writes it.
+        self._update = threading.Condition()
+        self._snapshot_iteration = -1  # the last iteration a snapshot was claimed for
+        self._snapshot_writer: _Detached | None = None  # the last detached one
+        self._sigterm_snapshot = False  # the SIGTERM thread wrote it
+        self._watching = False
         solver.group = self
 
     # -- set-up ------------------------------------------------------------------------------
@@ -209,14 +227,25 @@ class MPISync:
     # -- the group interface the Solver calls ------------------------------------------------
     def agree(self, solver, loss: float) -> float:
         """Mean loss over the ranks (what one process at K x batch would report); a stop
-        asked of any rank stops all after this iteration."""
-        values = self._allreduce(np.array([loss, float(self._pending_stop),
-                                           float(self._killed_soon)]), "loss exchange")
-        if values[1]:
+        asked of any rank stops all after this iteration. Each rank also tells where its data
+        readers stand and its random state (the resume point after this iteration)."""
+        positions = solver.reader_positions()
+        mine = np.array([np.float64(loss).view(np.uint64), self._pending_stop,
+                         self._killed_soon, *(positions[key][1] for key, _ in self._readers),
+                         *rng.state_to_words(rng.get_state())], np.uint64)
+        every = np.empty((self.size, mine.size), np.uint64)
+        wait(self.comm.Iallgather(mine, every), "loss exchange")
+        if every[:, 1].any():
             solver.request_stop()
-        self._killed_soon = bool(values[2])
+        self._killed_soon = bool(every[:, 2].any())
         self._pending_stop = False
-        return float(values[0]) / self.size
+        if self.is_root:
+            n = len(self._readers)
+            self._resume_point = (solver.iter + 1, [
+                ({key: (source, int(words[3 + i])) for i, (key, (source, _)) in
+                  enumerate(self._readers)}, rng.state_from_words(words[3 + n:]))
+                for words in every], list(solver.test_batches))
+        return float(every[:, 0].view(np.float64).sum()) / self.size
 
     def request_stop(self, solver, signum: int | None = None) -> None:
         self._pending_stop = True
@@ -249,45 +278,127 @@ class MPISync:
         return [pickle.loads(everything[o:o + n].tobytes()) for o, n in zip(offsets, sizes)]
 
     def run_writer(self, write, *args):
-        """Rank 0 writes a snapshot: here, or after a SIGTERM in a process mpirun's SIGKILL
-        cannot reach."""
-        if not self._killed_soon:
-            return write(*args)
-        log.info("Stopping on SIGTERM: the snapshot is written by a process of its own, which "
-                 "finishes it even if this rank is killed")
-        return run_detached(write, *args)
+        """Rank 0 writes a snapshot: here; after a SIGTERM in a process mpirun's SIGKILL cannot
+        reach; or not at all once the SIGTERM thread wrote one (the stop that follows it would
+        snapshot again, one iteration later)."""
+        iteration = self.solver.iter
+        with self._update:
+            writer = self._snapshot_writer
+            if self._sigterm_snapshot:
+                pass
+            elif self._snapshot_iteration != iteration:
+                self._snapshot_iteration = iteration
+                writer = None
+                if self._killed_soon:
+                    log.info("Stopping on SIGTERM: the snapshot is written by a process of its "
+                             "own, which finishes it even if this rank is killed")
+                    writer = self._snapshot_writer = _Detached(iteration, write, *args)
+            self._update.notify_all()
+        return write(*args) if writer is None else writer.result()
+
+    @contextlib.contextmanager
+    def updating(self):
+        with self._update:
+            yield
+            self._update.notify_all()
+
+    def watch_signals(self):
+        """While training on rank 0: a thread that snapshots as soon as a SIGTERM comes."""
+        return _SigtermSnapshots(self) if self.is_root else None
+
+    def snapshot_on_sigterm(self) -> None:
+        """(The SIGTERM thread.) Fork the writer of the resume point as soon as the weights
+        match it: at once, or when the update in progress ends."""
+        s = self.solver
+        with self._update:
+            self._update.wait_for(lambda: not self._watching or (
+                self._resume_point is not None and self._resume_point[0] == s.iter),
+                timeout=_timeout())
+            point = self._resume_point
+            if not self._watching or point is None or point[0] != s.iter or \
+                    not s.param.snapshot_prefix or self._snapshot_iteration == s.iter or \
+                    self._sigterm_snapshot:
+                return  # before the first exchange the stop at the iteration's end snapshots
+            log.info("SIGTERM at iteration %d: the snapshot is written by a process of its "
+                     "own, which finishes it even if this rank is killed", s.iter)
+            self._snapshot_iteration, self._sigterm_snapshot = s.iter, True
+            self._snapshot_writer = _Detached(s.iter, s.write_snapshot, point[1], point[2])
 
 
-def run_detached(write, *args):
-    """write(*args) in a grandchild in a session of its own, waited for while this process
-    lives; its result or error (a ProtonetError by class name) comes back through a pipe.
-    Killing this process or its process group leaves the grandchild running."""
-    read_end, write_end = os.pipe()
-    child = os.fork()
-    if child == 0:
-        try:
-            os.close(read_end)
-            os.setsid()
-            if os.fork() == 0:
-                try:
-                    message = ["ok", list(write(*args))]
-                except BaseException as e:  # anything: the parent reports it
-                    message = ["error", type(e).__name__, str(e)]
-                try:
-                    os.write(write_end, json.dumps(message).encode())
-                finally:
-                    os._exit(0)
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    os.waitpid(child, 0)
-    with os.fdopen(read_end, "rb") as pipe:
-        answer = pipe.read()
-    message = json.loads(answer) if answer else \
-        ["error", "ProtonetError", "the snapshot writer process ended without an answer"]
-    if message[0] == "ok":
-        return tuple(message[1])
-    raise _protonet_error_class(message[1])(message[2])
+class _SigtermSnapshots:
+    """Python runs signal handlers in the main thread only between bytecodes, which may be
+    after mpirun's SIGKILL; the wake-up fd tells this thread at once (kernels and MPI waits
+    release the GIL)."""
+
+    def __init__(self, sync: MPISync) -> None:
+        self.sync = sync
+
+    def __enter__(self):
+        self.sync._watching = True
+        self.read_end, self.write_end = os.pipe()
+        os.set_blocking(self.write_end, False)
+        self.previous = signal.set_wakeup_fd(self.write_end, warn_on_full_buffer=False)
+        self.thread = threading.Thread(target=self._watch, name="protonet-sigterm", daemon=True)
+        self.thread.start()
+        return self
+
+    def _watch(self) -> None:
+        while True:
+            received = os.read(self.read_end, 64)
+            if not received or 0 in received:  # 0: __exit__'s wake-up (no signal has it)
+                return
+            if signal.SIGTERM in received:
+                self.sync.snapshot_on_sigterm()
+
+    def __exit__(self, *exc) -> None:
+        signal.set_wakeup_fd(self.previous)
+        with self.sync._update:
+            self.sync._watching = False
+            self.sync._update.notify_all()
+        os.write(self.write_end, b"\0")
+        self.thread.join()
+        os.close(self.read_end)
+        os.close(self.write_end)
+
+
+class _Detached:
+    """write(*args) in a grandchild in a session of its own: killing this process or its
+    process group leaves it running. Its result or error (a ProtonetError by class name) comes
+    back through a pipe, read by result() while this process lives."""
+
+    def __init__(self, iteration: int, write, *args) -> None:
+        self.iteration = iteration
+        read_end, write_end = os.pipe()
+        child = os.fork()
+        if child == 0:
+            try:
+                os.close(read_end)
+                os.setsid()
+                if os.fork() == 0:
+                    try:
+                        message = ["ok", list(write(*args))]
+                    except BaseException as e:  # anything: the parent reports it
+                        message = ["error", type(e).__name__, str(e)]
+                    try:
+                        os.write(write_end, json.dumps(message).encode())
+                    finally:
+                        os._exit(0)
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        os.waitpid(child, 0)
+        self.read_end = read_end
+        self.message = None
+
+    def result(self):
+        if self.message is None:
+            with os.fdopen(self.read_end, "rb") as pipe:
+                answer = pipe.read()
+            self.message = json.loads(answer) if answer else \
+                ["error", "ProtonetError", "the snapshot writer process ended without an answer"]
+        if self.message[0] == "ok":
+            return tuple(self.message[1])
+        raise _protonet_error_class(self.message[1])(self.message[2])
 
 
 def _protonet_error_class(name: str) -> type:

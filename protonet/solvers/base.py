@@ -212,8 +212,9 @@ class Solver:
                                                       for n in self.net.outputs})
             for _, on_gradients_ready in self._iteration_callbacks:
                 on_gradients_ready()
-            self.apply_update(display)
-            self.iter += 1
+            with self.group.updating():  # parameters and iteration change together
+                self.apply_update(display)
+                self.iter += 1
             for callback in self.callbacks:
                 callback(self, loss)
             if (p.snapshot and self.iter % p.snapshot == 0) or self._snapshot_requested:
@@ -408,30 +409,38 @@ class Solver:
         if not self.param.snapshot_prefix:
             raise SolverConfigError(f"{self.source}: snapshot_prefix is needed to snapshot")
         self._check_params_finite()
-        model = self.snapshot_filename(".caffemodel")
-        readers = {f"{net_id}/{layer.name}": (layer.source, position)
-                   for net_id, net in enumerate([self.net] + self.test_nets)
-                   for layer in net.layers
-                   for position in [layer.reader_position()] if position is not None}
-        every_rank = self.group.gather((readers, rng.get_state()))
+        every_rank = self.group.gather((self.reader_positions(), rng.get_state()))
         if not self.group.is_root:
-            return model, self.snapshot_filename(".solverstate")
-        return self.group.run_writer(self._write_snapshot_or_fallback, model, every_rank)
+            return self.snapshot_filename(".caffemodel"), self.snapshot_filename(".solverstate")
+        return self.group.run_writer(self.write_snapshot, every_rank, list(self.test_batches))
 
-    def _write_snapshot_or_fallback(self, model: str, every_rank: list) -> tuple[str, str]:
+    def reader_positions(self) -> dict[str, tuple[str, int]]:
+        """Where this process's data layers stand: "<net index>/<layer>" -> (source, index of
+        the next record)."""
+        return {f"{net_id}/{layer.name}": (layer.source, position)
+                for net_id, net in enumerate([self.net] + self.test_nets)
+                for layer in net.layers
+                for position in [layer.reader_position()] if position is not None}
+
+    def write_snapshot(self, every_rank: list, test_batches: list[int]) -> tuple[str, str]:
+        """Write the current weights, histories and iteration with every rank's (data reader
+        positions, random state) and the test batches read so far; if the snapshot folder
+        fails, to a fallback folder and then OutputError says where."""
+        model = self.snapshot_filename(".caffemodel")
         try:
             return self._write_snapshot(model, self.snapshot_filename(".solverstate"),
-                                        every_rank)
+                                        every_rank, test_batches)
         except OutputError as e:
             fallback = Path(tempfile.gettempdir()) / f"protonet-snapshot-{os.getpid()}"
             name = Path(self.param.snapshot_prefix).name or "snapshot"
             saved = self._write_snapshot(str(fallback / f"{name}_iter_{self.iter}.caffemodel"),
                                          str(fallback / f"{name}_iter_{self.iter}.solverstate"),
-                                         every_rank)
+                                         every_rank, test_batches)
             raise OutputError(f"{e}; the snapshot was saved to {saved[0]} and "
                               f"{saved[1]} instead") from None
 
-    def _write_snapshot(self, model: str, path: str, every_rank: list) -> tuple[str, str]:
+    def _write_snapshot(self, model: str, path: str, every_rank: list,
+                        test_batches: list[int]) -> tuple[str, str]:
         log.info("Snapshotting to binary proto file %s", model)
         self.net.save(model)
         (data_readers, random_state), *others = every_rank
@@ -441,7 +450,7 @@ class Solver:
         data.rank_readers = {rank: readers for rank, (readers, _) in enumerate(others, start=1)}
         data.rank_random_states = {rank: state
                                    for rank, (_, state) in enumerate(others, start=1)}
-        data.solver_count, data.test_batches = self.group.size, list(self.test_batches)
+        data.solver_count, data.test_batches = self.group.size, list(test_batches)
         log.info("Snapshotting solver state to binary proto file %s", path)
         write_solverstate(path, data)
         return model, path
@@ -542,8 +551,13 @@ class _SigintStops:
                              for s in self.solver.group.stop_signals}
         except ValueError:  # not the main thread: leave signals alone
             self.previous = None
+        self.watch = self.solver.group.watch_signals() if self.previous is not None else None
+        if self.watch is not None:
+            self.watch.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
+        if self.watch is not None:
+            self.watch.__exit__(*exc)
         for signum, handler in (self.previous or {}).items():
             signal.signal(signum, handler)
