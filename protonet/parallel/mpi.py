@@ -334,7 +334,7 @@ class _SigtermSnapshots:
         self.sync = sync
 
     def __enter__(self):
-        self.sync._watching = True
+        self.sync._watching, self.sync._sigterm_snapshot = True, False
         self.read_end, self.write_end = os.pipe()
         os.set_blocking(self.write_end, False)
         self.previous = signal.set_wakeup_fd(self.write_end, warn_on_full_buffer=False)
@@ -375,6 +375,9 @@ class _Detached:
                 os.close(read_end)
                 os.setsid()
                 if os.fork() == 0:
+                    # Another thread may have held a log handler's lock (tqdm's) at the fork;
+                    # the parent logs the outcome instead.
+                    logging.disable(logging.CRITICAL)
                     try:
                         message = ["ok", list(write(*args))]
                     except BaseException as e:  # anything: the parent reports it
@@ -396,6 +399,8 @@ class _Detached:
                 answer = pipe.read()
             self.message = json.loads(answer) if answer else \
                 ["error", "ProtonetError", "the snapshot writer process ended without an answer"]
+            if self.message[0] == "ok":
+                log.info("Snapshot written: %s", ", ".join(self.message[1]))
         if self.message[0] == "ok":
             return tuple(self.message[1])
         raise _protonet_error_class(self.message[1])(self.message[2])
