@@ -547,7 +547,7 @@ class Net:
         """
         if str(path).endswith(".h5"):
             return hdf5_weights.load(self, path, strict)
-        return caffemodel.copy_weights(self, prototxt.read_net_binary(path), str(path), strict)
+        return caffemodel.load(self, path, strict)
 
     def save_hdf5(self, path, write_diff: bool = False) -> None:
         """Write the weights as Caffe's HDF5 weights file (Net::ToHDF5): /data/<layer>/<i>."""

@@ -14,7 +14,9 @@ from ..errors import DataError, NonFiniteError, PrototxtError
 from .atomic import atomic_write
 
 
-def blobproto_shape(proto) -> tuple[int, ...]:
+def blobproto_shape(proto, count: int | None = None) -> tuple[int, ...]:
+    """The blob's shape; `count`: how many values it has when they are not in `proto` itself
+    (the caffemodel reader leaves packed floats in the file)."""
     if proto.HasField("shape"):
         return tuple(int(d) for d in proto.shape.dim)
     if any(proto.HasField(f) for f in ("num", "channels", "height", "width")):
@@ -22,7 +24,7 @@ def blobproto_shape(proto) -> tuple[int, ...]:
     # Neither form: how Caffe writes a 0-axis blob (a scalar: Scale with num_axes 0, the SSD
     # fork's channel-shared Normalize), since its empty shape sets no field. Several values
     # without a shape are read as a 1-d blob of them.
-    n = len(proto.data) or len(proto.double_data)
+    n = count if count is not None else len(proto.data) or len(proto.double_data)
     return (n,) if n > 1 else ()
 
 
