@@ -62,3 +62,24 @@ def test_same_seed_same_weights_and_unknown_type():
                               filled('type: "xavier"', (5, 5), 4))
     with pytest.raises(NetDefinitionError, match='unknown filler type "xavir"'):
         filled('type: "xavir"', (2, 2))
+
+
+BIG = (250_001, 1, 3, 3)  # fan-in 9, 2.25M values: three draw blocks
+
+
+@pytest.mark.parametrize("text, draw", [
+    ('type: "gaussian" mean: 1 std: 2', lambda g, n: g.normal(1, 2, n)),
+    ('type: "uniform" min: -2 max: 3', lambda g, n: g.uniform(-2, 3, n)),
+    ('type: "msra"', lambda g, n: g.normal(0, math.sqrt(2 / 9), n)),
+    ('type: "xavier"', lambda g, n: g.uniform(-math.sqrt(3 / 9), math.sqrt(3 / 9), n)),
+    ('type: "gaussian" std: 1 sparse: 50000',
+     lambda g, n: g.normal(0, 1, n) * (g.random(n) < 50000 / BIG[0])),
+])
+def test_a_blob_bigger_than_one_draw_block_gets_one_whole_draws_values(text, draw):
+    # Fillers draw DRAW_BLOCK values at a time (one float64 draw of VGG-16's fc6 would need
+    # 822 MB); the values must be those of one draw of the whole blob.
+    from protonet import fillers
+    n = int(np.prod(BIG))
+    assert n > 2 * fillers.DRAW_BLOCK
+    expected = draw(np.random.default_rng(1701), n).astype(np.float32).reshape(BIG)
+    assert np.array_equal(filled(text, BIG), expected)

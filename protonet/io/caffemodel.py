@@ -202,6 +202,14 @@ class _Damaged(Exception):
     """The bytes break protobuf's wire format (truncated, a bad varint or wire type)."""
 
 
+class _Truncated(_Damaged):
+    """A field runs past the end of the file or of the message holding it."""
+
+    def __init__(self, number: int, wire: int, payload: int):
+        super().__init__("truncated")
+        self.number, self.wire, self.payload = number, wire, payload
+
+
 class _V0File(Exception):
     """A V0 (2014) file: its layers nest their blobs one level deeper; parsed whole."""
 
@@ -248,7 +256,7 @@ class _Wire:
             else:  # groups (3, 4): no Caffe field is one; 6 and 7 do not exist
                 raise _Damaged(f"wire type {wire} (field {number})")
             if stop > end:
-                raise _Damaged("truncated")
+                raise _Truncated(number, wire, payload)
             yield number, wire, start, payload, stop
             self.file.seek(stop)
 
@@ -272,6 +280,13 @@ def _scan_net(wire: _Wire):
             else:
                 rest += wire.raw(start, stop)
         caffe_pb2.NetParameter.FromString(bytes(rest))
+    except _Truncated as e:
+        where = ""
+        if e.number in (_V2_LAYER, _V1_LAYER) and e.wire == _LENGTH:  # name the cut layer
+            where = (f" (in the file's layer {len(layers)}"
+                     f"{_partial_name(wire, e.number == _V1_LAYER, e.payload)})")
+        raise PrototxtError(f"{wire.where}: damaged or not a binary NetParameter (caffemodel): "
+                            f"{e}{where}") from None
     except (_Damaged, DecodeError) as e:
         raise PrototxtError(f"{wire.where}: damaged or not a binary NetParameter (caffemodel): "
                             f"{e}") from None
@@ -300,6 +315,19 @@ def _scan_layer(wire: _Wire, v1: bool, start: int, end: int, index: int):
         from ..prototxt import v1_to_v2_layer  # its errors for a V1 layer, as a full parse
         message = v1_to_v2_layer(message, wire.where)
     return message.name, blobs
+
+
+def _partial_name(wire: _Wire, v1: bool, payload: int) -> str:
+    """", 'name'" of a layer the file cuts short, when its name comes before the cut."""
+    rest = bytearray()
+    wire.file.seek(payload)
+    try:
+        for number, _, field_start, _, stop in wire.fields(wire.size):
+            if number != (_V1_BLOBS if v1 else _V2_BLOBS):
+                rest += wire.raw(field_start, stop)
+    except _Damaged:
+        pass
+    return _name_so_far(rest, v1)
 
 
 def _name_so_far(rest: bytes, v1: bool) -> str:

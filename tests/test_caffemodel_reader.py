@@ -1,0 +1,268 @@
+"""Net.copy_from's caffemodel reader (protonet/io/caffemodel.py: load), which walks the file's
+wire format and reads packed floats straight into the blobs, against protobuf's own parse of
+the whole file (prototxt.read_net_binary + caffemodel.copy_weights) on every kind of file
+Caffe and its forks wrote, and on damaged files."""
+import struct
+
+import numpy as np
+import pytest
+
+import protonet
+from protonet import caffe_pb2, prototxt, rng
+from protonet.errors import NonFiniteError, PrototxtError, ProtonetError, ShapeError
+from protonet.io import caffemodel
+
+NET = """name: "small"
+layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 dim: 6 dim: 6 } } }
+layer { name: "conv" type: "Convolution" bottom: "x" top: "c"
+        convolution_param { num_output: 4 kernel_size: 3 } }
+layer { name: "relu" type: "ReLU" bottom: "c" top: "c" }
+layer { name: "ip" type: "InnerProduct" bottom: "c" top: "y" inner_product_param { num_output: 5 } }
+"""
+LEARNABLE = ("conv", "ip")
+
+
+def _net(seed=1):
+    rng.set_random_seed(seed)
+    return protonet.Net(param=prototxt.parse_net_text(NET), phase=protonet.TEST)
+
+
+def _values(seed=7):
+    """Weights unlike any filler's, by layer: [weight, bias]."""
+    g = np.random.default_rng(seed)
+    return {name: [g.standard_normal(b.shape).astype(np.float32) for b in blobs]
+            for name, blobs in _net().params.items()}
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited field (wire type 2)."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _packed(values) -> bytes:
+    return _field(5, np.asarray(values, "<f4").tobytes())
+
+
+def _unpacked(values) -> bytes:
+    """Float `data` as Caffe's schema never wrote it but protobuf reads it: one tag per value."""
+    return b"".join(_varint(5 << 3 | 5) + struct.pack("<f", v) for v in values)
+
+
+def _shape(shape) -> bytes:
+    return caffe_pb2.BlobProto(shape=caffe_pb2.BlobShape(dim=shape)).SerializeToString()
+
+
+def _file(layer_blobs, v1=False) -> bytes:
+    """A NetParameter of the small net's learnable layers, each blob given as raw BlobProto
+    bytes: V2 `layer` (100) or V1 `layers` (2) with the V1 type enum."""
+    out = caffe_pb2.NetParameter(name="small").SerializeToString()
+    for name, blobs in layer_blobs.items():
+        if v1:
+            kind = {"conv": caffe_pb2.V1LayerParameter.CONVOLUTION,
+                    "ip": caffe_pb2.V1LayerParameter.INNER_PRODUCT}[name]
+            head = caffe_pb2.V1LayerParameter(name=name, type=kind).SerializeToString()
+            out += _field(2, head + b"".join(_field(6, b) for b in blobs))
+        else:
+            head = caffe_pb2.LayerParameter(name=name, type="X").SerializeToString()
+            out += _field(100, head + b"".join(_field(7, b) for b in blobs))
+    return out
+
+
+def _legacy(shape) -> list[int]:
+    return [1] * (4 - len(shape)) + list(shape)
+
+
+def _kinds(values):
+    """name -> file bytes, for each way a blob's shape and values can be written."""
+    def each(make):
+        return {name: [make(v) for v in vs] for name, vs in values.items()}
+    split = {name: [_shape(v.shape) + _packed(v.ravel()[:3]) + _packed(v.ravel()[3:])
+                    for v in vs] for name, vs in values.items()}
+    mixed = {name: [_shape(v.shape) + _packed(v.ravel()[:2]) + _unpacked(v.ravel()[2:4])
+                    + _packed(v.ravel()[4:]) for v in vs] for name, vs in values.items()}
+    return {
+        "packed, shape": _file(each(lambda v: _shape(v.shape) + _packed(v.ravel()))),
+        "packed, legacy num/channels/height/width": _file(each(lambda v: caffe_pb2.BlobProto(
+            **dict(zip(("num", "channels", "height", "width"), _legacy(v.shape))))
+            .SerializeToString() + _packed(v.ravel()))),
+        "packed, no shape (1-d from the count)": _file(
+            {"conv": [_shape(v.shape) + _packed(v.ravel()) for v in values["conv"]],
+             "ip": [_shape(values["ip"][0].shape) + _packed(values["ip"][0].ravel()),
+                    _packed(values["ip"][1])]}),
+        "V1 layers, legacy dims": _file(each(lambda v: caffe_pb2.BlobProto(
+            **dict(zip(("num", "channels", "height", "width"), _legacy(v.shape))))
+            .SerializeToString() + _packed(v.ravel())), v1=True),
+        "unpacked floats": _file(each(lambda v: _shape(v.shape) + _unpacked(v.ravel()))),
+        "double_data": _file(each(lambda v: caffe_pb2.BlobProto(
+            shape=caffe_pb2.BlobShape(dim=v.shape), double_data=v.ravel().astype(float))
+            .SerializeToString())),
+        "packed in two runs": _file(split),
+        "packed and unpacked runs mixed": _file(mixed),
+        "with diffs": _file(each(lambda v: _shape(v.shape) + _packed(v.ravel())
+                                 + _field(6, np.full(v.size, 3, "<f4").tobytes())
+                                 + _field(9, np.full(v.size, 4, "<f8").tobytes()))),
+    }
+
+
+def _by_protobuf(net, path, strict=False):
+    """The reference: protobuf parses the whole file, then the blobs are copied."""
+    return caffemodel.copy_weights(net, prototxt.read_net_binary(path), str(path), strict)
+
+
+def _outcome(load, path):
+    """What loading `path` into a fresh net does: ("ok", missing, weights) or the error's
+    class."""
+    net = _net()
+    try:
+        missing = load(net, path)
+    except ProtonetError as e:
+        return (type(e).__name__,)
+    return ("ok", missing, {k: [b.data.copy() for b in v] for k, v in net.params.items()})
+
+
+def _same(a, b) -> bool:
+    if a[0] != "ok" or b[0] != "ok":
+        return a == b
+    return a[1] == b[1] and all(np.array_equal(x, y, equal_nan=True)
+                                for k in a[2] for x, y in zip(a[2][k], b[2][k]))
+
+
+@pytest.mark.parametrize("kind", list(_kinds(_values())))
+def test_every_kind_of_file_loads_as_protobuf_reads_it(tmp_path, kind):
+    values = _values()
+    path = tmp_path / "w.caffemodel"
+    path.write_bytes(_kinds(values)[kind])
+    ours, reference = _net(), _net()
+    assert ours.copy_from(path) == [] == _by_protobuf(reference, path)
+    for name in LEARNABLE:
+        for blob, ref, expected in zip(ours.params[name], reference.params[name], values[name]):
+            assert np.array_equal(ref.data, expected)
+            assert np.array_equal(blob.data, expected)
+
+
+def test_saved_weights_round_trip_through_the_reader_byte_for_byte(tmp_path):
+    first = _net(seed=3)
+    first.save(tmp_path / "a.caffemodel")
+    second = _net(seed=4)
+    second.copy_from(tmp_path / "a.caffemodel")
+    second.save(tmp_path / "b.caffemodel")
+    assert (tmp_path / "a.caffemodel").read_bytes() == (tmp_path / "b.caffemodel").read_bytes()
+
+
+def test_a_blob_bigger_than_a_read_block_is_checked_and_read_whole(tmp_path, monkeypatch):
+    monkeypatch.setattr(caffemodel, "READ_BLOCK", 16)  # 4 floats: conv's 108 weights in 27
+    values = _values()
+    values["conv"][0].ravel()[-1] = np.nan
+    path = tmp_path / "w.caffemodel"
+    path.write_bytes(_kinds(values)["packed, shape"])
+    net = _net()
+    before = {k: [b.data.copy() for b in v] for k, v in net.params.items()}
+    with pytest.raises(NonFiniteError, match=r"w\.caffemodel: layer 'conv' blob 0 holds 1 NaN "
+                                             r"or Inf values \(of 108\)"):
+        net.copy_from(path)
+    for name in LEARNABLE:  # nothing was copied, not even the layers before the bad value
+        for blob, old in zip(net.params[name], before[name]):
+            assert np.array_equal(blob.data, old)
+    values["conv"][0].ravel()[-1] = 0.5
+    path.write_bytes(_kinds(values)["packed, shape"])
+    net.copy_from(path)
+    assert np.array_equal(net.params["conv"][0].data, values["conv"][0])
+
+
+def test_errors_name_the_file_and_the_layer(tmp_path):
+    values = _values()
+    path = tmp_path / "w.caffemodel"
+    whole = _kinds(values)["packed, shape"]
+    path.write_bytes(whole[:-7])
+    with pytest.raises(PrototxtError, match=r"w\.caffemodel: damaged or not a binary "
+                                            r"NetParameter.*truncated.*layer 1, 'ip'"):
+        _net().copy_from(path)
+    short = dict(values, ip=[values["ip"][0], values["ip"][1][:3]])
+    path.write_bytes(_file({k: [_shape(v.shape) + _packed(s.ravel()) for v, s in
+                                zip(values[k], short[k])] for k in values}))
+    with pytest.raises(PrototxtError, match=r"w\.caffemodel: layer 'ip' blob 1: shape \(5,\) "
+                                            r"needs 5 values, the file has 3"):
+        _net().copy_from(path)
+    with pytest.raises(PrototxtError, match=r"nothing\.caffemodel: no such file"):
+        _net().copy_from(tmp_path / "nothing.caffemodel")
+    both = whole + _field(2, caffe_pb2.V1LayerParameter(name="z").SerializeToString())
+    path.write_bytes(both)
+    with pytest.raises(PrototxtError, match=r"both 'layer' and the old 'layers'"):
+        _net().copy_from(path)
+    wrong = {k: [_shape((7,) + v.shape[1:]) + _packed(np.zeros(7 * v[0].size)) for v in vs]
+             for k, vs in values.items()}
+    path.write_bytes(_file(wrong))
+    with pytest.raises(ShapeError, match=r"cannot copy blob 0 of layer 'conv': shape "
+                                         r"\(7, 3, 3, 3\) in the file, \(4, 3, 3, 3\)"):
+        _net().copy_from(path)
+
+
+def test_truncated_files_fail_or_load_exactly_as_protobuf_reads_them(tmp_path):
+    whole = _kinds(_values())["packed, shape"]
+    path = tmp_path / "w.caffemodel"
+    outcomes = set()
+    for size in range(len(whole)):
+        path.write_bytes(whole[:size])
+        ours, reference = _outcome(caffemodel.load, path), _outcome(_by_protobuf, path)
+        assert _same(ours, reference), f"cut at {size} bytes: {ours[:2]} against {reference[:2]}"
+        outcomes.add(ours[0])
+    assert outcomes == {"ok", "PrototxtError"}  # cuts between layers load the layers before
+
+
+def test_damaged_bytes_fail_or_load_exactly_as_protobuf_reads_them(tmp_path):
+    whole = _kinds(_values())["V1 layers, legacy dims"]
+    path = tmp_path / "w.caffemodel"
+    g = np.random.default_rng(0)
+    outcomes = set()
+    for _ in range(300):
+        damaged = bytearray(whole)
+        for at in g.integers(0, len(whole), g.integers(1, 4)):
+            damaged[at] = g.integers(0, 256)
+        path.write_bytes(bytes(damaged))
+        ours, reference = _outcome(caffemodel.load, path), _outcome(_by_protobuf, path)
+        assert _same(ours, reference), f"{bytes(damaged)!r}: {ours[:2]} against {reference[:2]}"
+        outcomes.add(ours[0])
+    assert {"ok", "PrototxtError"} <= outcomes
+
+
+def test_a_v0_file_takes_the_whole_parse_and_loads(tmp_path):
+    values = _values()
+    old = caffe_pb2.NetParameter(name="small")
+    for name, vs in values.items():
+        v0 = old.layers.add().layer
+        v0.name, v0.type = name, {"conv": "conv", "ip": "innerproduct"}[name]
+        for v in vs:
+            v0.blobs.add(**dict(zip(("num", "channels", "height", "width"), _legacy(v.shape))),
+                         data=v.ravel().tolist())
+    path = tmp_path / "v0.caffemodel"
+    path.write_bytes(old.SerializeToString())
+    net = _net()
+    assert net.copy_from(path) == []
+    for name in LEARNABLE:
+        for blob, expected in zip(net.params[name], values[name]):
+            assert np.array_equal(blob.data, expected)
+
+
+def test_a_zoo_caffemodel_loads_as_protobuf_reads_it(caffe_models):
+    found = sorted(caffe_models.rglob("*.caffemodel"))
+    with_deploy = [(w, w.parent / "deploy.prototxt") for w in found
+                   if (w.parent / "deploy.prototxt").exists()]
+    if not with_deploy:
+        pytest.skip(f"no .caffemodel beside a deploy.prototxt under {caffe_models} (the zoo's "
+                    "weights are not in ../shared)")
+    weights, deploy = min(with_deploy, key=lambda p: p[0].stat().st_size)
+    ours = protonet.Net(str(deploy), protonet.TEST, weights=str(weights))
+    reference = protonet.Net(str(deploy), protonet.TEST)
+    _by_protobuf(reference, weights)
+    for name, blobs in ours.params.items():
+        for a, b in zip(blobs, reference.params[name]):
+            assert np.array_equal(a.data, b.data)
