@@ -123,3 +123,28 @@ def fill(filler_param, x: np.ndarray, where: str = "") -> None:
     check_filler(filler_param, where)
     if x.size:
         FILLERS[filler_param.type](filler_param, x)
+
+
+# Fillers whose draws are one 64-bit step of the generator per value (numpy's uniform doubles),
+# or none: skip() can move past them exactly. Gaussian draws (gaussian, msra) take a varying
+# number of steps, and bilinear checks the blob's shape: those are filled.
+_SKIPPABLE = {"constant", "uniform", "xavier", "positive_unitball"}
+
+
+def skip(filler_param, shape, where: str = "") -> bool:
+    """For a blob that is about to be overwritten (weights from a file): move the random
+    source past the values `fill` would draw for a blob of `shape`, without drawing them, and
+    return True; False when that cannot be done exactly (the caller fills instead). Either
+    way every later draw is what it would have been."""
+    check_filler(filler_param, where)
+    bit_generator = rng.generator().bit_generator
+    if filler_param.type not in _SKIPPABLE or not hasattr(bit_generator, "advance") or (
+            filler_param.type == "xavier" and not len(shape)):
+        return False
+    count = math.prod(int(d) for d in shape)
+    if filler_param.type != "constant" and count:
+        state = bit_generator.state
+        buffered = {k: state[k] for k in ("has_uint32", "uinteger") if k in state}
+        bit_generator.advance(count)  # (advance drops a buffered 32-bit half: put it back)
+        bit_generator.state = {**bit_generator.state, **buffered}
+    return True

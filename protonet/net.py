@@ -9,7 +9,7 @@ loops over the layers. The public surface is pycaffe's.
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -64,8 +64,12 @@ class Net:
         if level:
             state.level = level
         state.stage.extend(s for s in (stages or ()) if s not in state.stage)
+        # Layers the weights file has blobs for skip their fillers (their random draws too):
+        # the copy below overwrites them or fails, and then no net is returned.
+        weights_follow = caffemodel.layers_with_blobs(weights) if weights is not None and \
+            not str(weights).endswith(".h5") else set()
         try:
-            self._build(param, state)
+            self._build(param, state, weights_follow)
         except ProtonetError as e:   # name the file the net came from, once
             if self.source == "<net>" or self.source in str(e):
                 raise
@@ -74,7 +78,7 @@ class Net:
             self.copy_from(weights)
 
     # -- construction ------------------------------------------------------------------------
-    def _build(self, param, state) -> None:
+    def _build(self, param, state, weights_follow=frozenset()) -> None:
         configure_threads()
         filtered = graph.filter_net(param, state)
         if not len(filtered.layer):
@@ -97,12 +101,15 @@ class Net:
         self._loss_tops: list[list[tuple[int, float]]] = []
         available: set[str] = set()
         inputs: list[str] = []
+        names = Counter(lp.name for lp in net_param.layer)
         for lp in net_param.layer:
             if not lp.HasField("phase"):
                 lp.phase = self.phase
             # Caffe accepts two layers of one name (its mnist_autoencoder has two 'loss'
             # layers); as there, the last one answers to the name.
             layer = layer_class(lp.type, lp.name)(lp, self.phase)
+            # (Of two layers of one name only the last gets the file's weights.)
+            layer.weights_follow = lp.name in weights_follow and names[lp.name] == 1
             if len(lp.propagate_down) not in (0, len(lp.bottom)):
                 raise NetDefinitionError(
                     f"layer '{lp.name}' ({lp.type}): {len(lp.propagate_down)} propagate_down "

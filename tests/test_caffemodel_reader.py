@@ -266,3 +266,34 @@ def test_a_zoo_caffemodel_loads_as_protobuf_reads_it(caffe_models):
     for name, blobs in ours.params.items():
         for a, b in zip(blobs, reference.params[name]):
             assert np.array_equal(a.data, b.data)
+
+
+FILLED = NET.replace('convolution_param { num_output: 4 kernel_size: 3 }',
+                     'convolution_param { num_output: 4 kernel_size: 3 weight_filler { type: '
+                     '"xavier" } bias_filler { type: "constant" value: 0.5 } }').replace(
+    'inner_product_param { num_output: 5 }',
+    'inner_product_param { num_output: 5 weight_filler { type: "msra" } }') + """
+layer { name: "new" type: "InnerProduct" bottom: "y" top: "z"
+        inner_product_param { num_output: 3 weight_filler { type: "uniform" } } }
+"""
+
+
+def test_weights_given_at_construction_equal_fill_then_copy_and_keep_the_random_stream(
+        tmp_path):
+    values = _values()
+    path = tmp_path / "w.caffemodel"
+    path.write_bytes(_kinds(values)["packed, shape"])
+    deploy = tmp_path / "net.prototxt"
+    deploy.write_text(FILLED)
+    rng.set_random_seed(5)
+    reference = protonet.Net(str(deploy), protonet.TEST)
+    reference.copy_from(path)
+    expected_state = rng.get_state()
+    rng.set_random_seed(5)
+    net = protonet.Net(str(deploy), protonet.TEST, weights=str(path))
+    assert rng.get_state() == expected_state
+    assert net.layer_dict["conv"].weights_follow and not net.layer_dict["new"].weights_follow
+    for name, blobs in reference.params.items():
+        for a, b in zip(blobs, net.params[name]):
+            assert np.array_equal(a.data, b.data)
+    assert not np.array_equal(net.params["new"][0].data, 0)  # the file lacks it: filled

@@ -83,3 +83,25 @@ def test_a_blob_bigger_than_one_draw_block_gets_one_whole_draws_values(text, dra
     assert n > 2 * fillers.DRAW_BLOCK
     expected = draw(np.random.default_rng(1701), n).astype(np.float32).reshape(BIG)
     assert np.array_equal(filled(text, BIG), expected)
+
+
+@pytest.mark.parametrize("text", ['type: "uniform" min: -2 max: 3', 'type: "xavier"',
+                                  'type: "positive_unitball"', 'type: "constant" value: 2',
+                                  'type: "gaussian" std: 2', 'type: "msra"'])
+def test_skipping_a_fill_leaves_every_later_draw_as_filling_would(text):
+    # Net(..., weights=) skips the fillers of blobs the file overwrites; the random source
+    # must then give the layers the file lacks, dropout and shuffles the same values.
+    from protonet import fillers
+    param = prototxt.parse_text(text, caffe_pb2.FillerParameter())
+    shape = (5, 4, 3, 3)
+    after = []
+    for skipping in (False, True):
+        rng.set_random_seed(3)
+        rng.generator().integers(0, 10, size=3)   # leaves half a 64-bit draw buffered
+        if not (skipping and fillers.skip(param, shape)):
+            fill(param, np.zeros(shape, np.float32))
+        g = rng.generator()
+        after.append((g.integers(0, 10, size=5), g.random(4), g.normal(size=4)))
+    for a, b in zip(*after):
+        assert np.array_equal(a, b)
+    assert fillers.skip(param, shape) == (param.type not in ("gaussian", "msra"))

@@ -14,7 +14,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from .. import caffe_pb2
-from ..errors import NonFiniteError, PrototxtError, ShapeError
+from ..errors import NonFiniteError, PrototxtError, ProtonetError, ShapeError
 from .atomic import atomic_write
 from .binaryproto import array_from_blobproto, blobproto_from_array, blobproto_shape
 
@@ -69,6 +69,16 @@ def load(net, path, strict: bool = False) -> list[str]:
             from .. import prototxt
             return copy_weights(net, prototxt.read_net_binary(path), where, strict)
         return _copy(net, layers, where, strict, f)
+
+
+def layers_with_blobs(path) -> set[str]:
+    """Names of the layers the .caffemodel at `path` has blobs for (none when it cannot be
+    read this way: load then says why, or takes the whole-parse path)."""
+    try:
+        with open(path, "rb") as f:
+            return {name for name, blobs in _scan_net(_Wire(f, str(path))) if blobs}
+    except (OSError, ProtonetError, _V0File):
+        return set()
 
 
 def copy_weights(net, source, where: str, strict: bool = False) -> list[str]:

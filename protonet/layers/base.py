@@ -46,6 +46,10 @@ class Layer:
     # What a layer that reads records reads (its database); a solverstate names it.
     source: str = ""
 
+    # Set by a net built with a weights file that has this layer's blobs (Net(..., weights=)):
+    # their filled values would only be overwritten (VGG-16: 138M random draws, 2 s).
+    weights_follow: bool = False
+
     def __init__(self, param, phase: int = TRAIN) -> None:
         self.name: str = param.name
         self.param = param
@@ -148,10 +152,14 @@ class Layer:
         return new
 
     def make_blob(self, shape, filler, index: int) -> Blob:
-        """A learnable blob of `shape`, filled by `filler` (a FillerParameter)."""
-        from ..fillers import fill
+        """A learnable blob of `shape`, filled by `filler` (a FillerParameter); left zero when
+        the net's weights file is about to overwrite it and the filler's draws can be skipped
+        exactly (fillers.skip), so later random draws are unchanged."""
+        from ..fillers import fill, skip
         blob = Blob(shape, name=f"{self.name}[{index}]")
-        fill(filler, blob.data, where=f"layer '{self.name}' ({self.type})")
+        where = f"layer '{self.name}' ({self.type})"
+        if not (self.weights_follow and skip(filler, shape, where)):
+            fill(filler, blob.data, where=where)
         return blob
 
     def learnable_blobs(self, shapes, fillers) -> None:
