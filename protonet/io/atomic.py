@@ -179,9 +179,10 @@ def atomic_path(path, suffix: str = ".tmp", replace_dir=None):
             _remove(tmp)
 
 
-def atomic_write(path, data: bytes) -> None:
-    """Write `data` to `path` atomically (temporary file, fsync, rename). An OSError becomes
-    an OutputError naming the path.
+def atomic_write(path, data) -> None:
+    """Write `data` (bytes, or an iterable of bytes-like pieces written in turn) to `path`
+    atomically (temporary file, fsync, rename). An OSError becomes an OutputError naming the
+    path.
 
     The file gets the mode a plain open() would give it, as Caffe's files have: an existing
     file's mode is kept, a new file gets 0666 less the umask (mkstemp alone would leave 0600).
@@ -197,7 +198,8 @@ def atomic_write(path, data: bytes) -> None:
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            for piece in (data,) if isinstance(data, (bytes, bytearray, memoryview)) else data:
+                f.write(piece)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

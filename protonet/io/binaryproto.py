@@ -73,13 +73,22 @@ def _merge_packed_floats(proto, field_number: int, values) -> None:
     raw = np.ascontiguousarray(values, dtype="<f4").tobytes()
     if not raw:
         return
-    header = bytearray([field_number << 3 | 2])  # wire type 2: length-delimited
-    n = len(raw)
+    proto.MergeFromString(length_key(field_number, len(raw)) + raw)
+
+
+def varint(n: int) -> bytes:
+    """protobuf's base-128 encoding of a non-negative integer."""
+    out = bytearray()
     while n > 0x7F:
-        header.append(n & 0x7F | 0x80)
+        out.append(n & 0x7F | 0x80)
         n >>= 7
-    header.append(n)
-    proto.MergeFromString(bytes(header) + raw)
+    out.append(n)
+    return bytes(out)
+
+
+def length_key(field_number: int, nbytes: int) -> bytes:
+    """The tag and length before a length-delimited field (wire type 2) of `nbytes`."""
+    return varint(field_number << 3 | 2) + varint(nbytes)
 
 
 def read_binaryproto(path) -> np.ndarray:

@@ -6,6 +6,7 @@ its blobs in the current `shape` form, data only. Reading accepts the current an
 """
 from __future__ import annotations
 
+import io
 import logging
 import os
 import sys
@@ -16,7 +17,8 @@ from google.protobuf.message import DecodeError
 from .. import caffe_pb2
 from ..errors import NonFiniteError, PrototxtError, ProtonetError, ShapeError
 from .atomic import atomic_write
-from .binaryproto import array_from_blobproto, blobproto_from_array, blobproto_shape
+from .binaryproto import (array_from_blobproto, blobproto_from_array, blobproto_shape,
+                          length_key)
 
 log = logging.getLogger("protonet")
 
@@ -35,7 +37,57 @@ def net_to_proto(net, write_diff: bool = False):
 
 
 def save(net, path) -> None:
-    atomic_write(path, net_to_proto(net).SerializeToString())
+    """Write the net's weights as a .caffemodel: the bytes protobuf gives for
+    net_to_proto(net), but written layer by layer, each blob's floats straight from its array.
+    Building the message first held the weights twice more (as protobuf floats, then as the
+    serialized bytes): saving VGG-16 (528 MB of weights) peaked at 2.2 GB and took 10 s."""
+    atomic_write(path, _caffemodel_chunks(net))
+
+
+def _caffemodel_chunks(net):
+    """The .caffemodel's bytes in pieces, in protobuf's order: fields by number, so each
+    layer's blobs (field 7) go between its fields below 7 and those above."""
+    head = caffe_pb2.NetParameter()
+    head.name = net.name
+    yield head.SerializeToString()
+    for layer in net.layers:
+        lp = caffe_pb2.LayerParameter()
+        lp.CopyFrom(layer.param)
+        lp.ClearField("blobs")
+        fields = lp.SerializeToString()
+        cut = _first_field_after(fields, _V2_BLOBS)
+        blobs = [_blob_pieces(blob.data) for blob in layer.blobs]
+        sizes = [sum(len(piece) for piece in pieces) for pieces in blobs]
+        yield length_key(_V2_LAYER, len(fields) + sum(len(length_key(_V2_BLOBS, n)) + n
+                                                      for n in sizes)) + fields[:cut]
+        for pieces, size in zip(blobs, sizes):
+            yield length_key(_V2_BLOBS, size)
+            yield from pieces
+        yield fields[cut:]
+
+
+def _blob_pieces(array) -> list:
+    """A BlobProto of `array` as blobproto_from_array serializes it (data, then shape; a
+    0-axis blob has no shape field), the floats as a view of the array."""
+    shape = np.shape(array)
+    values = np.ascontiguousarray(array, dtype="<f4").reshape(-1)  # (which makes 0-d 1-d)
+    pieces = []
+    if values.size:
+        raw = memoryview(values).cast("B")
+        pieces += [length_key(_DATA, len(raw)), raw]
+    if shape:
+        pieces.append(caffe_pb2.BlobProto(shape=caffe_pb2.BlobShape(dim=shape))
+                      .SerializeToString())
+    return pieces
+
+
+def _first_field_after(message: bytes, number: int) -> int:
+    """Where the first field numbered above `number` starts in a serialized message."""
+    wire = _Wire(io.BytesIO(message), "<message>", len(message))
+    for field, _, start, _, _ in wire.fields(len(message)):
+        if field > number:
+            return start
+    return len(message)
 
 
 def _legacy_equal(file_shape, shape) -> bool:
@@ -227,9 +279,9 @@ class _V0File(Exception):
 class _Wire:
     """Walks length-delimited protobuf messages in a file without reading their payloads."""
 
-    def __init__(self, file, where: str):
+    def __init__(self, file, where: str, size: int | None = None):
         self.file, self.where = file, where
-        self.size = os.fstat(file.fileno()).st_size
+        self.size = os.fstat(file.fileno()).st_size if size is None else size
 
     def varint(self) -> int:
         result = shift = 0

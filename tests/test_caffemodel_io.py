@@ -1,7 +1,9 @@
-"""Net.copy_from's caffemodel reader (protonet/io/caffemodel.py: load), which walks the file's
-wire format and reads packed floats straight into the blobs, against protobuf's own parse of
-the whole file (prototxt.read_net_binary + caffemodel.copy_weights) on every kind of file
-Caffe and its forks wrote, and on damaged files."""
+"""The .caffemodel reader and writer (protonet/io/caffemodel.py), which stream: Net.copy_from
+walks the file's wire format and reads packed floats straight into the blobs, Net.save writes
+each blob's floats from its array. The reader against protobuf's own parse of the whole file
+(prototxt.read_net_binary + caffemodel.copy_weights) on every kind of file Caffe and its forks
+wrote, and on damaged files; the writer against protobuf's serialization of the whole
+NetParameter, byte for byte."""
 import struct
 
 import numpy as np
@@ -297,3 +299,54 @@ def test_weights_given_at_construction_equal_fill_then_copy_and_keep_the_random_
         for a, b in zip(blobs, net.params[name]):
             assert np.array_equal(a.data, b.data)
     assert not np.array_equal(net.params["new"][0].data, 0)  # the file lacks it: filled
+
+
+VARIED = """name: "varied"
+input: "x" input_shape { dim: 2 dim: 3 dim: 5 dim: 5 }
+layer { name: "conv" type: "Convolution" bottom: "x" top: "c"
+        param { lr_mult: 1 } param { lr_mult: 2 decay_mult: 0 }
+        convolution_param { num_output: 4 kernel_size: 3 pad: 1
+                            weight_filler { type: "gaussian" std: 0.1 } } }
+layer { name: "bn" type: "BatchNorm" bottom: "c" top: "c" }
+layer { name: "scale" type: "Scale" bottom: "c" top: "s" scale_param { bias_term: true } }
+layer { name: "scalar" type: "Scale" bottom: "s" top: "t"
+        scale_param { num_axes: 0 filler { type: "constant" value: 1.5 } } }
+layer { name: "ip" type: "InnerProduct" bottom: "t" top: "y" include { phase: TEST }
+        inner_product_param { num_output: 3 bias_term: false } }
+layer { name: "prob" type: "Softmax" bottom: "y" top: "p" loss_weight: 0 }
+"""
+
+
+@pytest.mark.parametrize("text", [NET, VARIED, VARIED.replace('name: "varied"\n', "")],
+                         ids=["small", "varied", "no name"])
+def test_save_writes_the_bytes_protobuf_serializes_for_the_whole_message(tmp_path, text):
+    rng.set_random_seed(2)
+    net = protonet.Net(param=prototxt.parse_net_text(text), phase=protonet.TEST)
+    g = np.random.default_rng(0)
+    for blobs in net.params.values():
+        for blob in blobs:
+            blob.data[...] = g.standard_normal(blob.shape)
+    if "scalar" in net.params:
+        assert net.params["scalar"][0].shape == ()  # a 0-axis blob: no shape field
+    net.save(tmp_path / "w.caffemodel")
+    expected = caffemodel.net_to_proto(net).SerializeToString()
+    assert (tmp_path / "w.caffemodel").read_bytes() == expected
+
+
+def test_a_save_that_fails_midway_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    net = _net(seed=3)
+    path = tmp_path / "w.caffemodel"
+    path.write_bytes(b"the old weights")
+    calls = []
+
+    def failing(array):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        return real(array)
+    real = caffemodel._blob_pieces
+    monkeypatch.setattr(caffemodel, "_blob_pieces", failing)
+    with pytest.raises(ProtonetError, match="w.caffemodel"):
+        net.save(path)
+    assert path.read_bytes() == b"the old weights"
+    assert [p.name for p in tmp_path.iterdir()] == ["w.caffemodel"]
