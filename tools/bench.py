@@ -7,7 +7,8 @@
 Sections (--only): lenet (LeNet training and forward, 1 and 2 threads), contention (import
 order and one other CPU-bound process), zoo (forward at batch 1 and 16 of CIFAR-10, CaffeNet,
 GoogLeNet, VGG-16, ResNet-50, with peak RSS), train (CIFAR-10 quick/full at batch 100,
-CaffeNet at 32), latency (LeNet and GoogLeNet at batch 1, and protonet's per-layer overhead).
+CaffeNet at 32), latency (LeNet and GoogLeNet at batch 1, and protonet's per-layer overhead),
+memory (peak RSS of a whole batch-1 deploy process of VGG-16, CaffeNet, ResNet-50, GoogLeNet).
 Every worker gets a time limit from what is left of --budget (default 45 minutes); a row that
 no longer fits is printed as skipped. The zoo and train sections need ../shared/caffe-models.
 
@@ -638,8 +639,40 @@ def section_latency(args, results):
                   ", ".join(f"{k} {v * 1e3:.0f} us" for k, v in cheap[:4]))
 
 
+def section_memory(args, results):
+    """Peak RSS of a whole batch-1 deploy process (import, Net with weights, forwards) for
+    the zoo nets, each in a fresh process, against issue 14's budget: 1.5 x (weights + the
+    largest layer's bottoms and tops); and the seconds Net(prototxt, TEST, weights=) takes."""
+    import bench_zoo
+    if not bench_zoo.SHARED.exists():
+        print(f"skipped: {bench_zoo.SHARED} is absent")
+        return
+    threads = max(int(t) for t in args.threads_list.split(","))
+    nets = [n for n in ("vgg16", "caffenet", "resnet50", "googlenet")
+            if n in args.zoo_nets.split(",")]
+    print(f"{threads} threads; MB of VmRSS after import / load / forwards, peak (VmHWM) "
+          "after the load and at the end, budget; load seconds")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="protonet-bench-") as workdir:
+        for net in nets:
+            files = zoo_job(threads, "prepare", net, 1, workdir)
+            out = files and zoo_job(threads, "memory_protonet", files["prototxt"],
+                                    files["weights"])
+            if not out:
+                print(f"{net:10s} skipped (budget or error)")
+                continue
+            rows.append({"net": net, **out})
+            r = out["rss_mb"]
+            print(f"{net:10s} import {r['import']:5.0f}  loaded {r['loaded']:5.0f}  forwards "
+                  f"{r['forwards']:5.0f}  load peak {out['load_peak_mb']:5.0f}  peak "
+                  f"{out['peak_mb']:5.0f}  budget {out['budget_mb']:5.0f} "
+                  f"({out['peak_mb'] / out['budget_mb']:.2f}x of it)  load "
+                  f"{out['load_s']:.2f} s", flush=True)
+    results["memory"] = rows
+
+
 SECTIONS = {"lenet": section_lenet, "contention": section_contention, "zoo": section_zoo,
-            "train": section_train, "latency": section_latency}
+            "train": section_train, "latency": section_latency, "memory": section_memory}
 
 
 def chart(results, path):

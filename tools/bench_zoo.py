@@ -106,6 +106,33 @@ def forward_protonet(proto: str, weights: str, seconds: float) -> dict:
             "largest_pair_mb": pair / 2**20}
 
 
+def memory_protonet(proto: str, weights: str) -> dict:
+    """The resident memory of a fresh batch-1 deploy process over its whole life, phase by
+    phase (numpy imported first, then protonet; Net(prototxt, TEST, weights=); three
+    forwards): VmRSS after each phase, VmHWM (the peak so far) after loading and at the end,
+    the load's seconds, and issue 14's budget, 1.5 x (weights + the largest layer's bottoms
+    and tops)."""
+    import numpy as np
+    rss = {"numpy": vm_kib("VmRSS") / 1024}
+    import protonet
+    rss["import"] = vm_kib("VmRSS") / 1024
+    start = time.perf_counter()
+    net = protonet.Net(proto, protonet.TEST, weights=weights)
+    load_s = time.perf_counter() - start
+    rss["loaded"], load_peak = vm_kib("VmRSS") / 1024, vm_kib("VmHWM") / 1024
+    data = net.blobs[net.inputs[0]]
+    data.data[...] = np.random.default_rng(1).random(data.shape, dtype=np.float32)
+    for _ in range(3):
+        net.forward()
+    rss["forwards"] = vm_kib("VmRSS") / 1024
+    weight_bytes = sum(b.data.nbytes for layer in net.layers for b in layer.blobs)
+    pair = max(sum(b.data.nbytes for b in {id(x): x for x in bottoms + tops}.values())
+               for bottoms, tops in zip(net._bottoms, net._tops))
+    return {"rss_mb": rss, "load_peak_mb": load_peak, "peak_mb": vm_kib("VmHWM") / 1024,
+            "load_s": load_s, "weights_mb": weight_bytes / 2**20,
+            "largest_pair_mb": pair / 2**20, "budget_mb": 1.5 * (weight_bytes + pair) / 2**20}
+
+
 def forward_opencv(proto: str, weights: str, threads: int, seconds: float) -> dict:
     import cv2
     import numpy as np
