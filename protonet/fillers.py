@@ -45,7 +45,7 @@ def _gaussian(p, x):
         # Caffe parity: each weight is kept with probability sparse / num_outputs.
         if x.ndim < 1:
             raise NetDefinitionError("gaussian filler with sparse needs a blob of at least 1 axis")
-        keep = np.empty(x.shape, np.float32)
+        keep = np.empty(x.shape, bool)
         _draw(keep, lambda n: rng.generator().random(size=n) < p.sparse / x.shape[0])
         x *= keep
 
