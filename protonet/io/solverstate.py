@@ -13,14 +13,13 @@ anything else leaves the state unknown and the run resumes with a fresh one (the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from .. import caffe_pb2
 from ..errors import PrototxtError
+from . import wire
 from .atomic import atomic_write
-from .binaryproto import array_from_blobproto, blobproto_from_array
 
 _WORD = (1 << 64) - 1
 
@@ -47,11 +46,15 @@ class SolverStateData:
     legacy_random_state: bool = False
 
 
+# SolverState's repeated BlobProto history: streamed in and out by protonet/io/wire.py, so
+# the momentum (as big as the weights, twice for Adam) is never held a second time as protobuf
+# floats or serialized bytes.
+_HISTORY = 3
+
+
 def write_solverstate(path, data: SolverStateData) -> None:
     state = caffe_pb2.SolverState(iter=data.iter, learned_net=data.learned_net,
                                   current_step=data.current_step)
-    for h in data.history:
-        state.history.add().CopyFrom(blobproto_from_array(h))
     for layer, (source, position) in data.readers.items():
         state.data_reader.add(layer=layer, source=source, position=position)
     for rank, readers in sorted(data.rank_readers.items()):
@@ -64,27 +67,33 @@ def write_solverstate(path, data: SolverStateData) -> None:
         state.random_state.CopyFrom(_random_state_to_proto(data.random_state))
     for rank, random_state in sorted(data.rank_random_states.items()):
         state.rank_random_state.add().CopyFrom(_random_state_to_proto(random_state, rank))
-    atomic_write(path, state.SerializeToString())
+    atomic_write(path, wire.with_blobs(state, _HISTORY, data.history)[0])
 
 
 def read_solverstate(path) -> SolverStateData:
     """A .solverstate's contents; a damaged file is a PrototxtError naming the field."""
     try:
-        raw = Path(path).read_bytes()
+        f = open(path, "rb")  # noqa: SIM115 - closed below, after the history is read
     except OSError as e:
         raise PrototxtError(f"{path}: cannot read solver state ({e.strerror or e})") from None
-    state = caffe_pb2.SolverState()
-    try:
-        state.ParseFromString(raw)
-    except Exception as e:  # protobuf's DecodeError and friends
-        raise PrototxtError(f"{path}: not a solver state ({e})") from None
-    if state.iter < 0 or state.current_step < 0:
-        raise PrototxtError(f"{path}: not a solver state (iteration {state.iter}, step "
-                            f"{state.current_step})")
-    data = SolverStateData(iter=state.iter, learned_net=state.learned_net,
-                           current_step=state.current_step)
-    data.history = [array_from_blobproto(p, f"{path}: history {i}")
-                    for i, p in enumerate(state.history)]
+    with f:
+        reader = wire.Wire(f, str(path))
+        history, rest = [], bytearray()
+        try:
+            for number, wire_type, start, payload, stop in reader.fields(reader.size):
+                if number == _HISTORY and wire_type == wire.LENGTH:
+                    history.append(wire.scan_blob(reader, payload, stop))
+                else:
+                    rest += reader.raw(start, stop)
+            state = caffe_pb2.SolverState.FromString(bytes(rest))
+        except Exception as e:  # wire.Damaged, protobuf's DecodeError and friends
+            raise PrototxtError(f"{path}: not a solver state ({e})") from None
+        if state.iter < 0 or state.current_step < 0:
+            raise PrototxtError(f"{path}: not a solver state (iteration {state.iter}, step "
+                                f"{state.current_step})")
+        data = SolverStateData(iter=state.iter, learned_net=state.learned_net,
+                               current_step=state.current_step)
+        data.history = [blob.array(f"{path}: history {i}") for i, blob in enumerate(history)]
     for r in state.data_reader:
         readers = data.rank_readers.setdefault(r.rank, {}) if r.rank else data.readers
         readers[r.layer] = (r.source, int(r.position))
