@@ -665,9 +665,10 @@ def section_memory(args, results):
             r = out["rss_mb"]
             print(f"{net:10s} import {r['import']:5.0f}  loaded {r['loaded']:5.0f}  forwards "
                   f"{r['forwards']:5.0f}  load peak {out['load_peak_mb']:5.0f}  peak "
-                  f"{out['peak_mb']:5.0f}  budget {out['budget_mb']:5.0f} "
-                  f"({out['peak_mb'] / out['budget_mb']:.2f}x of it)  load "
-                  f"{out['load_s']:.2f} s", flush=True)
+                  f"{out['peak_mb']:5.0f} ({out['peak_mb'] - r['import']:5.0f} above the "
+                  f"import)  budget {out['budget_mb']:5.0f} "
+                  f"({out['peak_mb'] / out['budget_mb']:.2f}x of it)  load {out['load_s']:.2f} s",
+                  flush=True)
     results["memory"] = rows
 
 
