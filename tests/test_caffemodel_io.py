@@ -361,7 +361,8 @@ def _solverstate_data():
                  np.zeros((0, 5), np.float32), g.standard_normal(6).astype(np.float32)],
         readers={"0/data": ("train_lmdb", 640)}, rank_readers={1: {"0/data": ("t", 3)}},
         solver_count=2, test_batches=[3, 4],
-        random_state=np.random.default_rng(9).bit_generator.state)
+        random_state=np.random.default_rng(9).bit_generator.state,
+        rank_random_states={1: np.random.default_rng(10).bit_generator.state})
 
 
 def test_solverstate_is_written_as_protobuf_serializes_it_and_reads_back():
@@ -385,10 +386,9 @@ def test_solverstate_is_written_as_protobuf_serializes_it_and_reads_back():
         back = solverstate.read_solverstate(path)
         for a, b in zip(back.history, data.history):
             assert np.shape(a) == np.shape(b) and np.array_equal(a, b)
-        assert (back.iter, back.learned_net, back.current_step, back.readers,
-                back.rank_readers, back.solver_count, back.test_batches, back.random_state) == \
-            (data.iter, data.learned_net, data.current_step, data.readers, data.rank_readers,
-             data.solver_count, data.test_batches, data.random_state)
+        fields = ("iter", "learned_net", "current_step", "readers", "rank_readers",
+                  "solver_count", "test_batches", "random_state", "rank_random_states")
+        assert [getattr(back, f) for f in fields] == [getattr(data, f) for f in fields]
         # Unpacked and double history values, as other writers may give them, read as
         # protobuf reads them; a history blob cut short is named.
         expected.history[0].ClearField("data")
