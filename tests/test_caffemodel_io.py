@@ -412,3 +412,22 @@ def test_solverstate_is_written_as_protobuf_serializes_it_and_reads_back():
             else:
                 whole = caffe_pb2.SolverState.FromString(raw[:size])
                 assert len(ours.history) == len(whole.history) and ours.iter == whole.iter
+
+
+def test_hdf5_weights_are_checked_and_read_in_blocks(tmp_path, monkeypatch):
+    pytest.importorskip("h5py", reason="HDF5 weights need h5py (protonet[hdf5])")
+XX
+    source = _net(seed=3)
+    source.save_hdf5(tmp_path / "w.h5")
+    net = _net(seed=4)
+    assert net.copy_from(tmp_path / "w.h5") == []
+    for name in LEARNABLE:
+        for a, b in zip(source.params[name], net.params[name]):
+            assert np.array_equal(a.data, b.data)
+    source.params["conv"][0].data[3, 2, 2, 2] = np.inf  # in the last block
+    source.save_hdf5(tmp_path / "w.h5")
+    before = _net(seed=5)
+    kept = before.params["conv"][0].data.copy()
+    with pytest.raises(NonFiniteError, match=r"w\.h5: layer 'conv' blob 0 holds NaN or Inf"):
+        before.copy_from(tmp_path / "w.h5")
+    assert np.array_equal(before.params["conv"][0].data, kept)

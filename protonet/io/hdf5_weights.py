@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import NonFiniteError, ProtonetError, ShapeError
+from . import wire
 from .atomic import atomic_path
 from .caffemodel import layers_without_weights
 
@@ -70,12 +71,25 @@ def load(net, path, strict: bool = False) -> list[str]:
                     raise ShapeError(f"{path}: cannot copy blob {j} of layer '{name}': shape "
                                      f"{tuple(dataset.shape)} in the file, {blob.shape} in "
                                      "the net")
-                values = np.asarray(dataset[()], np.float32)
-                if not np.isfinite(values).all():
+                if not all(np.isfinite(values).all() for _, values in _blocks(dataset)):
                     raise NonFiniteError(f"{path}: layer '{name}' blob {j} holds NaN or Inf "
                                          "values")
-                pending.append((blob, values))
+                pending.append((blob, dataset))
         missing = layers_without_weights(net, found, str(path), strict)
-        for blob, values in pending:
-            blob.data[...] = values
+        for blob, dataset in pending:  # read again, into place: no copy of all the weights
+            for rows, values in _blocks(dataset):
+                blob.data[rows] = values
     return missing
+
+
+def _blocks(dataset):
+    """(index, float32 values) of `dataset` in blocks of leading rows of at most
+    wire.READ_BLOCK bytes (the whole of a 0-axis dataset)."""
+    if not dataset.ndim:
+        yield (), np.asarray(dataset[()], np.float32)
+        return
+    row = max(1, int(np.prod(dataset.shape[1:], dtype=np.int64)) * 4)
+    step = max(1, wire.READ_BLOCK // row)
+    for start in range(0, dataset.shape[0], step):
+        rows = slice(start, start + step)
+        yield rows, np.asarray(dataset[rows], np.float32)
