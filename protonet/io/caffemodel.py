@@ -3,6 +3,7 @@
 Writing follows Caffe's Net::ToProto: every layer (Split layers too) with its LayerParameter,
 its blobs in the current `shape` form, data only. Reading accepts the current and the V1
 `layers` format, and blobs with `shape` or the legacy num/channels/height/width fields.
+Both stream the blobs' floats between the file and the net's arrays (io/wire.py).
 """
 from __future__ import annotations
 
