@@ -416,7 +416,7 @@ def test_solverstate_is_written_as_protobuf_serializes_it_and_reads_back():
 
 def test_hdf5_weights_are_checked_and_read_in_blocks(tmp_path, monkeypatch):
     pytest.importorskip("h5py", reason="HDF5 weights need h5py (protonet[hdf5])")
-XX
+    monkeypatch.setattr(wire, "READ_BLOCK", 40)  # a block: one row (27 floats) of conv weights
     source = _net(seed=3)
     source.save_hdf5(tmp_path / "w.h5")
     net = _net(seed=4)
