@@ -161,12 +161,15 @@ class Net:
     def _check_memory(self) -> None:
         """Every array is within the limit by itself (protonet.memory); all of them together
         must be too. Big arrays are mapped but not yet touched here, so a net too big for the
-        machine stops now, naming its biggest layers, rather than swapping or being killed."""
+        machine stops now, naming its biggest layers, rather than swapping or being killed.
+        A TEST net's gradients are not counted: its diffs stay untouched (unmapped zero pages)
+        unless a script runs backward on it."""
         seen: set[int] = set()
         per_layer = []
+        counted = ("_data_buf", "_diff_buf") if self.phase == TRAIN else ("_data_buf",)
         for layer, top in zip(self.layers, self._tops):
-            arrays = [a for b in list(top) + list(layer.blobs)
-                      for a in (b._data_buf, b._diff_buf)]  # noqa: SLF001 - the owned buffers
+            arrays = [getattr(b, name) for b in list(top) + list(layer.blobs)
+                      for name in counted]  # the owned buffers
             # The layer's own work arrays (views into them, like conv's col_matrix, are not).
             arrays += [v for v in vars(layer).values()
                        if isinstance(v, np.ndarray) and v.base is None]

@@ -6,7 +6,7 @@ import pytest
 from protonet import memory, prototxt
 from protonet.errors import MemoryLimitError
 from protonet.layers.base import Layer
-from protonet.net import TEST, Net
+from protonet.net import TEST, TRAIN, Net
 
 
 def _net(dims, layers=1):
@@ -35,9 +35,16 @@ def test_a_blob_over_the_limit_names_layer_blob_and_bytes_and_the_override(limit
 
 
 def test_the_nets_total_counts_too(limit):
-    limit(3 << 20)   # each blob's data + diff is 2 MB: one fits, four do not
+    limit(3 << 20)   # each blob's data is 1 MB: one fits, four do not
     with pytest.raises(MemoryLimitError, match=r"the net's blobs.*biggest layers: 'in'"):
         Net(param=_net((1024, 256), layers=3), phase=TEST)
+
+
+def test_the_total_counts_gradients_only_where_training_touches_them(limit):
+    limit(5 << 20)   # four blobs: 4 MB of data, 8 MB with their diffs
+    assert len(Net(param=_net((1024, 256), layers=3), phase=TEST).blobs) == 4
+    with pytest.raises(MemoryLimitError, match=r"the net's blobs.*biggest layers: 'in'"):
+        Net(param=_net((1024, 256), layers=3), phase=TRAIN)
 
 
 def test_overflowing_element_counts_are_errors_not_empty_arrays():
