@@ -41,6 +41,16 @@ class ConvTuning:
     # images' columns and multiplies them while they are still in its L2. Blocks of 256 KB
     # cost more in calls than they saved; 1 MB and larger ran alike.
     block_floats: int = 1 << 18
+    # Winograd F(2x2, 3x3) for stride-1 undilated 3x3 convolutions' forward
+    # (kernels/winograd.py), taken when the inputs and the outputs per group are both at
+    # least winograd_min_channels and the batch has at least winograd_min_tiles 2x2 output
+    # tiles (its GEMMs' width). Measured alone against im2col (tools/bench_winograd.py, 1
+    # and 2 threads, busy machine): 1.3-2.7x on VGG-16's, ResNet-50's and GoogLeNet's 3x3
+    # layers at batch 1 down to 14 x 14 outputs (49 tiles) and 1.4-2.2x at batch 16; at
+    # 7 x 7 and batch 1 (16 tiles) 0.78-1.14x, at batch 2 (32 tiles) 1.07-1.13x. 32
+    # channels of 56 x 56: 1.34-1.59x; 16 channels: 0.86-1.34x; 3 (VGG-16's conv1_1): 0.4x.
+    winograd_min_channels: int = 32
+    winograd_min_tiles: int = 32
 
 
 TUNING = ConvTuning()
@@ -54,6 +64,8 @@ class ConvPlan:
     per_image_weight_grad: bool   # weight-gradient GEMMs image by image, summed after
     block: int                    # images per block on the per-image path
     threads: int
+    winograd: bool = False        # forward by Winograd F(2x2, 3x3) instead of im2col
+    winograd_bounds: tuple = ()   # (first, end) image of each chunk on the Winograd path
 
     def blocks(self, images: int) -> list:
         """(first, end) of each block of a chunk of `images`: the pieces threads take in
@@ -63,9 +75,15 @@ class ConvPlan:
 
 
 def plan_convolution(batch: int, k: int, pixels: int, group: int, threads: int,
-                     tuning: ConvTuning = TUNING) -> ConvPlan:
+                     tuning: ConvTuning = TUNING, *, geometry: tuple = (), outputs: int = 0,
+                     out_shape: tuple = ()) -> ConvPlan:
     """The plan for a batch of `batch` images with K = `k` inputs per output (all groups) and
-    `pixels` outputs per image and channel, on `threads` threads."""
+    `pixels` outputs per image and channel, on `threads` threads. A Convolution also gives
+    its `geometry` (kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w, dilation_h,
+    dilation_w), `outputs` (num_output) and `out_shape` (Ho, Wo), which may make its forward
+    Winograd's."""
+    winograd, winograd_bounds = _winograd_plan(batch, k, group, tuning, geometry, outputs,
+                                               out_shape)
     chunk = max(1, min(batch, tuning.col_budget // max(1, k * pixels)))
     per_image_weight_grad = k // group <= tuning.per_image_max_k
     per_image_forward = per_image_weight_grad or (
@@ -75,4 +93,22 @@ def plan_convolution(batch: int, k: int, pixels: int, group: int, threads: int,
                     per_image_forward=per_image_forward,
                     per_image_weight_grad=per_image_weight_grad,
                     block=max(1, tuning.block_floats // max(1, k * pixels)),
-                    threads=max(1, threads))
+                    threads=max(1, threads), winograd=winograd,
+                    winograd_bounds=winograd_bounds)
+
+
+def _winograd_plan(batch, k, group, tuning, geometry, outputs, out_shape):
+    """(True, chunk bounds) for a forward on Winograd's path, or (False, ()) for im2col's."""
+    if not (geometry and tuple(geometry[:2]) + tuple(geometry[4:]) == (3, 3, 1, 1, 1, 1)):
+        return False, ()
+    channels, outputs_g = k // (9 * group), outputs // group
+    if min(channels, outputs_g) < tuning.winograd_min_channels:
+        return False, ()
+    ho, wo = out_shape
+    tiles = -(-ho // 2) * -(-wo // 2)
+    if batch * tiles < tuning.winograd_min_tiles:
+        return False, ()
+    # V and M (kernels/winograd.py) of one image, against the column budget.
+    per_image = 16 * tiles * (channels + outputs_g) * group
+    chunk = max(1, min(batch, tuning.col_budget // max(1, per_image)))
+    return True, tuple((a, min(batch, a + chunk)) for a in range(0, batch, chunk))

@@ -10,6 +10,7 @@ from ..errors import NetDefinitionError
 from ..kernels import threads
 from ..kernels.conv import (add_channel_bias, channels_first, channels_first_add_bias,
                             channels_last, col2im, conv_output_size, im2col)
+from ..kernels import winograd
 from ..kernels.conv_plan import TUNING, plan_convolution
 from ..registry import register_layer
 from ..scratch import shared_buffer
@@ -97,10 +98,10 @@ class _BaseConvolution(Layer):
     def geometry(self):
         return (self.kh, self.kw, self.ph, self.pw, self.sh, self.sw, self.dh, self.dw)
 
-    def make_plan(self, n: int, k: int, pixels: int) -> None:
+    def make_plan(self, n: int, k: int, pixels: int, **shape) -> None:
         """self.plan for a batch of n images (kernels/conv_plan.py), from self.tuning."""
         self.plan = plan_convolution(n, k, pixels, self.group, threads.compute_threads(),
-                                     self.tuning)
+                                     self.tuning, **shape)
 
 
 def _planes(array):
@@ -149,11 +150,21 @@ class _SingleConvolution(_BaseConvolution):
             raise self.error(f"kernel larger than the padded input {bottom[0].shape}")
         top[0].reshape(n, self.num_output, self.ho, self.wo)
         k, p = c * self.kh * self.kw, self.ho * self.wo
-        self.make_plan(n, k, p)
+        self.make_plan(n, k, p, geometry=self.geometry(), outputs=self.num_output,
+                       out_shape=(self.ho, self.wo))
         self.col_shape = (k, self.plan.chunk * p + COL_ROW_PAD)
         self.y2_size = self.num_output * self.plan.chunk * p
         # A TEST net's convolutions share one column buffer (protonet/scratch.py).
         self.shares_scratch = self.phase == TEST
+        if self.plan.winograd:
+            # Winograd's V and M live where im2col's columns and y2 do (the backward builds
+            # its columns again).
+            chunk = max(e - s for s, e in self.plan.winograd_bounds)
+            self.winograd_sizes = winograd.scratch_sizes(chunk, c, self.num_output, self.ho,
+                                                         self.wo)
+            if not self.shares_scratch:
+                self.scratch("col", (self.winograd_sizes[0],), grow=True)
+                self.scratch("y2", (self.winograd_sizes[1],), grow=True)
         if not self.shares_scratch:
             self.col_matrix = _column_matrix(self, k, self.plan.chunk, p)
             self.scratch("y2", (self.y2_size,), grow=True)
@@ -181,7 +192,38 @@ class _SingleConvolution(_BaseConvolution):
         p = self.ho * self.wo
         return col[:, s * p:e * p].reshape(self.group, -1, e - s, p).transpose(0, 2, 1, 3)
 
+    def _winograd_weights(self):
+        """The weights in Winograd's domain, transformed again only after they changed
+        (whatever changed them: a solver, net.params, copy_from; their fingerprint tells)."""
+        weights = self.blobs[0].data
+        key = winograd.fingerprint(weights.reshape(-1).view(np.uint32))
+        if getattr(self, "winograd_key", None) != key:
+            u = winograd.weight_transform(weights, self.group)
+            self.scratch("winograd_weights", u.shape)[...] = u
+            self.winograd_key = key
+        return self.winograd_weights
+
+    def _forward_winograd(self, x, y):
+        if self.bias_term:
+            bias = self.blobs[1].data
+        else:
+            bias = self.scratch("zero_bias", (self.num_output,))
+            bias[...] = 0
+        u = self._winograd_weights()
+        if self.shares_scratch:
+            what = f"layer '{self.name}' ({self.type}): shared work array"
+            v, m = (shared_buffer(name, size, what)
+                    for name, size in zip(("conv.columns", "conv.y2"), self.winograd_sizes))
+        else:
+            v, m = self.col, self.y2
+        for n0, n1 in self.plan.winograd_bounds:
+            winograd.convolve(x[n0:n1], u, bias, self.ph, self.pw, v, m, y[n0:n1],
+                              self.plan.threads)
+
     def forward(self, bottom, top):
+        if self.plan.winograd:
+            self._forward_winograd(bottom[0].data, top[0].data)
+            return
         mg = self.num_output // self.group
         weight = self.blobs[0].data.reshape(self.group, mg, -1)
         bias = self.blobs[1].data if self.bias_term else None
@@ -232,9 +274,10 @@ class _SingleConvolution(_BaseConvolution):
         self._gradient_buffers(k_g, mg)
         plan = self.plan
         for n0, n1 in plan.bounds:
-            if len(plan.bounds) > 1 or self.shares_scratch:
+            if len(plan.bounds) > 1 or self.shares_scratch or plan.winograd:
                 # With one chunk in its own matrix the forward's columns are still there;
-                # with several chunks, or a matrix other layers share, they were overwritten.
+                # with several chunks, a matrix other layers share, or Winograd's forward,
+                # they were overwritten (or never made).
                 im2col(x[n0:n1], *self.geometry(), self.ho, self.wo, col, 0)
             col_g = col[:, :(n1 - n0) * top_diff.shape[2]].reshape(self.group, k_g, -1)
             dy2 = _view(y2_buffer, (self.num_output, n1 - n0, top_diff.shape[2]))

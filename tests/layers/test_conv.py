@@ -32,14 +32,17 @@ DECONV = [
 
 
 @pytest.fixture(params=["one GEMM per batch", "per-image forward, batch weight gradient",
-                        "one GEMM per image"])
+                        "one GEMM per image", "Winograd F(2x2,3x3) forward"])
 def gemm_path(request):
     """Tuning that makes Convolution take each of its ways to multiply (chosen by the layer's
-    shape), each checked on every case: a test gives it to the layer it built."""
-    per_image_forward = request.param != "one GEMM per batch"
+    shape), each checked on every case: a test gives it to the layer it built. Winograd's
+    forward is taken by the stride-1 undilated 3x3 cases, the others keep im2col."""
+    per_image_forward = request.param.startswith("per-image")
+    winograd = request.param.startswith("Winograd")
     return dataclasses.replace(
         TUNING, per_image_max_k=1 << 30 if request.param.endswith("image") else 0,
-        per_image_max_floats=1 << 30 if per_image_forward else 0, per_image_min_pixels=1)
+        per_image_max_floats=1 << 30 if per_image_forward else 0, per_image_min_pixels=1,
+        winograd_min_channels=1 if winograd else 1 << 30, winograd_min_tiles=1)
 
 
 def expected(layer, bottom, case, ref):

@@ -1,0 +1,202 @@
+"""Winograd convolution F(2x2, 3x3) for stride-1, undilated 3x3 convolutions (Lavin and
+Gray, "Fast Algorithms for Convolutional Neural Networks", 2015).
+
+The output is cut into 2 x 2 tiles; each reads a 4 x 4 patch of the padded input. In the
+transformed domain a tile's output is 16 elementwise products summed over the input
+channels, which for all tiles at once are 16 matrix products,
+U[e] (K, C) @ V[e] (C, tiles) -> M[e] (K, tiles), run by BLAS:
+
+    U[e = (i, j), k, c] = (G g[k, c] G^T)[i, j]                      weight_transform
+    V[e = (i, j), c, tile] = (B^T d[c, tile] B)[i, j]                input_transform
+    y[k, tile] = A^T M[:, k, tile] A + bias[k]                       output_transform
+
+4 multiplications per output against im2col's 9, at the price of the transforms, which
+read and write each input and output a few times.
+
+F(4x4, 3x3) (2.25 multiplications per output) is not offered: in float32 its error against
+a float64 convolution reached 1.1e-5 of the largest output on VGG-16's layers (F(2x2, 3x3)
+and im2col: 3e-7 to 7e-7) and 0.1-0.3% of the outputs left the layer tests' tolerance
+(|error| <= 1e-5 + 1e-5 |reference|); tools/bench_winograd.py measured both.
+
+Layout: tiles are numbered (image, tile row, tile column), row-major; V is (16, C, tiles)
+and M is (16, K, tiles), their 16 matrices SET_PAD floats further apart than their size.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._jit import jit, prange
+
+# G, from the interpolation points 0, 1, -1 and infinity (B^T and A^T, whose entries are 0
+# and +-1, are written out in the kernels).
+G = np.array([[1, 0, 0], [1 / 2, 1 / 2, 1 / 2], [1 / 2, -1 / 2, 1 / 2], [0, 0, 1]])
+
+# Floats between the end of one of V's (or M's) 16 matrices and the start of the next. The
+# transforms read or write all 16 at once; a matrix's size is often a multiple of 4 KB
+# (512 channels x an even tile count), which put the 16 streams in the same cache sets:
+# VGG-16's conv4 input transform ran 5-8x slower without it.
+SET_PAD = 16
+
+
+def tile_counts(ho: int, wo: int) -> tuple[int, int]:
+    """Tiles down and across an ho x wo output (the last ones may stick out by one)."""
+    return -(-ho // 2), -(-wo // 2)
+
+
+def scratch_sizes(n: int, channels: int, outputs: int, ho: int, wo: int):
+    """Floats of V and of M for n images."""
+    tiles_h, tiles_w = tile_counts(ho, wo)
+    tiles = n * tiles_h * tiles_w
+    return 16 * (tiles * channels + SET_PAD), 16 * (tiles * outputs + SET_PAD)
+
+
+@jit()
+def fingerprint(bits):
+    """A 64-bit digest of an array's bits (its uint32 view, flat): sum of bits[i] times an odd
+    multiplier per position, modulo 2^64. Any change of a single element changes it (odd
+    numbers are invertible modulo 2^64); other changes leave it equal with odds of about
+    2^-64. It tells a layer its weights changed whatever wrote them, also through an array
+    kept from net.params before (numpy cannot report writes): VGG-16's 3x3 weights (2.4M
+    floats for the biggest layer) in 0.4 ms."""
+    digest = np.uint64(0)
+    for i in range(bits.size):
+        digest += np.uint64(bits[i]) * ((np.uint64(i) * np.uint64(0x9E3779B97F4A7C15))
+                                        | np.uint64(1))
+    return digest
+
+
+def weight_transform(weights, group: int) -> np.ndarray:
+    """U (16, group, K / group, C / group), float32, from the (K, C / group, 3, 3) weights:
+    computed in float64 so that the only rounding is the final one."""
+    k, cg = weights.shape[:2]
+    u = np.einsum("ia,kcab,jb->ijkc", G, weights.astype(np.float64), G)
+    return np.ascontiguousarray(u.reshape(16, group, k // group, cg), dtype=np.float32)
+
+
+@jit(parallel=True)
+def input_transform(x, ph, pw, tiles_h, tiles_w, v):
+    """v[i*4 + j, c, (n*tiles_h + ty)*tiles_w + tx] = (B^T d B)[i, j], d the 4 x 4 patch of
+    channel c of image n at rows 2 ty - ph .., columns 2 tx - pw .. (0 outside the image).
+
+    Parallel over channels: each writes its own rows of v. B^T's entries are 0 and +-1, so
+    the transform is 32 additions per patch, written out.
+    """
+    n_img, channels, height, width = x.shape
+    span = 2 * tiles_w + 2            # padded input columns a row of tiles reads
+    for c in prange(channels):
+        rows = np.zeros((4, span), np.float32)
+        for n in range(n_img):
+            for ty in range(tiles_h):
+                for r in range(4):
+                    iy = 2 * ty - ph + r
+                    rows[r, :] = 0.0
+                    if 0 <= iy < height:
+                        rows[r, pw:pw + width] = x[n, c, iy]
+                first = (n * tiles_h + ty) * tiles_w
+                for tx in range(tiles_w):
+                    s = 2 * tx
+                    # d B, row by row: columns (d0 - d2, d1 + d2, d2 - d1, d1 - d3).
+                    a00 = rows[0, s] - rows[0, s + 2]
+                    a01 = rows[0, s + 1] + rows[0, s + 2]
+                    a02 = rows[0, s + 2] - rows[0, s + 1]
+                    a03 = rows[0, s + 1] - rows[0, s + 3]
+                    a10 = rows[1, s] - rows[1, s + 2]
+                    a11 = rows[1, s + 1] + rows[1, s + 2]
+                    a12 = rows[1, s + 2] - rows[1, s + 1]
+                    a13 = rows[1, s + 1] - rows[1, s + 3]
+                    a20 = rows[2, s] - rows[2, s + 2]
+                    a21 = rows[2, s + 1] + rows[2, s + 2]
+                    a22 = rows[2, s + 2] - rows[2, s + 1]
+                    a23 = rows[2, s + 1] - rows[2, s + 3]
+                    a30 = rows[3, s] - rows[3, s + 2]
+                    a31 = rows[3, s + 1] + rows[3, s + 2]
+                    a32 = rows[3, s + 2] - rows[3, s + 1]
+                    a33 = rows[3, s + 1] - rows[3, s + 3]
+                    # B^T (d B): the same combinations of the rows.
+                    t = first + tx
+                    v[0, c, t] = a00 - a20
+                    v[1, c, t] = a01 - a21
+                    v[2, c, t] = a02 - a22
+                    v[3, c, t] = a03 - a23
+                    v[4, c, t] = a10 + a20
+                    v[5, c, t] = a11 + a21
+                    v[6, c, t] = a12 + a22
+                    v[7, c, t] = a13 + a23
+                    v[8, c, t] = a20 - a10
+                    v[9, c, t] = a21 - a11
+                    v[10, c, t] = a22 - a12
+                    v[11, c, t] = a23 - a13
+                    v[12, c, t] = a10 - a30
+                    v[13, c, t] = a11 - a31
+                    v[14, c, t] = a12 - a32
+                    v[15, c, t] = a13 - a33
+
+
+@jit(parallel=True)
+def output_transform(products, bias, tiles_h, tiles_w, y):
+    """y[n, k, 2 ty + p, 2 tx + q] = (A^T M A)[p, q] + bias[k] for the outputs inside y,
+    M[i, j] = products[i*4 + j, k, (n*tiles_h + ty)*tiles_w + tx]; `bias` has one value per
+    output channel (zeros when the layer has none).
+
+    Parallel over output channels: each writes its own planes of y. A^T's rows are
+    (1, 1, 1, 0) and (0, 1, -1, -1).
+    """
+    n_img, outputs, ho, wo = y.shape
+    for k in prange(outputs):
+        b = bias[k]
+        for n in range(n_img):
+            for ty in range(tiles_h):
+                first = (n * tiles_h + ty) * tiles_w
+                oy = 2 * ty
+                two_rows = oy + 1 < ho
+                for tx in range(tiles_w):
+                    t = first + tx
+                    # A^T M, column by column.
+                    s0 = products[0, k, t] + products[4, k, t] + products[8, k, t]
+                    s1 = products[1, k, t] + products[5, k, t] + products[9, k, t]
+                    s2 = products[2, k, t] + products[6, k, t] + products[10, k, t]
+                    s3 = products[3, k, t] + products[7, k, t] + products[11, k, t]
+                    d0 = products[4, k, t] - products[8, k, t] - products[12, k, t]
+                    d1 = products[5, k, t] - products[9, k, t] - products[13, k, t]
+                    d2 = products[6, k, t] - products[10, k, t] - products[14, k, t]
+                    d3 = products[7, k, t] - products[11, k, t] - products[15, k, t]
+                    ox = 2 * tx
+                    y[n, k, oy, ox] = s0 + s1 + s2 + b
+                    if two_rows:
+                        y[n, k, oy + 1, ox] = d0 + d1 + d2 + b
+                    if ox + 1 < wo:
+                        y[n, k, oy, ox + 1] = s1 - s2 - s3 + b
+                        if two_rows:
+                            y[n, k, oy + 1, ox + 1] = d1 - d2 - d3 + b
+
+
+def _matrices(buffer, count: int, rows: int, columns: int):
+    """16 (count, rows, columns) matrices from a flat buffer, SET_PAD floats apart."""
+    size = count * rows * columns
+    return buffer[:16 * (size + SET_PAD)].reshape(16, size + SET_PAD)[:, :size].reshape(
+        16, count, rows, columns)
+
+
+def convolve(x, u, bias, ph: int, pw: int, v_buffer, m_buffer, y, threads: int):
+    """y = the 3x3 stride-1 convolution of x (N, C, H, W) with pad (ph, pw), from the
+    transformed weights u (16, group, K / group, C / group) (weight_transform) and bias (K,)
+    float32; v_buffer and m_buffer are flat float32 work arrays of at least scratch_sizes(...)
+    floats. The 16 x group products are shared between `threads` threads (BLAS on one thread
+    each, kernels/threads.py)."""
+    from . import threads as compute   # the pool, imported where used: no cycle at import
+    n, channels = x.shape[:2]
+    _, group, kg, cg = u.shape
+    ho, wo = y.shape[2:]
+    tiles_h, tiles_w = tile_counts(ho, wo)
+    tiles = n * tiles_h * tiles_w
+    v = _matrices(v_buffer, group, cg, tiles)
+    products = _matrices(m_buffer, group, kg, tiles)
+    input_transform(x, ph, pw, tiles_h, tiles_w, v.reshape(16, channels, tiles))
+    pairs = [(e, g) for e in range(16) for g in range(group)]
+
+    def multiply(s, e, shared):
+        for i, g in pairs[s:e]:
+            np.matmul(u[i, g], v[i, g], out=products[i, g])
+
+    compute.run_pieces(multiply, compute.split(len(pairs), max(1, threads) * 4), threads)
+    output_transform(products.reshape(16, group * kg, tiles), bias, tiles_h, tiles_w, y)

@@ -1,0 +1,183 @@
+"""Winograd F(2x2, 3x3) forward of Convolution: values against the direct loops on awkward
+shapes, the planner's choice, and the transformed-weights cache following every way weights
+change (net.params, an array kept from before, a solver step, copy_from)."""
+import dataclasses
+
+import numpy as np
+import pytest
+from helpers import build, run_forward
+
+import protonet
+from protonet import caffe_pb2, prototxt
+from protonet.kernels import winograd
+from protonet.kernels.conv_plan import TUNING, plan_convolution
+from protonet.layers import conv
+from protonet.solvers import get_solver
+from reference import vision
+
+WINOGRAD = dataclasses.replace(TUNING, winograd_min_channels=1, winograd_min_tiles=1)
+IM2COL = dataclasses.replace(TUNING, winograd_min_channels=1 << 30)
+F = 'weight_filler { type: "gaussian" std: 0.3 } bias_filler { type: "gaussian" std: 0.3 }'
+
+
+def conv_text(outputs, pad=1, group=1, bias=True):
+    return (f'type: "Convolution" convolution_param {{ num_output: {outputs} kernel_size: 3 '
+            f'pad: {pad} group: {group} bias_term: {str(bias).lower()} {F} }}')
+
+
+def reference(layer, x):
+    b = layer.blobs[1].data.astype(np.float64) if layer.bias_term else None
+    return vision.conv(x.astype(np.float64), layer.blobs[0].data.astype(np.float64), b,
+                       (1, 1), (layer.ph, layer.pw), (1, 1), layer.group)
+
+
+# (bottom shape, num_output, pad, group, bias): odd and even sides, 1x1 and 2x2 inputs with
+# padding, pads 0-2, channel counts that are multiples of nothing, groups.
+SHAPES = [
+    ((1, 5, 7, 9), 7, 1, 1, True),
+    ((3, 5, 8, 6), 3, 0, 1, True),
+    ((2, 3, 5, 5), 11, 2, 1, False),
+    ((1, 1, 1, 1), 2, 1, 1, True),
+    ((2, 2, 2, 3), 1, 2, 1, True),
+    ((1, 3, 3, 3), 5, 0, 1, True),
+    ((2, 6, 9, 4), 4, 1, 2, True),
+    ((1, 9, 6, 7), 6, 2, 3, False),
+    ((2, 37, 13, 11), 29, 1, 1, True),
+]
+
+
+@pytest.mark.parametrize("phase", [caffe_pb2.TRAIN, caffe_pb2.TEST], ids=["TRAIN", "TEST"])
+@pytest.mark.parametrize("shape,outputs,pad,group,bias", SHAPES)
+def test_winograd_forward_matches_direct_loops(shape, outputs, pad, group, bias, phase):
+    layer, bottom, top = build(conv_text(outputs, pad, group, bias), [shape], phase=phase)
+    layer.tuning = WINOGRAD
+    got = run_forward(layer, bottom, top)[0]
+    assert layer.plan.winograd
+    np.testing.assert_allclose(got, reference(layer, bottom[0].data), rtol=1e-5, atol=1e-5)
+
+
+def test_winograd_batches_run_in_chunks_with_the_same_results():
+    layer, bottom, top = build(conv_text(4), [(5, 3, 7, 6)])
+    layer.tuning = dataclasses.replace(WINOGRAD, col_budget=16 * 4 * 4 * 7 * 2)
+    got = run_forward(layer, bottom, top)[0]
+    assert 1 < len(layer.plan.winograd_bounds) < 5
+    np.testing.assert_allclose(got, reference(layer, bottom[0].data), rtol=1e-5, atol=1e-5)
+
+
+def test_winograd_on_a_vgg_sized_layer_stays_as_exact_as_im2col():
+    """64 channels of 30 x 30 (the 16 matrices of V and M a multiple of 4 KB apart without
+    the padding between them): Winograd against the float64 loops within the tolerance the
+    im2col path meets."""
+    layer, bottom, top = build(conv_text(64), [(1, 64, 30, 30)])
+    bottom[0].data[...] = np.maximum(bottom[0].data, 0)
+    expected = reference(layer, bottom[0].data)
+    for tuning in (IM2COL, WINOGRAD):
+        layer.tuning = tuning
+        np.testing.assert_allclose(run_forward(layer, bottom, top)[0], expected, rtol=1e-5,
+                                   atol=1e-5)
+    assert layer.plan.winograd
+
+
+def test_the_planner_takes_winograd_only_for_stride_1_undilated_3x3_with_enough_channels():
+    c = TUNING.winograd_min_channels
+    geometry = (3, 3, 1, 1, 1, 1, 1, 1)
+
+    def plan(channels=c, outputs=c, group=1, geometry=geometry, batch=1, side=28,
+             tuning=TUNING):
+        kh, kw = geometry[:2]
+        return plan_convolution(batch, channels * kh * kw, side * side, group, 2, tuning,
+                                geometry=geometry, outputs=outputs, out_shape=(side, side))
+
+    assert plan().winograd and plan().winograd_bounds == ((0, 1),)
+    assert not plan(channels=c - 1).winograd and not plan(outputs=c - 1).winograd
+    assert plan(channels=2 * c, outputs=2 * c, group=2).winograd
+    assert not plan(channels=2 * c, outputs=2 * c, group=4).winograd
+    for other in [(3, 3, 1, 1, 2, 2, 1, 1), (3, 3, 2, 2, 1, 1, 2, 2), (5, 5, 2, 2, 1, 1, 1, 1),
+                  (3, 1, 1, 0, 1, 1, 1, 1), (1, 1, 0, 0, 1, 1, 1, 1)]:
+        assert not plan(geometry=other).winograd
+    # Too few tiles (GEMMs too narrow): 7 x 7 outputs of one image are 16 tiles.
+    tiles = TUNING.winograd_min_tiles
+    assert not plan(side=7, batch=tiles // 16 - 1).winograd and plan(side=7, batch=tiles // 16).winograd
+    # Deconvolution, and any caller giving no geometry, keeps im2col.
+    assert not plan_convolution(1, c * 9, 784, 1, 2, TUNING).winograd
+    # Tests and experiments force either path through the tuning.
+    assert plan(channels=1, outputs=1, tuning=WINOGRAD).winograd
+    assert not plan(tuning=IM2COL).winograd
+    # V and M stay within the column budget: a big batch runs in chunks.
+    big = plan(batch=64, side=112, channels=128, outputs=128)
+    chunk = max(e - s for s, e in big.winograd_bounds)
+    assert sum(winograd.scratch_sizes(chunk, 128, 128, 112, 112)) <= TUNING.col_budget * 1.01
+    assert big.winograd_bounds[0][0] == 0 and big.winograd_bounds[-1][1] == 64
+
+
+NET = """
+layer { name: "data" type: "Input" top: "x" input_param { shape { dim: 2 dim: 5 dim: 7 dim: 6 } } }
+layer { name: "conv" type: "Convolution" bottom: "x" top: "y"
+  convolution_param { num_output: 4 kernel_size: 3 pad: 1
+    weight_filler { type: "gaussian" std: 0.3 } bias_filler { type: "gaussian" std: 0.3 } } }
+"""
+
+
+@pytest.fixture
+def winograd_everywhere(monkeypatch):
+    """Every Convolution built in the test takes Winograd's path."""
+    monkeypatch.setattr(conv._BaseConvolution, "tuning", WINOGRAD)
+
+
+def forward_checked(net):
+    net.blobs["x"].data[...] = np.random.default_rng(5).standard_normal(net.blobs["x"].shape)
+    net.forward()
+    layer = net.layer_dict["conv"]
+    assert layer.plan.winograd
+    y = net.blobs["y"].data.copy()
+    np.testing.assert_allclose(y, reference(layer, net.blobs["x"].data), rtol=1e-5, atol=1e-5)
+    return y
+
+
+def test_weights_set_through_net_params_are_used_at_the_next_forward(winograd_everywhere):
+    net = protonet.Net(param=prototxt.parse_text(NET, caffe_pb2.NetParameter()),
+                       phase=protonet.TEST)
+    before = forward_checked(net)
+    net.params["conv"][0].data[...] = np.random.default_rng(9).standard_normal(
+        net.params["conv"][0].data.shape)
+    assert not np.allclose(forward_checked(net), before)
+    # One element changed through an array kept from before the forwards (a finite-difference
+    # check, a user's script): no access to the blob tells of it.
+    kept = net.params["conv"][0].data
+    after_first = forward_checked(net)
+    kept[1, 2, 0, 2] += 0.5
+    assert not np.allclose(forward_checked(net), after_first)
+
+
+def test_weights_loaded_with_copy_from_are_used_at_the_next_forward(winograd_everywhere,
+                                                                     tmp_path):
+    param = prototxt.parse_text(NET, caffe_pb2.NetParameter())
+    net = protonet.Net(param=param, phase=protonet.TEST)
+    saved = forward_checked(net)
+    net.save(str(tmp_path / "w.caffemodel"))
+    net.params["conv"][0].data[...] *= -1
+    assert not np.allclose(forward_checked(net), saved)
+    net.copy_from(str(tmp_path / "w.caffemodel"))
+    np.testing.assert_array_equal(forward_checked(net), saved)
+
+
+def test_a_solver_step_reaches_the_test_nets_transformed_weights(winograd_everywhere, tmp_path):
+    """The TEST net shares the TRAIN net's weights: after a step its Winograd forward uses the
+    updated weights, not the ones transformed before."""
+    solver = caffe_pb2.SolverParameter()
+    prototxt.parse_text(f'base_lr: 0.5 lr_policy: "fixed" max_iter: 10 display: 0 '
+                        f'test_iter: 1 test_interval: 100 snapshot_prefix: "{tmp_path}/s"',
+                        solver)
+    prototxt.parse_text(NET.replace('top: "x"', 'top: "x" include { phase: TEST }') + """
+layer { name: "train_data" type: "DummyData" top: "x" top: "t" include { phase: TRAIN }
+  dummy_data_param { shape { dim: 2 dim: 5 dim: 7 dim: 6 } shape { dim: 2 dim: 4 dim: 7 dim: 6 }
+                     data_filler { type: "gaussian" std: 1 } } }
+layer { name: "loss" type: "EuclideanLoss" bottom: "y" bottom: "t" top: "loss"
+  include { phase: TRAIN } }
+""", solver.net_param)
+    solver = get_solver(solver)
+    test_net = solver.test_nets[0]
+    before = forward_checked(test_net)
+    solver.step(1)
+    assert solver.net.layer_dict["conv"].plan.winograd
+    assert not np.allclose(forward_checked(test_net), before)

@@ -1,0 +1,139 @@
+"""Winograd against im2col on the 3x3 convolutions of VGG-16, ResNet-50 and GoogLeNet: the
+measurements behind ConvTuning's Winograd rule (protonet/kernels/conv_plan.py).
+
+    python tools/bench_winograd.py time [--batch 1 16] [--threads 1 2] [--rounds 5]
+    python tools/bench_winograd.py error
+
+`time`: each layer alone (a TEST net of Input + Convolution), its forward in one process,
+alternating the paths round by round; medians in ms and im2col / Winograd. `error`: the
+largest error of each path against a float64 convolution, relative to the largest output
+(ReLU-like inputs, He-scaled weights), and the share of outputs outside the layer tests'
+tolerance (|error| <= 1e-5 + 1e-5 |reference|).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import time
+
+import numpy as np  # before protonet, as users import it
+
+# (net, layer, input channels, output channels, input side); all 3x3, stride 1, pad 1.
+SHAPES = [
+    ("vgg16", "conv1_2", 64, 64, 224), ("vgg16", "conv2_1", 64, 128, 112),
+    ("vgg16", "conv2_2", 128, 128, 112), ("vgg16", "conv3_1", 128, 256, 56),
+    ("vgg16", "conv3_x", 256, 256, 56), ("vgg16", "conv4_1", 256, 512, 28),
+    ("vgg16", "conv4_x", 512, 512, 28), ("vgg16", "conv5_x", 512, 512, 14),
+    ("resnet50", "res2x_branch2b", 64, 64, 56), ("resnet50", "res3x_branch2b", 128, 128, 28),
+    ("resnet50", "res4x_branch2b", 256, 256, 14), ("resnet50", "res5x_branch2b", 512, 512, 7),
+    ("googlenet", "conv2/3x3", 64, 192, 56), ("googlenet", "3a/3x3", 96, 128, 28),
+    ("googlenet", "3b/3x3", 128, 192, 28), ("googlenet", "4a/3x3", 96, 208, 14),
+    ("googlenet", "4e/3x3", 160, 320, 14), ("googlenet", "5b/3x3", 192, 384, 7),
+    # Few channels, where the rule's channel threshold comes from.
+    ("vgg16", "conv1_1", 3, 64, 224), ("small", "c16", 16, 16, 56), ("small", "c32", 32, 32, 56),
+]
+PATHS = {"im2col": False, "winograd": True}
+
+
+def layer_net(c: int, k: int, side: int, batch: int):
+    import protonet
+    from google.protobuf import text_format
+    from protonet import caffe_pb2
+    text = (f'layer {{ name: "x" type: "Input" top: "x" input_param {{ shape {{ dim: {batch} '
+            f'dim: {c} dim: {side} dim: {side} }} }} }} '
+            f'layer {{ name: "conv" type: "Convolution" bottom: "x" top: "y" '
+            f'convolution_param {{ num_output: {k} kernel_size: 3 pad: 1 '
+            f'weight_filler {{ type: "msra" }} bias_filler {{ type: "constant" value: 0.1 }} }} }}')
+    net = protonet.Net(param=text_format.Parse(text, caffe_pb2.NetParameter()),
+                       phase=protonet.TEST)
+    x = net.blobs["x"].data
+    x[...] = np.maximum(np.random.default_rng(0).standard_normal(x.shape), 0)
+    return net
+
+
+def set_path(net, winograd: bool) -> None:
+    from protonet.kernels.conv_plan import TUNING
+    layer = net.layer_dict["conv"]
+    layer.tuning = dataclasses.replace(TUNING, winograd_min_channels=1 if winograd else 1 << 30,
+                                       winograd_min_tiles=1)
+    net.reshape()
+
+
+def time_layers(batches, thread_counts, rounds: int, paths, only=None) -> None:
+    from protonet.kernels import _jit
+    print(f"{'net':9s} {'layer':15s} {'C':>4s} {'K':>4s} {'HW':>4s} {'N':>3s} {'thr':>3s} "
+          + " ".join(f"{p + ' ms':>10s}" for p in paths)
+          + " " + " ".join(f"{'im2col/' + p:>10s}" for p in paths[1:]))
+    for threads in thread_counts:
+        _jit.set_num_threads(threads)
+        for batch in batches:
+            for net_name, name, c, k, side in SHAPES:
+                if only and name not in only:
+                    continue
+                net = layer_net(c, k, side, batch)
+                times = {p: [] for p in paths}
+                for _ in range(rounds):
+                    for p in paths:
+                        set_path(net, PATHS[p])
+                        net.forward()   # warm: the weights transform, scratch
+                        t = time.perf_counter()
+                        net.forward()
+                        times[p].append((time.perf_counter() - t) * 1e3)
+                med = {p: statistics.median(v) for p, v in times.items()}
+                print(f"{net_name:9s} {name:15s} {c:4d} {k:4d} {side:4d} {batch:3d} {threads:3d} "
+                      + " ".join(f"{med[p]:10.2f}" for p in paths) + " "
+                      + " ".join(f"{med['im2col'] / med[p]:10.2f}" for p in paths[1:]),
+                      flush=True)
+
+
+def reference(x, w, b):
+    """float64 3x3 stride-1 pad-1 convolution: nine shifted GEMMs."""
+    n, c, h, wd = x.shape
+    xp = np.zeros((n, c, h + 2, wd + 2))
+    xp[:, :, 1:-1, 1:-1] = x
+    y = np.zeros((n, w.shape[0], h, wd)) + b[None, :, None, None]
+    for i in range(3):
+        for j in range(3):
+            y += np.einsum("kc,nchw->nkhw", w[:, :, i, j], xp[:, :, i:i + h, j:j + wd],
+                           optimize=True)
+    return y
+
+
+def errors(paths) -> None:
+    print(f"{'net':9s} {'layer':15s} " + " ".join(f"{p + ' max rel':>12s} {p + ' >tol':>8s}"
+                                                 for p in paths))
+    for net_name, name, c, k, side in SHAPES:
+        net = layer_net(c, k, side, 1)
+        layer = net.layer_dict["conv"]
+        w, b = layer.blobs[0].data, layer.blobs[1].data
+        ref = reference(net.blobs["x"].data.astype(np.float64), w.astype(np.float64),
+                        b.astype(np.float64))
+        cells = []
+        for p in paths:
+            set_path(net, PATHS[p])
+            net.forward()
+            err = np.abs(net.blobs["y"].data - ref)
+            outside = np.mean(err > 1e-5 + 1e-5 * np.abs(ref))
+            cells.append(f"{err.max() / np.abs(ref).max():12.2e} {outside:8.2%}")
+        print(f"{net_name:9s} {name:15s} " + " ".join(cells), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("what", choices=["time", "error"])
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--only", nargs="+", help="layers (second column) to run")
+    parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=list(PATHS))
+    args = parser.parse_args()
+    paths = ["im2col"] + [p for p in args.paths if p != "im2col"]
+    if args.what == "time":
+        time_layers(args.batch, args.threads, args.rounds, paths, args.only)
+    else:
+        errors(paths)
+
+
+if __name__ == "__main__":
+    main()
