@@ -3,19 +3,29 @@ measurements behind ConvTuning's Winograd rule (protonet/kernels/conv_plan.py).
 
     python tools/bench_winograd.py time [--batch 1 16] [--threads 1 2] [--rounds 5]
     python tools/bench_winograd.py error
+    python tools/bench_winograd.py nets [--nets vgg16 resnet50 googlenet] [--batch 1 16]
+    python tools/bench_winograd.py rss [--nets vgg16] [--batch 1]
 
 `time`: each layer alone (a TEST net of Input + Convolution), its forward in one process,
 alternating the paths round by round; medians in ms and im2col / Winograd. `error`: the
 largest error of each path against a float64 convolution, relative to the largest output
 (ReLU-like inputs, He-scaled weights), and the share of outputs outside the layer tests'
-tolerance (|error| <= 1e-5 + 1e-5 |reference|).
+tolerance (|error| <= 1e-5 + 1e-5 |reference|). `nets`: whole zoo nets (tools/bench_zoo.py's
+prototxt and random weights), forward in one process, alternating rounds of protonet with
+every convolution on im2col, protonet as planned (Winograd where the rule takes it) and
+OpenCV's dnn. `rss`: peak resident memory of a forward (bench_zoo.forward_protonet), each
+path in its own process.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np  # before protonet, as users import it
 
@@ -119,9 +129,92 @@ def errors(paths) -> None:
         print(f"{net_name:9s} {name:15s} " + " ".join(cells), flush=True)
 
 
+def set_every_convolution(winograd: bool) -> None:
+    """Convolutions built from now on take the planner's choice, or always im2col."""
+    from protonet.kernels.conv_plan import TUNING
+    from protonet.layers import conv
+    conv._BaseConvolution.tuning = (TUNING if winograd else
+                                    dataclasses.replace(TUNING, winograd_min_channels=1 << 30))
+
+
+def whole_nets(nets, batches, rounds: int, workdir: Path) -> None:
+    import cv2
+    import protonet
+    import bench_zoo
+    from protonet.kernels import threads
+    print(f"{'net':10s} {'N':>3s} {'thr':>3s} {'im2col ms':>10s} {'winograd ms':>11s} "
+          f"{'opencv ms':>10s} {'im2col/wg':>9s} {'vs opencv: before':>17s} {'after':>6s}")
+    for name in nets:
+        for batch in batches:
+            files = bench_zoo.prepare(name, batch, workdir)
+            net = protonet.Net(files["prototxt"], protonet.TEST, weights=files["weights"])
+            data = net.blobs[net.inputs[0]]
+            data.data[...] = np.random.default_rng(1).random(data.shape, dtype=np.float32)
+            cv_net = cv2.dnn.readNetFromCaffe(files["prototxt"], files["weights"])
+            n_threads = threads.compute_threads()
+            cv2.setNumThreads(n_threads)
+            cv_net.setInput(data.data.copy())
+            convs = [layer for layer in net.layers if layer.type == "Convolution"]
+
+            def protonet_forward(winograd):
+                from protonet.kernels.conv_plan import TUNING
+                tuning = (TUNING if winograd else
+                          dataclasses.replace(TUNING, winograd_min_channels=1 << 30))
+                for layer in convs:
+                    layer.tuning = tuning
+                net.reshape()
+                return net.forward
+
+            runs = {"im2col": lambda: protonet_forward(False)(),
+                    "winograd": lambda: protonet_forward(True)(), "opencv": cv_net.forward}
+            times = {k: [] for k in runs}
+            for run in runs.values():
+                run()   # warm-up: compiles, transformed weights, scratch
+            for _ in range(rounds):
+                for key, run in runs.items():
+                    t = time.perf_counter()
+                    run()
+                    times[key].append((time.perf_counter() - t) * 1e3)
+            med = {k: statistics.median(v) for k, v in times.items()}
+            print(f"{name:10s} {batch:3d} {n_threads:3d} {med['im2col']:10.1f} "
+                  f"{med['winograd']:11.1f} {med['opencv']:10.1f} "
+                  f"{med['im2col'] / med['winograd']:9.2f} "
+                  f"{med['opencv'] / med['im2col']:17.2f} {med['opencv'] / med['winograd']:6.2f}",
+                  flush=True)
+
+
+def peak_rss(nets, batches, workdir: Path) -> None:
+    print(f"{'net':10s} {'N':>3s} {'path':9s} {'peak RSS MB':>11s} {'weights MB':>10s} "
+          f"{'largest pair MB':>15s} {'peak / (weights + pair)':>23s}")
+    for name in nets:
+        for batch in batches:
+            for path in ("im2col", "winograd"):
+                out = subprocess.run([sys.executable, __file__, "rss-worker", path, name,
+                                      str(batch), str(workdir)], capture_output=True, text=True,
+                                     check=True)
+                r = json.loads(out.stdout.strip().splitlines()[-1])
+                print(f"{name:10s} {batch:3d} {path:9s} {r['peak_rss_mb']:11.0f} "
+                      f"{r['weights_mb']:10.0f} {r['largest_pair_mb']:15.0f} "
+                      f"{r['peak_rss_mb'] / (r['weights_mb'] + r['largest_pair_mb']):23.2f}",
+                      flush=True)
+
+
+def rss_worker(path: str, name: str, batch: int, workdir: str) -> None:
+    import bench_zoo
+    set_every_convolution(path == "winograd")
+    files = bench_zoo.prepare(name, batch, Path(workdir))
+    r = bench_zoo.forward_protonet(files["prototxt"], files["weights"], 2.0)
+    print(json.dumps({k: r[k] for k in ("peak_rss_mb", "weights_mb", "largest_pair_mb")}))
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["rss-worker"]:
+        rss_worker(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["time", "error"])
+    parser.add_argument("what", choices=["time", "error", "nets", "rss"])
+    parser.add_argument("--nets", nargs="+", default=["vgg16", "resnet50", "googlenet"])
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/bench_winograd"))
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--rounds", type=int, default=5)
@@ -129,10 +222,16 @@ def main() -> None:
     parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=list(PATHS))
     args = parser.parse_args()
     paths = ["im2col"] + [p for p in args.paths if p != "im2col"]
+    sys.path.insert(0, str(Path(__file__).resolve().parent))   # bench_zoo
+    args.workdir.mkdir(parents=True, exist_ok=True)
     if args.what == "time":
         time_layers(args.batch, args.threads, args.rounds, paths, args.only)
-    else:
+    elif args.what == "error":
         errors(paths)
+    elif args.what == "nets":
+        whole_nets(args.nets, args.batch, args.rounds, args.workdir)
+    else:
+        peak_rss(args.nets, args.batch, args.workdir)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,9 @@ class ConvTuning:
     # channels of 56 x 56: 1.34-1.59x; 16 channels: 0.86-1.34x; 3 (VGG-16's conv1_1): 0.4x.
     winograd_min_channels: int = 32
     winograd_min_tiles: int = 32
+    # Floats of Winograd's V and M together per block of whole images or of tile rows of one
+    # image (16 MB): VGG-16's conv1_2 at batch 1 would need 100 MB for the whole image.
+    winograd_block_floats: int = 1 << 22
 
 
 TUNING = ConvTuning()
@@ -65,7 +68,8 @@ class ConvPlan:
     block: int                    # images per block on the per-image path
     threads: int
     winograd: bool = False        # forward by Winograd F(2x2, 3x3) instead of im2col
-    winograd_bounds: tuple = ()   # (first, end) image of each chunk on the Winograd path
+    # Winograd's blocks: (first image, end image, first tile row, tile rows) each
+    winograd_blocks: tuple = ()
 
     def blocks(self, images: int) -> list:
         """(first, end) of each block of a chunk of `images`: the pieces threads take in
@@ -82,7 +86,7 @@ def plan_convolution(batch: int, k: int, pixels: int, group: int, threads: int,
     its `geometry` (kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w, dilation_h,
     dilation_w), `outputs` (num_output) and `out_shape` (Ho, Wo), which may make its forward
     Winograd's."""
-    winograd, winograd_bounds = _winograd_plan(batch, k, group, tuning, geometry, outputs,
+    winograd, winograd_blocks = _winograd_plan(batch, k, group, tuning, geometry, outputs,
                                                out_shape)
     chunk = max(1, min(batch, tuning.col_budget // max(1, k * pixels)))
     per_image_weight_grad = k // group <= tuning.per_image_max_k
@@ -94,21 +98,25 @@ def plan_convolution(batch: int, k: int, pixels: int, group: int, threads: int,
                     per_image_weight_grad=per_image_weight_grad,
                     block=max(1, tuning.block_floats // max(1, k * pixels)),
                     threads=max(1, threads), winograd=winograd,
-                    winograd_bounds=winograd_bounds)
+                    winograd_blocks=winograd_blocks)
 
 
 def _winograd_plan(batch, k, group, tuning, geometry, outputs, out_shape):
-    """(True, chunk bounds) for a forward on Winograd's path, or (False, ()) for im2col's."""
+    """(True, blocks) for a forward on Winograd's path, or (False, ()) for im2col's."""
     if not (geometry and tuple(geometry[:2]) + tuple(geometry[4:]) == (3, 3, 1, 1, 1, 1)):
         return False, ()
     channels, outputs_g = k // (9 * group), outputs // group
     if min(channels, outputs_g) < tuning.winograd_min_channels:
         return False, ()
-    ho, wo = out_shape
-    tiles = -(-ho // 2) * -(-wo // 2)
-    if batch * tiles < tuning.winograd_min_tiles:
+    tiles_h, tiles_w = -(-out_shape[0] // 2), -(-out_shape[1] // 2)
+    if batch * tiles_h * tiles_w < tuning.winograd_min_tiles:
         return False, ()
-    # V and M (kernels/winograd.py) of one image, against the column budget.
-    per_image = 16 * tiles * (channels + outputs_g) * group
-    chunk = max(1, min(batch, tuning.col_budget // max(1, per_image)))
-    return True, tuple((a, min(batch, a + chunk)) for a in range(0, batch, chunk))
+    # V and M (kernels/winograd.py) of a row of tiles, against the block budget.
+    per_row = 16 * tiles_w * (channels + outputs_g) * group
+    rows = max(1, tuning.winograd_block_floats // per_row)
+    if rows < tiles_h:    # part of an image per block
+        return True, tuple((n, n + 1, r, min(rows, tiles_h - r))
+                           for n in range(batch) for r in range(0, tiles_h, rows))
+    images = max(1, min(batch, rows // tiles_h))
+    return True, tuple((a, min(batch, a + images), 0, tiles_h)
+                       for a in range(0, batch, images))

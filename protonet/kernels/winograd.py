@@ -43,10 +43,8 @@ def tile_counts(ho: int, wo: int) -> tuple[int, int]:
     return -(-ho // 2), -(-wo // 2)
 
 
-def scratch_sizes(n: int, channels: int, outputs: int, ho: int, wo: int):
-    """Floats of V and of M for n images."""
-    tiles_h, tiles_w = tile_counts(ho, wo)
-    tiles = n * tiles_h * tiles_w
+def scratch_sizes(tiles: int, channels: int, outputs: int):
+    """Floats of V and of M for `tiles` tiles."""
     return 16 * (tiles * channels + SET_PAD), 16 * (tiles * outputs + SET_PAD)
 
 
@@ -74,9 +72,10 @@ def weight_transform(weights, group: int) -> np.ndarray:
 
 
 @jit(parallel=True)
-def input_transform(x, ph, pw, tiles_h, tiles_w, v):
-    """v[i*4 + j, c, (n*tiles_h + ty)*tiles_w + tx] = (B^T d B)[i, j], d the 4 x 4 patch of
-    channel c of image n at rows 2 ty - ph .., columns 2 tx - pw .. (0 outside the image).
+def input_transform(x, ph, pw, first_row, tile_rows, tiles_w, v):
+    """v[i*4 + j, c, (n*tile_rows + r)*tiles_w + tx] = (B^T d B)[i, j], d the 4 x 4 patch of
+    channel c of image n at rows 2 ty - ph .., columns 2 tx - pw .. (0 outside the image), for
+    the tile rows ty = first_row + r, r < tile_rows.
 
     Parallel over channels: each writes its own rows of v. B^T's entries are 0 and +-1, so
     the transform is 32 additions per patch, written out.
@@ -86,13 +85,13 @@ def input_transform(x, ph, pw, tiles_h, tiles_w, v):
     for c in prange(channels):
         rows = np.zeros((4, span), np.float32)
         for n in range(n_img):
-            for ty in range(tiles_h):
+            for tr in range(tile_rows):
                 for r in range(4):
-                    iy = 2 * ty - ph + r
+                    iy = 2 * (first_row + tr) - ph + r
                     rows[r, :] = 0.0
                     if 0 <= iy < height:
                         rows[r, pw:pw + width] = x[n, c, iy]
-                first = (n * tiles_h + ty) * tiles_w
+                first = (n * tile_rows + tr) * tiles_w
                 for tx in range(tiles_w):
                     s = 2 * tx
                     # d B, row by row: columns (d0 - d2, d1 + d2, d2 - d1, d1 - d3).
@@ -133,10 +132,11 @@ def input_transform(x, ph, pw, tiles_h, tiles_w, v):
 
 
 @jit(parallel=True)
-def output_transform(products, bias, tiles_h, tiles_w, y):
+def output_transform(products, bias, first_row, tile_rows, tiles_w, y):
     """y[n, k, 2 ty + p, 2 tx + q] = (A^T M A)[p, q] + bias[k] for the outputs inside y,
-    M[i, j] = products[i*4 + j, k, (n*tiles_h + ty)*tiles_w + tx]; `bias` has one value per
-    output channel (zeros when the layer has none).
+    M[i, j] = products[i*4 + j, k, (n*tile_rows + r)*tiles_w + tx], for the tile rows
+    ty = first_row + r, r < tile_rows; `bias` has one value per output channel (zeros when
+    the layer has none).
 
     Parallel over output channels: each writes its own planes of y. A^T's rows are
     (1, 1, 1, 0) and (0, 1, -1, -1).
@@ -145,9 +145,9 @@ def output_transform(products, bias, tiles_h, tiles_w, y):
     for k in prange(outputs):
         b = bias[k]
         for n in range(n_img):
-            for ty in range(tiles_h):
-                first = (n * tiles_h + ty) * tiles_w
-                oy = 2 * ty
+            for tr in range(tile_rows):
+                first = (n * tile_rows + tr) * tiles_w
+                oy = 2 * (first_row + tr)
                 two_rows = oy + 1 < ho
                 for tx in range(tiles_w):
                     t = first + tx
@@ -177,21 +177,22 @@ def _matrices(buffer, count: int, rows: int, columns: int):
         16, count, rows, columns)
 
 
-def convolve(x, u, bias, ph: int, pw: int, v_buffer, m_buffer, y, threads: int):
-    """y = the 3x3 stride-1 convolution of x (N, C, H, W) with pad (ph, pw), from the
-    transformed weights u (16, group, K / group, C / group) (weight_transform) and bias (K,)
-    float32; v_buffer and m_buffer are flat float32 work arrays of at least scratch_sizes(...)
-    floats. The 16 x group products are shared between `threads` threads (BLAS on one thread
-    each, kernels/threads.py)."""
+def convolve(x, u, bias, ph: int, pw: int, first_row: int, tile_rows: int, v_buffer,
+             m_buffer, y, threads: int):
+    """The 3x3 stride-1 convolution of x (N, C, H, W) with pad (ph, pw) into y's output rows
+    of tile rows first_row .. first_row + tile_rows - 1, from the transformed weights u
+    (16, group, K / group, C / group) (weight_transform) and bias (K,) float32. v_buffer and
+    m_buffer are flat float32 work arrays of at least scratch_sizes(...) floats for the
+    N x tile_rows x tiles across tiles. The 16 x group products are shared between
+    `threads` threads (BLAS on one thread each, kernels/threads.py)."""
     from . import threads as compute   # the pool, imported where used: no cycle at import
     n, channels = x.shape[:2]
     _, group, kg, cg = u.shape
-    ho, wo = y.shape[2:]
-    tiles_h, tiles_w = tile_counts(ho, wo)
-    tiles = n * tiles_h * tiles_w
+    tiles_w = tile_counts(*y.shape[2:])[1]
+    tiles = n * tile_rows * tiles_w
     v = _matrices(v_buffer, group, cg, tiles)
     products = _matrices(m_buffer, group, kg, tiles)
-    input_transform(x, ph, pw, tiles_h, tiles_w, v.reshape(16, channels, tiles))
+    input_transform(x, ph, pw, first_row, tile_rows, tiles_w, v.reshape(16, channels, tiles))
     pairs = [(e, g) for e in range(16) for g in range(group)]
 
     def multiply(s, e, shared):
@@ -199,4 +200,5 @@ def convolve(x, u, bias, ph: int, pw: int, v_buffer, m_buffer, y, threads: int):
             np.matmul(u[i, g], v[i, g], out=products[i, g])
 
     compute.run_pieces(multiply, compute.split(len(pairs), max(1, threads) * 4), threads)
-    output_transform(products.reshape(16, group * kg, tiles), bias, tiles_h, tiles_w, y)
+    output_transform(products.reshape(16, group * kg, tiles), bias, first_row, tile_rows,
+                     tiles_w, y)

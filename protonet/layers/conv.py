@@ -159,9 +159,9 @@ class _SingleConvolution(_BaseConvolution):
         if self.plan.winograd:
             # Winograd's V and M live where im2col's columns and y2 do (the backward builds
             # its columns again).
-            chunk = max(e - s for s, e in self.plan.winograd_bounds)
-            self.winograd_sizes = winograd.scratch_sizes(chunk, c, self.num_output, self.ho,
-                                                         self.wo)
+            tiles = max((e - s) * rows for s, e, _, rows in self.plan.winograd_blocks)
+            tiles *= winograd.tile_counts(self.ho, self.wo)[1]
+            self.winograd_sizes = winograd.scratch_sizes(tiles, c, self.num_output)
             if not self.shares_scratch:
                 self.scratch("col", (self.winograd_sizes[0],), grow=True)
                 self.scratch("y2", (self.winograd_sizes[1],), grow=True)
@@ -216,9 +216,9 @@ class _SingleConvolution(_BaseConvolution):
                     for name, size in zip(("conv.columns", "conv.y2"), self.winograd_sizes))
         else:
             v, m = self.col, self.y2
-        for n0, n1 in self.plan.winograd_bounds:
-            winograd.convolve(x[n0:n1], u, bias, self.ph, self.pw, v, m, y[n0:n1],
-                              self.plan.threads)
+        for n0, n1, first_row, rows in self.plan.winograd_blocks:
+            winograd.convolve(x[n0:n1], u, bias, self.ph, self.pw, first_row, rows, v, m,
+                              y[n0:n1], self.plan.threads)
 
     def forward(self, bottom, top):
         if self.plan.winograd:

@@ -56,11 +56,16 @@ def test_winograd_forward_matches_direct_loops(shape, outputs, pad, group, bias,
     np.testing.assert_allclose(got, reference(layer, bottom[0].data), rtol=1e-5, atol=1e-5)
 
 
-def test_winograd_batches_run_in_chunks_with_the_same_results():
-    layer, bottom, top = build(conv_text(4), [(5, 3, 7, 6)])
-    layer.tuning = dataclasses.replace(WINOGRAD, col_budget=16 * 4 * 4 * 7 * 2)
+@pytest.mark.parametrize("shape,budget", [((5, 3, 7, 6), 16 * 3 * 7 * 8),
+                                          ((2, 3, 13, 9), 16 * 5 * 7 * 2)],
+                         ids=["images per block", "tile rows per block"])
+def test_winograd_runs_in_blocks_with_the_same_results(shape, budget):
+    """V and M hold a block at a time: whole images (2 of 5 here), or a few rows of tiles of
+    one image (2 of 7); the outputs are those of the direct loops."""
+    layer, bottom, top = build(conv_text(4), [shape])
+    layer.tuning = dataclasses.replace(WINOGRAD, winograd_block_floats=budget)
     got = run_forward(layer, bottom, top)[0]
-    assert 1 < len(layer.plan.winograd_bounds) < 5
+    assert len(layer.plan.winograd_blocks) > shape[0] // 2
     np.testing.assert_allclose(got, reference(layer, bottom[0].data), rtol=1e-5, atol=1e-5)
 
 
@@ -88,7 +93,7 @@ def test_the_planner_takes_winograd_only_for_stride_1_undilated_3x3_with_enough_
         return plan_convolution(batch, channels * kh * kw, side * side, group, 2, tuning,
                                 geometry=geometry, outputs=outputs, out_shape=(side, side))
 
-    assert plan().winograd and plan().winograd_bounds == ((0, 1),)
+    assert plan().winograd and plan().winograd_blocks == ((0, 1, 0, 14),)
     assert not plan(channels=c - 1).winograd and not plan(outputs=c - 1).winograd
     assert plan(channels=2 * c, outputs=2 * c, group=2).winograd
     assert not plan(channels=2 * c, outputs=2 * c, group=4).winograd
@@ -103,11 +108,16 @@ def test_the_planner_takes_winograd_only_for_stride_1_undilated_3x3_with_enough_
     # Tests and experiments force either path through the tuning.
     assert plan(channels=1, outputs=1, tuning=WINOGRAD).winograd
     assert not plan(tuning=IM2COL).winograd
-    # V and M stay within the column budget: a big batch runs in chunks.
-    big = plan(batch=64, side=112, channels=128, outputs=128)
-    chunk = max(e - s for s, e in big.winograd_bounds)
-    assert sum(winograd.scratch_sizes(chunk, 128, 128, 112, 112)) <= TUNING.col_budget * 1.01
-    assert big.winograd_bounds[0][0] == 0 and big.winograd_bounds[-1][1] == 64
+    # V and M stay within the block budget, the blocks cover every row of tiles once: a big
+    # image in a few rows of tiles at a time, small ones a few images at a time.
+    for batch, side in [(3, 224), (64, 14)]:
+        blocks = plan(batch=batch, side=side, channels=128, outputs=128).winograd_blocks
+        covered = [(n, row) for n0, n1, first, rows in blocks for n in range(n0, n1)
+                   for row in range(first, first + rows)]
+        assert sorted(covered) == [(n, r) for n in range(batch) for r in range(side // 2)]
+        for n0, n1, first, rows in blocks:
+            floats = sum(winograd.scratch_sizes((n1 - n0) * rows * side // 2, 128, 128))
+            assert floats <= TUNING.winograd_block_floats + 32 * winograd.SET_PAD
 
 
 NET = """
