@@ -63,12 +63,30 @@ def fingerprint(bits):
     return digest
 
 
-def weight_transform(weights, group: int) -> np.ndarray:
-    """U (16, group, K / group, C / group), float32, from the (K, C / group, 3, 3) weights:
-    computed in float64 so that the only rounding is the final one."""
-    k, cg = weights.shape[:2]
-    u = np.einsum("ia,kcab,jb->ijkc", G, weights.astype(np.float64), G)
-    return np.ascontiguousarray(u.reshape(16, group, k // group, cg), dtype=np.float32)
+@jit()
+def weight_transform(weights, u):
+    """u[i*4 + j, g, k, c] = (G w G^T)[i, j] for w = weights[g * K/group + k, c] (3 x 3),
+    u (16, group, K / group, C / group) float32: once per weight change, in place (no
+    temporaries: VGG-16's conv5 in float64 at once was 50 MB more at the peak), each sum in
+    float64 so that the only rounding is the final one."""
+    _, group, kg, cg = u.shape
+    gw = np.empty((4, 3))
+    for g in range(group):
+        for k in range(kg):
+            for c in range(cg):
+                w = weights[g * kg + k, c]
+                for i in range(4):
+                    for b in range(3):
+                        total = 0.0
+                        for a in range(3):
+                            total += G[i, a] * w[a, b]
+                        gw[i, b] = total
+                for i in range(4):
+                    for j in range(4):
+                        total = 0.0
+                        for b in range(3):
+                            total += gw[i, b] * G[j, b]
+                        u[i * 4 + j, g, k, c] = total
 
 
 @jit(parallel=True)

@@ -198,8 +198,9 @@ class _SingleConvolution(_BaseConvolution):
         weights = self.blobs[0].data
         key = winograd.fingerprint(weights.reshape(-1).view(np.uint32))
         if getattr(self, "winograd_key", None) != key:
-            u = winograd.weight_transform(weights, self.group)
-            self.scratch("winograd_weights", u.shape)[...] = u
+            mg = self.num_output // self.group
+            winograd.weight_transform(weights, self.scratch(
+                "winograd_weights", (16, self.group, mg, self.channels // self.group)))
             self.winograd_key = key
         return self.winograd_weights
 
