@@ -1,5 +1,6 @@
 """How a convolution runs, decided from its shape alone: one GEMM over the batch or image by
-image, in how many chunks and blocks, on how many threads. A pure function, so tests and
+image, in how many chunks and blocks, on how many threads, and whether its forward is
+Winograd's (kernels/winograd.py) instead. A pure function, so tests and
 experiments call it directly and run the layer under any plan (layers/conv.py carries it out).
 
 Sizes: batch N; K = C x kernel_h x kernel_w inputs per output (K / group per group's GEMM);

@@ -18,6 +18,10 @@ a float64 convolution reached 1.1e-5 of the largest output on VGG-16's layers (F
 and im2col: 3e-7 to 7e-7) and 0.1-0.3% of the outputs left the layer tests' tolerance
 (|error| <= 1e-5 + 1e-5 |reference|); tools/bench_winograd.py measured both.
 
+The transforms are scalar code along each row of tiles. Written as one-store loops along the
+row so that they vectorize, they ran 2-7x slower (the patches' stride-2 loads; 16
+short loops per row of tiles).
+
 Layout: tiles are numbered (image, tile row, tile column), row-major; V is (16, C, tiles)
 and M is (16, K, tiles), their 16 matrices SET_PAD floats further apart than their size.
 """

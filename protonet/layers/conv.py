@@ -1,6 +1,7 @@
 """Convolution and Deconvolution over one base: Caffe's BaseConvolutionLayer geometry, im2col,
 and BLAS GEMMs per group, over the whole batch at once or (few inputs per output) image by
-image."""
+image; stride-1 3x3 Convolutions with enough channels run their forward by Winograd
+F(2x2, 3x3) (kernels/winograd.py). kernels/conv_plan.py decides which."""
 from __future__ import annotations
 
 import numpy as np
