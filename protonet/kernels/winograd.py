@@ -93,14 +93,27 @@ def weight_transform(weights, u):
                         u[i * 4 + j, g, k, c] = total
 
 
+@jit()
+def _bt(d0, d1, d2, d3):
+    """B^T times the 4-vector d: B^T's rows are (1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0),
+    (0, 1, 0, -1)."""
+    return d0 - d2, d1 + d2, d2 - d1, d1 - d3
+
+
+@jit()
+def _at(m0, m1, m2, m3):
+    """A^T times the 4-vector m: A^T's rows are (1, 1, 1, 0) and (0, 1, -1, -1)."""
+    return m0 + m1 + m2, m1 - m2 - m3
+
+
 @jit(parallel=True)
 def input_transform(x, ph, pw, first_row, tile_rows, tiles_w, v):
     """v[i*4 + j, c, (n*tile_rows + r)*tiles_w + tx] = (B^T d B)[i, j], d the 4 x 4 patch of
     channel c of image n at rows 2 ty - ph .., columns 2 tx - pw .. (0 outside the image), for
     the tile rows ty = first_row + r, r < tile_rows.
 
-    Parallel over channels: each writes its own rows of v. B^T's entries are 0 and +-1, so
-    the transform is 32 additions per patch, written out.
+    Parallel over channels: each writes its own rows of v. B^T's entries are 0 and +-1: 32
+    additions per patch.
     """
     n_img, channels, height, width = x.shape
     span = 2 * tiles_w + 2            # padded input columns a row of tiles reads
@@ -115,42 +128,16 @@ def input_transform(x, ph, pw, first_row, tile_rows, tiles_w, v):
                         rows[r, pw:pw + width] = x[n, c, iy]
                 first = (n * tile_rows + tr) * tiles_w
                 for tx in range(tiles_w):
-                    s = 2 * tx
-                    # d B, row by row: columns (d0 - d2, d1 + d2, d2 - d1, d1 - d3).
-                    a00 = rows[0, s] - rows[0, s + 2]
-                    a01 = rows[0, s + 1] + rows[0, s + 2]
-                    a02 = rows[0, s + 2] - rows[0, s + 1]
-                    a03 = rows[0, s + 1] - rows[0, s + 3]
-                    a10 = rows[1, s] - rows[1, s + 2]
-                    a11 = rows[1, s + 1] + rows[1, s + 2]
-                    a12 = rows[1, s + 2] - rows[1, s + 1]
-                    a13 = rows[1, s + 1] - rows[1, s + 3]
-                    a20 = rows[2, s] - rows[2, s + 2]
-                    a21 = rows[2, s + 1] + rows[2, s + 2]
-                    a22 = rows[2, s + 2] - rows[2, s + 1]
-                    a23 = rows[2, s + 1] - rows[2, s + 3]
-                    a30 = rows[3, s] - rows[3, s + 2]
-                    a31 = rows[3, s + 1] + rows[3, s + 2]
-                    a32 = rows[3, s + 2] - rows[3, s + 1]
-                    a33 = rows[3, s + 1] - rows[3, s + 3]
-                    # B^T (d B): the same combinations of the rows.
-                    t = first + tx
-                    v[0, c, t] = a00 - a20
-                    v[1, c, t] = a01 - a21
-                    v[2, c, t] = a02 - a22
-                    v[3, c, t] = a03 - a23
-                    v[4, c, t] = a10 + a20
-                    v[5, c, t] = a11 + a21
-                    v[6, c, t] = a12 + a22
-                    v[7, c, t] = a13 + a23
-                    v[8, c, t] = a20 - a10
-                    v[9, c, t] = a21 - a11
-                    v[10, c, t] = a22 - a12
-                    v[11, c, t] = a23 - a13
-                    v[12, c, t] = a10 - a30
-                    v[13, c, t] = a11 - a31
-                    v[14, c, t] = a12 - a32
-                    v[15, c, t] = a13 - a33
+                    s, t = 2 * tx, first + tx
+                    # d B, row by row, then B^T (d B), column by column.
+                    a0 = _bt(rows[0, s], rows[0, s + 1], rows[0, s + 2], rows[0, s + 3])
+                    a1 = _bt(rows[1, s], rows[1, s + 1], rows[1, s + 2], rows[1, s + 3])
+                    a2 = _bt(rows[2, s], rows[2, s + 1], rows[2, s + 2], rows[2, s + 3])
+                    a3 = _bt(rows[3, s], rows[3, s + 1], rows[3, s + 2], rows[3, s + 3])
+                    for j in range(4):
+                        column = _bt(a0[j], a1[j], a2[j], a3[j])
+                        for i in range(4):
+                            v[i * 4 + j, c, t] = column[i]
 
 
 @jit(parallel=True)
@@ -160,8 +147,7 @@ def output_transform(products, bias, first_row, tile_rows, tiles_w, y):
     ty = first_row + r, r < tile_rows; `bias` has one value per output channel (zeros when
     the layer has none).
 
-    Parallel over output channels: each writes its own planes of y. A^T's rows are
-    (1, 1, 1, 0) and (0, 1, -1, -1).
+    Parallel over output channels: each writes its own planes of y.
     """
     n_img, outputs, ho, wo = y.shape
     for k in prange(outputs):
@@ -172,25 +158,21 @@ def output_transform(products, bias, first_row, tile_rows, tiles_w, y):
                 oy = 2 * (first_row + tr)
                 two_rows = oy + 1 < ho
                 for tx in range(tiles_w):
-                    t = first + tx
-                    # A^T M, column by column.
-                    s0 = products[0, k, t] + products[4, k, t] + products[8, k, t]
-                    s1 = products[1, k, t] + products[5, k, t] + products[9, k, t]
-                    s2 = products[2, k, t] + products[6, k, t] + products[10, k, t]
-                    s3 = products[3, k, t] + products[7, k, t] + products[11, k, t]
-                    d0 = products[4, k, t] - products[8, k, t] - products[12, k, t]
-                    d1 = products[5, k, t] - products[9, k, t] - products[13, k, t]
-                    d2 = products[6, k, t] - products[10, k, t] - products[14, k, t]
-                    d3 = products[7, k, t] - products[11, k, t] - products[15, k, t]
-                    ox = 2 * tx
-                    y[n, k, oy, ox] = s0 + s1 + s2 + b
-                    if two_rows:
-                        y[n, k, oy + 1, ox] = d0 + d1 + d2 + b
-                    if ox + 1 < wo:
-                        y[n, k, oy, ox + 1] = s1 - s2 - s3 + b
-                        if two_rows:
-                            y[n, k, oy + 1, ox + 1] = d1 - d2 - d3 + b
-
+                    t, ox = first + tx, 2 * tx
+                    # A^T M, column by column, then (A^T M) A, row by row.
+                    m0 = _at(products[0, k, t], products[4, k, t], products[8, k, t],
+                             products[12, k, t])
+                    m1 = _at(products[1, k, t], products[5, k, t], products[9, k, t],
+                             products[13, k, t])
+                    m2 = _at(products[2, k, t], products[6, k, t], products[10, k, t],
+                             products[14, k, t])
+                    m3 = _at(products[3, k, t], products[7, k, t], products[11, k, t],
+                             products[15, k, t])
+                    for p in range(2 if two_rows else 1):
+                        left, right = _at(m0[p], m1[p], m2[p], m3[p])
+                        y[n, k, oy + p, ox] = left + b
+                        if ox + 1 < wo:
+                            y[n, k, oy + p, ox + 1] = right + b
 
 def _matrices(buffer, count: int, rows: int, columns: int):
     """16 (count, rows, columns) matrices from a flat buffer, SET_PAD floats apart."""
