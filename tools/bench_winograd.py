@@ -5,6 +5,7 @@ measurements behind ConvTuning's Winograd rule (protonet/kernels/conv_plan.py).
     python tools/bench_winograd.py error
     python tools/bench_winograd.py nets [--nets vgg16 resnet50 googlenet] [--batch 1 16]
     python tools/bench_winograd.py rss [--nets vgg16] [--batch 1]
+    python tools/bench_winograd.py train [--nets caffenet] [--batch 32]
 
 `time`: each layer alone (a TEST net of Input + Convolution), its forward in one process,
 alternating the paths round by round; medians in ms and im2col / Winograd. `error`: the
@@ -14,7 +15,8 @@ tolerance (|error| <= 1e-5 + 1e-5 |reference|). `nets`: whole zoo nets (tools/be
 prototxt and random weights), forward in one process, alternating rounds of protonet with
 every convolution on im2col, protonet as planned (Winograd where the rule takes it) and
 OpenCV's dnn. `rss`: peak resident memory of a forward (bench_zoo.forward_protonet), each
-path in its own process.
+path in its own process. `train`: a zoo net's training step (bench_zoo.train_param), alternating
+rounds with every convolution's forward on im2col and as planned.
 """
 from __future__ import annotations
 
@@ -183,6 +185,36 @@ def whole_nets(nets, batches, rounds: int, workdir: Path) -> None:
                   flush=True)
 
 
+def training(nets, batches, rounds: int) -> None:
+    import protonet
+    import bench_zoo
+    from protonet.kernels.conv_plan import TUNING
+    print(f"{'net':10s} {'N':>3s} {'im2col ms':>10s} {'winograd ms':>11s} {'im2col/wg':>9s}")
+    for name in nets:
+        for batch in batches:
+            solver = protonet.get_solver(bench_zoo.train_param(name, batch))
+            net = solver.net
+            g = np.random.default_rng(0)
+            net.blobs["data"].data[...] = g.random(net.blobs["data"].shape, dtype=np.float32)
+            net.blobs["label"].data[...] = g.integers(0, 10, batch)
+            convs = [layer for layer in net.layers if layer.type == "Convolution"]
+            tunings = {"im2col": dataclasses.replace(TUNING, winograd_min_channels=1 << 30),
+                       "winograd": TUNING}
+            times = {k: [] for k in tunings}
+            for r in range(rounds + 1):
+                for key, tuning in tunings.items():
+                    for layer in convs:
+                        layer.tuning = tuning
+                    net.reshape()
+                    t = time.perf_counter()
+                    solver.step(1)
+                    if r:   # the first round warms up
+                        times[key].append((time.perf_counter() - t) * 1e3)
+            med = {k: statistics.median(v) for k, v in times.items()}
+            print(f"{name:10s} {batch:3d} {med['im2col']:10.1f} {med['winograd']:11.1f} "
+                  f"{med['im2col'] / med['winograd']:9.2f}", flush=True)
+
+
 def peak_rss(nets, batches, workdir: Path) -> None:
     print(f"{'net':10s} {'N':>3s} {'path':9s} {'peak RSS MB':>11s} {'weights MB':>10s} "
           f"{'largest pair MB':>15s} {'peak / (weights + pair)':>23s}")
@@ -212,7 +244,7 @@ def main() -> None:
         rss_worker(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["time", "error", "nets", "rss"])
+    parser.add_argument("what", choices=["time", "error", "nets", "rss", "train"])
     parser.add_argument("--nets", nargs="+", default=["vgg16", "resnet50", "googlenet"])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/bench_winograd"))
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 16])
@@ -230,6 +262,8 @@ def main() -> None:
         errors(paths)
     elif args.what == "nets":
         whole_nets(args.nets, args.batch, args.rounds, args.workdir)
+    elif args.what == "train":
+        training(args.nets, args.batch, args.rounds)
     else:
         peak_rss(args.nets, args.batch, args.workdir)
 

@@ -5,7 +5,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from helpers import build, run_forward
+from helpers import build, check_gradient, run_forward
 
 import protonet
 from protonet import caffe_pb2, prototxt
@@ -191,3 +191,15 @@ layer { name: "loss" type: "EuclideanLoss" bottom: "y" bottom: "t" top: "loss"
     solver.step(1)
     assert solver.net.layer_dict["conv"].plan.winograd
     assert not np.allclose(forward_checked(test_net), before)
+
+
+def test_winograd_forward_of_each_bottom_top_pair_and_the_gradients_after_it():
+    """Several bottom/top pairs, each convolved by Winograd; the backward (im2col's) builds
+    the columns the Winograd forward never made."""
+    layer, bottom, top = build(conv_text(3), [(2, 4, 6, 7)] * 2, n_top=2)
+    layer.tuning = WINOGRAD
+    got = run_forward(layer, bottom, top)
+    assert layer.plan.winograd
+    for b, y in zip(bottom, got):
+        np.testing.assert_allclose(y, reference(layer, b.data), rtol=1e-5, atol=1e-5)
+    check_gradient(layer, bottom, top, max_elements=60)
