@@ -8,10 +8,9 @@ import numpy as np
 
 from ..blob import Blob
 from ..errors import NetDefinitionError
-from ..kernels import threads
+from ..kernels import threads, winograd
 from ..kernels.conv import (add_channel_bias, channels_first, channels_first_add_bias,
                             channels_last, col2im, conv_output_size, im2col)
-from ..kernels import winograd
 from ..kernels.conv_plan import TUNING, plan_convolution
 from ..registry import register_layer
 from ..scratch import shared_buffer

@@ -102,7 +102,8 @@ def test_the_planner_takes_winograd_only_for_stride_1_undilated_3x3_with_enough_
         assert not plan(geometry=other).winograd
     # Too few tiles (GEMMs too narrow): 7 x 7 outputs of one image are 16 tiles.
     tiles = TUNING.winograd_min_tiles
-    assert not plan(side=7, batch=tiles // 16 - 1).winograd and plan(side=7, batch=tiles // 16).winograd
+    assert not plan(side=7, batch=tiles // 16 - 1).winograd
+    assert plan(side=7, batch=tiles // 16).winograd
     # Deconvolution, and any caller giving no geometry, keeps im2col.
     assert not plan_convolution(1, c * 9, 784, 1, 2, TUNING).winograd
     # Tests and experiments force either path through the tuning.
