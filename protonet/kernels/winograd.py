@@ -32,7 +32,7 @@ import numpy as np
 from ._jit import jit, prange
 
 # G, from the interpolation points 0, 1, -1 and infinity (B^T and A^T, whose entries are 0
-# and +-1, are written out in the kernels).
+# and +-1, are additions in _bt and _at).
 G = np.array([[1, 0, 0], [1 / 2, 1 / 2, 1 / 2], [1 / 2, -1 / 2, 1 / 2], [0, 0, 1]])
 
 # Floats between the end of one of V's (or M's) 16 matrices and the start of the next. The
@@ -56,8 +56,8 @@ def scratch_sizes(tiles: int, channels: int, outputs: int):
 def fingerprint(bits):
     """A 64-bit digest of an array's bits (its uint32 view, flat): sum of bits[i] times an odd
     multiplier per position, modulo 2^64. Any change of a single element changes it (odd
-    numbers are invertible modulo 2^64); other changes leave it equal with odds of about
-    2^-64. It tells a layer its weights changed whatever wrote them, also through an array
+    numbers are invertible modulo 2^64); other changes are missed only when their weighted
+    differences cancel modulo 2^64. It tells a layer its weights changed whatever wrote them, also through an array
     kept from net.params before (numpy cannot report writes): VGG-16's 3x3 weights (2.4M
     floats for the biggest layer) in 0.4 ms."""
     digest = np.uint64(0)
