@@ -260,7 +260,6 @@ class _SingleConvolution(_BaseConvolution):
                 channels_first(y2, out[n0:n1])
 
     def backward(self, top, propagate_down, bottom):
-        n = bottom[0].shape[0]
         top_diff = _planes(top[0].diff)
         if self.bias_term and self.param_propagate_down[1]:
             self.blobs[1].diff += top_diff.sum(axis=(0, 2), dtype=np.float32)
