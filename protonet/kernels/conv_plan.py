@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from .direct_conv import padded_width
 from .threads import PIECES_PER_THREAD, split
 
 
@@ -55,6 +56,34 @@ class ConvTuning:
     # Floats of Winograd's V and M together per block of whole images or of tile rows of one
     # image (16 MB): VGG-16's conv1_2 at batch 1 would need 100 MB for the whole image.
     winograd_block_floats: int = 1 << 22
+    # Direct convolution (kernels/direct_conv.py: no columns; stride 1, one group), forward
+    # and weight gradient, when K = C x kernel is at least direct_min_k and the outputs,
+    # padded to a multiple of 16 lanes, waste at most direct_max_waste of the work. Alone, 1
+    # thread (CPU time, alternating), batch 100: CIFAR-10's conv2 (K 800, 32 outputs) forward
+    # 20.9 against 28.7 ms, backward 41.8 against 56.5 ms; conv3 (800, 64) 8.7 against 11.6
+    # ms, backward the same. Not taken: its conv1 (75, 32), 13.2 against 12.3 ms forward, and
+    # LeNet's conv1 (25, 20 padded to 32), 2.0 against 0.8 ms: too few inputs per output to
+    # repay the gathers; LeNet's conv2 (500, 50 padded to 64): forward 3.5 against 3.9 ms, but
+    # the weight gradient 3.2 ms direct against about 2.1 ms as a GEMM on the columns the
+    # GEMM forward leaves (training step 0.79x).
+    direct_min_k: int = 128
+    direct_max_waste: float = 0.0
+    # ... and only for small convolutions: at most direct_max_weights weights (K x outputs:
+    # a quarter of L2, since every tile of 4 pixels streams them all), at most
+    # direct_max_pixels outputs per image (the direct path splits the batch between threads,
+    # the GEMMs split a big image), never 1x1 (its columns are the input: nothing to save).
+    # Zoo shapes, 1 thread, CPU time, direct against GEMM: VGG-16 conv3_2 (K 2304 x 256)
+    # 0.76x, conv5_2 (4608 x 512) 0.55x, CaffeNet conv3 0.78x, ResNet-50 1x1 0.39-0.75x,
+    # GoogLeNet 1x1 0.84x; VGG-16 conv1_2 (576 x 64, 224x224) 1.03x at batch 1 but on one
+    # thread where the GEMMs use two. Where Winograd takes a forward, it keeps it.
+    direct_max_weights: int = 1 << 16
+    direct_max_pixels: int = 1024
+    # The data gradient runs direct (a stride-1 convolution of the padded top diff with the
+    # flipped weights) when the bottom's pixels x channels padded to 16 are at most
+    # direct_data_grad_max_work x the top's pixels x channels: CIFAR-10's conv2 and conv3
+    # (same size in and out, 32 channels); not LeNet's conv2 shape (12x12 from 8x8, 20
+    # channels: 3.6x the work, 11.0 ms against about 3 ms as a GEMM and col2im).
+    direct_data_grad_max_work: float = 1.3
 
 
 TUNING = ConvTuning()
@@ -71,6 +100,8 @@ class ConvPlan:
     winograd: bool = False        # forward by Winograd F(2x2, 3x3) instead of im2col
     # Winograd's blocks: (first image, end image, first tile row, tile rows) each
     winograd_blocks: tuple = ()
+    direct: bool = False              # kernels/direct_conv.py: forward, weight gradient
+    direct_data_grad: bool = False    # and the data gradient (else the GEMM and col2im)
 
     def blocks(self, images: int) -> list:
         """(first, end) of each block of a chunk of `images`: the pieces threads take in
@@ -86,9 +117,11 @@ def plan_convolution(batch: int, k: int, pixels: int, group: int, threads: int,
     `pixels` outputs per image and channel, on `threads` threads. A Convolution also gives
     its `geometry` (kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w, dilation_h,
     dilation_w), `outputs` (num_output) and `out_shape` (Ho, Wo), which may make its forward
-    Winograd's."""
+    Winograd's or (forward and backward) direct."""
     winograd, winograd_blocks = _winograd_plan(batch, k, group, tuning, geometry, outputs,
                                                out_shape)
+    direct, direct_data_grad = (False, False) if winograd else _direct_plan(
+        k, pixels, group, tuning, geometry, outputs, out_shape)
     chunk = max(1, min(batch, tuning.col_budget // max(1, k * pixels)))
     per_image_weight_grad = k // group <= tuning.per_image_max_k
     per_image_forward = per_image_weight_grad or (
@@ -97,9 +130,29 @@ def plan_convolution(batch: int, k: int, pixels: int, group: int, threads: int,
                     bounds=tuple((a, min(batch, a + chunk)) for a in range(0, batch, chunk)),
                     per_image_forward=per_image_forward,
                     per_image_weight_grad=per_image_weight_grad,
-                    block=max(1, tuning.block_floats // max(1, k * pixels)),
+                    # Direct: no columns to keep in cache, so as few pieces as the threads
+                    # share (CIFAR-10's conv2 made 100 pieces of 1 image by the columns' rule).
+                    block=batch if direct else max(1, tuning.block_floats // max(1, k * pixels)),
                     threads=max(1, threads), winograd=winograd,
-                    winograd_blocks=winograd_blocks)
+                    winograd_blocks=winograd_blocks, direct=direct,
+                    direct_data_grad=direct_data_grad)
+
+
+def _direct_plan(k, pixels, group, tuning, geometry, outputs, out_shape):
+    """(direct, direct data gradient) for a Convolution's shape."""
+    if not geometry or tuple(geometry[4:6]) != (1, 1) or group != 1:
+        return False, False
+    kh, kw, ph, pw, _, _, dh, dw = geometry
+    channels = k // (kh * kw)
+    if not (k >= tuning.direct_min_k and kh * kw > 1
+            and k * outputs <= tuning.direct_max_weights and pixels <= tuning.direct_max_pixels
+            and padded_width(outputs) <= outputs * (1 + tuning.direct_max_waste)):
+        return False, False
+    # At stride 1 the bottom is the top grown by the kernel's reach, less the pad.
+    bottom_pixels = ((out_shape[0] + dh * (kh - 1) - 2 * ph)
+                     * (out_shape[1] + dw * (kw - 1) - 2 * pw))
+    data_work = bottom_pixels * padded_width(channels)
+    return True, data_work <= pixels * channels * tuning.direct_data_grad_max_work
 
 
 def _winograd_plan(batch, k, group, tuning, geometry, outputs, out_shape):

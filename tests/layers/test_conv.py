@@ -6,7 +6,7 @@ import pytest
 from helpers import build, check_gradient, run_forward
 
 from protonet.errors import NetDefinitionError, ShapeError
-from protonet.kernels.conv_plan import TUNING
+from protonet.kernels.conv_plan import TUNING, plan_convolution
 from reference import vision
 
 F = 'weight_filler { type: "gaussian" std: 0.3 } bias_filler { type: "gaussian" std: 0.3 }'
@@ -22,6 +22,12 @@ CASES = [
      f'bias_term: false {F} }}', (2, 1, 9, 8), (1, 1), (1, 1), (2, 2), 1),
     (f'type: "Convolution" convolution_param {{ num_output: 6 kernel_size: 1 group: 3 {F} }}',
      (1, 3, 3, 3), (1, 1), (0, 0), (1, 1), 3),
+    # The direct kernel's 4 x 4 tiles with leftovers both ways (K = 54, 99 pixels), and a pad
+    # wider than the kernel (its data gradient crops the padded top diff).
+    (f'type: "Convolution" convolution_param {{ num_output: 5 kernel_size: 3 pad: 2 {F} }}',
+     (2, 6, 7, 9), (1, 1), (2, 2), (1, 1), 1),
+    (f'type: "Convolution" convolution_param {{ num_output: 18 kernel_h: 2 kernel_w: 3 pad: 3 '
+     f'bias_term: false {F} }}', (1, 3, 4, 5), (1, 1), (3, 3), (1, 1), 1),
 ]
 DECONV = [
     (f'type: "Deconvolution" convolution_param {{ num_output: 3 kernel_size: 3 stride: 2 {F} }}',
@@ -31,18 +37,32 @@ DECONV = [
 ]
 
 
+# The direct convolution wherever it applies (Winograd off).
+DIRECT = dataclasses.replace(TUNING, direct_min_k=0, direct_max_waste=1e9,
+                             direct_max_weights=1 << 30, direct_max_pixels=1 << 30,
+                             direct_data_grad_max_work=1e9, winograd_min_channels=1 << 30)
+
+
 @pytest.fixture(params=["one GEMM per batch", "per-image forward, batch weight gradient",
-                        "one GEMM per image", "Winograd F(2x2,3x3) forward"])
+                        "one GEMM per image", "Winograd F(2x2,3x3) forward",
+                        "direct where it applies", "direct, GEMM data gradient"])
 def gemm_path(request):
     """Tuning that makes Convolution take each of its ways to multiply (chosen by the layer's
     shape), each checked on every case: a test gives it to the layer it built. Winograd's
-    forward is taken by the stride-1 undilated 3x3 cases, the others keep im2col."""
+    forward is taken by the stride-1 undilated 3x3 cases, the others keep im2col. The direct
+    convolution (stride 1, one group, not 1x1) is off on the other paths and taken whatever
+    its padding waste and size on the last two."""
+    if request.param.startswith("direct"):
+        return dataclasses.replace(
+            DIRECT, direct_data_grad_max_work=-1 if request.param.endswith("data gradient")
+            else 1e9)
     per_image_forward = request.param.startswith("per-image")
     winograd = request.param.startswith("Winograd")
     return dataclasses.replace(
         TUNING, per_image_max_k=1 << 30 if request.param.endswith("image") else 0,
         per_image_max_floats=1 << 30 if per_image_forward else 0, per_image_min_pixels=1,
-        winograd_min_channels=1 if winograd else 1 << 30, winograd_min_tiles=1)
+        winograd_min_channels=1 if winograd else 1 << 30, winograd_min_tiles=1,
+        direct_min_k=1 << 30)
 
 
 def expected(layer, bottom, case, ref):
@@ -153,6 +173,83 @@ def test_test_phase_convolutions_share_columns_and_stay_exact(case, gemm_path):
         layer.blobs[0].diff[...] = 0
         layer.backward(top, [True], bottom)
         results[phase] = (y, bottom[0].diff.copy(), layer.blobs[0].diff.copy())
-    assert layers[caffe_pb2.TEST][0].shares_scratch and not layers[caffe_pb2.TRAIN][0].shares_scratch
+    test_layer = layers[caffe_pb2.TEST][0]
+    assert test_layer.shares_scratch or test_layer.plan.direct_data_grad   # no columns at all
+    assert not layers[caffe_pb2.TRAIN][0].shares_scratch
     for a, b in zip(results[caffe_pb2.TRAIN], results[caffe_pb2.TEST]):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[3], CASES[5], CASES[6]])
+def test_direct_tuning_takes_the_direct_path_on_stride_1_single_group_cases(case):
+    """The fixture's direct paths really run the direct kernels on these cases."""
+    layer, bottom, top = build(case[0], [case[1]])
+    layer.tuning = DIRECT
+    layer.reshape(bottom, top)
+    assert layer.plan.direct and layer.plan.direct_data_grad
+
+
+def _plan(batch, channels, outputs, kernel, pad, size, stride=1, group=1):
+    """plan_convolution for a square Convolution as the layer asks for it, on 2 threads."""
+    ho = (size + 2 * pad - kernel) // stride + 1
+    return plan_convolution(batch, channels * kernel * kernel, ho * ho, group, 2,
+                            geometry=(kernel, kernel, pad, pad, stride, stride, 1, 1),
+                            outputs=outputs, out_shape=(ho, ho))
+
+
+def test_planner_takes_the_direct_path_where_it_measured_faster():
+    """Default tuning: CIFAR-10's conv2/conv3 direct; LeNet's conv2 (outputs not a multiple
+    of 16), conv1s (few inputs per output), strided, grouped, 1x1 or big convolutions not,
+    nor where Winograd takes the forward; the data gradient direct only when the bottom is
+    no bigger than the top."""
+    cifar2 = _plan(100, 32, 32, 5, 2, 16)
+    assert cifar2.direct and cifar2.direct_data_grad
+    cifar3 = _plan(100, 32, 64, 5, 2, 8)
+    assert cifar3.direct and cifar3.direct_data_grad
+    # A bottom bigger than the top (no padding): the data gradient as a GEMM.
+    bigger = _plan(64, 20, 64, 5, 0, 12)
+    assert bigger.direct and not bigger.direct_data_grad
+    winograd = _plan(100, 32, 32, 3, 1, 16)
+    assert winograd.winograd and not winograd.direct
+    for plan in (_plan(64, 20, 50, 5, 0, 12),             # LeNet's conv2
+                 _plan(100, 3, 32, 5, 2, 32),             # CIFAR-10's conv1
+                 _plan(64, 1, 20, 5, 0, 28),              # LeNet's conv1
+                 _plan(100, 32, 32, 5, 2, 16, stride=2),
+                 _plan(100, 32, 32, 5, 2, 16, group=2),
+                 _plan(64, 20, 17, 5, 0, 12),             # 17 outputs padded to 32
+                 # Zoo shapes where the GEMMs win: big weights, big images, 1x1.
+                 _plan(1, 512, 512, 3, 1, 14), _plan(1, 64, 64, 5, 2, 224),
+                 _plan(1, 256, 64, 1, 0, 28)):
+        assert not (plan.direct or plan.direct_data_grad)
+
+
+def test_direct_convolution_of_an_image_does_not_depend_on_its_batch():
+    text = CASES[5][0]
+    outputs = []
+    for n in (1, 3):
+        layer, bottom, top = build(text, [(n, *CASES[5][1][1:])])
+        layer.tuning = DIRECT
+        bottom[0].data[0] = np.linspace(-1, 1, bottom[0].data[0].size).reshape(
+            bottom[0].data[0].shape)
+        outputs.append(run_forward(layer, bottom, top)[0][0])
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+
+
+def test_direct_kernel_inner_loop_is_vectorized():
+    """gathered_matmul's innermost loop compiles to packed multiplies (mulps on xmm, ymm or
+    zmm registers): the loop shape it depends on (no reduction across lanes, contiguous rows,
+    unsigned offsets) must not regress into scalar code."""
+    import re
+
+    import numba
+
+    from protonet.kernels.direct_conv import gathered_matmul
+    # A fresh compile with protonet's options (one loaded from numba's disk cache has no
+    # assembly to show).
+    kernel = numba.njit(fastmath=False, error_model="numpy")(gathered_matmul.py_func)
+    offsets = np.zeros(4, np.uint64)
+    kernel(np.zeros(64, np.float32), offsets, offsets, np.zeros((4, 16), np.float32),
+           np.zeros((4, 16), np.float32))
+    asm = kernel.inspect_asm(kernel.signatures[0])
+    assert re.search(r"\bv?mulps\b", asm)
+
