@@ -8,7 +8,9 @@ Sections (--only): lenet (LeNet training and forward, 1 and 2 threads), contenti
 order and one other CPU-bound process), zoo (forward at batch 1 and 16 of CIFAR-10, CaffeNet,
 GoogLeNet, VGG-16, ResNet-50, with peak RSS), train (CIFAR-10 quick/full at batch 100,
 CaffeNet at 32), latency (LeNet and GoogLeNet at batch 1, and protonet's per-layer overhead),
-memory (peak RSS of a whole batch-1 deploy process of VGG-16, CaffeNet, ResNet-50, GoogLeNet).
+memory (peak RSS of a whole batch-1 deploy process of VGG-16, CaffeNet, ResNet-50, GoogLeNet);
+with --only only: convpaths (protonet's convolution paths, GEMM against direct, side by side
+in one process: LeNet's and CIFAR-10's convolutions alone and CIFAR-10 training steps).
 Every worker gets a time limit from what is left of --budget (default 45 minutes); a row that
 no longer fits is printed as skipped. The zoo and train sections need ../shared/caffe-models.
 
@@ -201,6 +203,87 @@ def worker_gemm():
     return {"gflops": best / 1e9}
 
 
+# Convolutions the direct path was planned for, and the conv1s it was measured against:
+# (name, num_output, kernel, pad, bottom shape).
+CONV_SHAPES = [("lenet conv1", 20, 5, 0, (64, 1, 28, 28)),
+               ("lenet conv2", 50, 5, 0, (64, 20, 12, 12)),
+               ("cifar10 conv1", 32, 5, 2, (100, 3, 32, 32)),
+               ("cifar10 conv2", 32, 5, 2, (100, 32, 16, 16)),
+               ("cifar10 conv3", 64, 5, 2, (100, 32, 8, 8))]
+
+
+def worker_convpaths(threads: int, rounds: int) -> dict:
+    """Convolution alone (forward; backward to weights and data) and whole training steps of
+    CIFAR-10 quick and full, with the direct convolution allowed where the planner takes it
+    (default tuning) and on none, alternating in this one process. At 1 thread the clock is
+    the process's CPU time (robust to other programs on the machine), else wall time."""
+    import dataclasses
+
+    import numpy as np
+
+    from protonet import caffe_pb2
+    from protonet.blob import Blob
+    from protonet.layers import conv
+    from protonet.kernels.conv_plan import TUNING
+    from protonet.testing import layer_from_text
+    clock = time.process_time if threads == 1 else time.perf_counter
+    paths = {"gemm": dataclasses.replace(TUNING, direct_min_k=1 << 30), "planned": TUNING,
+             "direct": dataclasses.replace(TUNING, direct_min_k=0, direct_max_waste=1.0)}
+    rows = []
+    for name, outputs, kernel, pad, shape in CONV_SHAPES:
+        layer = layer_from_text(f'name: "c" type: "Convolution" convolution_param {{ '
+                                f'num_output: {outputs} kernel_size: {kernel} pad: {pad} '
+                                'weight_filler { type: "xavier" } }', caffe_pb2.TRAIN)
+        bottom, top = [Blob(shape)], [Blob()]
+        bottom[0].data[...] = np.random.default_rng(0).random(shape, dtype=np.float32)
+        layer.set_up(bottom, top)
+        times = {p: [] for p in paths}
+        for _ in range(rounds):
+            for path, tuning in paths.items():
+                layer.tuning = tuning
+                layer.reshape(bottom, top)
+                top[0].diff[...] = 0.01
+                best = [float("inf")] * 2
+                for _ in range(5):
+                    t0 = clock()
+                    layer.forward(bottom, top)
+                    t1 = clock()
+                    layer.backward(top, [True], bottom)
+                    t2 = clock()
+                    best = [min(best[0], t1 - t0), min(best[1], t2 - t1)]
+                times[path].append(best)
+        layer.tuning = TUNING
+        layer.reshape(bottom, top)
+        rows.append({"name": name, "takes_direct": layer.plan.direct,
+                     **{p: [1e3 * statistics.median(v[i] for v in t) for i in (0, 1)]
+                        for p, t in times.items()}})
+    nets = []
+    import bench_zoo
+    import protonet
+    for net_name in ("cifar10_quick", "cifar10_full"):
+        if not bench_zoo.SHARED.exists():
+            break
+        solver = protonet.get_solver(bench_zoo.train_param(net_name, 100))
+        net = solver.net
+        g = np.random.default_rng(0)
+        net.blobs["data"].data[...] = g.random(net.blobs["data"].shape, dtype=np.float32)
+        net.blobs["label"].data[...] = g.integers(0, 10, 100)
+        rates = {"gemm": [], "planned": []}
+        for r in range(rounds):
+            for path in ("gemm", "planned") if r % 2 == 0 else ("planned", "gemm"):
+                conv._BaseConvolution.tuning = paths[path]
+                net.reshape()
+                solver.step(2)
+                t = clock()
+                solver.step(4)
+                rates[path].append(400 / (clock() - t))
+        conv._BaseConvolution.tuning = TUNING
+        nets.append({"name": net_name, **{p: statistics.median(v) for p, v in rates.items()},
+                     "ratio": statistics.median(b / a for a, b in zip(rates["gemm"],
+                                                                       rates["planned"]))})
+    return {"layers": rows, "nets": nets}
+
+
 def worker_main(args):
     if args.numpy_first:
         import numpy  # noqa: F401  (as a pycaffe script starts: before protonet or torch)
@@ -216,6 +299,8 @@ def worker_main(args):
                               args.channels_last)
     elif args.framework == "gemm":
         result = worker_gemm()
+    elif args.framework == "convpaths":
+        result = worker_convpaths(args.threads, args.rounds)
     else:
         result = worker_protonet(args.net, args.mode, args.batch, args.iters, args.repeats)
     print("RESULT " + json.dumps(result))
@@ -302,8 +387,9 @@ def main(argv=None):
     p.add_argument("--numpy-first", action="store_true")
     p.add_argument("--rounds", type=int, default=5,
                    help="alternate protonet and PyTorch runs this many times per row")
-    p.add_argument("--only", default=",".join(SECTIONS),
-                   help=f"sections to run, comma-separated (default all: {','.join(SECTIONS)})")
+    p.add_argument("--only", default=",".join(DEFAULT_SECTIONS),
+                   help=f"sections to run, comma-separated (default: {','.join(DEFAULT_SECTIONS)};"
+                        f" also: convpaths)")
     p.add_argument("--budget", type=float, default=45,
                    help="minutes for the whole run; rows that do not fit are skipped")
     p.add_argument("--zoo-nets", default=",".join(ZOO_NETS))
@@ -672,8 +758,35 @@ def section_memory(args, results):
     results["memory"] = rows
 
 
+def section_convpaths(args, results):
+    """protonet alone: its convolution paths side by side in one process (no peer)."""
+    rows = {}
+    for threads in (int(t) for t in args.threads_list.split(",")):
+        out = run_worker(threads, "--framework", "convpaths", "--rounds",
+                         1 if args.quick else args.rounds)
+        if out is None:
+            continue
+        rows[threads] = out
+        clock = "CPU" if threads == 1 else "wall"
+        print(f"{threads} thread(s), {clock} ms, median of {args.rounds} alternating rounds "
+              "(forward / backward to weights and data)")
+        print(f"  {'convolution':14s} {'GEMM paths':>14s} {'as planned':>14s} "
+              f"{'direct forced':>14s}")
+        for row in out["layers"]:
+            print(f"  {row['name']:14s} " + " ".join(
+                f"{row[p][0]:6.2f} /{row[p][1]:6.2f}" for p in ("gemm", "planned", "direct"))
+                + ("  (planned: direct)" if row["takes_direct"] else ""))
+        for row in out["nets"]:
+            print(f"  {row['name']} training, images/s: GEMM paths {row['gemm']:,.0f}, as "
+                  f"planned {row['planned']:,.0f}, ratio {row['ratio']:.2f}")
+    results["convpaths"] = rows
+
+
 SECTIONS = {"lenet": section_lenet, "contention": section_contention, "zoo": section_zoo,
-            "train": section_train, "latency": section_latency, "memory": section_memory}
+            "train": section_train, "latency": section_latency, "memory": section_memory,
+            "convpaths": section_convpaths}
+# convpaths measures protonet against itself: run it with --only.
+DEFAULT_SECTIONS = [name for name in SECTIONS if name != "convpaths"]
 
 
 def chart(results, path):
