@@ -40,8 +40,11 @@ class Net:
     layers the file lacks keep their fillers (fine-tuning), a shape mismatch is an error.
     """
 
-    def __init__(self, network_file=None, phase=TRAIN, weights=None, *, param=None,
-                 level: int = 0, stages=(), source: str | None = None) -> None:
+    def __init__(self, network_file=None, phase=TRAIN, weights=None, stages=(), *, param=None,
+                 level: int = 0, source: str | None = None) -> None:
+        if isinstance(weights, int) and not isinstance(weights, bool):
+            # pycaffe's positional Net(file, phase, level, stages)
+            level, weights = weights, None
         if isinstance(phase, (str, Path)):  # pycaffe's Net(file, weights, phase)
             log.warning("Net(prototxt, weights, phase) is pycaffe's deprecated form; use "
                         "Net(prototxt, phase, weights=weights)")

@@ -153,6 +153,18 @@ def test_stages_none_is_no_stages(tmp_path):
     assert protonet.Net(path, protonet.TEST, stages=None, level=0).outputs == ["fc"]
 
 
+def test_level_and_stages_may_be_positional_as_in_pycaffe(tmp_path):
+    path = write(tmp_path, "net.prototxt", """
+        input: "data" input_shape { dim: 1 dim: 3 }
+        layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc"
+                inner_product_param { num_output: 2 } }
+        layer { name: "extra" type: "ReLU" bottom: "fc" top: "extra"
+                include { min_level: 1 stage: "deploy" } }""")
+    assert protonet.Net(path, protonet.TEST).outputs == ["fc"]
+    assert protonet.Net(path, protonet.TEST, 1, ["deploy"]).outputs == ["extra"]
+    assert protonet.Net(path, protonet.TEST, 0, ["deploy"]).outputs == ["fc"]
+
+
 # -- Net: running --------------------------------------------------------------------------------
 def test_backward_with_end_returns_the_end_layers_bottom_diffs():
     net = net_from(TWO_HEADS)
