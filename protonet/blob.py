@@ -17,7 +17,7 @@ DTYPE = np.float32
 class Blob:
     """`data` and `diff`: float32 arrays of `shape`. `count` is the number of elements."""
 
-    __slots__ = ("_data_buf", "_diff_buf", "_shape", "data", "diff", "name")
+    __slots__ = ("_data_buf", "_diff_buf", "_shape", "_data", "_diff", "name")
 
     def __init__(self, shape=(), name: str = "") -> None:
         self.name = name
@@ -29,6 +29,31 @@ class Blob:
     @property
     def shape(self) -> tuple[int, ...]:
         return self._shape
+
+    # The net's layers hold these arrays: values go in (blob.data[...] = x), the arrays stay.
+    @property
+    def data(self) -> np.ndarray:
+        return self._data
+
+    @data.setter
+    def data(self, values) -> None:
+        if values is self._data:  # blob.data += x: numpy changed the array in place
+            return
+        raise AttributeError(f"blob '{self.name}': its data array is the net's memory and "
+                             "cannot be replaced; copy values into it: blob.data[...] = values "
+                             "(pycaffe refuses the assignment too)")
+
+    @property
+    def diff(self) -> np.ndarray:
+        return self._diff
+
+    @diff.setter
+    def diff(self, values) -> None:
+        if values is self._diff:  # blob.diff += x: numpy changed the array in place
+            return
+        raise AttributeError(f"blob '{self.name}': its diff array is the net's memory and "
+                             "cannot be replaced; copy values into it: blob.diff[...] = values "
+                             "(pycaffe refuses the assignment too)")
 
     @property
     def count(self) -> int:
@@ -65,8 +90,8 @@ class Blob:
             self._data_buf, self._diff_buf = memory.allocate((count,), DTYPE, what, copies=2,
                                                              zero=True)
         self._shape = shape
-        self.data = self._data_buf[:count].reshape(shape)
-        self.diff = self._diff_buf[:count].reshape(shape)
+        self._data = self._data_buf[:count].reshape(shape)
+        self._diff = self._diff_buf[:count].reshape(shape)
 
     def share_data(self, other: "Blob") -> None:
         """Use `other`'s data memory (Caffe's ShareData): shared weights, train/test nets."""
@@ -74,7 +99,7 @@ class Blob:
             raise ShapeError(f"blob '{self.name}': cannot share data of shape {other.shape} "
                              f"with shape {self.shape}")
         self._data_buf = other._data_buf
-        self.data = other.data.reshape(self._shape)
+        self._data = other.data.reshape(self._shape)
 
     def share_diff(self, other: "Blob") -> None:
         """Use `other`'s diff memory (Caffe's ShareDiff): gradients of shared weights add up."""
@@ -82,7 +107,7 @@ class Blob:
             raise ShapeError(f"blob '{self.name}': cannot share diff of shape {other.shape} "
                              f"with shape {self.shape}")
         self._diff_buf = other._diff_buf
-        self.diff = other.diff.reshape(self._shape)
+        self._diff = other.diff.reshape(self._shape)
 
     def set_data(self, values) -> None:
         """Copy `values` into data, with a clear error when the shape differs."""

@@ -42,13 +42,13 @@ class Net:
 
     def __init__(self, network_file=None, phase=TRAIN, weights=None, stages=(), *, param=None,
                  level: int = 0, source: str | None = None) -> None:
-        if isinstance(weights, int) and not isinstance(weights, bool):
-            # pycaffe's positional Net(file, phase, level, stages)
-            level, weights = weights, None
         if isinstance(phase, (str, Path)):  # pycaffe's Net(file, weights, phase)
             log.warning("Net(prototxt, weights, phase) is pycaffe's deprecated form; use "
                         "Net(prototxt, phase, weights=weights)")
             phase, weights = (weights if weights is not None else TRAIN), phase
+        elif isinstance(weights, int) and not isinstance(weights, bool):
+            # pycaffe's positional Net(file, phase, level, stages)
+            level, weights = weights, None
         if phase not in (TRAIN, TEST):
             raise ProtonetError(f"phase must be protonet.TRAIN or protonet.TEST, got {phase!r}")
         if param is None:

@@ -518,3 +518,17 @@ def test_memory_data_input_arrays_feed_batches_in_turn():
     np.testing.assert_array_equal(net.blobs["data"].data, data[:2])
     net.forward()
     np.testing.assert_array_equal(net.blobs["label"].data, [2, 3])
+
+
+def test_replacing_a_blobs_arrays_is_refused_as_in_pycaffe(tmp_path):
+    net = protonet.Net(write(tmp_path, "net.prototxt", DEPLOY), protonet.TEST)
+    blob = net.blobs["data"]
+    before = blob.data
+    with pytest.raises(AttributeError, match=r"blob 'data'.*blob.data\[\.\.\.\] = values"):
+        blob.data = np.zeros(blob.shape, np.float32)
+    with pytest.raises(AttributeError, match=r"blob 'data'.*blob.diff\[\.\.\.\] = values"):
+        blob.diff = np.zeros(blob.shape, np.float32)
+    blob.data[...] = 2.0   # the way values go in
+    assert blob.data is before and (net.blobs["data"].data == 2.0).all()
+    blob.data += 1.0       # in place: allowed
+    assert blob.data is before and (net.blobs["data"].data == 3.0).all()
