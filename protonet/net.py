@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import caffe_pb2, graph, memory, prototxt
+from . import caffe_pb2, fusion, graph, memory, prototxt
 from .blob import Blob
 from .errors import NetDefinitionError, ProtonetError, ShapeError, clip
 from .io import caffemodel, hdf5_weights
@@ -159,6 +159,9 @@ class Net:
         self._base_loss_weights = [list(lt) for lt in self._loss_tops]
         self.params: OrderedDict[str, list[Blob]] = OrderedDict(
             (layer.name, layer.blobs) for layer in self.layers if layer.blobs)
+        # Layers whose work their producer's output pass does (protonet/fusion.py).
+        self.fuse = fusion.enabled_by_default()
+        self._fusion = fusion.plan_fusion(self)
         self._check_memory()
 
     def _check_memory(self) -> None:
@@ -303,7 +306,11 @@ class Net:
         """Run layers start..end (indices, inclusive); return the weighted loss they produce."""
         loss = 0.0
         before, after = self._hooks["before_forward"], self._hooks["after_forward"]
+        skipped, fused = (self._fusion.for_range(start, end)
+                          if self.fuse and not (before or after) else ((), {}))
         for i in range(start, end + 1):
+            if i in skipped:   # its work is done in its producer's output pass
+                continue
             for hook in before:
                 hook(i)
             layer, bottom, top = self.layers[i], self._bottoms[i], self._tops[i]
@@ -311,7 +318,14 @@ class Net:
                 layer.reshape(bottom, top)
             except ProtonetError as e:
                 raise _in_layer(e, layer.param) from None
-            layer.forward(bottom, top)
+            if i in fused:
+                layer.epilogue = fused[i].epilogue()
+                try:
+                    layer.forward(bottom, top)
+                finally:
+                    layer.epilogue = None
+            else:
+                layer.forward(bottom, top)
             for j, w in self._loss_tops[i]:
                 loss += w * float(top[j].data.sum(dtype=np.float64))
             for hook in after:

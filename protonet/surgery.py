@@ -101,6 +101,26 @@ def _top_shape(lp, kind, index, top, shapes, batch) -> list[int]:
 FOLDABLE = ("Convolution", "InnerProduct")
 
 
+def batchnorm_affine(bn, scale=None):
+    """(gamma, beta), float64 per channel, such that a BatchNorm layer `bn` using its global
+    statistics, then the Scale layer `scale` (optional; or `bn` None for a Scale alone), map
+    x to x * gamma + beta: gamma = g / sqrt(var + eps), beta = b - mean * gamma, with
+    mean = mean_sum / s and var = var_sum / s (0 when s is 0) as BatchNorm computes them and g
+    and b the Scale's (1 and 0 without one). The one formula for `fold-bn` and for the fold a
+    TEST net does at run time (protonet/fusion.py)."""
+    gamma, beta = np.ones(1), np.zeros(1)
+    if bn is not None:
+        mean, var, factor = (b.data.astype(np.float64).reshape(-1) for b in bn.blobs)
+        s = 0.0 if factor[0] == 0 else 1.0 / factor[0]
+        gamma = 1.0 / np.sqrt(var * s + float(bn.eps))
+        beta = -mean * s * gamma
+    if scale is not None:
+        g = scale.blobs[0].data.astype(np.float64).reshape(-1)
+        b = scale.blobs[1].data.astype(np.float64).reshape(-1) if scale.bias_term else 0.0
+        gamma, beta = gamma * g, beta * g + b
+    return gamma, beta
+
+
 def fold_batchnorm(net_param, net):
     """Fold every BatchNorm (and the Scale right after it) that directly follows a
     Convolution or InnerProduct into that layer: W' = W g / s, b' = (b - mean) g / s + beta,
@@ -139,19 +159,13 @@ def fold_batchnorm(net_param, net):
         bn = net.layer_dict[layers[i].name]
         if not bn.use_global_stats:   # batch statistics at run time: nothing fixed to fold
             continue
-        mean, var, factor = (b.data.astype(np.float64).reshape(-1) for b in bn.blobs)
-        scale = 0.0 if factor[0] == 0 else 1.0 / factor[0]
-        gamma = 1.0 / np.sqrt(var * scale + float(bn.eps))
-        beta = -mean * scale * gamma
-        top, drop_now = layers[i].top[0], {i}
+        top, drop_now, scale = layers[i].top[0], {i}, None
         k = sole_next_reader(i, top)
         if k is not None and layers[k].type == "Scale" and len(layers[k].bottom) == 1:
-            sc = net.layer_dict[layers[k].name]
-            g = sc.blobs[0].data.astype(np.float64).reshape(-1)
-            b = sc.blobs[1].data.astype(np.float64).reshape(-1) if sc.bias_term else 0.0
-            gamma, beta = gamma * g, beta * g + b
+            scale = net.layer_dict[layers[k].name]
             top = layers[k].top[0]
             drop_now.add(k)
+        gamma, beta = batchnorm_affine(bn, scale)
         fold[j] = (gamma, beta, top)
         drop |= drop_now
     out = caffe_pb2.NetParameter()

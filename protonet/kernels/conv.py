@@ -88,17 +88,6 @@ def channels_first(y2, out):
 
 
 @jit(parallel=True)
-def channels_first_add_bias(y2, bias, out):
-    """channels_first plus a per-channel bias, in one pass."""
-    m_out, n_img, p = y2.shape
-    for n in prange(n_img):
-        for m in range(m_out):
-            b = bias[m]
-            for k in range(p):
-                out[n, m, k] = y2[m, n, k] + b
-
-
-@jit(parallel=True)
 def channels_last(dy, out):
     """out[m, n, p] = dy[n, m, p]: a top diff to the GEMM layout; the inverse of channels_first."""
     n_img, m_out, p = dy.shape
@@ -106,15 +95,3 @@ def channels_last(dy, out):
         for n in range(n_img):
             for k in range(p):
                 out[m, n, k] = dy[n, m, k]
-
-
-@jit(parallel=True)
-def add_channel_bias(y, bias):
-    """y[n, m, p] += bias[m], in place (numpy's broadcast add takes twice as long here)."""
-    n_img, m_out, p = y.shape
-    for plane in prange(n_img * m_out):
-        n = plane // m_out
-        m = plane % m_out
-        b = bias[m]
-        for k in range(p):
-            y[n, m, k] += b

@@ -21,6 +21,7 @@ from .. import caffe_pb2, memory
 from ..blob import Blob, BlobVec
 from ..errors import NetDefinitionError, ShapeError, clip
 from ..io.binaryproto import array_from_blobproto
+from ..kernels.epilogue import NONE as NO_OPERAND
 
 TRAIN = caffe_pb2.TRAIN
 TEST = caffe_pb2.TEST
@@ -45,6 +46,11 @@ class Layer:
     in_place: ClassVar[bool] = True
     # What a layer that reads records reads (its database); a solverstate names it.
     source: str = ""
+    # Layers whose output pass is kernels/epilogue.py's (a per-channel bias): the net may hand
+    # them, for one forward, the BatchNorm/Scale/ReLU after them to apply there instead
+    # (protonet/fusion.py), as `epilogue`.
+    takes_epilogue: ClassVar[bool] = False
+    epilogue = None
 
     # Set by a net built with a weights file that has this layer's blobs (Net(..., weights=)):
     # their filled values would only be overwritten (VGG-16: 138M random draws, 2 s).
@@ -96,6 +102,14 @@ class Layer:
     def backward(self, top: Sequence[Blob], propagate_down: Sequence[bool],
                  bottom: Sequence[Blob]) -> None:
         """Default: nothing to propagate (layers without bottoms or gradients)."""
+
+    def output_epilogue(self):
+        """(scale, shift, relu, negative_slope) for kernels/epilogue.py: what the net fused
+        into this forward (protonet/fusion.py), else the layer's own bias (blob 1)."""
+        if self.epilogue is not None:
+            return self.epilogue
+        return (NO_OPERAND, self.blobs[1].data if self.bias_term else NO_OPERAND, False,
+                np.float32(0))
 
     def allow_force_backward(self, bottom_index: int) -> bool:
         """False for bottoms that never take a gradient (labels)."""

@@ -9,10 +9,10 @@ import numpy as np
 from ..blob import Blob
 from ..errors import NetDefinitionError
 from ..kernels import threads, winograd
-from ..kernels.conv import (add_channel_bias, channels_first, channels_first_add_bias,
-                            channels_last, col2im, conv_output_size, im2col)
+from ..kernels.conv import channels_first, channels_last, col2im, conv_output_size, im2col
 from ..kernels.conv_plan import TUNING, plan_convolution
 from ..kernels.direct_conv import DirectConvolution
+from ..kernels.epilogue import NONE, channel_epilogue, channels_first_epilogue
 from ..registry import register_layer
 from ..scratch import shared_buffer
 from .base import TEST, Layer, canonical_axis
@@ -64,6 +64,7 @@ class _BaseConvolution(Layer):
 
     # The thresholds the layer plans with; a test or experiment may give one layer its own.
     tuning = TUNING
+    takes_epilogue = True
 
     def setup(self, bottom, top):
         p = self.param.convolution_param
@@ -214,10 +215,20 @@ class _SingleConvolution(_BaseConvolution):
             self.winograd_key = key
         return self.winograd_weights
 
+    def _split_epilogue(self):
+        """For the Winograd and direct kernels, which add a bias themselves: (the bias they
+        add or None, the rest of the output pass or None). A fold (protonet/fusion.py) is
+        all done in the pass; a fused ReLU alone after the kernel's own bias, as the ReLU
+        layer would see it."""
+        scale, shift, relu, negative_slope = self.output_epilogue()
+        if scale.size:
+            return None, (scale, shift, relu, negative_slope)
+        return (shift if shift.size else None,
+                (NONE, NONE, relu, negative_slope) if relu else None)
+
     def _forward_winograd(self, x, y):
-        if self.bias_term:
-            bias = self.blobs[1].data
-        else:
+        bias, rest = self._split_epilogue()
+        if bias is None:
             bias = self.scratch("zero_bias", (self.num_output,))
             bias[...] = 0
         u = self._winograd_weights()
@@ -230,6 +241,8 @@ class _SingleConvolution(_BaseConvolution):
         for n0, n1, first_row, rows in self.plan.winograd_blocks:
             winograd.convolve(x[n0:n1], u, bias, self.ph, self.pw, first_row, rows, v, m,
                               y[n0:n1], self.plan.threads)
+        if rest:
+            channel_epilogue(_planes(y), *rest)
 
     def forward(self, bottom, top):
         if self.plan.winograd:
@@ -237,11 +250,14 @@ class _SingleConvolution(_BaseConvolution):
             return
         mg = self.num_output // self.group
         weight = self.blobs[0].data.reshape(self.group, mg, -1)
-        bias = self.blobs[1].data if self.bias_term else None
+        epilogue = self.output_epilogue()   # the bias, or what the net fused in
         x = bottom[0].data
         out = _planes(top[0].data)
         if self.plan.direct:
+            bias, rest = self._split_epilogue()
             self.direct.forward(x, weight[0], bias, out, self.plan)
+            if rest:
+                channel_epilogue(out, *rest)
             return
         col, y2_buffer = self._buffers()
         for n0, n1 in self.plan.bounds:
@@ -255,9 +271,8 @@ class _SingleConvolution(_BaseConvolution):
                     cols = self._images_of(col, s, e)
                     for g in range(self.group):
                         np.matmul(weight[g], cols[g], out=out[s:e, g * mg:(g + 1) * mg])
-                    if bias is not None:
-                        (add_channel_bias.serial if shared else add_channel_bias)(out[s:e],
-                                                                                  bias)
+                    (channel_epilogue.serial if shared else channel_epilogue)(out[s:e],
+                                                                              *epilogue)
 
                 threads.run_pieces(images, self.plan.blocks(n1 - n0), self.plan.threads)
                 continue
@@ -267,10 +282,7 @@ class _SingleConvolution(_BaseConvolution):
             y2_g = y2.reshape(self.group, mg, -1)
             for g in range(self.group):
                 threads.matmul(weight[g], col_g[g], y2_g[g], self.plan.threads)
-            if bias is not None:
-                channels_first_add_bias(y2, bias, out[n0:n1])
-            else:
-                channels_first(y2, out[n0:n1])
+            channels_first_epilogue(y2, out[n0:n1], *epilogue)
 
     def backward(self, top, propagate_down, bottom):
         top_diff = _planes(top[0].diff)
@@ -374,8 +386,7 @@ class _SingleDeconvolution(_BaseConvolution):
                 threads.matmul(weight[g].T, x2_g[g], col_g[g], self.plan.threads)
             # Convolution's geometry with input and output swapped: scatter the columns.
             col2im(self.col_matrix, *self.geometry(), self.h, self.w, top[0].data[n0:n1])
-        if self.bias_term:
-            add_channel_bias(_planes(top[0].data), self.blobs[1].data)
+        channel_epilogue(_planes(top[0].data), *self.output_epilogue())
 
     def backward(self, top, propagate_down, bottom):
         n, c = bottom[0].shape[:2]

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import NetDefinitionError
-from ..kernels.conv import add_channel_bias, conv_output_size
+from ..kernels.conv import conv_output_size
 from ..kernels.depthwise import (depthwise_backward_data, depthwise_backward_weight,
                                  depthwise_forward)
+from ..kernels.epilogue import channel_epilogue
 from ..registry import register_layer
 from .base import Layer
 from .conv import _pair
@@ -25,6 +26,7 @@ class ConvolutionDepthwise(Layer):
     """
 
     in_place = False   # the top is written while the bottom is still read
+    takes_epilogue = True
 
     # Settings read in setup, public: the ONNX exporter (export/onnx.py) reads them.
     kh: int
@@ -72,9 +74,8 @@ class ConvolutionDepthwise(Layer):
     def forward(self, bottom, top):
         weight = self.blobs[0].data.reshape(-1, self.kh, self.kw)
         depthwise_forward(bottom[0].data, weight, *self.geometry(), top[0].data)
-        if self.bias_term:
-            n, c = top[0].shape[:2]
-            add_channel_bias(top[0].data.reshape(n, c, -1), self.blobs[1].data)
+        n, c = top[0].shape[:2]
+        channel_epilogue(top[0].data.reshape(n, c, -1), *self.output_epilogue())
 
     def backward(self, top, propagate_down, bottom):
         dy = top[0].diff

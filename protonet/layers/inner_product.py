@@ -6,6 +6,7 @@ import numpy as np
 
 from ..errors import NetDefinitionError, ShapeError
 from ..kernels import threads
+from ..kernels.epilogue import channel_epilogue
 from ..registry import register_layer
 from .base import Layer, canonical_axis, count
 
@@ -60,6 +61,8 @@ class InnerProduct(Layer):
     bias_term: bool
     transpose: bool
 
+    takes_epilogue = True
+
     def setup(self, bottom, top):
         p = self.param.inner_product_param
         self.num_output = p.num_output
@@ -100,8 +103,7 @@ class InnerProduct(Layer):
         w = self.blobs[0].data
         y = top[0].data.reshape(self.m, self.num_output)
         blocked_matmul(x, w if self.transpose else w.T, y, self.pad_in, self.pad_out)
-        if self.bias_term:
-            y += self.blobs[1].data
+        channel_epilogue(y.reshape(self.m, self.num_output, 1), *self.output_epilogue())
 
     def backward(self, top, propagate_down, bottom):
         dy = top[0].diff.reshape(self.m, self.num_output)

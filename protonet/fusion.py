@@ -1,0 +1,155 @@
+"""Fewer passes over memory in a forward: a built net's layers whose work another layer can do
+in its own output pass (kernels/epilogue.py).
+
+A Convolution, Deconvolution, ConvolutionDepthwise or InnerProduct (a "producer") adds its
+bias in one last pass over its output. The layers that work in place on that output right
+after it can join that pass instead of each going over the blob again:
+- in a TEST net, a BatchNorm using its global statistics and a per-channel Scale: folded into
+  a per-channel y * scale + shift (surgery.batchnorm_affine, the formula `fold-bn` uses),
+  recomputed at every forward from the layers' current parameters, so net surgery and
+  copy_from take effect at once; the weights, net.params and saved files stay the originals;
+- in any phase, a ReLU: backward is unchanged (ReLU's backward reads its in-place top, which
+  holds the same values).
+
+Only where no one could tell: every absorbed layer works in place on the producer's top (so
+net.blobs shows the same values after a forward), the producer's output has no other reader
+(split layers make sure of that), no absorbed layer carries a loss weight, and, for the
+BatchNorm/Scale fold, no layer of the group takes part in backward (BatchNorm and Scale keep
+what their backward needs in their forward). A forward over part of the net fuses only the
+groups wholly inside it, and none while pycaffe forward hooks are set (they may look at the
+blob between layers). `net.fuse = False`, or PROTONET_FUSE=0 in the environment, turns it off.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .kernels.epilogue import NONE
+from .layers.base import TEST, canonical_axis
+from .layers.neuron import ReLU
+from .layers.normalization import BatchNorm, Scale
+from .surgery import batchnorm_affine
+
+
+def enabled_by_default() -> bool:
+    return os.environ.get("PROTONET_FUSE", "1") != "0"
+
+
+class Group:
+    """A producer and the in-place layers after it whose work it does (layer indices)."""
+
+    def __init__(self, producer, index: int, channels: int | None) -> None:
+        self.producer, self.index, self.channels = producer, index, channels
+        self.absorbed: list[int] = []
+        self.batchnorm = self.scale = None
+        self.negative_slope = None   # a ReLU's, when one is fused
+
+    @property
+    def last(self) -> int:
+        return self.absorbed[-1]
+
+    def epilogue(self):
+        """(scale, shift, relu, negative_slope) from the layers' parameters as they are now."""
+        relu = self.negative_slope is not None
+        slope = self.negative_slope if relu else np.float32(0)
+        bias = self.producer.blobs[1].data if self.producer.bias_term else None
+        if self.batchnorm is None and self.scale is None:
+            return (NONE, NONE if bias is None else bias, relu, slope)
+        gamma, beta = batchnorm_affine(self.batchnorm, self.scale)
+        shift = beta if bias is None else beta + bias.astype(np.float64) * gamma
+        per_channel = (self.channels,)
+        return (np.broadcast_to(gamma, per_channel).astype(np.float32),
+                np.broadcast_to(shift, per_channel).astype(np.float32), relu, slope)
+
+
+class FusionPlan:
+    """The groups of a built net (fusable_groups), and which of them a forward over layers
+    start..end may use."""
+
+    def __init__(self, groups: list[Group]) -> None:
+        self.groups = groups
+        self._ranges: dict[tuple[int, int], tuple[frozenset, dict]] = {}
+
+    def for_range(self, start: int, end: int) -> tuple[frozenset, dict]:
+        """(indices of layers to skip, {producer index: group}) for a forward start..end."""
+        key = (start, end)
+        if key not in self._ranges:
+            inside = [g for g in self.groups if g.index >= start and g.last <= end]
+            self._ranges[key] = (frozenset(i for g in inside for i in g.absorbed),
+                                 {g.index: g for g in inside})
+        return self._ranges[key]
+
+
+def plan_fusion(net) -> FusionPlan:
+    """The groups of `net` (a protonet.Net after construction)."""
+    groups = []
+    for i, producer in enumerate(net.layers):
+        if not producer.takes_epilogue or len(net._tops[i]) != 1:
+            continue
+        group = _group(net, i, producer)
+        if group.absorbed:
+            groups.append(group)
+    return FusionPlan(groups)
+
+
+def _group(net, i: int, producer) -> Group:
+    blob = net._tops[i][0]
+    channels = _output_channels(producer, blob)
+    group = Group(producer, i, channels)
+    # BatchNorm and Scale keep state for their backward in forward: fold them only where no
+    # backward runs through the group.
+    may_fold = net.phase == TEST and not net._layer_need_backward[i]
+    k = i
+    while True:
+        k = _next_in_place_reader(net, k, blob)
+        if k is None or net._loss_tops[k]:
+            return group
+        layer = net.layers[k]
+        may_fold = may_fold and not net._layer_need_backward[k]
+        if (isinstance(layer, BatchNorm) and may_fold and channels and group.scale is None
+                and group.batchnorm is None and layer.use_global_stats
+                and layer.channels == channels):
+            group.batchnorm = layer
+        elif (isinstance(layer, Scale) and may_fold and channels and group.scale is None
+              and _per_channel(layer, channels, blob)):
+            group.scale = layer
+        elif isinstance(layer, ReLU):
+            group.negative_slope = layer.negative_slope
+            group.absorbed.append(k)
+            return group
+        else:
+            return group
+        group.absorbed.append(k)
+
+
+def _next_in_place_reader(net, k: int, blob) -> int | None:
+    """The first layer after k reading `blob`, if it is its only bottom and it works in
+    place; None otherwise. (A production read by two layers goes through a Split, so the
+    first reader of the producer's top is its only one.)"""
+    for j in range(k + 1, len(net.layers)):
+        bottoms = net._bottoms[j]
+        if any(b is blob for b in bottoms):
+            tops = net._tops[j]
+            in_place = len(bottoms) == 1 and len(tops) == 1 and tops[0] is blob
+            return j if in_place else None
+        if any(t is blob for t in net._tops[j]):
+            return None
+    return None
+
+
+def _output_channels(producer, blob) -> int | None:
+    """The producer's output channel count if its channels lie on axis 1 of its top (an
+    InnerProduct with axis 1, every convolution), else None."""
+    if getattr(producer, "axis", 1) != 1 or blob.num_axes < 2:
+        return None
+    return blob.shape[1]
+
+
+def _per_channel(scale: Scale, channels: int, blob) -> bool:
+    """A Scale with its own parameter of one value per channel (or one value in all)."""
+    if not scale.scale_is_param:
+        return False
+    count = scale.blobs[0].count
+    return count == 1 or (count == channels and scale.blobs[0].num_axes == 1
+                          and canonical_axis(scale.axis, blob.num_axes, scale) == 1)

@@ -1,0 +1,61 @@
+"""A producing layer's last pass over its output, per channel: y = y * scale + shift (or
+y + shift, or y as it is), then optionally ReLU (y if y > 0 else y * negative_slope).
+
+Without scale and ReLU it is the bias add every Convolution and InnerProduct does; with them
+it is a BatchNorm + Scale folded in and the in-place ReLU after it (protonet/fusion.py), done
+while the row is in cache instead of in passes of their own over the blob. An absent scale or
+shift is an empty array. Each step is the arithmetic of the layer it replaces (float32, no
+contraction into FMA), so a bias + ReLU gives the same bits as the two layers.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._jit import jit, prange
+
+NONE = np.zeros(0, np.float32)   # an absent scale or shift
+
+
+@jit()
+def finish_row(row, a, b, has_scale, has_shift, relu, negative_slope):
+    """One channel's row in place: the affine step, then the ReLU (separate loops keep each
+    vectorized; the row is still in L1/L2 for the second)."""
+    if has_scale:
+        for k in range(row.size):
+            row[k] = row[k] * a + b
+    elif has_shift:
+        for k in range(row.size):
+            row[k] += b
+    if relu:
+        for k in range(row.size):
+            v = row[k]
+            row[k] = v if v > 0 else v * negative_slope
+
+
+@jit(parallel=True)
+def channel_epilogue(y, scale, shift, relu, negative_slope):
+    """y (N, M, P) in place, channel m with scale[m] and shift[m]."""
+    n_img, m_out, p = y.shape
+    has_scale, has_shift = scale.size > 0, shift.size > 0
+    for plane in prange(n_img * m_out):
+        n = plane // m_out
+        m = plane % m_out
+        a = scale[m] if has_scale else np.float32(1)
+        b = shift[m] if has_shift else np.float32(0)
+        finish_row(y[n, m], a, b, has_scale, has_shift, relu, negative_slope)
+
+
+@jit(parallel=True)
+def channels_first_epilogue(y2, out, scale, shift, relu, negative_slope):
+    """out[n, m, p] = y2[m, n, p] (a GEMM's (M, N, P) output into the blob's (N, M, P)), with
+    the epilogue applied in the same pass."""
+    m_out, n_img, p = y2.shape
+    has_scale, has_shift = scale.size > 0, shift.size > 0
+    for n in prange(n_img):
+        for m in range(m_out):
+            row = out[n, m]
+            for k in range(p):
+                row[k] = y2[m, n, k]
+            a = scale[m] if has_scale else np.float32(1)
+            b = shift[m] if has_shift else np.float32(0)
+            finish_row(row, a, b, has_scale, has_shift, relu, negative_slope)
