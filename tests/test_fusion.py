@@ -1,0 +1,291 @@
+"""The fused output pass (protonet/fusion.py, kernels/epilogue.py): a TEST net folds BatchNorm
+and Scale into the convolution before them, any net fuses an in-place ReLU there, and a user
+sees the same blobs, parameters and files as without it."""
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import protonet
+from protonet import prototxt
+from protonet.kernels.epilogue import NONE, channel_epilogue, channels_first_epilogue
+
+REAL_MODELS = Path(__file__).resolve().parents[1].parent / "shared" / "conformance" / "real-models"
+
+# conv1 -> bn1 -> scale1 -> relu1 in place; ip (bias off) -> bn_ip -> relu_ip (slope 0.1) in
+# place; conv2 (no bias) -> scale2 (with bias) in place.
+CHAIN_NET = """
+name: "chain"
+input: "data" input_shape { dim: 2 dim: 3 dim: 9 dim: 9 }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param { num_output: 6 kernel_size: 3 pad: 1 } }
+layer { name: "bn1" type: "BatchNorm" bottom: "conv1" top: "conv1" }
+layer { name: "scale1" type: "Scale" bottom: "conv1" top: "conv1" scale_param { bias_term: true } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "conv2" type: "Convolution" bottom: "conv1" top: "conv2"
+  convolution_param { num_output: 4 kernel_size: 3 bias_term: false group: 2 } }
+layer { name: "scale2" type: "Scale" bottom: "conv2" top: "conv2" scale_param { bias_term: true } }
+layer { name: "ip" type: "InnerProduct" bottom: "conv2" top: "ip"
+  inner_product_param { num_output: 5 bias_term: false } }
+layer { name: "bn_ip" type: "BatchNorm" bottom: "ip" top: "ip" }
+layer { name: "relu_ip" type: "ReLU" bottom: "ip" top: "ip" relu_param { negative_slope: 0.1 } }
+"""
+
+
+def randomize(net, seed=0):
+    """Random weights and BatchNorm statistics far from the identity (means off zero,
+    variances 0.25-1.25, moving-average factor 0.7), so a wrong fold shows."""
+    rng = np.random.default_rng(seed)
+    for layer in net.layers:
+        for i, blob in enumerate(layer.blobs):
+            if layer.type == "BatchNorm":
+                blob.data[...] = (0.7 if i == 2 else rng.random(blob.shape) + 0.25 if i == 1
+                                  else rng.standard_normal(blob.shape) * 0.3)
+            elif blob.num_axes == 1:   # biases, Scale's gamma and beta
+                blob.data[...] = rng.standard_normal(blob.shape) * 0.3 + (1 if i == 0 and
+                                                                         layer.type == "Scale"
+                                                                         else 0)
+            else:
+                fan_in = blob.count // blob.shape[0]
+                blob.data[...] = rng.standard_normal(blob.shape) * np.sqrt(2.0 / fan_in)
+    return net
+
+
+def forward_both(net, x, **kwargs):
+    """{blob: data} after a forward without fusion, and after one with it."""
+    name = net.inputs[0]
+    net.fuse = False
+    net.forward(**{name: x}, **kwargs)
+    plain = {k: b.data.copy() for k, b in net.blobs.items()}
+    net.fuse = True
+    net.forward(**{name: x}, **kwargs)
+    return plain, {k: b.data.copy() for k, b in net.blobs.items()}
+
+
+def worst_relative(plain, fused) -> float:
+    """The largest difference over all blobs, relative to each blob's largest magnitude."""
+    return max(float(np.abs(fused[k] - plain[k]).max() / max(np.abs(plain[k]).max(), 1e-30))
+               for k in plain if plain[k].size)
+
+
+def chain_net(phase=protonet.TEST, text=CHAIN_NET):
+    return randomize(protonet.Net(param=prototxt.parse_net_text(text), phase=phase))
+
+
+def data(shape, seed=1):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def absorbed_names(net):
+    return sorted(net.layers[i].name for g in net._fusion.groups for i in g.absorbed)
+
+
+def test_a_test_net_folds_batchnorm_scale_and_relu_into_the_layer_before_them():
+    net = chain_net()
+    assert absorbed_names(net) == ["bn1", "bn_ip", "relu1", "relu_ip", "scale1", "scale2"]
+    plain, fused = forward_both(net, data((2, 3, 9, 9)))
+    assert worst_relative(plain, fused) <= 1e-5
+    # The ReLU with a negative slope is applied (negative outputs kept, scaled).
+    assert (fused["ip"] < 0).any()
+
+
+def test_the_fold_uses_the_parameters_as_they_are_at_each_forward():
+    net = chain_net()
+    x = data((2, 3, 9, 9))
+    net.forward(data=x)
+    net.params["bn1"][0].data[...] += 0.5          # net surgery after a fused forward
+    net.params["bn1"][2].data[...] = 2.0
+    net.params["scale1"][0].data[::2] *= -1
+    net.params["conv1"][1].data[...] = 3.0
+    net.params["scale2"][1].data[...] -= 1.0
+    net.params["bn_ip"][1].data[...] *= 4
+    plain, fused = forward_both(net, x)
+    assert worst_relative(plain, fused) <= 1e-5
+    # copy_from after a fused forward takes effect too.
+    other = chain_net()
+    randomize(other, seed=5)
+    other.fuse = False
+    want = other.forward(data=x)["ip"].copy()
+    weights = Path(os.environ.get("TMPDIR", "/tmp")) / f"fusion-{os.getpid()}.caffemodel"
+    try:
+        other.save(weights)
+        net.copy_from(str(weights))
+    finally:
+        weights.unlink(missing_ok=True)
+    got = net.forward(data=x)["ip"]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+def test_the_fold_leaves_params_and_the_saved_caffemodel_as_they_were(tmp_path):
+    net = chain_net()
+    before = {name: [b.data.copy() for b in blobs] for name, blobs in net.params.items()}
+    net.save(tmp_path / "before.caffemodel")
+    net.forward(data=data((2, 3, 9, 9)))
+    net.save(tmp_path / "after.caffemodel")
+    assert (tmp_path / "before.caffemodel").read_bytes() == \
+        (tmp_path / "after.caffemodel").read_bytes()
+    for name, blobs in net.params.items():
+        for old, blob in zip(before[name], blobs):
+            np.testing.assert_array_equal(blob.data, old)
+
+
+def test_blobs_a_user_can_read_are_never_fused_away():
+    # bn1 writes its own top: conv1 must still hold the convolution's output. conv2's output
+    # is read by 'side' and by bn2 in place: the Split before them keeps bn2 unfused.
+    text = """
+    input: "data" input_shape { dim: 2 dim: 3 dim: 8 dim: 8 }
+    layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+      convolution_param { num_output: 4 kernel_size: 3 } }
+    layer { name: "bn1" type: "BatchNorm" bottom: "conv1" top: "bn1" }
+    layer { name: "conv2" type: "Convolution" bottom: "bn1" top: "conv2"
+      convolution_param { num_output: 4 kernel_size: 1 } }
+    layer { name: "side" type: "Power" bottom: "conv2" top: "side" }
+    layer { name: "bn2" type: "BatchNorm" bottom: "conv2" top: "conv2" }
+    """
+    net = chain_net(text=text)
+    assert absorbed_names(net) == []
+    plain, fused = forward_both(net, data((2, 3, 8, 8)))
+    for name in plain:
+        np.testing.assert_array_equal(fused[name], plain[name])
+
+
+def test_a_partial_forward_or_a_hook_sees_every_layer_step():
+    net = chain_net()
+    x = data((2, 3, 9, 9))
+    # Up to bn1: the blob holds the BatchNorm output, not the scaled and rectified one.
+    plain, fused = forward_both(net, x, end="bn1")
+    np.testing.assert_array_equal(fused["conv1"], plain["conv1"])
+    assert (fused["conv1"] < 0).any()
+    seen = []
+    net.before_forward(seen.append)
+    net.forward(data=x)
+    assert seen == list(range(len(net.layers)))
+
+
+def test_training_nets_never_fold_but_fuse_relu_bit_for_bit_forward_and_backward():
+    text = CHAIN_NET.replace(
+        'input: "data" input_shape { dim: 2 dim: 3 dim: 9 dim: 9 }',
+        'input: "data" input_shape { dim: 2 dim: 3 dim: 9 dim: 9 }\n'
+        'input: "target" input_shape { dim: 2 dim: 4 }') + """
+    layer { name: "ip2" type: "InnerProduct" bottom: "ip" top: "ip2"
+      inner_product_param { num_output: 4 } }
+    layer { name: "relu2" type: "ReLU" bottom: "ip2" top: "ip2" }
+    layer { name: "loss" type: "EuclideanLoss" bottom: "ip2" bottom: "target" top: "loss" }
+    """
+    for phase in (protonet.TRAIN, protonet.TEST):   # a TEST net with a loss takes backward too
+        net = chain_net(phase, text)
+        assert all(g.batchnorm is None and g.scale is None for g in net._fusion.groups)
+        # Only relu2 follows its producer directly once nothing folds.
+        assert absorbed_names(net) == ["relu2"]
+        x, target = data((2, 3, 9, 9)), data((2, 4), seed=2)
+        results = []
+        for fuse in (False, True):
+            randomize(net)   # the same start: TRAIN's BatchNorm updates its statistics
+            net.fuse = fuse
+            net.clear_param_diffs()
+            net.forward(data=x, target=target)
+            net.backward()
+            results.append(({k: b.data.copy() for k, b in net.blobs.items()},
+                            {k: b.diff.copy() for k, b in net.blobs.items()},
+                            [b.diff.copy() for b in net.learnable_params],
+                            [b.data.copy() for b in net.params["bn1"]]))
+        for plain, fused in zip(*results):
+            for a, b in zip(plain.values() if isinstance(plain, dict) else plain,
+                            fused.values() if isinstance(fused, dict) else fused):
+                np.testing.assert_array_equal(b, a)
+
+
+@pytest.mark.parametrize("producer", [
+    'type: "Convolution" convolution_param { num_output: 6 kernel_size: 3 pad: 1 }',
+    'type: "Convolution" convolution_param { num_output: 6 kernel_size: 3 group: 3 }',
+    'type: "Deconvolution" convolution_param { num_output: 4 kernel_size: 2 stride: 2 }',
+    'type: "ConvolutionDepthwise" convolution_param { num_output: 3 kernel_size: 3 }',
+    'type: "InnerProduct" inner_product_param { num_output: 7 }',
+])
+@pytest.mark.parametrize("slope", [0, 0.2])
+def test_fused_relu_matches_the_separate_layer_bit_for_bit(producer, slope):
+    text = f"""
+    force_backward: true
+    input: "data" input_shape {{ dim: 3 dim: 3 dim: 7 dim: 7 }}
+    layer {{ name: "p" bottom: "data" top: "p" {producer} }}
+    layer {{ name: "relu" type: "ReLU" bottom: "p" top: "p" relu_param {{ negative_slope: {slope} }} }}
+    """
+    for phase in (protonet.TRAIN, protonet.TEST):
+        net = chain_net(phase, text)
+        assert absorbed_names(net) == ["relu"]
+        x = data((3, 3, 7, 7))
+        outs = []
+        for fuse in (False, True):
+            net.fuse = fuse
+            net.clear_param_diffs()
+            top = net.forward(data=x)["p"].copy()
+            dx = net.backward(p=np.ones_like(top))["data"].copy()
+            outs.append((top, dx, [b.diff.copy() for b in net.learnable_params]))
+        np.testing.assert_array_equal(outs[1][0], outs[0][0])
+        np.testing.assert_array_equal(outs[1][1], outs[0][1])
+        for a, b in zip(outs[0][2], outs[1][2]):
+            np.testing.assert_array_equal(b, a)
+
+
+def test_epilogue_kernels_against_numpy():
+    rng = np.random.default_rng(3)
+    y = rng.standard_normal((2, 5, 11)).astype(np.float32)
+    scale = rng.standard_normal(5).astype(np.float32)
+    shift = rng.standard_normal(5).astype(np.float32)
+    slope = np.float32(0.3)
+    affine = y * scale[:, None] + shift[:, None]
+    want = np.where(affine > 0, affine, affine * slope)
+    got = y.copy()
+    channel_epilogue(got, scale, shift, True, slope)
+    np.testing.assert_array_equal(got, want)
+    got = y.copy()   # a bias alone: numpy's y + b, bit for bit
+    channel_epilogue(got, NONE, shift, False, np.float32(0))
+    np.testing.assert_array_equal(got, y + shift[:, None])
+    y2 = np.ascontiguousarray(y.transpose(1, 0, 2))   # the GEMM's (M, N, P)
+    out = np.empty_like(y)
+    channels_first_epilogue(y2, out, scale, shift, True, slope)
+    np.testing.assert_array_equal(out, want)
+    channels_first_epilogue(y2, out, NONE, NONE, False, np.float32(0))
+    np.testing.assert_array_equal(out, y)
+
+
+def test_fuse_off_runs_every_layer(monkeypatch):
+    monkeypatch.setenv("PROTONET_FUSE", "0")
+    net = chain_net()
+    assert not net.fuse
+    ran = []
+    for layer in net.layers:
+        original = layer.forward
+
+        def spy(bottom, top, original=original, name=layer.name):
+            ran.append(name)
+            original(bottom, top)
+        layer.forward = spy
+    net.forward(data=data((2, 3, 9, 9)))
+    assert "bn1" in ran and "relu1" in ran
+    ran.clear()
+    net.fuse = True
+    net.forward(data=data((2, 3, 9, 9)))
+    assert "bn1" not in ran and "relu1" not in ran and "conv1" in ran
+
+
+@pytest.fixture
+def real_models() -> Path:
+    if not REAL_MODELS.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"{REAL_MODELS} is missing; CI must run the conformance tests")
+        pytest.skip(f"{REAL_MODELS} not present (the real deploy prototxts live beside the repo "
+                    "in ../shared/conformance/real-models)")
+    return REAL_MODELS
+
+
+@pytest.mark.parametrize("model, folded", [("resnet50", 53), ("mobilenet_v1", 27)])
+def test_zoo_nets_fold_every_batchnorm_within_1e5(real_models, model, folded):
+    net = randomize(protonet.Net(str(real_models / f"{model}.prototxt"), protonet.TEST))
+    groups = net._fusion.groups
+    assert sum(g.batchnorm is not None for g in groups) == folded
+    assert sum(g.scale is not None for g in groups) == folded
+    shape = net.blobs[net.inputs[0]].shape
+    plain, fused = forward_both(net, data(shape))
+    assert worst_relative(plain, fused) <= 1e-5
