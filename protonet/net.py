@@ -319,7 +319,7 @@ class Net:
             except ProtonetError as e:
                 raise _in_layer(e, layer.param) from None
             if i in fused:
-                layer.epilogue = fused[i].epilogue()
+                layer.epilogue = fused[i]
                 try:
                     layer.forward(bottom, top)
                 finally:
