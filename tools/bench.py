@@ -389,11 +389,12 @@ def main(argv=None):
                    help="alternate protonet and PyTorch runs this many times per row")
     p.add_argument("--only", default=",".join(DEFAULT_SECTIONS),
                    help=f"sections to run, comma-separated (default: {','.join(DEFAULT_SECTIONS)};"
-                        f" also: convpaths)")
+                        f" also: convpaths, fusion)")
     p.add_argument("--budget", type=float, default=45,
                    help="minutes for the whole run; rows that do not fit are skipped")
     p.add_argument("--zoo-nets", default=",".join(ZOO_NETS))
     p.add_argument("--zoo-batches", default="1,16")
+    p.add_argument("--fusion-nets", default="resnet50,mobilenet_v1,mobilenet_ssd,googlenet")
     p.add_argument("--seconds", type=float, default=3.0,
                    help="timed seconds per zoo/train/latency measurement (after a warm-up)")
     p.add_argument("--quick", action="store_true")
@@ -673,6 +674,43 @@ def section_zoo(args, results, nets=None, batches=None, key="zoo"):
     results[key] = rows
 
 
+def section_fusion(args, results):
+    """Zoo nets' forward with the fused output pass (BatchNorm/Scale folded, ReLU fused)
+    off and on, and OpenCV dnn's, alternating in one process (bench_zoo.fusion_ab)."""
+    import bench_zoo
+    if not (bench_zoo.SHARED.exists() and bench_zoo.REAL_MODELS.exists()):
+        print(f"skipped: {bench_zoo.SHARED} or {bench_zoo.REAL_MODELS} is absent")
+        return
+    threads = max(int(t) for t in args.threads_list.split(","))
+    nets = args.fusion_nets.split(",")
+    batches = [int(b) for b in args.zoo_batches.split(",")]
+    seconds = 1.0 if args.quick else args.seconds
+    print(f"{threads} threads, {args.rounds} alternating rounds; ms per forward (median of the "
+          "rounds' medians)")
+    print(f"{'net':14s} {'batch':>5s} {'unfused':>9s} {'fused':>9s} {'speedup':>8s} "
+          f"{'opencv':>9s} {'vs cv before':>12s} {'vs cv after':>11s} {'folds':>5s} "
+          f"{'relus':>5s} {'max rel diff':>12s}")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="protonet-bench-") as workdir:
+        for net in nets:
+            for batch in batches:
+                files = zoo_job(threads, "prepare", net, batch, workdir)
+                out = files and zoo_job(threads, "fusion_ab", files["prototxt"],
+                                        files["weights"], threads, seconds * 2, args.rounds)
+                if not out:
+                    print(f"{net:14s} {batch:5d} skipped (budget or error)")
+                    continue
+                ms = {k: statistics.median(v) for k, v in out["ms"].items()}
+                cv = ms.get("opencv")
+                rows.append({"net": net, "batch": batch, **out})
+                print(f"{net:14s} {batch:5d} {ms['unfused']:9.1f} {ms['fused']:9.1f} "
+                      f"{ms['unfused'] / ms['fused']:8.2f} {fmt(cv, '.1f'):>9s} "
+                      f"{fmt(cv and cv / ms['unfused'], '.2f'):>12s} "
+                      f"{fmt(cv and cv / ms['fused'], '.2f'):>11s} {out['folded']:5d} "
+                      f"{out['relu_fused']:5d} {out['max_rel_diff']:12.2e}", flush=True)
+    results["fusion"] = rows
+
+
 def section_train(args, results):
     """Training steps of CIFAR-10 quick and full (batch 100) and CaffeNet (batch 32, 227x227)
     in protonet and PyTorch channels_last, with each net's solver (momentum, weight decay,
@@ -784,9 +822,10 @@ def section_convpaths(args, results):
 
 SECTIONS = {"lenet": section_lenet, "contention": section_contention, "zoo": section_zoo,
             "train": section_train, "latency": section_latency, "memory": section_memory,
-            "convpaths": section_convpaths}
-# convpaths measures protonet against itself: run it with --only.
-DEFAULT_SECTIONS = [name for name in SECTIONS if name != "convpaths"]
+            "convpaths": section_convpaths, "fusion": section_fusion}
+# convpaths and fusion measure protonet against itself (fusion: the fused output pass off and
+# on, with OpenCV beside): run them with --only.
+DEFAULT_SECTIONS = [name for name in SECTIONS if name not in ("convpaths", "fusion")]
 
 
 def chart(results, path):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "caffe-models"
+REAL_MODELS = ROOT.parent / "shared" / "conformance" / "real-models"
 
 # name: (deploy prototxt, train prototxt, solver prototxt, input (C, H, W))
 ZOO = {
@@ -27,6 +28,8 @@ ZOO = {
     "vgg16": (ROOT / "models/vgg16_deploy.prototxt", None, None, (3, 224, 224)),
     "resnet50": (ROOT / "models/resnet50_deploy.prototxt", None, None, (3, 224, 224)),
     "lenet": (ROOT / "models/lenet.prototxt", None, None, (1, 28, 28)),
+    "mobilenet_v1": (REAL_MODELS / "mobilenet_v1.prototxt", None, None, (3, 224, 224)),
+    "mobilenet_ssd": (REAL_MODELS / "mobilenet_ssd.prototxt", None, None, (3, 300, 300)),
 }
 
 
@@ -146,6 +149,45 @@ def forward_opencv(proto: str, weights: str, threads: int, seconds: float) -> di
     times = _timed(net.forward, seconds)
     return {"ms": times, "peak_rss_mb": vm_kib("VmHWM") / 1024,
             "net_rss_mb": (vm_kib("VmHWM") - base) / 1024}
+
+
+def fusion_ab(proto: str, weights: str, threads: int, seconds: float, rounds: int) -> dict:
+    """protonet's forward with its fused output pass (protonet/fusion.py) off and on, and
+    OpenCV dnn's forward, alternating in one process for `rounds` rounds: the median ms of
+    each round, and the largest difference between the two protonet forwards' blobs,
+    relative to each blob's largest magnitude."""
+    import statistics
+
+    import numpy as np
+    import protonet
+    net = protonet.Net(proto, protonet.TEST, weights=weights)
+    x = np.random.default_rng(1).random(net.blobs[net.inputs[0]].shape, dtype=np.float32)
+    net.blobs[net.inputs[0]].data[...] = x
+    blobs = {}
+    for fuse in (False, True):
+        net.fuse = fuse
+        net.forward()
+        blobs[fuse] = {k: b.data.copy() for k, b in net.blobs.items() if b.count}
+    diff = max(float(np.abs(blobs[True][k] - v).max() / max(np.abs(v).max(), 1e-30))
+               for k, v in blobs[False].items())
+    del blobs
+    runs = {"unfused": lambda: setattr(net, "fuse", False) or net.forward(),
+            "fused": lambda: setattr(net, "fuse", True) or net.forward()}
+    try:
+        import cv2
+        cv2.setNumThreads(threads)
+        cv_net = cv2.dnn.readNetFromCaffe(proto, weights)
+        cv_net.setInput(x)
+        runs["opencv"] = cv_net.forward
+    except ImportError:
+        pass
+    ms = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, forward in runs.items():
+            ms[name].append(statistics.median(_timed(forward, seconds / rounds)))
+    groups = net._fusion.groups  # noqa: SLF001 - what the plan fused, for the table
+    return {"ms": ms, "max_rel_diff": diff, "folded": sum(g.folds for g in groups),
+            "relu_fused": sum(g.negative_slope is not None for g in groups)}
 
 
 def _input_shape(proto: str) -> tuple:
