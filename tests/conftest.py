@@ -11,15 +11,26 @@ CAFFE_MODELS = SHARED / "caffe-models"
 sys.path.insert(0, str(ROOT / "tests"))  # `import reference.<family>`
 
 
+def shared_folder(path: Path, what: str) -> Path:
+    """`path` under ../shared, or skip the test saying what is missing (fail under CI)."""
+    if not path.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"{path} is missing; CI must run the conformance tests")
+        pytest.skip(f"{path} not present ({what} live beside the repo in "
+                    f"../shared/{path.relative_to(SHARED)})")
+    return path
+
+
 @pytest.fixture
 def caffe_models() -> Path:
     """../shared/caffe-models (Caffe's example and zoo prototxts), or skip with the reason."""
-    if not CAFFE_MODELS.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"{CAFFE_MODELS} is missing; CI must run the conformance tests")
-        pytest.skip(f"{CAFFE_MODELS} not present (Caffe's prototxts live beside the repo "
-                    "in ../shared/caffe-models)")
-    return CAFFE_MODELS
+    return shared_folder(CAFFE_MODELS, "Caffe's prototxts")
+
+
+@pytest.fixture
+def real_models() -> Path:
+    """../shared/conformance/real-models (deploy prototxts of models people run), or skip."""
+    return shared_folder(SHARED / "conformance" / "real-models", "the real deploy prototxts")
 
 
 @pytest.fixture

@@ -11,8 +11,6 @@ import protonet
 from protonet import prototxt
 from protonet.kernels.epilogue import NONE, channel_epilogue, channels_first_epilogue
 
-REAL_MODELS = Path(__file__).resolve().parents[1].parent / "shared" / "conformance" / "real-models"
-
 # conv1 -> bn1 -> scale1 -> relu1 in place; ip (bias off) -> bn_ip -> relu_ip (slope 0.1) in
 # place; conv2 (no bias) -> scale2 (with bias) in place.
 CHAIN_NET = """
@@ -268,16 +266,6 @@ def test_fuse_off_runs_every_layer(monkeypatch):
     net.fuse = True
     net.forward(data=data((2, 3, 9, 9)))
     assert "bn1" not in ran and "relu1" not in ran and "conv1" in ran
-
-
-@pytest.fixture
-def real_models() -> Path:
-    if not REAL_MODELS.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"{REAL_MODELS} is missing; CI must run the conformance tests")
-        pytest.skip(f"{REAL_MODELS} not present (the real deploy prototxts live beside the repo "
-                    "in ../shared/conformance/real-models)")
-    return REAL_MODELS
 
 
 @pytest.mark.parametrize("model, folded", [("resnet50", 53), ("mobilenet_v1", 27)])

@@ -646,32 +646,39 @@ def section_zoo(args, results, nets=None, batches=None, key="zoo"):
           " ".join(f"{f[:5] + ' MB':>9s}" for f in frameworks) +
           f" {'weights+pair MB':>15s}")
     rows = []
+    for net, batch, files in prepared_zoo(threads, nets, batches):
+        row = {"net": net, "batch": batch}
+        for fw in frameworks:
+            extra = [threads] if fw == "opencv" else []
+            row[fw] = zoo_job(threads, f"forward_{fw}", files["prototxt"],
+                              files["weights"], *extra, seconds)
+        ms = {fw: statistics.median(row[fw]["ms"]) if row[fw] else None
+              for fw in frameworks}
+        ours = row["protonet"] or {}
+        row["ratio"] = {fw: ms[fw] / ms["protonet"] for fw in frameworks[1:]
+                        if ms[fw] and ms["protonet"]}
+        rows.append(row)
+        budget = (ours.get("weights_mb", 0) + ours.get("largest_pair_mb", 0))
+        print(f"{net:14s} {batch:5d} " +
+              " ".join(f"{fmt(ms[f], ',.1f'):>11s}" for f in frameworks) + " " +
+              " ".join(f"{fmt(row['ratio'].get(f), '.2f'):>9s}" for f in frameworks[1:])
+              + " " + " ".join(f"{fmt((row[f] or {}).get('peak_rss_mb')):>9s}"
+                               for f in frameworks) +
+              f" {fmt(budget):>15s}", flush=True)
+    results[key] = rows
+
+
+def prepared_zoo(threads, nets, batches):
+    """(net, batch, {prototxt, weights}) for each zoo net and batch, in a temporary folder
+    (bench_zoo.prepare); rows that fail or do not fit the budget are printed as skipped."""
     with tempfile.TemporaryDirectory(prefix="protonet-bench-") as workdir:
         for net in nets:
             for batch in batches:
                 files = zoo_job(threads, "prepare", net, batch, workdir)
-                if not files:
+                if files:
+                    yield net, batch, files
+                else:
                     print(f"{net:14s} {batch:5d} skipped (budget or error)")
-                    continue
-                row = {"net": net, "batch": batch}
-                for fw in frameworks:
-                    extra = [threads] if fw == "opencv" else []
-                    row[fw] = zoo_job(threads, f"forward_{fw}", files["prototxt"],
-                                      files["weights"], *extra, seconds)
-                ms = {fw: statistics.median(row[fw]["ms"]) if row[fw] else None
-                      for fw in frameworks}
-                ours = row["protonet"] or {}
-                row["ratio"] = {fw: ms[fw] / ms["protonet"] for fw in frameworks[1:]
-                                if ms[fw] and ms["protonet"]}
-                rows.append(row)
-                budget = (ours.get("weights_mb", 0) + ours.get("largest_pair_mb", 0))
-                print(f"{net:14s} {batch:5d} " +
-                      " ".join(f"{fmt(ms[f], ',.1f'):>11s}" for f in frameworks) + " " +
-                      " ".join(f"{fmt(row['ratio'].get(f), '.2f'):>9s}" for f in frameworks[1:])
-                      + " " + " ".join(f"{fmt((row[f] or {}).get('peak_rss_mb')):>9s}"
-                                       for f in frameworks) +
-                      f" {fmt(budget):>15s}", flush=True)
-    results[key] = rows
 
 
 def section_fusion(args, results):
@@ -691,23 +698,20 @@ def section_fusion(args, results):
           f"{'opencv':>9s} {'vs cv before':>12s} {'vs cv after':>11s} {'folds':>5s} "
           f"{'relus':>5s} {'max rel diff':>12s}")
     rows = []
-    with tempfile.TemporaryDirectory(prefix="protonet-bench-") as workdir:
-        for net in nets:
-            for batch in batches:
-                files = zoo_job(threads, "prepare", net, batch, workdir)
-                out = files and zoo_job(threads, "fusion_ab", files["prototxt"],
-                                        files["weights"], threads, seconds * 2, args.rounds)
-                if not out:
-                    print(f"{net:14s} {batch:5d} skipped (budget or error)")
-                    continue
-                ms = {k: statistics.median(v) for k, v in out["ms"].items()}
-                cv = ms.get("opencv")
-                rows.append({"net": net, "batch": batch, **out})
-                print(f"{net:14s} {batch:5d} {ms['unfused']:9.1f} {ms['fused']:9.1f} "
-                      f"{ms['unfused'] / ms['fused']:8.2f} {fmt(cv, '.1f'):>9s} "
-                      f"{fmt(cv and cv / ms['unfused'], '.2f'):>12s} "
-                      f"{fmt(cv and cv / ms['fused'], '.2f'):>11s} {out['folded']:5d} "
-                      f"{out['relu_fused']:5d} {out['max_rel_diff']:12.2e}", flush=True)
+    for net, batch, files in prepared_zoo(threads, nets, batches):
+        out = zoo_job(threads, "fusion_ab", files["prototxt"], files["weights"], threads,
+                      seconds * 2, args.rounds)
+        if not out:
+            print(f"{net:14s} {batch:5d} failed")
+            continue
+        ms = {k: statistics.median(v) for k, v in out["ms"].items()}
+        cv = ms.get("opencv")
+        rows.append({"net": net, "batch": batch, **out})
+        print(f"{net:14s} {batch:5d} {ms['unfused']:9.1f} {ms['fused']:9.1f} "
+              f"{ms['unfused'] / ms['fused']:8.2f} {fmt(cv, '.1f'):>9s} "
+              f"{fmt(cv and cv / ms['unfused'], '.2f'):>12s} "
+              f"{fmt(cv and cv / ms['fused'], '.2f'):>11s} {out['folded']:5d} "
+              f"{out['relu_fused']:5d} {out['max_rel_diff']:12.2e}", flush=True)
     results["fusion"] = rows
 
 
