@@ -44,7 +44,6 @@ class Group:
         self.absorbed: list[int] = []
         self.batchnorm = self.scale = None
         self.negative_slope = None   # a ReLU's, when one is fused
-        self.folded = None           # the fold's epilogue, from FusionPlan.refresh
 
     @property
     def last(self) -> int:
@@ -60,25 +59,46 @@ class Group:
                  for b in layer.blobs]
         return blobs + list(self.producer.blobs[1:2] if self.producer.bias_term else ())
 
+    def _relu(self):
+        relu = self.negative_slope is not None
+        return relu, self.negative_slope if relu else np.float32(0)
+
     def epilogue(self):
-        """(scale, shift, relu, negative_slope) for this forward."""
-        if self.folds:
-            return self.folded
-        bias = self.producer.blobs[1].data if self.producer.bias_term else NONE
-        return (NONE, bias, self.negative_slope is not None, self._slope())
-
-    def _slope(self):
-        return np.float32(0) if self.negative_slope is None else self.negative_slope
-
-    def fold(self):
-        """The folded epilogue from the layers' parameters as they are now."""
+        """(scale, shift, relu, negative_slope): the fold from the layers' parameters as
+        they are now, or the producer's bias and the ReLU."""
+        if not self.folds:
+            bias = self.producer.blobs[1].data if self.producer.bias_term else NONE
+            return (NONE, bias, *self._relu())
         gamma, beta = batchnorm_affine(self.batchnorm, self.scale)
         if self.producer.bias_term:
             beta = beta + self.producer.blobs[1].data.astype(np.float64) * gamma
         per_channel = (self.channels,)
         return (np.broadcast_to(gamma, per_channel).astype(np.float32),
-                np.broadcast_to(beta, per_channel).astype(np.float32),
-                self.negative_slope is not None, self._slope())
+                np.broadcast_to(beta, per_channel).astype(np.float32), *self._relu())
+
+
+class FusedRange:
+    """The groups wholly inside a forward over layers start..end, and their folds, kept
+    until a parameter they use changes (net surgery, copy_from, weights shared with a
+    training net): one comparison of all those parameters per forward, where recomputing
+    every fold would cost ResNet-50 2.6 ms."""
+
+    def __init__(self, groups: list[Group]) -> None:
+        self.groups = groups
+        self.skipped = frozenset(i for g in groups for i in g.absorbed)
+        self._watched = [b for g in groups if g.folds for b in g.parameter_blobs()]
+        self._seen = None   # the watched values the folds in _folded were computed from
+        self._folded: dict[int, tuple] = {}
+
+    def epilogues(self) -> dict:
+        """{producer index: its epilogue} for this forward."""
+        if self._watched:
+            values = np.concatenate([b.data for b in self._watched], axis=None)
+            if self._seen is None or not np.array_equal(values, self._seen):
+                self._folded = {g.index: g.epilogue() for g in self.groups if g.folds}
+                self._seen = values
+        return {g.index: self._folded[g.index] if g.folds else g.epilogue()
+                for g in self.groups}
 
 
 class FusionPlan:
@@ -87,34 +107,16 @@ class FusionPlan:
 
     def __init__(self, groups: list[Group]) -> None:
         self.groups = groups
-        self._ranges: dict[tuple[int, int], tuple[frozenset, list]] = {}
-        self._folding = [g for g in groups if g.folds]
-        self._watched = [b for g in self._folding for b in g.parameter_blobs()]
-        self._seen = None   # the watched parameters' values the folds were computed from
+        self._ranges: dict[tuple[int, int], FusedRange] = {}
 
     def for_range(self, start: int, end: int) -> tuple[frozenset, dict]:
         """(indices of layers to skip, {producer index: its epilogue}) for a forward
-        start..end, the folds brought up to date with the parameters."""
-        key = (start, end)
-        if key not in self._ranges:
-            inside = [g for g in self.groups if g.index >= start and g.last <= end]
-            self._ranges[key] = (frozenset(i for g in inside for i in g.absorbed), inside)
-        skipped, inside = self._ranges[key]
-        self.refresh()
-        return skipped, {g.index: g.epilogue() for g in inside}
-
-    def refresh(self) -> None:
-        """Recompute the folds if any parameter they use changed (net surgery, copy_from,
-        weights shared with a training net): one comparison of all of them at once, since
-        recomputing every fold costs ResNet-50 2.6 ms a forward."""
-        if not self._folding:
-            return
-        values = np.concatenate([b.data for b in self._watched], axis=None)
-        if self._seen is not None and np.array_equal(values, self._seen):
-            return
-        for group in self._folding:
-            group.folded = group.fold()
-        self._seen = values
+        start..end."""
+        fused = self._ranges.get((start, end))
+        if fused is None:
+            fused = self._ranges[start, end] = FusedRange(
+                [g for g in self.groups if g.index >= start and g.last <= end])
+        return fused.skipped, fused.epilogues()
 
 
 def plan_fusion(net) -> FusionPlan:

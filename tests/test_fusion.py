@@ -100,6 +100,15 @@ def test_the_fold_uses_the_parameters_as_they_are_at_each_forward():
     net.params["bn_ip"][1].data[...] *= 4
     plain, fused = forward_both(net, x)
     assert worst_relative(plain, fused) <= 1e-5
+    # A change seen by one forward range and undone before another range runs again.
+    conv1_to_relu1 = dict(start="conv1", end="relu1")
+    net.forward(data=x, **conv1_to_relu1)
+    mean = net.params["bn1"][0].data.copy()
+    net.params["bn1"][0].data[...] += 1
+    net.forward(data=x)
+    net.params["bn1"][0].data[...] = mean
+    plain, fused = forward_both(net, x, **conv1_to_relu1)
+    assert worst_relative(plain, fused) <= 1e-5
     # copy_from after a fused forward takes effect too.
     other = chain_net()
     randomize(other, seed=5)
