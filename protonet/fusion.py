@@ -6,8 +6,9 @@ bias in one last pass over its output. The layers that work in place on that out
 after it can join that pass instead of each going over the blob again:
 - in a TEST net, a BatchNorm using its global statistics and a per-channel Scale: folded into
   a per-channel y * scale + shift (surgery.batchnorm_affine, the formula `fold-bn` uses),
-  recomputed at every forward from the layers' current parameters, so net surgery and
-  copy_from take effect at once; the weights, net.params and saved files stay the originals;
+  computed again whenever a parameter it uses has changed (each forward compares them), so
+  net surgery and copy_from take effect at once; the weights, net.params and saved files stay
+  the originals (nothing is written into them);
 - in any phase, a ReLU: backward is unchanged (ReLU's backward reads its in-place top, which
   holds the same values).
 
