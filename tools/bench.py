@@ -692,25 +692,34 @@ def section_fusion(args, results):
     nets = args.fusion_nets.split(",")
     batches = [int(b) for b in args.zoo_batches.split(",")]
     seconds = 1.0 if args.quick else args.seconds
-    print(f"{threads} threads, {args.rounds} alternating rounds; ms per forward (median of the "
-          "rounds' medians)")
-    print(f"{'net':14s} {'batch':>5s} {'unfused':>9s} {'fused':>9s} {'speedup':>8s} "
-          f"{'opencv':>9s} {'vs cv before':>12s} {'vs cv after':>11s} {'folds':>5s} "
-          f"{'relus':>5s} {'max rel diff':>12s}")
+    print(f"{threads} threads; forwards alternating one by one (at least {args.rounds} rounds); "
+          "median ms, median of the rounds' ratios")
+    print(f"{'net':14s} {'batch':>5s} {'rounds':>6s} {'unfused':>9s} {'fused':>9s} "
+          f"{'speedup':>8s} {'opencv':>9s} {'vs cv before':>12s} {'vs cv after':>11s} "
+          f"{'folds':>5s} {'relus':>5s} {'max rel diff':>12s}")
     rows = []
     for net, batch, files in prepared_zoo(threads, nets, batches):
         out = zoo_job(threads, "fusion_ab", files["prototxt"], files["weights"], threads,
-                      seconds * 2, args.rounds)
+                      seconds * 3, args.rounds)
         if not out:
             print(f"{net:14s} {batch:5d} failed")
             continue
         ms = {k: statistics.median(v) for k, v in out["ms"].items()}
-        cv = ms.get("opencv")
+        rounds = out["ms"]["fused"]
+
+        def ratio(a, b):
+            """The median over rounds of a's time over b's (each round ran both)."""
+            return (statistics.median(x / y for x, y in zip(out["ms"][a], out["ms"][b]))
+                    if a in out["ms"] else None)
+        out["ratios"] = {"speedup": ratio("unfused", "fused"),
+                         "opencv_vs_unfused": ratio("opencv", "unfused"),
+                         "opencv_vs_fused": ratio("opencv", "fused")}
         rows.append({"net": net, "batch": batch, **out})
-        print(f"{net:14s} {batch:5d} {ms['unfused']:9.1f} {ms['fused']:9.1f} "
-              f"{ms['unfused'] / ms['fused']:8.2f} {fmt(cv, '.1f'):>9s} "
-              f"{fmt(cv and cv / ms['unfused'], '.2f'):>12s} "
-              f"{fmt(cv and cv / ms['fused'], '.2f'):>11s} {out['folded']:5d} "
+        r = out["ratios"]
+        print(f"{net:14s} {batch:5d} {len(rounds):6d} {ms['unfused']:9.1f} {ms['fused']:9.1f} "
+              f"{r['speedup']:8.2f} {fmt(ms.get('opencv'), '.1f'):>9s} "
+              f"{fmt(r['opencv_vs_unfused'], '.2f'):>12s} "
+              f"{fmt(r['opencv_vs_fused'], '.2f'):>11s} {out['folded']:5d} "
               f"{out['relu_fused']:5d} {out['max_rel_diff']:12.2e}", flush=True)
     results["fusion"] = rows
 

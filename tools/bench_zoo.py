@@ -153,11 +153,10 @@ def forward_opencv(proto: str, weights: str, threads: int, seconds: float) -> di
 
 def fusion_ab(proto: str, weights: str, threads: int, seconds: float, rounds: int) -> dict:
     """protonet's forward with its fused output pass (protonet/fusion.py) off and on, and
-    OpenCV dnn's forward, alternating in one process for `rounds` rounds: the median ms of
-    each round, and the largest difference between the two protonet forwards' blobs,
-    relative to each blob's largest magnitude."""
-    import statistics
-
+    OpenCV dnn's forward, alternating forward by forward in one process (so a busy machine
+    slows all three alike) for at least `rounds` rounds and `seconds` seconds: each one's
+    ms, the per-round ratios, and the largest difference between the two protonet forwards'
+    blobs, relative to each blob's largest magnitude."""
     import numpy as np
     import protonet
     net = protonet.Net(proto, protonet.TEST, weights=weights)
@@ -182,9 +181,14 @@ def fusion_ab(proto: str, weights: str, threads: int, seconds: float, rounds: in
     except ImportError:
         pass
     ms = {name: [] for name in runs}
-    for _ in range(rounds):
+    for forward in runs.values():   # warm-up
+        forward()
+    start = time.perf_counter()
+    while len(ms["fused"]) < rounds or time.perf_counter() - start < seconds:
         for name, forward in runs.items():
-            ms[name].append(statistics.median(_timed(forward, seconds / rounds)))
+            t = time.perf_counter()
+            forward()
+            ms[name].append((time.perf_counter() - t) * 1e3)
     groups = net._fusion.groups  # noqa: SLF001 - what the plan fused, for the table
     return {"ms": ms, "max_rel_diff": diff, "folded": sum(g.folds for g in groups),
             "relu_fused": sum(g.negative_slope is not None for g in groups)}
