@@ -9,7 +9,8 @@ import pytest
 
 import protonet
 from protonet import prototxt
-from protonet.kernels.epilogue import NONE, channel_epilogue, channels_first_epilogue
+from protonet.kernels.epilogue import (NONE, channel_epilogue, channels_first_epilogue,
+                                       rows_epilogue)
 
 # conv1 -> bn1 -> scale1 -> relu1 in place; ip (bias off) -> bn_ip -> relu_ip (slope 0.1) in
 # place; conv2 (no bias) -> scale2 (with bias) in place.
@@ -260,6 +261,10 @@ def test_epilogue_kernels_against_numpy():
     np.testing.assert_array_equal(out, want)
     channels_first_epilogue(y2, out, NONE, NONE, False, np.float32(0))
     np.testing.assert_array_equal(out, y)
+    rows = np.ascontiguousarray(y[:, :, 0])   # an InnerProduct's (N, M)
+    got = rows.copy()
+    rows_epilogue(got, scale, shift, True, slope)
+    np.testing.assert_array_equal(got, want[:, :, 0])
 
 
 def test_fuse_off_runs_every_layer(monkeypatch):

@@ -27,9 +27,15 @@ def finish_row(row, a, b, has_scale, has_shift, relu, negative_slope):
         for k in range(row.size):
             row[k] += b
     if relu:
-        for k in range(row.size):
-            v = row[k]
-            row[k] = v if v > 0 else v * negative_slope
+        relu_row(row, negative_slope)
+
+
+@jit()
+def relu_row(row, negative_slope):
+    """ReLU's arithmetic (kernels/neuron.py's relu_forward) on one row in place."""
+    for k in range(row.size):
+        v = row[k]
+        row[k] = v if v > 0 else v * negative_slope
 
 
 @jit(parallel=True)
@@ -59,3 +65,22 @@ def channels_first_epilogue(y2, out, scale, shift, relu, negative_slope):
             a = scale[m] if has_scale else np.float32(1)
             b = shift[m] if has_shift else np.float32(0)
             finish_row(row, a, b, has_scale, has_shift, relu, negative_slope)
+
+
+@jit(parallel=True)
+def rows_epilogue(y, scale, shift, relu, negative_slope):
+    """y (N, M) in place, column m with scale[m] and shift[m]: an InnerProduct's output,
+    where the channel changes from one element to the next (channel_epilogue on it as
+    (N, M, 1) pays a call per element: 1.8 ms instead of 11 us at 16 x 4096)."""
+    n_rows, m_out = y.shape
+    has_scale, has_shift = scale.size > 0, shift.size > 0
+    for i in prange(n_rows):
+        row = y[i]
+        if has_scale:
+            for m in range(m_out):
+                row[m] = row[m] * scale[m] + shift[m]
+        elif has_shift:
+            for m in range(m_out):
+                row[m] += shift[m]
+        if relu:
+            relu_row(row, negative_slope)
