@@ -209,13 +209,32 @@ def test_training_nets_never_fold_but_fuse_relu_bit_for_bit_forward_and_backward
                 np.testing.assert_array_equal(b, a)
 
 
-@pytest.mark.parametrize("producer", [
+PRODUCERS = [
     'type: "Convolution" convolution_param { num_output: 6 kernel_size: 3 pad: 1 }',
     'type: "Convolution" convolution_param { num_output: 6 kernel_size: 3 group: 3 }',
     'type: "Deconvolution" convolution_param { num_output: 4 kernel_size: 2 stride: 2 }',
     'type: "ConvolutionDepthwise" convolution_param { num_output: 3 kernel_size: 3 }',
     'type: "InnerProduct" inner_product_param { num_output: 7 }',
-])
+]
+
+
+@pytest.mark.parametrize("producer", PRODUCERS)
+@pytest.mark.parametrize("batch", [1, 16])
+def test_every_producer_folds_batchnorm_scale_relu_within_1e5(producer, batch):
+    text = f"""
+    input: "data" input_shape {{ dim: {batch} dim: 3 dim: 7 dim: 7 }}
+    layer {{ name: "p" bottom: "data" top: "p" {producer} }}
+    layer {{ name: "bn" type: "BatchNorm" bottom: "p" top: "p" }}
+    layer {{ name: "scale" type: "Scale" bottom: "p" top: "p" scale_param {{ bias_term: true }} }}
+    layer {{ name: "relu" type: "ReLU" bottom: "p" top: "p" }}
+    """
+    net = chain_net(text=text)
+    assert absorbed_names(net) == ["bn", "relu", "scale"]
+    plain, fused = forward_both(net, data((batch, 3, 7, 7)))
+    assert worst_relative(plain, fused) <= 1e-5
+
+
+@pytest.mark.parametrize("producer", PRODUCERS)
 @pytest.mark.parametrize("slope", [0, 0.2])
 def test_fused_relu_matches_the_separate_layer_bit_for_bit(producer, slope):
     text = f"""
