@@ -315,3 +315,26 @@ def test_zoo_nets_fold_every_batchnorm_within_1e5(real_models, model, folded):
     shape = net.blobs[net.inputs[0]].shape
     plain, fused = forward_both(net, data(shape))
     assert worst_relative(plain, fused) <= 1e-5
+
+
+@pytest.mark.parametrize("fold", [True, False])
+def test_winograd_convolutions_apply_the_fused_pass(fold):
+    # 3x3 stride 1, 32 channels in and out, 32 output tiles: conv_plan picks Winograd.
+    text = """
+    input: "data" input_shape { dim: 2 dim: 32 dim: 8 dim: 8 }
+    layer { name: "p" type: "Convolution" bottom: "data" top: "p"
+      convolution_param { num_output: 32 kernel_size: 3 pad: 1 } }
+    """ + ("""
+    layer { name: "bn" type: "BatchNorm" bottom: "p" top: "p" }
+    layer { name: "scale" type: "Scale" bottom: "p" top: "p" scale_param { bias_term: true } }
+    """ if fold else "") + """
+    layer { name: "relu" type: "ReLU" bottom: "p" top: "p" relu_param { negative_slope: 0.1 } }
+    """
+    net = chain_net(text=text)
+    assert net.layers[1].plan.winograd
+    assert absorbed_names(net) == (["bn", "relu", "scale"] if fold else ["relu"])
+    plain, fused = forward_both(net, data((2, 32, 8, 8)))
+    if fold:
+        assert worst_relative(plain, fused) <= 1e-5
+    else:
+        np.testing.assert_array_equal(fused["p"], plain["p"])
