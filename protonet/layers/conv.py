@@ -11,6 +11,8 @@ from ..errors import NetDefinitionError
 from ..kernels import threads, winograd
 from ..kernels.conv import channels_first, channels_last, col2im, conv_output_size, im2col
 from ..kernels.conv_plan import TUNING, plan_convolution
+from ..kernels.depthwise import (depthwise_backward_data, depthwise_backward_weight,
+                                 depthwise_forward)
 from ..kernels.direct_conv import DirectConvolution
 from ..kernels.epilogue import NONE, channel_epilogue, channels_first_epilogue
 from ..registry import register_layer
@@ -154,6 +156,9 @@ class _SingleConvolution(_BaseConvolution):
         k, p = c * self.kh * self.kw, self.ho * self.wo
         self.make_plan(n, k, p, geometry=self.geometry(), outputs=self.num_output,
                        out_shape=(self.ho, self.wo))
+        if self.plan.depthwise:   # no column matrix
+            self.shares_scratch = False
+            return
         if self.plan.direct:
             shapes = (self.geometry(), (c, h, w), (self.num_output, self.ho, self.wo))
             # The Net reshapes before every forward: build the offsets once per shape
@@ -248,6 +253,11 @@ class _SingleConvolution(_BaseConvolution):
         if self.plan.winograd:
             self._forward_winograd(bottom[0].data, top[0].data)
             return
+        if self.plan.depthwise:
+            depthwise_forward(bottom[0].data, self.blobs[0].data.reshape(-1, self.kh, self.kw),
+                              *self.geometry()[2:], top[0].data)
+            channel_epilogue(_planes(top[0].data), *self.output_epilogue())
+            return
         mg = self.num_output // self.group
         weight = self.blobs[0].data.reshape(self.group, mg, -1)
         epilogue = self.output_epilogue()   # the bias, or what the net fused in
@@ -289,6 +299,15 @@ class _SingleConvolution(_BaseConvolution):
         if self.bias_term and self.param_propagate_down[1]:
             self.blobs[1].diff += top_diff.sum(axis=(0, 2), dtype=np.float32)
         if not (self.param_propagate_down[0] or propagate_down[0]):
+            return
+        if self.plan.depthwise:
+            taps = (-1, self.kh, self.kw)
+            if self.param_propagate_down[0]:
+                depthwise_backward_weight(bottom[0].data, top[0].diff, *self.geometry()[2:],
+                                          self.blobs[0].diff.reshape(taps))
+            if propagate_down[0]:
+                depthwise_backward_data(top[0].diff, self.blobs[0].data.reshape(taps),
+                                        *self.geometry()[2:], bottom[0].diff)
             return
         mg = self.num_output // self.group
         weight = self.blobs[0].data.reshape(self.group, mg, -1)

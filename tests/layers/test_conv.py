@@ -28,6 +28,11 @@ CASES = [
      (2, 6, 7, 9), (1, 1), (2, 2), (1, 1), 1),
     (f'type: "Convolution" convolution_param {{ num_output: 18 kernel_h: 2 kernel_w: 3 pad: 3 '
      f'bias_term: false {F} }}', (1, 3, 4, 5), (1, 1), (3, 3), (1, 1), 1),
+    # Depthwise, as MobileNet writes it (group = channels = num_output): the depthwise kernels.
+    (f'type: "Convolution" convolution_param {{ num_output: 4 kernel_size: 3 pad: 1 group: 4 '
+     f'{F} }}', (2, 4, 7, 6), (1, 1), (1, 1), (1, 1), 4),
+    (f'type: "Convolution" convolution_param {{ num_output: 3 kernel_size: 3 stride: 2 pad: 2 '
+     f'dilation: 2 group: 3 bias_term: false {F} }}', (1, 3, 9, 8), (2, 2), (2, 2), (2, 2), 3),
 ]
 DECONV = [
     (f'type: "Deconvolution" convolution_param {{ num_output: 3 kernel_size: 3 stride: 2 {F} }}',
@@ -40,18 +45,22 @@ DECONV = [
 # The direct convolution wherever it applies (Winograd off).
 DIRECT = dataclasses.replace(TUNING, direct_min_k=0, direct_max_waste=1e9,
                              direct_max_weights=1 << 30, direct_max_pixels=1 << 30,
-                             direct_data_grad_max_work=1e9, winograd_min_channels=1 << 30)
+                             direct_data_grad_max_work=1e9, winograd_min_channels=1 << 30,
+                             depthwise_direct=False)
 
 
 @pytest.fixture(params=["one GEMM per batch", "per-image forward, batch weight gradient",
                         "one GEMM per image", "Winograd F(2x2,3x3) forward",
-                        "direct where it applies", "direct, GEMM data gradient"])
+                        "direct where it applies", "direct, GEMM data gradient",
+                        "depthwise kernels where they apply"])
 def gemm_path(request):
     """Tuning that makes Convolution take each of its ways to multiply (chosen by the layer's
     shape), each checked on every case: a test gives it to the layer it built. Winograd's
     forward is taken by the stride-1 undilated 3x3 cases, the others keep im2col. The direct
     convolution (stride 1, one group, not 1x1) is off on the other paths and taken whatever
     its padding waste and size on the last two."""
+    if request.param.startswith("depthwise"):
+        return TUNING
     if request.param.startswith("direct"):
         return dataclasses.replace(
             DIRECT, direct_data_grad_max_work=-1 if request.param.endswith("data gradient")
@@ -62,7 +71,7 @@ def gemm_path(request):
         TUNING, per_image_max_k=1 << 30 if request.param.endswith("image") else 0,
         per_image_max_floats=1 << 30 if per_image_forward else 0, per_image_min_pixels=1,
         winograd_min_channels=1 if winograd else 1 << 30, winograd_min_tiles=1,
-        direct_min_k=1 << 30)
+        direct_min_k=1 << 30, depthwise_direct=False)
 
 
 def expected(layer, bottom, case, ref):
@@ -174,7 +183,9 @@ def test_test_phase_convolutions_share_columns_and_stay_exact(case, gemm_path):
         layer.backward(top, [True], bottom)
         results[phase] = (y, bottom[0].diff.copy(), layer.blobs[0].diff.copy())
     test_layer = layers[caffe_pb2.TEST][0]
-    assert test_layer.shares_scratch or test_layer.plan.direct_data_grad   # no columns at all
+    # no columns at all on the direct and depthwise paths
+    assert test_layer.shares_scratch or test_layer.plan.direct_data_grad or \
+        test_layer.plan.depthwise
     assert not layers[caffe_pb2.TRAIN][0].shares_scratch
     for a, b in zip(results[caffe_pb2.TRAIN], results[caffe_pb2.TEST]):
         np.testing.assert_array_equal(a, b)
@@ -221,6 +232,26 @@ def test_planner_takes_the_direct_path_where_it_measured_faster():
                  _plan(1, 512, 512, 3, 1, 14), _plan(1, 64, 64, 5, 2, 224),
                  _plan(1, 256, 64, 1, 0, 28)):
         assert not (plan.direct or plan.direct_data_grad)
+
+
+@pytest.mark.parametrize("case", CASES[-2:])
+def test_depthwise_shaped_convolutions_take_the_depthwise_path(case):
+    layer, bottom, top = build(case[0], [case[1]])
+    layer.reshape(bottom, top)
+    assert layer.plan.depthwise
+
+
+def test_planner_runs_depthwise_convolutions_on_the_depthwise_kernels():
+    """group = channels = num_output (MobileNet's 3x3 dw layers, any stride): the depthwise
+    kernels; a channel multiplier above 1 or a group of several channels: the GEMMs."""
+    for plan in (_plan(1, 32, 32, 3, 1, 112, group=32), _plan(16, 512, 512, 3, 1, 14, group=512),
+                 _plan(1, 64, 64, 3, 1, 112, stride=2, group=64)):
+        assert plan.depthwise and not (plan.winograd or plan.direct)
+    for plan in (_plan(1, 32, 64, 3, 1, 56, group=32), _plan(1, 32, 32, 3, 1, 56, group=16)):
+        assert not plan.depthwise
+    no = dataclasses.replace(TUNING, depthwise_direct=False)
+    assert not plan_convolution(1, 32 * 9, 56 * 56, 32, 2, no, geometry=(3, 3, 1, 1, 1, 1, 1, 1),
+                                outputs=32, out_shape=(56, 56)).depthwise
 
 
 def test_direct_convolution_of_an_image_does_not_depend_on_its_batch():
