@@ -17,8 +17,8 @@ hangs.
 
 Stopping: SIGINT, SIGTERM or SIGUSR1 on any rank stops all after the iteration they agree on,
 and rank 0 snapshots. Open MPI's mpirun answers Ctrl-C with SIGCONT, then SIGTERM 0.25 s later
-and SIGKILL another 0.25 s later, to each rank's process group, often before the iteration
-ends. So the ranks exchange, with each iteration's loss, where their data readers stand and
+and SIGKILL another 0.25 s later, to each rank and the processes it started (a process in a
+session of its own escapes them), often before the iteration ends. So the ranks exchange, with each iteration's loss, where their data readers stand and
 their random states: with the weights after that iteration's update, rank 0 then holds a
 complete resume point at every moment outside an update. On SIGTERM a thread of rank 0 forks
 at once a writer process in a session of its own, which writes that point as the snapshot
