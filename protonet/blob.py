@@ -6,12 +6,28 @@ reshape to a smaller or equal count re-views the same memory, so reshaping every
 """
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
 from . import memory
 from .errors import ShapeError, clip
 
 DTYPE = np.float32
+
+
+def _fixed_array(name: str) -> property:
+    """A Blob attribute whose array can be written into but not replaced (pycaffe refuses the
+    assignment too): `blob.data += x` passes, numpy having changed the array in place."""
+    get = operator.attrgetter(f"_{name}")
+
+    def refuse(blob, values) -> None:
+        if values is not get(blob):
+            raise AttributeError(f"blob '{blob.name}': its {name} array is the net's memory and "
+                                 f"cannot be replaced; copy values into it: blob.{name}[...] = "
+                                 "values (pycaffe refuses the assignment too)")
+
+    return property(get, refuse)
 
 
 class Blob:
@@ -31,29 +47,8 @@ class Blob:
         return self._shape
 
     # The net's layers hold these arrays: values go in (blob.data[...] = x), the arrays stay.
-    @property
-    def data(self) -> np.ndarray:
-        return self._data
-
-    @data.setter
-    def data(self, values) -> None:
-        if values is self._data:  # blob.data += x: numpy changed the array in place
-            return
-        raise AttributeError(f"blob '{self.name}': its data array is the net's memory and "
-                             "cannot be replaced; copy values into it: blob.data[...] = values "
-                             "(pycaffe refuses the assignment too)")
-
-    @property
-    def diff(self) -> np.ndarray:
-        return self._diff
-
-    @diff.setter
-    def diff(self, values) -> None:
-        if values is self._diff:  # blob.diff += x: numpy changed the array in place
-            return
-        raise AttributeError(f"blob '{self.name}': its diff array is the net's memory and "
-                             "cannot be replaced; copy values into it: blob.diff[...] = values "
-                             "(pycaffe refuses the assignment too)")
+    data = _fixed_array("data")
+    diff = _fixed_array("diff")
 
     @property
     def count(self) -> int:

@@ -141,7 +141,8 @@ def pixel_offsets(ho: int, wo: int, sh: int, sw: int, width: int):
 def forward_images(x, ph, pw, padded_shape, pixels, window, weights_t, bias, out):
     """out[n] (M, P) = convolution of x[n] (C, H, W): weights_t (K, Mp) the weights as
     (c*kh*kw, m) with zero columns up to Mp; bias (M,) or empty; pixels/window the offsets
-    (pixel_offsets, window_offsets) in the padded image. Split between threads by images
+    (pixel_offsets, window_offsets) in the padded image. The data gradient is this too: dy
+    padded by the kernel's reach less the pad, convolved with the flipped weights. Split between threads by images
     only: at batch 1 splitting the pixels cost more in waking a thread than it saved
     (CIFAR-10's conv3: 153 against 109 us on 2 threads)."""
     m_out = out.shape[1]
@@ -175,25 +176,6 @@ def weight_grad_images(x, dy, ph, pw, padded_shape, pixels, window, grad_t):
             for m in range(m_out):
                 dy_t[p, m] = dy[n, m, p]
         gathered_matmul(flat, window, pixels, dy_t, grad_t)
-
-
-@jit()
-def data_grad_images(dy, top, left, padded_shape, pixels, window, weights_flipped, dx):
-    """dx[n] (C, H, W) = dy[n] (M, Ho, Wo) convolved (stride 1) with the flipped weights:
-    dy zero-padded by (top, left) into padded_shape, weights_flipped (M*kh*kw, Cp)."""
-    channels = dx.shape[1]
-    n_pix = pixels.shape[0]
-    image = np.empty(padded_shape, np.float32)
-    flat = image.reshape(-1)
-    result = np.empty((n_pix, weights_flipped.shape[1]), np.float32)
-    for n in range(dy.shape[0]):
-        _pad_into(dy[n], top, left, image)
-        result[:] = 0.0
-        gathered_matmul(flat, pixels, window, weights_flipped, result)
-        plane = dx[n].reshape(channels, n_pix)
-        for c in range(channels):
-            for p in range(n_pix):
-                plane[c, p] = result[p, c]
 
 
 class DirectConvolution:
@@ -249,14 +231,17 @@ class DirectConvolution:
                                 padded_width(channels)), np.float32)
             flipped[:, :channels] = weight.transpose(0, 2, 3, 1).reshape(-1, channels)
             dy_images = dy.reshape(dy.shape[0], *self.top_shape)
+            dx_planes = dx.reshape(dx.shape[0], channels, -1)   # a view: dx is contiguous
+            no_bias = np.empty(0, np.float32)
 
         def images(s, e, shared):
             if weight_diff is not None:
                 weight_grad_images(x[s:e], dy[s:e], *self.pad, self.padded, self.pixels,
                                    self.window, grads[first[s]])
             if dx is not None:
-                data_grad_images(dy_images[s:e], *self.diff_pad, self.diff_padded,
-                                 self.bottom_pixels, self.flipped_window, flipped, dx[s:e])
+                forward_images(dy_images[s:e], *self.diff_pad, self.diff_padded,
+                               self.bottom_pixels, self.flipped_window, flipped, no_bias,
+                               dx_planes[s:e])
 
         threads.run_pieces(images, pieces, plan.threads)
         if weight_diff is not None:

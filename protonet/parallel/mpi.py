@@ -105,10 +105,12 @@ class MPISync:
         self._backward_pass = 0
         self.wait_seconds = 0.0
         self._buckets = self._make_buckets(solver.net)
-        # The data readers every rank reports in the exchange after each iteration, in one
-        # order; and (iteration, every rank's (reader positions, random state), test batches)
-        # for the weights once that iteration's update is applied.
-        self._readers = sorted(solver.reader_positions().items())
+        # The data layers every rank reports in the exchange after each iteration, in one
+        # order: (key, source, layer); and (iteration, every rank's exchanged words, test
+        # batches) for the weights once that iteration's update is applied, decoded only when
+        # a SIGTERM snapshot needs it.
+        self._readers = [(key, layer.source, layer)
+                         for key, layer in sorted(solver.data_readers(), key=lambda r: r[0])]
         self._resume_point = None
         # Held around each update and notified after it; under it the SIGTERM thread and the
         # main thread claim an iteration's snapshot, so only one of them writes it.
@@ -229,9 +231,9 @@ class MPISync:
         """Mean loss over the ranks (what one process at K x batch would report); a stop
         asked of any rank stops all after this iteration. Each rank also tells where its data
         readers stand and its random state (the resume point after this iteration)."""
-        positions = solver.reader_positions()
         mine = np.array([np.float64(loss).view(np.uint64), self._pending_stop,
-                         self._killed_soon, *(positions[key][1] for key, _ in self._readers),
+                         self._killed_soon,
+                         *(layer.reader_position() for _, _, layer in self._readers),
                          *rng.state_to_words(rng.get_state())], np.uint64)
         every = np.empty((self.size, mine.size), np.uint64)
         wait(self.comm.Iallgather(mine, every), "loss exchange")
@@ -240,11 +242,7 @@ class MPISync:
         self._killed_soon = bool(every[:, 2].any())
         self._pending_stop = False
         if self.is_root:
-            n = len(self._readers)
-            self._resume_point = (solver.iter + 1, [
-                ({key: (source, int(words[3 + i])) for i, (key, (source, _)) in
-                  enumerate(self._readers)}, rng.state_from_words(words[3 + n:]))
-                for words in every], list(solver.test_batches))
+            self._resume_point = (solver.iter + 1, every, list(solver.test_batches))
         return float(every[:, 0].view(np.float64).sum()) / self.size
 
     def request_stop(self, solver, signum: int | None = None) -> None:
@@ -283,16 +281,17 @@ class MPISync:
         snapshot again, one iteration later)."""
         iteration = self.solver.iter
         with self._update:
-            writer = self._snapshot_writer
-            if self._sigterm_snapshot:
-                pass
-            elif self._snapshot_iteration != iteration:
-                self._snapshot_iteration = iteration
-                writer = None
-                if self._killed_soon:
+            if self._sigterm_snapshot:    # the SIGTERM thread's snapshot stands
+                writer = self._snapshot_writer
+            elif self._killed_soon:
+                if self._snapshot_iteration != iteration:
                     log.info("Stopping on SIGTERM: the snapshot is written by a process of its "
                              "own, which finishes it even if this rank is killed")
-                    writer = self._snapshot_writer = _Detached(iteration, write, *args)
+                    self._snapshot_writer = _Detached(write, *args)
+                writer = self._snapshot_writer
+            else:
+                writer = None
+            self._snapshot_iteration = iteration   # the SIGTERM thread leaves it alone
             self._update.notify_all()
         return write(*args) if writer is None else writer.result()
 
@@ -322,7 +321,15 @@ class MPISync:
             log.info("SIGTERM at iteration %d: the snapshot is written by a process of its "
                      "own, which finishes it even if this rank is killed", s.iter)
             self._snapshot_iteration, self._sigterm_snapshot = s.iter, True
-            self._snapshot_writer = _Detached(s.iter, s.write_snapshot, point[1], point[2])
+            self._snapshot_writer = _Detached(s.write_snapshot, self._decode(point[1]),
+                                              point[2])
+
+    def _decode(self, every: np.ndarray) -> list:
+        """Every rank's (reader positions, random state) from the exchanged words."""
+        n = len(self._readers)
+        return [({key: (source, int(words[3 + i]))
+                  for i, (key, source, _) in enumerate(self._readers)},
+                 rng.state_from_words(words[3 + n:])) for words in every]
 
 
 class _SigtermSnapshots:
@@ -366,8 +373,7 @@ class _Detached:
     process group leaves it running. Its result or error (a ProtonetError by class name) comes
     back through a pipe, read by result() while this process lives."""
 
-    def __init__(self, iteration: int, write, *args) -> None:
-        self.iteration = iteration
+    def __init__(self, write, *args) -> None:
         read_end, write_end = os.pipe()
         child = os.fork()
         if child == 0:

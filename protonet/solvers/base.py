@@ -414,13 +414,17 @@ class Solver:
             return self.snapshot_filename(".caffemodel"), self.snapshot_filename(".solverstate")
         return self.group.run_writer(self.write_snapshot, every_rank, list(self.test_batches))
 
+    def data_readers(self) -> list:
+        """("<net index>/<layer name>", layer) for every data layer that reads a source."""
+        return [(f"{net_id}/{layer.name}", layer)
+                for net_id, net in enumerate([self.net] + self.test_nets)
+                for layer in net.layers if layer.reader_position() is not None]
+
     def reader_positions(self) -> dict[str, tuple[str, int]]:
         """Where this process's data layers stand: "<net index>/<layer>" -> (source, index of
         the next record)."""
-        return {f"{net_id}/{layer.name}": (layer.source, position)
-                for net_id, net in enumerate([self.net] + self.test_nets)
-                for layer in net.layers
-                for position in [layer.reader_position()] if position is not None}
+        return {key: (layer.source, layer.reader_position())
+                for key, layer in self.data_readers()}
 
     def write_snapshot(self, every_rank: list, test_batches: list[int]) -> tuple[str, str]:
         """Write the current weights, histories and iteration with every rank's (data reader
