@@ -19,7 +19,8 @@ load (OMP_NUM_THREADS = N: BLAS, torch's intra-op pool and protonet's numba loop
 Each row runs protonet, PyTorch NCHW and PyTorch channels_last in turn, --rounds times (5), each
 run the median of --repeats timed runs after warm-up. A row shows the median images/s of each
 framework and the median of the per-round ratios protonet/PyTorch. PyTorch is optional (pip install torch==2.13.0): without it only protonet runs.
-Writes benchmarks/results.json and benchmarks/bench.png.
+Writes benchmarks/results.json and benchmarks/bench.png for the default sections; a run of
+other sections writes benchmarks/results-<sections>.json and leaves the full run's files alone.
 """
 from __future__ import annotations
 
@@ -413,10 +414,14 @@ def main(argv=None):
     print(f"\nall sections: {results['minutes']:.1f} minutes")
     out_dir = ROOT / "benchmarks"
     out_dir.mkdir(exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(summarized(results), indent=1))
-    if results.get("rows"):
+    full_run = args.only.split(",") == DEFAULT_SECTIONS
+    # A partial run (--only lenet while tuning a kernel) must not replace the full run's
+    # figures, which BENCHMARKS.md quotes.
+    name = "results.json" if full_run else f"results-{args.only.replace(',', '+')}.json"
+    (out_dir / name).write_text(json.dumps(summarized(results), indent=1))
+    if full_run and results.get("rows"):
         chart(results, out_dir / "bench.png")
-    print(f"\nwrote {out_dir / 'results.json'}")
+    print(f"\nwrote {out_dir / name}")
 
 
 def have(module: str) -> bool:
