@@ -6,7 +6,7 @@
 
 Sections (--only): lenet (LeNet training and forward, 1 and 2 threads), contention (import
 order and one other CPU-bound process), zoo (forward at batch 1 and 16 of CIFAR-10, CaffeNet,
-GoogLeNet, VGG-16, ResNet-50, with peak RSS), train (CIFAR-10 quick/full at batch 100,
+GoogLeNet, VGG-16, ResNet-50, MobileNet v1 and MobileNet-SSD, with peak RSS), train (CIFAR-10 quick/full at batch 100,
 CaffeNet at 32), latency (LeNet and GoogLeNet at batch 1, and protonet's per-layer overhead),
 memory (peak RSS of a whole batch-1 deploy process of VGG-16, CaffeNet, ResNet-50, GoogLeNet);
 with --only only: convpaths (protonet's convolution paths, GEMM against direct, side by side
@@ -603,7 +603,8 @@ def fmt(value, spec=",.0f"):
     return format(value, spec) if value else "-"
 
 
-ZOO_NETS = ["cifar10_quick", "cifar10_full", "caffenet", "googlenet", "vgg16", "resnet50"]
+ZOO_NETS = ["cifar10_quick", "cifar10_full", "caffenet", "googlenet", "vgg16", "resnet50",
+            "mobilenet_v1", "mobilenet_ssd"]
 
 
 def zoo_job(threads, fn, *job_args):

@@ -312,13 +312,13 @@ def _torch_module_class():
             self.mods = nn.ModuleDict()
             for layer, bottoms, tops in zip(net.layers, net._bottoms, net._tops):
                 lp = layer.param
-                fn = self._op(lp, layer, bottoms, train)
+                fn = self._op(lp, layer, bottoms, tops, train)
                 if fn is not None:
                     self.steps.append((fn, [b.name for b in bottoms], [t.name for t in tops],
                                        lp.type == "SoftmaxWithLoss"))
             self.outputs = [t.name for t in net._tops[-1]]
 
-        def _op(self, lp, layer, bottoms, train):
+        def _op(self, lp, layer, bottoms, tops, train):
             t = lp.type
             key = re.sub(r"\W", "_", lp.name)
             if t in ("Input", "Split", "Accuracy", "Silence"):
@@ -348,7 +348,7 @@ def _torch_module_class():
                 p = lp.dropout_param.dropout_ratio
                 return (lambda x: F.dropout(x, p, training=True)) if train else (lambda x: x)
             if t == "Softmax":
-                return lambda x: torch.softmax(x, dim=1)
+                return lambda x, axis=lp.softmax_param.axis: torch.softmax(x, dim=axis)
             if t == "Pooling":
                 p = lp.pooling_param
                 if p.global_pooling:
@@ -371,7 +371,33 @@ def _torch_module_class():
                     return x / (1 + p.alpha * sq) ** p.beta
                 return within
             if t == "Concat":
-                return lambda *xs: torch.cat(xs, dim=1)
+                return lambda *xs, axis=lp.concat_param.axis: torch.cat(xs, dim=axis)
+            # SSD's heads (MobileNet-SSD): tensor reshuffles as torch ops; the prior boxes
+            # depend on shapes only, so they are a constant; torch.nn has no SSD decoding and
+            # NMS, so both sides run protonet's DetectionOutput on the same predictions.
+            if t == "Permute":
+                return lambda x, order=tuple(lp.permute_param.order): x.permute(order)
+            if t == "Flatten":
+                return lambda x, axis=lp.flatten_param.axis: x.flatten(axis)
+            if t == "Reshape":
+                return lambda x, shape=tuple(tops[0].shape[1:]): x.reshape(x.shape[0], *shape)
+            if t == "PriorBox":
+                layer.forward(bottoms, tops)
+                boxes = torch.from_numpy(tops[0].data.copy())
+                return lambda *xs: boxes
+            if t == "DetectionOutput":
+                from protonet.blob import Blob
+                ins = [Blob(b.shape) for b in bottoms]
+                out = [Blob(tops[0].shape)]
+
+                def detect(*xs):
+                    for blob, x in zip(ins, xs):
+                        blob.reshape(*x.shape)
+                        blob.data[...] = x.numpy()
+                    layer.reshape(ins, out)
+                    layer.forward(ins, out)
+                    return torch.from_numpy(out[0].data.copy())
+                return detect
             if t == "Eltwise":
                 return lambda *xs: sum(xs[1:], xs[0])
             if t == "BatchNorm":
