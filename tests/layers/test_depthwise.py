@@ -17,6 +17,11 @@ CASES = [
     (f'type: "ConvolutionDepthwise" convolution_param {{ num_output: 2 kernel_h: 3 kernel_w: 2 '
      f'stride_h: 1 stride_w: 2 pad_h: 2 pad_w: 0 dilation: 2 {F} }}', (2, 2, 6, 7), (1, 2),
      (2, 0), (2, 2)),
+    # stride 3 with a kernel wider than the stride; a plane taller than one block of rows
+    (f'type: "ConvolutionDepthwise" convolution_param {{ num_output: 3 kernel_size: 5 stride: 3 '
+     f'pad: 2 {F} }}', (1, 3, 11, 13), (3, 3), (2, 2), (1, 1)),
+    (f'type: "ConvolutionDepthwise" convolution_param {{ num_output: 2 kernel_size: 3 pad: 1 '
+     f'{F} }}', (1, 2, 70, 40), (1, 1), (1, 1), (1, 1)),
 ]
 
 
@@ -39,3 +44,21 @@ def test_convolution_depthwise_needs_one_filter_per_channel():
                                                  r"channels \(3\)"):
         build('type: "ConvolutionDepthwise" convolution_param { num_output: 6 kernel_size: 3 }',
               [(1, 3, 5, 5)])
+
+
+def test_depthwise_forward_inner_loop_is_vectorized():
+    """The forward's multiply-add over a block of output rows compiles to packed multiplies:
+    its flat, stride-1 shape (what the phase planes are for) must not regress into the
+    scalar per-row loop it replaced."""
+    import re
+
+    import numba
+
+    from protonet.kernels import depthwise
+    # A fresh compile with protonet's options (a kernel from numba's disk cache has no
+    # assembly to show).
+    kernel = numba.njit(fastmath=False, error_model="numpy")(
+        depthwise.depthwise_forward.serial.py_func)
+    kernel(np.zeros((1, 2, 8, 8), np.float32), np.zeros((2, 3, 3), np.float32),
+           1, 1, 1, 1, 1, 1, np.zeros((1, 2, 8, 8), np.float32))
+    assert re.search(r"\bv?mulps\b", kernel.inspect_asm(kernel.signatures[0]))
