@@ -10,58 +10,99 @@ import numpy as np
 from ._jit import jit, prange
 
 
+# Pixels of one image handled together: the channel loops run over a contiguous block of
+# this many pixels, so they vectorize (a loop over channels per pixel strides by a whole plane
+# and cannot).
+PIXELS = 256
+
+
 @jit(parallel=True)
 def lrn_across_forward(x, size, alpha_over_size, k, neg_beta, scale, y):
     """scale = k + alpha/size * (sum of x^2 over `size` channels centred on c, zero padded);
     y = x * scale^-beta. The window sum runs as Caffe's: add the head channel, subtract the
-    tail. Parallel over (image, pixel); each writes only its own column of channels."""
+    tail. Parallel over blocks of an image's pixels; each writes only its own pixels."""
     n_img, channels, height, width = x.shape
     pre_pad = (size - 1) // 2
     plane = height * width
-    for p in prange(n_img * plane):
-        n = p // plane
-        i = (p // width) % height
-        j = p % width
-        s = k
+    blocks = -(-plane // PIXELS)
+    xs = x.reshape(n_img, channels, plane)
+    ss = scale.reshape(n_img, channels, plane)
+    ys = y.reshape(n_img, channels, plane)
+    for b in prange(n_img * blocks):
+        n = b // blocks
+        p0 = (b % blocks) * PIXELS
+        p1 = min(plane, p0 + PIXELS)
+        s = np.empty(p1 - p0, np.float32)
+        s[:] = k
         for c in range(min(pre_pad + 1, channels)):
-            v = x[n, c, i, j]
-            s += alpha_over_size * (v * v)
-        scale[n, 0, i, j] = s
+            _add_squares(s, xs[n, c, p0:p1], alpha_over_size)
+        ss[n, 0, p0:p1] = s
         for c in range(1, channels):
-            head = c + pre_pad
-            if head < channels:
-                v = x[n, head, i, j]
-                s += alpha_over_size * (v * v)
-            tail = c - 1 - pre_pad
-            if tail >= 0:
-                v = x[n, tail, i, j]
-                s -= alpha_over_size * (v * v)
-            scale[n, c, i, j] = s
+            if c + pre_pad < channels:
+                _add_squares(s, xs[n, c + pre_pad, p0:p1], alpha_over_size)
+            if c - 1 - pre_pad >= 0:
+                _add_squares(s, xs[n, c - 1 - pre_pad, p0:p1], -alpha_over_size)
+            ss[n, c, p0:p1] = s
         for c in range(channels):
-            y[n, c, i, j] = x[n, c, i, j] * scale[n, c, i, j] ** neg_beta
+            xc, sc, yc = xs[n, c, p0:p1], ss[n, c, p0:p1], ys[n, c, p0:p1]
+            for q in range(p1 - p0):
+                yc[q] = xc[q] * sc[q] ** neg_beta
+
+
+@jit()
+def _add_squares(s, v, factor):
+    """s += factor * v^2, or s -= |factor| * v^2 for a negative factor (Caffe's subtraction
+    of the window's tail, in its rounding)."""
+    if factor >= 0:
+        for q in range(s.shape[0]):
+            s[q] += factor * (v[q] * v[q])
+    else:
+        for q in range(s.shape[0]):
+            s[q] -= -factor * (v[q] * v[q])
 
 
 @jit(parallel=True)
 def lrn_across_backward(x, y, scale, dy, size, neg_beta, cache_ratio, dx):
     """Caffe's CrossChannelBackward: dx = dy scale^-beta
     - 2 alpha beta / size * x * sum over the window of dy y / scale. `dx` must not alias
-    `dy`. Parallel over (image, pixel) as the forward."""
+    `dy`. Parallel over blocks of pixels as the forward."""
     n_img, channels, height, width = x.shape
     pre_pad = (size - 1) // 2
     plane = height * width
-    for p in prange(n_img * plane):
-        n = p // plane
-        i = (p // width) % height
-        j = p % width
-        accum = np.float32(0.0)
+    blocks = -(-plane // PIXELS)
+    xs = x.reshape(n_img, channels, plane)
+    ys = y.reshape(n_img, channels, plane)
+    ss = scale.reshape(n_img, channels, plane)
+    dys = dy.reshape(n_img, channels, plane)
+    dxs = dx.reshape(n_img, channels, plane)
+    for b in prange(n_img * blocks):
+        n = b // blocks
+        p0 = (b % blocks) * PIXELS
+        p1 = min(plane, p0 + PIXELS)
+        accum = np.zeros(p1 - p0, np.float32)
         for c in range(min(pre_pad, channels)):
-            accum += dy[n, c, i, j] * y[n, c, i, j] / scale[n, c, i, j]
+            _add_ratio(accum, dys[n, c, p0:p1], ys[n, c, p0:p1], ss[n, c, p0:p1], True)
         for c in range(channels):
             head = c + pre_pad
             if head < channels:
-                accum += dy[n, head, i, j] * y[n, head, i, j] / scale[n, head, i, j]
-            grad = dy[n, c, i, j] * scale[n, c, i, j] ** neg_beta
-            dx[n, c, i, j] = grad - cache_ratio * (x[n, c, i, j] * accum)
+                _add_ratio(accum, dys[n, head, p0:p1], ys[n, head, p0:p1],
+                           ss[n, head, p0:p1], True)
+            xc, sc, dyc, dxc = xs[n, c, p0:p1], ss[n, c, p0:p1], dys[n, c, p0:p1], \
+                dxs[n, c, p0:p1]
+            for q in range(p1 - p0):
+                dxc[q] = dyc[q] * sc[q] ** neg_beta - cache_ratio * (xc[q] * accum[q])
             tail = c - pre_pad
             if tail >= 0:
-                accum -= dy[n, tail, i, j] * y[n, tail, i, j] / scale[n, tail, i, j]
+                _add_ratio(accum, dys[n, tail, p0:p1], ys[n, tail, p0:p1],
+                           ss[n, tail, p0:p1], False)
+
+
+@jit()
+def _add_ratio(accum, dy, y, scale, add):
+    """accum += dy * y / scale (or -=, for the window's tail)."""
+    if add:
+        for q in range(accum.shape[0]):
+            accum[q] += dy[q] * y[q] / scale[q]
+    else:
+        for q in range(accum.shape[0]):
+            accum[q] -= dy[q] * y[q] / scale[q]
