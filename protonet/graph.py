@@ -138,7 +138,9 @@ def split_blob_name(layer_name: str, blob_name: str, top_index: int, split_index
 
 
 def insert_splits(net_param, inputs=()):
-    """A copy where every top read more than once goes through a Split layer."""
+    """A copy where every top read more than once goes through a Split layer. A layer in
+    place on such a top is refused: it would read a split top and write a second blob of the
+    same name (Caffe: "produced by multiple sources")."""
     layers = list(net_param.layer)
     last_top: dict[str, tuple[int, int]] = {name: (-1, k) for k, name in enumerate(inputs)}
     source: dict[tuple[int, int], tuple[int, int]] = {}
@@ -190,6 +192,14 @@ def insert_splits(net_param, inputs=()):
         for j, b in enumerate(new.bottom):
             top_idx = source[(i, j)]
             if uses.get(top_idx, 0) > 1:
+                if j < len(new.top) and new.top[j] == b:
+                    readers = [f"layer '{clip(layers[r].name)}'"
+                               for (r, _), src in source.items() if src == top_idx and r != i]
+                    raise NetDefinitionError(
+                        f"layer '{clip(layer.name)}' ({layer.type}) works in place on blob "
+                        f"'{clip(b)}', which {(readers or ['its loss weight'])[0]} also reads: "
+                        f"give its top its own name (Caffe stops here too: top blob "
+                        f"'{clip(b)}' produced by multiple sources)")
                 k = next_split.get(top_idx, 0)
                 next_split[top_idx] = k + 1
                 new.bottom[j] = split_blob_name(names[top_idx[0]], b, top_idx[1], k)
