@@ -94,6 +94,36 @@ def test_split_is_inserted_where_pool1_feeds_two_layers():
     assert net.layer_dict["pool1_pool1_0_split"].type == "Split"
 
 
+def test_split_tops_view_the_bottom_data_and_keep_their_own_diffs():
+    net = dsn_net()
+    net.forward()
+    net.backward()
+    pool1 = net.blobs["pool1"]
+    for k in range(2):
+        top = net.blobs[f"pool1_pool1_0_split_{k}"]
+        assert np.shares_memory(top.data, pool1.data)   # no copy per branch
+        assert not np.shares_memory(top.diff, pool1.diff)
+    # the trunk's gradient is still the sum of both branches' (Split's backward)
+    np.testing.assert_array_equal(
+        pool1.diff, net.blobs["pool1_pool1_0_split_0"].diff
+        + net.blobs["pool1_pool1_0_split_1"].diff)
+
+
+def test_an_in_place_layer_on_a_blob_another_layer_reads_is_named(tmp_path):
+    # The ReLU would read a split top and write a second blob named "x" (the input would be
+    # unreachable by name); Caffe stops on it ("produced by multiple sources").
+    path = tmp_path / "net.prototxt"
+    path.write_text("""
+layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 } } }
+layer { name: "same" type: "Power" bottom: "x" top: "y" }
+layer { name: "relu" type: "ReLU" bottom: "x" top: "x" }
+""")
+    with pytest.raises(NetDefinitionError, match=r"net.prototxt: layer 'relu' \(ReLU\) works in "
+                                                 r"place on blob 'x', which layer 'same' also "
+                                                 r"reads: give its top its own name"):
+        protonet.Net(str(path), protonet.TEST)
+
+
 def test_param_diffs_accumulate_until_cleared():
     # Constant data, so both passes see the same batch.
     protonet.set_random_seed(5)

@@ -14,8 +14,14 @@ from .base import Layer, canonical_axis, count
 
 @register_layer("Split")
 class Split(Layer):
-    """Copies one bottom to several tops; backward sums their diffs. Caffe "Split" (V1 SPLIT),
-    inserted by the net where one blob feeds several layers."""
+    """One bottom read by several layers; backward sums their diffs. Caffe "Split" (V1 SPLIT),
+    inserted by the net where one blob feeds several layers.
+
+    The tops' data are views of the bottom's (Caffe's ShareData), so forward copies nothing
+    (ResNet-50 at batch 16 copied 51 MB per block); their diffs are their own. Nothing writes
+    them: every reader of the bottom reads a split top instead (graph.insert_splits), a layer
+    "in place" on a split top writes a new blob under the bottom's name, and no layer writes
+    its bottoms."""
 
     num_top = (1, None)
     in_place = False
@@ -26,10 +32,10 @@ class Split(Layer):
                 raise self.error("a Split top cannot be its bottom (in place)",
                                  NetDefinitionError)
             blob.reshape(bottom[0].shape)
+            blob.share_data(bottom[0])
 
     def forward(self, bottom, top):
-        for blob in top:
-            blob.data[...] = bottom[0].data
+        pass   # the tops view the bottom's data (reshape)
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
