@@ -10,9 +10,11 @@ index h*W + w of each window's maximum within its plane.
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from ._jit import jit, prange
+from .phases import phase_shape, tap_source, write_phases
 
 
 def planes(a):
@@ -30,30 +32,56 @@ def pool_output_size(size: int, kernel: int, pad: int, stride: int, ceil: bool =
     return out
 
 
+# Output floats of one block of rows at a time (8 KB of maxima or sums: stays in L1).
+BLOCK_FLOATS = 2048
+LOWEST = np.float32(-3.4028234663852886e38)   # Caffe's -FLT_MAX start
+
+
 @jit(parallel=True)
 def max_pool_forward(x, kh, kw, ph, pw, sh, sw, y, mask):
-    """y = window max; mask = flat index h*W + w of the first maximum (Caffe's strict >)."""
-    height, width = x.shape[1], x.shape[2]
+    """y = window max; mask = flat index h*W + w of the first maximum (Caffe's scan order,
+    row by row, strict > from -FLT_MAX: -1 where nothing beats it).
+
+    On each plane's phase planes (kernels/phases.py, padding -inf: never a maximum), a block
+    of output rows takes each tap as one flat loop of selects, which LLVM vectorizes: the
+    maximum, and the input's index (the window corner's, the same for every plane, plus the
+    tap's offset). Parallel over chunks of planes."""
+    n_planes, height, width = x.shape
     ho, wo = y.shape[1], y.shape[2]
-    for p in prange(x.shape[0]):
+    shape = phase_shape(height, width, kh, kw, ph, pw, sh, sw, 1, 1, ho, wo)
+    pitch = shape[3]
+    block = max(1, min(ho, BLOCK_FLOATS // pitch))
+    chunks = min(n_planes, 4 * numba.get_num_threads())
+    for chunk in prange(chunks):
+        planes = np.full(shape, -np.inf, np.float32)
+        best = np.empty(block * pitch, np.float32)
+        won = np.empty(block * pitch, np.int32)
+        # Flat input index of each output's window corner, at the planes' pitch.
+        corner = np.zeros(ho * pitch, np.int32)
         for oy in range(ho):
-            hs = oy * sh - ph
-            he = min(hs + kh, height)
-            hs = max(hs, 0)
             for ox in range(wo):
-                ws = ox * sw - pw
-                we = min(ws + kw, width)
-                ws = max(ws, 0)
-                best = np.float32(-3.4028234663852886e38)
-                idx = -1
-                for iy in range(hs, he):
-                    for ix in range(ws, we):
-                        v = x[p, iy, ix]
-                        if v > best:
-                            best = v
-                            idx = iy * width + ix
-                y[p, oy, ox] = best
-                mask[p, oy, ox] = idx
+                corner[oy * pitch + ox] = (oy * sh - ph) * width + ox * sw - pw
+        for p in range(chunk * n_planes // chunks, (chunk + 1) * n_planes // chunks):
+            write_phases(x[p], ph, pw, planes)
+            for r0 in range(0, ho, block):
+                rows = min(block, ho - r0)
+                length = (rows - 1) * pitch + wo
+                top, arg = best[:length], won[:length]
+                at = corner[r0 * pitch:r0 * pitch + length]
+                top[:] = LOWEST
+                arg[:] = -1
+                for i in range(kh):
+                    for j in range(kw):
+                        src = tap_source(planes, i, j, 1, 1, r0, length)
+                        offset = np.int32(i * width + j)
+                        for e in range(length):
+                            v = src[e]
+                            gt = v > top[e]
+                            top[e] = v if gt else top[e]
+                            arg[e] = at[e] + offset if gt else arg[e]
+                for k in range(rows):
+                    y[p, r0 + k] = best[k * pitch:k * pitch + wo]
+                    mask[p, r0 + k] = won[k * pitch:k * pitch + wo]
 
 
 @jit(parallel=True)
@@ -130,21 +158,37 @@ def max_pool_2x2_backward(dy, mask, dx):
 
 @jit(parallel=True)
 def ave_pool_forward(x, kh, kw, ph, pw, sh, sw, y):
-    height, width = x.shape[1], x.shape[2]
+    """y = window sum / the window's size clipped to the padding (not to the input), Caffe's
+    divisor. Summed tap by tap in Caffe's order (row by row) on zero-padded phase planes, as
+    max_pool_forward: the padding adds +0."""
+    n_planes, height, width = x.shape
     ho, wo = y.shape[1], y.shape[2]
-    for p in prange(x.shape[0]):
-        for oy in range(ho):
-            hs = oy * sh - ph
-            he = min(hs + kh, height + ph)
-            for ox in range(wo):
-                ws = ox * sw - pw
-                we = min(ws + kw, width + pw)
-                size = (he - hs) * (we - ws)
-                total = np.float32(0.0)
-                for iy in range(max(hs, 0), min(he, height)):
-                    for ix in range(max(ws, 0), min(we, width)):
-                        total += x[p, iy, ix]
-                y[p, oy, ox] = total / size
+    shape = phase_shape(height, width, kh, kw, ph, pw, sh, sw, 1, 1, ho, wo)
+    pitch = shape[3]
+    block = max(1, min(ho, BLOCK_FLOATS // pitch))
+    chunks = min(n_planes, 4 * numba.get_num_threads())
+    for chunk in prange(chunks):
+        planes = np.zeros(shape, np.float32)
+        sums = np.empty(block * pitch, np.float32)
+        for p in range(chunk * n_planes // chunks, (chunk + 1) * n_planes // chunks):
+            write_phases(x[p], ph, pw, planes)
+            for r0 in range(0, ho, block):
+                rows = min(block, ho - r0)
+                length = (rows - 1) * pitch + wo
+                total = sums[:length]
+                total[:] = 0
+                for i in range(kh):
+                    for j in range(kw):
+                        src = tap_source(planes, i, j, 1, 1, r0, length)
+                        for e in range(length):
+                            total[e] += src[e]
+                for k in range(rows):
+                    hs = (r0 + k) * sh - ph
+                    window_h = min(hs + kh, height + ph) - hs
+                    for ox in range(wo):
+                        ws = ox * sw - pw
+                        size = window_h * (min(ws + kw, width + pw) - ws)
+                        y[p, r0 + k, ox] = sums[k * pitch + ox] / size
 
 
 @jit(parallel=True)

@@ -145,3 +145,65 @@ def test_max_pool_2x2_kernels_match_the_general_ones(shape):
         y2, mask2 = np.empty_like(y), np.empty(y.shape, np.int32)
         max_pool_2x2_forward(planes(x), planes(y2), planes(mask2))
         np.testing.assert_array_equal(mask2, mask_ref)
+
+
+def caffe_max_pool(x, kh, kw, ph, pw, sh, sw, ho, wo):
+    """Caffe's MaxPoolingLayer loops: window clipped to the input, strict > from -FLT_MAX."""
+    p, h, w = x.shape
+    y = np.zeros((p, ho, wo), np.float32)
+    mask = np.full((p, ho, wo), -1, np.int32)
+    for q in range(p):
+        for oy in range(ho):
+            for ox in range(wo):
+                hs, ws = oy * sh - ph, ox * sw - pw
+                best = np.float32(-3.4028234663852886e38)
+                for iy in range(max(hs, 0), min(hs + kh, h)):
+                    for ix in range(max(ws, 0), min(ws + kw, w)):
+                        if x[q, iy, ix] > best:
+                            best, mask[q, oy, ox] = x[q, iy, ix], iy * w + ix
+                y[q, oy, ox] = best
+    return y, mask
+
+
+@pytest.mark.parametrize("shape, kernel, stride, pad", [
+    ((3, 9, 8), (3, 3), (2, 2), (1, 1)),
+    ((2, 7, 10), (3, 2), (2, 3), (1, 0)),   # ceil windows past the padding
+    ((1, 120, 40), (3, 3), (1, 1), (1, 1)),   # more output rows than one block
+])
+def test_max_pool_values_and_first_maximum_index_are_caffes(shape, kernel, stride, pad):
+    from protonet.kernels.pooling import max_pool_forward
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 4, shape).astype(np.float32)   # ties everywhere: the first one wins
+    x[0, :3, :3] = np.nan      # never a maximum (Caffe's >)
+    x[-1, -4:, -4:] = -np.inf  # nothing beats -FLT_MAX: index -1
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, pad
+    ho = pool_output_size(shape[1], kh, ph, sh)
+    wo = pool_output_size(shape[2], kw, pw, sw)
+    y = np.zeros((shape[0], ho, wo), np.float32)
+    mask = np.zeros((shape[0], ho, wo), np.int32)
+    max_pool_forward(x, kh, kw, ph, pw, sh, sw, y, mask)
+    expected_y, expected_mask = caffe_max_pool(x, kh, kw, ph, pw, sh, sw, ho, wo)
+    np.testing.assert_array_equal(y, expected_y)
+    np.testing.assert_array_equal(mask, expected_mask)
+
+
+def test_pooling_inner_loops_are_vectorized():
+    """The per-tap loops over a block of outputs compile to packed compares (max) and adds
+    (average): the flat layout on phase planes they depend on must not regress into the
+    scalar window-by-window loops it replaced."""
+    import re
+
+    import numba
+
+    from protonet.kernels import pooling
+    x = np.zeros((2, 16, 16), np.float32)
+    y = np.zeros((2, 7, 7), np.float32)
+    # Fresh compiles with protonet's options (a kernel from numba's disk cache has no assembly).
+    max_pool = numba.njit(fastmath=False, error_model="numpy")(
+        pooling.max_pool_forward.serial.py_func)
+    max_pool(x, 3, 3, 0, 0, 2, 2, y, np.zeros((2, 7, 7), np.int32))
+    assert re.search(r"\bvcmp\w*ps\b[^\n]*[yz]mm", max_pool.inspect_asm(max_pool.signatures[0]))
+    ave_pool = numba.njit(fastmath=False, error_model="numpy")(
+        pooling.ave_pool_forward.serial.py_func)
+    ave_pool(x, 3, 3, 0, 0, 2, 2, y)
+    assert re.search(r"\bvaddps\b[^\n]*[yz]mm", ave_pool.inspect_asm(ave_pool.signatures[0]))
