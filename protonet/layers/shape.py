@@ -273,8 +273,14 @@ class Eltwise(Layer):
     def forward(self, bottom, top):
         out = top[0].data
         if self.op == E.SUM:
-            np.multiply(bottom[0].data, self.coeff[0], out=out)
-            for blob, c in zip(bottom[1:], self.coeff[1:]):
+            first = 1
+            if self.coeff[0] == 1 and self.coeff[1] == 1:
+                # ResNet's shortcut sums: one pass (x * 1 is x, so the same bits).
+                np.add(bottom[0].data, bottom[1].data, out=out)
+                first = 2
+            else:
+                np.multiply(bottom[0].data, self.coeff[0], out=out)
+            for blob, c in zip(bottom[first:], self.coeff[first:]):
                 out += c * blob.data if c != 1 else blob.data
         elif self.op == E.PROD:
             np.multiply(bottom[0].data, bottom[1].data, out=out)
