@@ -8,11 +8,10 @@ input lies inside the map (_valid), a strided multiply-add without bounds tests.
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from ._jit import jit, prange
-from .phases import phase_shape, tap_source, write_phases
+from .phases import CHUNKS, phase_shape, tap_source, write_phases
 
 
 @jit()
@@ -47,7 +46,7 @@ def depthwise_forward(x, w, ph, pw, sh, sw, dh, dw, y):
     block = max(1, min(out_h, BLOCK_FLOATS // pitch))
     n_planes = n_img * channels
     # Chunks of planes, so each thread zeroes its phase planes once (their padding stays 0).
-    chunks = min(n_planes, 4 * numba.get_num_threads())
+    chunks = min(n_planes, CHUNKS)
     for chunk in prange(chunks):
         planes = np.zeros(shape, np.float32)
         acc = np.empty(block * pitch, np.float32)

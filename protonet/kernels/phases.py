@@ -12,6 +12,10 @@ from __future__ import annotations
 
 from ._jit import jit
 
+# Pieces of the planes a kernel hands its threads (each zeroes its phase planes once): a fixed
+# count, as numba.get_num_threads() in a kernel keeps numba from caching it on disk.
+CHUNKS = 64
+
 
 @jit()
 def phase_shape(height, width, kh, kw, ph, pw, sh, sw, dh, dw, out_h, out_w):

@@ -10,11 +10,10 @@ index h*W + w of each window's maximum within its plane.
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from ._jit import jit, prange
-from .phases import phase_shape, tap_source, write_phases
+from .phases import CHUNKS, phase_shape, tap_source, write_phases
 
 
 def planes(a):
@@ -51,9 +50,9 @@ def max_pool_forward(x, kh, kw, ph, pw, sh, sw, y, mask):
     shape = phase_shape(height, width, kh, kw, ph, pw, sh, sw, 1, 1, ho, wo)
     pitch = shape[3]
     block = max(1, min(ho, BLOCK_FLOATS // pitch))
-    chunks = min(n_planes, 4 * numba.get_num_threads())
+    chunks = min(n_planes, CHUNKS)
     for chunk in prange(chunks):
-        planes = np.full(shape, -np.inf, np.float32)
+        phased = np.full(shape, -np.inf, np.float32)
         best = np.empty(block * pitch, np.float32)
         won = np.empty(block * pitch, np.int32)
         # Flat input index of each output's window corner, at the planes' pitch.
@@ -62,7 +61,7 @@ def max_pool_forward(x, kh, kw, ph, pw, sh, sw, y, mask):
             for ox in range(wo):
                 corner[oy * pitch + ox] = (oy * sh - ph) * width + ox * sw - pw
         for p in range(chunk * n_planes // chunks, (chunk + 1) * n_planes // chunks):
-            write_phases(x[p], ph, pw, planes)
+            write_phases(x[p], ph, pw, phased)
             for r0 in range(0, ho, block):
                 rows = min(block, ho - r0)
                 length = (rows - 1) * pitch + wo
@@ -72,7 +71,7 @@ def max_pool_forward(x, kh, kw, ph, pw, sh, sw, y, mask):
                 arg[:] = -1
                 for i in range(kh):
                     for j in range(kw):
-                        src = tap_source(planes, i, j, 1, 1, r0, length)
+                        src = tap_source(phased, i, j, 1, 1, r0, length)
                         offset = np.int32(i * width + j)
                         for e in range(length):
                             v = src[e]
@@ -166,12 +165,12 @@ def ave_pool_forward(x, kh, kw, ph, pw, sh, sw, y):
     shape = phase_shape(height, width, kh, kw, ph, pw, sh, sw, 1, 1, ho, wo)
     pitch = shape[3]
     block = max(1, min(ho, BLOCK_FLOATS // pitch))
-    chunks = min(n_planes, 4 * numba.get_num_threads())
+    chunks = min(n_planes, CHUNKS)
     for chunk in prange(chunks):
-        planes = np.zeros(shape, np.float32)
+        phased = np.zeros(shape, np.float32)
         sums = np.empty(block * pitch, np.float32)
         for p in range(chunk * n_planes // chunks, (chunk + 1) * n_planes // chunks):
-            write_phases(x[p], ph, pw, planes)
+            write_phases(x[p], ph, pw, phased)
             for r0 in range(0, ho, block):
                 rows = min(block, ho - r0)
                 length = (rows - 1) * pitch + wo
@@ -179,7 +178,7 @@ def ave_pool_forward(x, kh, kw, ph, pw, sh, sw, y):
                 total[:] = 0
                 for i in range(kh):
                     for j in range(kw):
-                        src = tap_source(planes, i, j, 1, 1, r0, length)
+                        src = tap_source(phased, i, j, 1, 1, r0, length)
                         for e in range(length):
                             total[e] += src[e]
                 for k in range(rows):
