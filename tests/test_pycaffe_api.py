@@ -8,6 +8,7 @@ import sys
 import time
 from collections import OrderedDict
 
+import numba
 import numpy as np
 import pytest
 
@@ -356,26 +357,40 @@ def test_rewriting_a_file_keeps_its_mode(tmp_path):
 
 
 # -- InnerProduct: a sample's output does not depend on the batch ----------------------------
-@pytest.mark.parametrize("k,n", [(800, 500), (500, 10), (9216, 4096), (4096, 4096),
-                                 (4096, 1000)])
-def test_inner_product_output_is_bitwise_independent_of_batch_size(k, n):
+@pytest.mark.parametrize("k,n,transpose", [(800, 500, False), (500, 10, False),
+                                           (9216, 4096, False), (4096, 4096, False),
+                                           (4096, 1000, False), (37, 7, False),
+                                           (800, 500, True), (4096, 1000, True)])
+def test_inner_product_output_is_bitwise_independent_of_batch_size(k, n, transpose):
+    """Alone on one thread or anywhere in a batch on two: the same bits. Batches up to 9 meet
+    every tail of the lane kernel's tiles (kernels/dense.py), 130 and 256 its bands of rows;
+    (37, 7) has a tail of inputs and of outputs; transposed weights run the BLAS path."""
+    from protonet.kernels import _jit
     text = f"""
     layer {{ name: "x" type: "Input" top: "x" input_param {{ shape {{ dim: 1 dim: {k} }} }} }}
     layer {{ name: "fc" type: "InnerProduct" bottom: "x" top: "y"
-      inner_product_param {{ num_output: {n} weight_filler {{ type: "gaussian" std: 0.01 }}
+      inner_product_param {{ num_output: {n} transpose: {str(transpose).lower()}
+                             weight_filler {{ type: "gaussian" std: 0.01 }}
                              bias_filler {{ type: "constant" value: 0.1 }} }} }}"""
     net = net_from(text, protonet.TEST)
     rng = np.random.default_rng(k + n)
     sample = rng.standard_normal(k).astype(np.float32)
-    alone = net.forward(x=sample[None])["y"][0].copy()
-    batches = (2, 3, 64, 65) if k * n > 10 ** 7 else (2, 3, 17, 64, 65, 130, 256)
-    for batch in batches:
-        x = rng.standard_normal((batch, k)).astype(np.float32)
-        for position in {0, batch // 2, batch - 1}:
-            x[position] = sample
-            net.blobs["x"].reshape(batch, k)
-            y = net.forward(x=x)["y"]
-            assert np.array_equal(y[position], alone), (batch, position)
+    threads = numba.get_num_threads()
+    try:
+        _jit.set_num_threads(1)
+        alone = net.forward(x=sample[None])["y"][0].copy()
+        _jit.set_num_threads(2)
+        batches = ((2, 3, 5, 16, 64, 65) if k * n > 10 ** 7 else
+                   (2, 3, 4, 5, 6, 7, 8, 9, 17, 64, 65, 130, 256))
+        for batch in batches:
+            x = rng.standard_normal((batch, k)).astype(np.float32)
+            for position in {0, batch // 2, batch - 1}:
+                x[position] = sample
+                net.blobs["x"].reshape(batch, k)
+                y = net.forward(x=x)["y"]
+                assert np.array_equal(y[position], alone), (batch, position)
+    finally:
+        _jit.set_num_threads(threads)
 
 
 # -- Blob ------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""InnerProduct (a fully connected layer as BLAS GEMMs) and Embed (its one-hot-input twin: a
+"""InnerProduct (a fully connected layer: kernels/dense.py forward, BLAS GEMMs backward) and Embed (its one-hot-input twin: a
 row lookup)."""
 from __future__ import annotations
 
@@ -6,21 +6,24 @@ import numpy as np
 
 from ..errors import NetDefinitionError, ShapeError
 from ..kernels import threads
+from ..kernels.dense import dense_forward, runs_lane_kernel
 from ..kernels.epilogue import rows_epilogue
 from ..registry import register_layer
 from .base import Layer, canonical_axis, count
 
-# A sample's output must be bitwise the same alone or in any batch (as in Caffe), so every
-# sample goes through a GEMM whose kernels do not depend on the batch size. numpy hands a single
-# row to GEMV, and OpenBLAS picks small-matrix kernels while M x N x K is small, which changes
-# the summation order (LeNet's ip1, batch 1 against 2: 6e-5 apart). So:
-# - layers of LARGE_WEIGHTS weights or more (CaffeNet's fc6-fc8, VGG's, ResNet's fc) run in
-#   OpenBLAS's blocked kernels at any batch of 2 or more, where a row's summation order does
-#   not depend on the other rows: one GEMM over the batch, a batch of 1 padded to 2 rows
-#   (fc6 at batch 1: ~8 ms, as the GEMV, instead of ~80 ms for a padded 64-row block);
+# A sample's output must be bitwise the same alone or in any batch (as in Caffe). Layers with
+# weights in Caffe's (num_output, K) layout run kernels/dense.py's lane kernel, whose summation
+# order is written in its code, the same for every row, tile and thread count; the planner
+# (dense.runs_lane_kernel) decides from the layer's shape and layout, never from the batch.
+# Transposed weights go through BLAS, whose kernels do depend on the batch size: numpy hands a
+# single row to GEMV, and OpenBLAS picks small-matrix kernels while M x N x K is small, which
+# changes the summation order (LeNet's ip1, batch 1 against 2: 6e-5 apart). So there:
+# - layers of LARGE_WEIGHTS weights or more run in OpenBLAS's blocked kernels at any batch of
+#   2 or more, where a row's summation order does not depend on the other rows: one GEMM over
+#   the batch, a batch of 1 padded to 2 rows;
 # - smaller layers multiply SAMPLE_BLOCK rows per GEMM call, the last block padded with zero
 #   rows, so every call has one and the same shape (cheap at their size).
-# tests/test_pycaffe_api.py checks the property bitwise for both kinds at many batch sizes.
+# tests/test_pycaffe_api.py checks the property bitwise for both paths at many batch sizes.
 SAMPLE_BLOCK = 64
 LARGE_WEIGHTS = 1 << 20
 
@@ -78,6 +81,7 @@ class InnerProduct(Layer):
         self.learnable_blobs([w_shape, (self.num_output,)][:1 + self.bias_term],
                              [p.weight_filler, p.bias_filler])
         self.k = k
+        self.lane_kernel = runs_lane_kernel(k, self.num_output, self.transpose)
 
     def _check_inputs(self, bottom, k):
         expected = self.blobs[0].count // self.num_output
@@ -94,7 +98,7 @@ class InnerProduct(Layer):
         top[0].reshape(*bottom[0].shape[:self.axis], self.num_output)
         self.scratch("w_grad", self.blobs[0].shape)
         block = gemm_block_rows(self.m, self.k, self.num_output)
-        pad_rows = block if self.m % block else 0
+        pad_rows = block if self.m % block and not self.lane_kernel else 0
         self.scratch("pad_in", (pad_rows, self.k))
         self.scratch("pad_out", (pad_rows, self.num_output))
 
@@ -102,7 +106,10 @@ class InnerProduct(Layer):
         x = bottom[0].data.reshape(self.m, self.k)
         w = self.blobs[0].data
         y = top[0].data.reshape(self.m, self.num_output)
-        blocked_matmul(x, w if self.transpose else w.T, y, self.pad_in, self.pad_out)
+        if self.lane_kernel:
+            dense_forward(w, x, y)
+        else:
+            blocked_matmul(x, w if self.transpose else w.T, y, self.pad_in, self.pad_out)
         if self.epilogue is not None:   # what the net fused in (protonet/fusion.py)
             rows_epilogue(y, *self.epilogue)
         elif self.bias_term:   # numpy's add: a kernel call costs more at batch 1 (1 vs 7 us)

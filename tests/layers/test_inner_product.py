@@ -15,6 +15,13 @@ CASES = [  # (prototxt, bottom shape, axis, transpose)
      1, True),
     (f'type: "InnerProduct" inner_product_param {{ num_output: 3 bias_term: false {F} }}', (2, 5),
      1, False),
+    # Every kind of tile of the lane kernel (kernels/dense.py): 4 + 1 batch rows, 4 + 3 weight
+    # rows, 2 x 16 lanes + 5 inputs; two blocks of weight rows, inputs a multiple of 16.
+    (f'type: "InnerProduct" inner_product_param {{ num_output: 7 {F} }}', (5, 37), 1, False),
+    (f'type: "InnerProduct" inner_product_param {{ num_output: 18 {F} }}', (9, 2, 4, 4), 1,
+     False),
+    (f'type: "InnerProduct" inner_product_param {{ num_output: 6 transpose: true {F} }}',
+     (5, 37), 1, True),
 ]
 
 
@@ -43,3 +50,56 @@ def test_inner_product_input_size_mismatch_names_layer_and_blob():
     with pytest.raises(ShapeError, match=r"layer 'ip1' \(InnerProduct\): bottom 'pool2' has 10 "
                                          r"inputs per sample, weights expect 800"):
         layer.reshape(bottom, top)
+
+
+def test_lane_kernel_adds_in_the_documented_order():
+    """dense_forward gives the bits of its documented order (lane sums along k, then the lanes
+    left to right) for every tile kind, serial and on threads: the property batch invariance
+    rests on."""
+    from protonet.kernels.dense import dense_forward, lane_ordered_reference
+    rng = np.random.default_rng(5)
+    for m, k, n in [(1, 16, 4), (5, 37, 7), (9, 100, 19), (3, 7, 2), (6, 300, 600)]:
+        x = rng.standard_normal((m, k)).astype(np.float32)
+        w = rng.standard_normal((n, k)).astype(np.float32)
+        expected = lane_ordered_reference(x, w)
+        for kernel in (dense_forward.serial, dense_forward.parallel):
+            y = np.full((m, n), np.nan, np.float32)
+            kernel(w, x, y)
+            np.testing.assert_array_equal(y, expected)
+
+
+def test_lane_kernel_inner_loop_is_vectorized():
+    """_dot_tile's tiles compile to packed multiplies and adds on 16 accumulators (mulps on
+    xmm, ymm or zmm registers): the explicit tile and the stack accumulators they depend on
+    must not regress into scalar code or accumulators kept in memory."""
+    import re
+
+    import numba
+
+    from protonet.kernels import dense
+    # Fresh compiles with protonet's options (one loaded from numba's disk cache has no
+    # assembly to show).
+    tile = numba.njit(fastmath=False, error_model="numpy")(dense._dot_tile.py_func)
+    x = np.zeros((4, 64), np.float32)
+    tile(x, x, np.zeros((4, 4), np.float32), 0, 0, dense.TILE)
+    asm = tile.inspect_asm(tile.signatures[0])
+    # 16 products per step in the 4 x 4 tile, 4 in the 1 x 4 one
+    assert len(re.findall(r"\bv?mulps\b[^\n]*%[xyz]mm", asm)) >= 20
+    # ... added to accumulators held in registers: no packed add reads one from memory
+    assert not re.search(r"\bv?addps\s+-?\w*\(", asm)
+
+
+def test_lane_kernel_plan_depends_on_layout_not_batch():
+    """InnerProduct runs the lane kernel for Caffe's weight layout, BLAS for transposed
+    weights; the rule takes no batch size, and the layer's choice survives a reshape."""
+    import inspect
+
+    from protonet.kernels.dense import runs_lane_kernel
+    assert "m" not in inspect.signature(runs_lane_kernel).parameters
+    assert runs_lane_kernel(25088, 4096, False) and runs_lane_kernel(800, 500, False)
+    assert not runs_lane_kernel(800, 500, True)
+    layer, bottom, top = build(CASES[4][0], [CASES[4][1]])
+    assert layer.lane_kernel
+    bottom[0].reshape(1, 37)
+    layer.reshape(bottom, top)
+    assert layer.lane_kernel

@@ -1,0 +1,164 @@
+"""y = x @ w.T for a fully connected layer (w stored (N, K), Caffe's InnerProduct layout), with
+every output's summation order written in the code, so a sample's output is bitwise the same
+alone or in any batch, on any number of threads.
+
+The order, for every y[r, n] whatever tile it falls in: sixteen lane sums, lane l adding
+x[r, k] * w[n, k] for k = l, l + 16, l + 32, ... in ascending k (products rounded to float32,
+then added: no fused multiply-add), then y = lane 0 + lane 1 + ... + lane 15 left to right.
+
+How it runs: register tiles of TILE batch rows x TILE weight rows (16 accumulators of 16 lanes,
+one zmm register each on AVX-512) on a small array on the stack, which LLVM keeps in registers;
+lanes are independent, so it vectorizes them without reassociating anything (inspect the
+assembly: packed vmulps / vaddps). Rows left over at the batch's or the weights' end go through
+the same tile code with one row instead of TILE, so they add in the same order. Threads take
+blocks of BLOCK weight rows (prange); a block's tiles visit the whole batch while its weight
+rows stay in cache, so at batch 1 the weights are read once, as a matrix-vector product would.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from ._jit import jit, prange
+
+LANES = 16
+TILE = 4
+BLOCK = 16
+# Floats of input rows a block of weight rows meets at a time (256 KB, a quarter of L2), for
+# weights of at most RESIDENT_WEIGHTS floats (8 MB, a quarter of L3): the whole batch at once
+# read it from L3 for every tile of weight rows (one core, 256 x 4096 by 1000 outputs: 61.0
+# ms, in bands 36.5 ms).
+BAND_FLOATS = 1 << 16
+RESIDENT_WEIGHTS = 1 << 21
+
+
+@intrinsic
+def _stack_lanes(typingctx, rows):
+    """A (rows, LANES) float32 array on the stack (a numba array lives on the heap, where LLVM
+    cannot tell it apart from the inputs and keeps every accumulator in memory: 11 against 33
+    GFLOP/s on one core)."""
+    if not isinstance(rows, types.IntegerLiteral):
+        return None
+    n_rows = rows.literal_value
+    array_type = types.Array(types.float32, 2, "C")
+
+    def codegen(context, builder, signature, args):
+        intp = lambda v: context.get_constant(types.intp, v)   # noqa: E731
+        data = cgutils.alloca_once(builder, context.get_data_type(types.float32),
+                                   size=n_rows * LANES)
+        array = context.make_array(array_type)(context, builder)
+        context.populate_array(array, data=data, shape=[intp(n_rows), intp(LANES)],
+                               strides=[intp(4 * LANES), intp(4)], itemsize=intp(4),
+                               meminfo=None)
+        return array._getvalue()
+
+    return array_type(rows), codegen
+
+
+@jit()
+def _dot_tile(x, w, y, r, n, rows):
+    """y[r + i, n + q] = x[r + i] . w[n + q] for i < rows (1 or TILE), q < TILE, in the
+    module's order. Weight rows past the end repeat the last one (the same sums, computed
+    twice; at most TILE - 1 per layer).
+
+    The tile's products are written out one by one: with loops over its rows LLVM kept the
+    accumulators in memory (4 packed multiplies instead of 16)."""
+    k = x.shape[1]
+    last = w.shape[0] - 1
+    n0, n1, n2, n3 = n, min(n + 1, last), min(n + 2, last), min(n + 3, last)
+    whole = k - k % LANES
+    acc = _stack_lanes(16)   # TILE x TILE lanes
+    for t in range(rows * TILE):
+        for lane in range(LANES):
+            acc[t, lane] = 0
+    if rows == TILE:
+        for j in range(0, whole, LANES):
+            for lane in range(LANES):
+                c = j + lane
+                a0, a1, a2, a3 = x[r, c], x[r + 1, c], x[r + 2, c], x[r + 3, c]
+                b0, b1, b2, b3 = w[n0, c], w[n1, c], w[n2, c], w[n3, c]
+                acc[0, lane] += a0 * b0
+                acc[1, lane] += a0 * b1
+                acc[2, lane] += a0 * b2
+                acc[3, lane] += a0 * b3
+                acc[4, lane] += a1 * b0
+                acc[5, lane] += a1 * b1
+                acc[6, lane] += a1 * b2
+                acc[7, lane] += a1 * b3
+                acc[8, lane] += a2 * b0
+                acc[9, lane] += a2 * b1
+                acc[10, lane] += a2 * b2
+                acc[11, lane] += a2 * b3
+                acc[12, lane] += a3 * b0
+                acc[13, lane] += a3 * b1
+                acc[14, lane] += a3 * b2
+                acc[15, lane] += a3 * b3
+    else:
+        for j in range(0, whole, LANES):
+            for lane in range(LANES):
+                c = j + lane
+                a0 = x[r, c]
+                acc[0, lane] += a0 * w[n0, c]
+                acc[1, lane] += a0 * w[n1, c]
+                acc[2, lane] += a0 * w[n2, c]
+                acc[3, lane] += a0 * w[n3, c]
+    for i in range(rows):
+        for q in range(TILE):
+            t = i * TILE + q
+            nq = min(n + q, last)
+            for lane in range(k - whole):
+                acc[t, lane] += x[r + i, whole + lane] * w[nq, whole + lane]
+            total = acc[t, 0]
+            for lane in range(1, LANES):
+                total += acc[t, lane]
+            y[r + i, nq] = total
+
+
+@jit(parallel=True)
+def dense_forward(w, x, y):
+    """y (M, N) = x (M, K) @ w (N, K).T, C-contiguous float32 (see the module docstring)."""
+    n_out, k = w.shape
+    m = x.shape[0]
+    # Weights that fit in L3 are swept once per band of input rows (each band read once, in
+    # L2); bigger ones are read once, each block meeting the whole batch.
+    band = max(m, TILE) if n_out * k > RESIDENT_WEIGHTS else max(TILE, BAND_FLOATS // k // TILE * TILE)
+    n_blocks = (n_out + BLOCK - 1) // BLOCK
+    for item in prange(((m + band - 1) // band) * n_blocks):
+        start = item // n_blocks * band
+        end = min(start + band, m)
+        whole = start + (end - start) // TILE * TILE
+        first = item % n_blocks * BLOCK
+        for n in range(first, min(first + BLOCK, n_out), TILE):
+            for r in range(start, whole, TILE):
+                _dot_tile(x, w, y, r, n, TILE)
+            for r in range(whole, end):
+                _dot_tile(x, w, y, r, n, 1)
+
+
+def lane_ordered_reference(x, w):
+    """The module's order in numpy, one element at a time (for tests): float64 would differ."""
+    m, k = x.shape
+    whole = k - k % LANES
+    y = np.empty((m, w.shape[0]), np.float32)
+    for r in range(m):
+        for n in range(w.shape[0]):
+            lanes = np.zeros(LANES, np.float32)
+            for j in range(0, whole, LANES):
+                lanes += x[r, j:j + LANES] * w[n, j:j + LANES]
+            lanes[:k - whole] += x[r, whole:] * w[n, whole:]
+            total = lanes[0]
+            for lane in range(1, LANES):
+                total = np.float32(total + lanes[lane])
+            y[r, n] = total
+    return y
+
+
+def runs_lane_kernel(k: int, n: int, transpose: bool) -> bool:
+    """Whether an InnerProduct of k inputs, n outputs (weights (k, n) when transpose, else
+    (n, k)) runs dense_forward instead of the blocked BLAS path (layers/inner_product.py).
+    Decided from the layer's shape and weight layout only, never from the batch: a layer that
+    switched paths with the batch size would give a sample different bits in different
+    batches. Transposed weights (rows of w along n) stay on BLAS."""
+    return not transpose

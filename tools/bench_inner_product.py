@@ -1,0 +1,129 @@
+"""InnerProduct forward: the lane kernel (protonet/kernels/dense.py) against the blocked BLAS
+path it replaces, and numpy's matrix-vector product as the floor at batch 1: the
+measurements behind dense.runs_lane_kernel.
+
+    python tools/bench_inner_product.py layers [--threads 2 1] [--rounds 7]
+    python tools/bench_inner_product.py nets [--nets caffenet vgg16] [--batch 1] [--rounds 5]
+
+`layers`: each layer alone (a TEST net of Input + InnerProduct), forward in one process,
+alternating the paths round by round; medians in ms and blas / lanes. `nets`: whole zoo nets
+(tools/bench_zoo.py's prototxt and random weights), forward alternating every InnerProduct on
+BLAS and as planned.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np  # before protonet, as users import it
+
+# (net, layer, K, N, batches)
+SHAPES = [("vgg16", "fc6", 25088, 4096, (1, 16)), ("caffenet", "fc6", 9216, 4096, (1, 16)),
+          ("caffenet", "fc7", 4096, 4096, (1, 16)), ("caffenet", "fc8", 4096, 1000, (1, 16)),
+          ("lenet", "ip1", 800, 500, (1, 64, 1000)), ("lenet", "ip2", 500, 10, (1, 64, 1000))]
+
+
+def layer_net(k: int, n: int, batch: int):
+    import protonet
+    from google.protobuf import text_format
+    from protonet import caffe_pb2
+    text = (f'layer {{ name: "x" type: "Input" top: "x" input_param {{ shape {{ dim: {batch} '
+            f'dim: {k} }} }} }} layer {{ name: "fc" type: "InnerProduct" bottom: "x" top: "y" '
+            f'inner_product_param {{ num_output: {n} weight_filler {{ type: "gaussian" '
+            f'std: 0.01 }} bias_filler {{ type: "constant" value: 0.1 }} }} }}')
+    net = protonet.Net(param=text_format.Parse(text, caffe_pb2.NetParameter()),
+                       phase=protonet.TEST)
+    net.blobs["x"].data[...] = np.random.default_rng(0).standard_normal((batch, k))
+    return net
+
+
+def set_path(layers, lanes: bool, net) -> None:
+    for layer in layers:
+        layer.lane_kernel = lanes and not layer.transpose
+    net.reshape()
+
+
+def time_layers(thread_counts, rounds: int) -> None:
+    from protonet.kernels import _jit
+    print(f"{'net':9s} {'layer':6s} {'K':>6s} {'N':>5s} {'M':>5s} {'thr':>3s} {'blas ms':>9s} "
+          f"{'lanes ms':>9s} {'gemv ms':>9s} {'blas/lanes':>10s} {'gemv/lanes':>10s}")
+    for threads in thread_counts:
+        _jit.set_num_threads(threads)
+        for net_name, name, k, n, batches in SHAPES:
+            for batch in batches:
+                net = layer_net(k, n, batch)
+                layer = net.layer_dict["fc"]
+                x0, w = net.blobs["x"].data[0], layer.blobs[0].data
+                runs = {"blas": lambda: (set_path([layer], False, net), net.forward()),
+                        "lanes": lambda: (set_path([layer], True, net), net.forward()),
+                        "gemv": lambda: x0 @ w.T}
+                times = {p: [] for p in runs}
+                for run in runs.values():
+                    run()
+                for _ in range(rounds):
+                    for p, run in runs.items():
+                        t = time.perf_counter()
+                        run()
+                        times[p].append((time.perf_counter() - t) * 1e3)
+                med = {p: statistics.median(v) for p, v in times.items()}
+                gemv = (f"{med['gemv']:9.2f}", f"{med['gemv'] / med['lanes']:10.2f}") \
+                    if batch == 1 else (f"{'':9s}", f"{'':10s}")
+                print(f"{net_name:9s} {name:6s} {k:6d} {n:5d} {batch:5d} {threads:3d} "
+                      f"{med['blas']:9.2f} {med['lanes']:9.2f} {gemv[0]} "
+                      f"{med['blas'] / med['lanes']:10.2f} {gemv[1]}", flush=True)
+
+
+def whole_nets(nets, batches, thread_counts, rounds: int, workdir: Path) -> None:
+    import protonet
+    import bench_zoo
+    from protonet.kernels import _jit
+    print(f"{'net':10s} {'N':>3s} {'thr':>3s} {'blas ms':>9s} {'lanes ms':>9s} "
+          f"{'blas/lanes':>10s}")
+    for name in nets:
+        for batch in batches:
+            files = bench_zoo.prepare(name, batch, workdir)
+            net = protonet.Net(files["prototxt"], protonet.TEST, weights=files["weights"])
+            data = net.blobs[net.inputs[0]]
+            data.data[...] = np.random.default_rng(1).random(data.shape, dtype=np.float32)
+            fcs = [layer for layer in net.layers if layer.type == "InnerProduct"]
+            for threads in thread_counts:
+                _jit.set_num_threads(threads)
+                runs = {"blas": False, "lanes": True}
+                times = {k: [] for k in runs}
+                for lanes in runs.values():
+                    set_path(fcs, lanes, net)
+                    net.forward()
+                for _ in range(rounds):
+                    for key, lanes in runs.items():
+                        set_path(fcs, lanes, net)
+                        t = time.perf_counter()
+                        net.forward()
+                        times[key].append((time.perf_counter() - t) * 1e3)
+                med = {k: statistics.median(v) for k, v in times.items()}
+                print(f"{name:10s} {batch:3d} {threads:3d} {med['blas']:9.1f} "
+                      f"{med['lanes']:9.1f} {med['blas'] / med['lanes']:10.2f}", flush=True)
+
+
+def main() -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["layers", "nets"])
+    parser.add_argument("--threads", type=int, nargs="+", default=[2, 1])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--nets", nargs="+", default=["caffenet", "vgg16"])
+    parser.add_argument("--batch", type=int, nargs="+", default=[1])
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "zoo")
+    args = parser.parse_args()
+    if args.what == "layers":
+        time_layers(args.threads, args.rounds)
+    else:
+        whole_nets(args.nets, args.batch, args.threads, args.rounds, args.workdir)
+
+
+if __name__ == "__main__":
+    main()
