@@ -21,6 +21,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from . import threads
 from ._jit import jit, prange
 
 LANES = 16
@@ -135,6 +136,13 @@ def dense_forward(w, x, y):
                 _dot_tile(x, w, y, r, n, TILE)
             for r in range(whole, end):
                 _dot_tile(x, w, y, r, n, 1)
+
+
+def dense(w, x, y) -> None:
+    """dense_forward on threads when the product repays waking them (the thread count does
+    not change the bits): LeNet's ip1 at batch 1 took 0.15 ms on two threads, 0.12 on one."""
+    big = x.shape[0] * w.size >= threads.SPLIT_MIN_MACS
+    (dense_forward.parallel if big else dense_forward.serial)(w, x, y)
 
 
 def lane_ordered_reference(x, w):

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..errors import NetDefinitionError, ShapeError
 from ..kernels import threads
-from ..kernels.dense import dense_forward, runs_lane_kernel
+from ..kernels.dense import dense, runs_lane_kernel
 from ..kernels.epilogue import rows_epilogue
 from ..registry import register_layer
 from .base import Layer, canonical_axis, count
@@ -107,7 +107,7 @@ class InnerProduct(Layer):
         w = self.blobs[0].data
         y = top[0].data.reshape(self.m, self.num_output)
         if self.lane_kernel:
-            dense_forward(w, x, y)
+            dense(w, x, y)
         else:
             blocked_matmul(x, w if self.transpose else w.T, y, self.pad_in, self.pad_out)
         if self.epilogue is not None:   # what the net fused in (protonet/fusion.py)
