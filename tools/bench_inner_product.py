@@ -47,6 +47,15 @@ def set_path(layers, lanes: bool, net) -> None:
     net.reshape()
 
 
+def blas_threads(threads: int):
+    """numpy's own BLAS threads for the GEMV floor at 2 threads, held to one at 1 (protonet's
+    BLAS path holds itself to one thread either way)."""
+    import contextlib
+
+    from protonet.kernels.threads import one_blas_thread
+    return one_blas_thread() if threads == 1 else contextlib.nullcontext()
+
+
 def time_layers(thread_counts, rounds: int) -> None:
     from protonet.kernels import _jit
     print(f"{'net':9s} {'layer':6s} {'K':>6s} {'N':>5s} {'M':>5s} {'thr':>3s} {'blas ms':>9s} "
@@ -58,17 +67,21 @@ def time_layers(thread_counts, rounds: int) -> None:
                 net = layer_net(k, n, batch)
                 layer = net.layer_dict["fc"]
                 x0, w = net.blobs["x"].data[0], layer.blobs[0].data
-                runs = {"blas": lambda: (set_path([layer], False, net), net.forward()),
-                        "lanes": lambda: (set_path([layer], True, net), net.forward()),
-                        "gemv": lambda: x0 @ w.T}
+                # (path, setup outside the timing, timed call)
+                runs = {"blas": (lambda: set_path([layer], False, net), net.forward),
+                        "lanes": (lambda: set_path([layer], True, net), net.forward),
+                        "gemv": (lambda: None, lambda: x0 @ w.T)}
                 times = {p: [] for p in runs}
-                for run in runs.values():
+                for setup, run in runs.values():
+                    setup()
                     run()
                 for _ in range(rounds):
-                    for p, run in runs.items():
-                        t = time.perf_counter()
-                        run()
-                        times[p].append((time.perf_counter() - t) * 1e3)
+                    for p, (setup, run) in runs.items():
+                        setup()
+                        with blas_threads(threads):
+                            t = time.perf_counter()
+                            run()
+                            times[p].append((time.perf_counter() - t) * 1e3)
                 med = {p: statistics.median(v) for p, v in times.items()}
                 gemv = (f"{med['gemv']:9.2f}", f"{med['gemv'] / med['lanes']:10.2f}") \
                     if batch == 1 else (f"{'':9s}", f"{'':10s}")
@@ -122,6 +135,7 @@ def main() -> None:
     if args.what == "layers":
         time_layers(args.threads, args.rounds)
     else:
+        args.workdir.mkdir(parents=True, exist_ok=True)
         whole_nets(args.nets, args.batch, args.threads, args.rounds, args.workdir)
 
 

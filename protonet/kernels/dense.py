@@ -11,8 +11,10 @@ one zmm register each on AVX-512) on a small array on the stack, which LLVM keep
 lanes are independent, so it vectorizes them without reassociating anything (inspect the
 assembly: packed vmulps / vaddps). Rows left over at the batch's or the weights' end go through
 the same tile code with one row instead of TILE, so they add in the same order. Threads take
-blocks of BLOCK weight rows (prange); a block's tiles visit the whole batch while its weight
-rows stay in cache, so at batch 1 the weights are read once, as a matrix-vector product would.
+blocks of BLOCK weight rows (prange), each computing its outputs whole, so the thread count
+changes nothing either; a block's tiles visit the batch (in bands of rows when the weights
+fit in cache) while its weight rows stay in cache, so at batch 1 the weights are read once, as
+a matrix-vector product would.
 """
 from __future__ import annotations
 
@@ -124,7 +126,9 @@ def dense_forward(w, x, y):
     m = x.shape[0]
     # Weights that fit in L3 are swept once per band of input rows (each band read once, in
     # L2); bigger ones are read once, each block meeting the whole batch.
-    band = max(m, TILE) if n_out * k > RESIDENT_WEIGHTS else max(TILE, BAND_FLOATS // k // TILE * TILE)
+    band = max(m, TILE)
+    if n_out * k <= RESIDENT_WEIGHTS:
+        band = max(TILE, BAND_FLOATS // k // TILE * TILE)
     n_blocks = (n_out + BLOCK - 1) // BLOCK
     for item in prange(((m + band - 1) // band) * n_blocks):
         start = item // n_blocks * band

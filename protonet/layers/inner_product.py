@@ -1,5 +1,5 @@
-"""InnerProduct (a fully connected layer: kernels/dense.py forward, BLAS GEMMs backward) and Embed (its one-hot-input twin: a
-row lookup)."""
+"""InnerProduct (a fully connected layer: kernels/dense.py forward, BLAS GEMMs backward) and
+Embed (its one-hot-input twin: a row lookup)."""
 from __future__ import annotations
 
 import numpy as np
