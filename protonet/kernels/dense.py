@@ -11,10 +11,10 @@ one zmm register each on AVX-512) on a small array on the stack, which LLVM keep
 lanes are independent, so it vectorizes them without reassociating anything (inspect the
 assembly: packed vmulps / vaddps). Rows left over at the batch's or the weights' end go through
 the same tile code with one row instead of TILE, so they add in the same order. Threads take
-blocks of BLOCK weight rows (prange), each computing its outputs whole, so the thread count
-changes nothing either; a block's tiles visit the batch (in bands of rows when the weights
-fit in cache) while its weight rows stay in cache, so at batch 1 the weights are read once, as
-a matrix-vector product would.
+pieces of weight rows, each computing its outputs whole, so the thread count changes nothing
+either; a tile of weight rows visits the batch (in bands of rows when the weights fit in
+cache) while it stays in cache, so at batch 1 the weights are read once, as a matrix-vector
+product would.
 """
 from __future__ import annotations
 
@@ -24,11 +24,10 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from . import threads
-from ._jit import jit, prange
+from ._jit import jit
 
 LANES = 16
 TILE = 4
-BLOCK = 16
 # Floats of input rows a block of weight rows meets at a time (256 KB, a quarter of L2), for
 # weights of at most RESIDENT_WEIGHTS floats (8 MB, a quarter of L3): the whole batch at once
 # read it from L3 for every tile of weight rows (one core, 256 x 4096 by 1000 outputs: 61.0
@@ -109,19 +108,26 @@ def _dot_tile(x, w, y, r, n, rows):
                 acc[3, lane] += a0 * w[n3, c]
     for i in range(rows):
         for q in range(TILE):
-            t = i * TILE + q
-            nq = min(n + q, last)
             for lane in range(k - whole):
-                acc[t, lane] += x[r + i, whole + lane] * w[nq, whole + lane]
-            total = acc[t, 0]
-            for lane in range(1, LANES):
-                total += acc[t, lane]
-            y[r + i, nq] = total
+                acc[i * TILE + q, lane] += x[r + i, whole + lane] * w[min(n + q, last),
+                                                                      whole + lane]
+    # lane 0 + lane 1 + ... for all the tile's outputs at once: one output after the other
+    # waited on every add (720 cycles a tile, more than K = 800's products).
+    total = _stack_lanes(1)
+    for t in range(rows * TILE):
+        total[0, t] = acc[t, 0]
+    for lane in range(1, LANES):
+        for t in range(rows * TILE):
+            total[0, t] += acc[t, lane]
+    for i in range(rows):
+        for q in range(TILE):
+            y[r + i, min(n + q, last)] = total[0, i * TILE + q]
 
 
-@jit(parallel=True)
+@jit()
 def dense_forward(w, x, y):
-    """y (M, N) = x (M, K) @ w (N, K).T, C-contiguous float32 (see the module docstring)."""
+    """y (M, N) = x (M, K) @ w (N, K).T, float32, w and x C-contiguous, y's rows contiguous
+    (see the module docstring)."""
     n_out, k = w.shape
     m = x.shape[0]
     # Weights that fit in L3 are swept once per band of input rows (each band read once, in
@@ -129,13 +135,10 @@ def dense_forward(w, x, y):
     band = max(m, TILE)
     if n_out * k <= RESIDENT_WEIGHTS:
         band = max(TILE, BAND_FLOATS // k // TILE * TILE)
-    n_blocks = (n_out + BLOCK - 1) // BLOCK
-    for item in prange(((m + band - 1) // band) * n_blocks):
-        start = item // n_blocks * band
+    for start in range(0, m, band):
         end = min(start + band, m)
         whole = start + (end - start) // TILE * TILE
-        first = item % n_blocks * BLOCK
-        for n in range(first, min(first + BLOCK, n_out), TILE):
+        for n in range(0, n_out, TILE):
             for r in range(start, whole, TILE):
                 _dot_tile(x, w, y, r, n, TILE)
             for r in range(whole, end):
@@ -143,28 +146,33 @@ def dense_forward(w, x, y):
 
 
 def dense(w, x, y) -> None:
-    """dense_forward on threads when the product repays waking them (the thread count does
-    not change the bits): LeNet's ip1 at batch 1 took 0.15 ms on two threads, 0.12 on one."""
-    big = x.shape[0] * w.size >= threads.SPLIT_MIN_MACS
-    (dense_forward.parallel if big else dense_forward.serial)(w, x, y)
+    """dense_forward on protonet's threads (kernels/threads.py: pieces of weight rows taken in
+    turn, so a thread the system puts aside holds up one piece only), one thread when the
+    product is too small to repay waking another. A piece computes its outputs whole, so the
+    thread count and the pieces do not change the bits."""
+    n_threads = threads.compute_threads()
+    if x.shape[0] * w.size < threads.SPLIT_MIN_MACS:
+        n_threads = 1
+    pieces = threads.split(w.shape[0], n_threads * threads.PIECES_PER_THREAD, align=TILE)
+
+    def work(start, end, shared):
+        dense_forward(w[start:end], x, y[:, start:end])
+    threads.run_pieces(work, pieces if n_threads > 1 else [(0, w.shape[0])], n_threads)
 
 
 def lane_ordered_reference(x, w):
-    """The module's order in numpy, one element at a time (for tests): float64 would differ."""
-    m, k = x.shape
+    """The module's order in numpy (for tests): float32 products and sums, element by element
+    as the kernel adds them (a float64 product would differ)."""
+    k = x.shape[1]
     whole = k - k % LANES
-    y = np.empty((m, w.shape[0]), np.float32)
-    for r in range(m):
-        for n in range(w.shape[0]):
-            lanes = np.zeros(LANES, np.float32)
-            for j in range(0, whole, LANES):
-                lanes += x[r, j:j + LANES] * w[n, j:j + LANES]
-            lanes[:k - whole] += x[r, whole:] * w[n, whole:]
-            total = lanes[0]
-            for lane in range(1, LANES):
-                total = np.float32(total + lanes[lane])
-            y[r, n] = total
-    return y
+    lanes = np.zeros((x.shape[0], w.shape[0], LANES), np.float32)
+    for j in range(0, whole, LANES):
+        lanes += x[:, None, j:j + LANES] * w[None, :, j:j + LANES]
+    lanes[:, :, :k - whole] += x[:, None, whole:] * w[None, :, whole:]
+    total = lanes[:, :, 0]
+    for lane in range(1, LANES):
+        total = total + lanes[:, :, lane]
+    return total
 
 
 def runs_lane_kernel(k: int, n: int, transpose: bool) -> bool:

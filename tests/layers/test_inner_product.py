@@ -53,19 +53,28 @@ def test_inner_product_input_size_mismatch_names_layer_and_blob():
 
 
 def test_lane_kernel_adds_in_the_documented_order():
-    """dense_forward gives the bits of its documented order (lane sums along k, then the lanes
-    left to right) for every tile kind, serial and on threads: the property batch invariance
-    rests on."""
-    from protonet.kernels.dense import dense_forward, lane_ordered_reference
+    """The lane kernel gives the bits of its documented order (lane sums along k, then the
+    lanes left to right) for every tile kind, on one thread and split between two: the
+    property batch invariance rests on."""
+    import numba
+
+    from protonet.kernels import _jit
+    from protonet.kernels.dense import dense, lane_ordered_reference
     rng = np.random.default_rng(5)
-    for m, k, n in [(1, 16, 4), (5, 37, 7), (9, 100, 19), (3, 7, 2), (6, 300, 600)]:
-        x = rng.standard_normal((m, k)).astype(np.float32)
-        w = rng.standard_normal((n, k)).astype(np.float32)
-        expected = lane_ordered_reference(x, w)
-        for kernel in (dense_forward.serial, dense_forward.parallel):
-            y = np.full((m, n), np.nan, np.float32)
-            kernel(w, x, y)
-            np.testing.assert_array_equal(y, expected)
+    threads = numba.get_num_threads()
+    try:
+        for m, k, n in [(1, 16, 4), (5, 37, 7), (9, 100, 19), (3, 7, 2), (6, 300, 600),
+                        (5, 1000, 1001)]:
+            x = rng.standard_normal((m, k)).astype(np.float32)
+            w = rng.standard_normal((n, k)).astype(np.float32)
+            expected = lane_ordered_reference(x, w)
+            for n_threads in (1, 2):
+                _jit.set_num_threads(n_threads)
+                y = np.full((m, n), np.nan, np.float32)
+                dense(w, x, y)
+                np.testing.assert_array_equal(y, expected)
+    finally:
+        _jit.set_num_threads(threads)
 
 
 def test_lane_kernel_inner_loop_is_vectorized():
