@@ -8,7 +8,7 @@ measurements behind dense.runs_lane_kernel.
 `layers`: each layer alone (a TEST net of Input + InnerProduct), forward in one process,
 alternating the paths round by round; medians in ms and blas / lanes. `nets`: whole zoo nets
 (tools/bench_zoo.py's prototxt and random weights), forward alternating every InnerProduct on
-BLAS and as planned.
+BLAS, as planned, and OpenCV's dnn on the same files.
 """
 from __future__ import annotations
 
@@ -47,13 +47,12 @@ def set_path(layers, lanes: bool, net) -> None:
     net.reshape()
 
 
-def blas_threads(threads: int):
-    """numpy's own BLAS threads for the GEMV floor at 2 threads, held to one at 1 (protonet's
-    BLAS path holds itself to one thread either way)."""
-    import contextlib
-
-    from protonet.kernels.threads import one_blas_thread
-    return one_blas_thread() if threads == 1 else contextlib.nullcontext()
+def gemv_floor(x0, w, out, threads: int) -> None:
+    """The floor at batch 1: numpy's x0 @ w.T (a matrix-vector product in OpenBLAS), its
+    columns split between protonet's threads, each on one BLAS thread (numpy's own BLAS
+    threads keep spinning after the call and would slow whatever is timed next)."""
+    from protonet.kernels.threads import matmul
+    matmul(x0, w.T, out, threads)
 
 
 def time_layers(thread_counts, rounds: int) -> None:
@@ -66,11 +65,12 @@ def time_layers(thread_counts, rounds: int) -> None:
             for batch in batches:
                 net = layer_net(k, n, batch)
                 layer = net.layer_dict["fc"]
-                x0, w = net.blobs["x"].data[0], layer.blobs[0].data
+                x0, w = net.blobs["x"].data[:1], layer.blobs[0].data
+                out = np.empty((1, n), np.float32)
                 # (path, setup outside the timing, timed call)
                 runs = {"blas": (lambda: set_path([layer], False, net), net.forward),
                         "lanes": (lambda: set_path([layer], True, net), net.forward),
-                        "gemv": (lambda: None, lambda: x0 @ w.T)}
+                        "gemv": (lambda: None, lambda: gemv_floor(x0, w, out, threads))}
                 times = {p: [] for p in runs}
                 for setup, run in runs.values():
                     setup()
@@ -78,10 +78,9 @@ def time_layers(thread_counts, rounds: int) -> None:
                 for _ in range(rounds):
                     for p, (setup, run) in runs.items():
                         setup()
-                        with blas_threads(threads):
-                            t = time.perf_counter()
-                            run()
-                            times[p].append((time.perf_counter() - t) * 1e3)
+                        t = time.perf_counter()
+                        run()
+                        times[p].append((time.perf_counter() - t) * 1e3)
                 med = {p: statistics.median(v) for p, v in times.items()}
                 gemv = (f"{med['gemv']:9.2f}", f"{med['gemv'] / med['lanes']:10.2f}") \
                     if batch == 1 else (f"{'':9s}", f"{'':10s}")
@@ -91,34 +90,42 @@ def time_layers(thread_counts, rounds: int) -> None:
 
 
 def whole_nets(nets, batches, thread_counts, rounds: int, workdir: Path) -> None:
+    import cv2
     import protonet
     import bench_zoo
     from protonet.kernels import _jit
     print(f"{'net':10s} {'N':>3s} {'thr':>3s} {'blas ms':>9s} {'lanes ms':>9s} "
-          f"{'blas/lanes':>10s}")
+          f"{'opencv ms':>9s} {'blas/lanes':>10s} {'vs opencv: blas':>15s} {'lanes':>6s}")
     for name in nets:
         for batch in batches:
             files = bench_zoo.prepare(name, batch, workdir)
             net = protonet.Net(files["prototxt"], protonet.TEST, weights=files["weights"])
             data = net.blobs[net.inputs[0]]
             data.data[...] = np.random.default_rng(1).random(data.shape, dtype=np.float32)
+            cv_net = cv2.dnn.readNetFromCaffe(files["prototxt"], files["weights"])
+            cv_net.setInput(data.data.copy())
             fcs = [layer for layer in net.layers if layer.type == "InnerProduct"]
             for threads in thread_counts:
                 _jit.set_num_threads(threads)
-                runs = {"blas": False, "lanes": True}
+                cv2.setNumThreads(threads)
+                runs = {"blas": (lambda: set_path(fcs, False, net), net.forward),
+                        "lanes": (lambda: set_path(fcs, True, net), net.forward),
+                        "opencv": (lambda: None, cv_net.forward)}
                 times = {k: [] for k in runs}
-                for lanes in runs.values():
-                    set_path(fcs, lanes, net)
-                    net.forward()
+                for setup, run in runs.values():
+                    setup()
+                    run()
                 for _ in range(rounds):
-                    for key, lanes in runs.items():
-                        set_path(fcs, lanes, net)
+                    for key, (setup, run) in runs.items():
+                        setup()
                         t = time.perf_counter()
-                        net.forward()
+                        run()
                         times[key].append((time.perf_counter() - t) * 1e3)
                 med = {k: statistics.median(v) for k, v in times.items()}
                 print(f"{name:10s} {batch:3d} {threads:3d} {med['blas']:9.1f} "
-                      f"{med['lanes']:9.1f} {med['blas'] / med['lanes']:10.2f}", flush=True)
+                      f"{med['lanes']:9.1f} {med['opencv']:9.1f} "
+                      f"{med['blas'] / med['lanes']:10.2f} {med['opencv'] / med['blas']:15.2f} "
+                      f"{med['opencv'] / med['lanes']:6.2f}", flush=True)
 
 
 def main() -> None:

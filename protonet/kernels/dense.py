@@ -151,13 +151,14 @@ def dense(w, x, y) -> None:
     product is too small to repay waking another. A piece computes its outputs whole, so the
     thread count and the pieces do not change the bits."""
     n_threads = threads.compute_threads()
-    if x.shape[0] * w.size < threads.SPLIT_MIN_MACS:
-        n_threads = 1
+    if n_threads == 1 or x.shape[0] * w.size < threads.SPLIT_MIN_MACS:
+        dense_forward(w, x, y)
+        return
     pieces = threads.split(w.shape[0], n_threads * threads.PIECES_PER_THREAD, align=TILE)
 
     def work(start, end, shared):
         dense_forward(w[start:end], x, y[:, start:end])
-    threads.run_pieces(work, pieces if n_threads > 1 else [(0, w.shape[0])], n_threads)
+    threads.run_pieces(work, pieces, n_threads)
 
 
 def lane_ordered_reference(x, w):
