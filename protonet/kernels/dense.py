@@ -60,9 +60,9 @@ def _stack_lanes(typingctx, rows):
 
 
 @jit()
-def _dot_tile(x, w, y, r, n, rows):
-    """y[r + i, n + q] = x[r + i] . w[n + q] for i < rows (1 or TILE), q < TILE, in the
-    module's order. Weight rows past the end repeat the last one (the same sums, computed
+def _dot_tile(x, w, y, first, r, n, rows):
+    """y[r + i, first + n + q] = x[r + i] . w[n + q] for i < rows (1 or TILE), q < TILE, in
+    the module's order. Weight rows past the end repeat the last one (the same sums, computed
     twice; at most TILE - 1 per layer).
 
     The tile's products are written out one by one: with loops over its rows LLVM kept the
@@ -121,13 +121,14 @@ def _dot_tile(x, w, y, r, n, rows):
             total[0, t] += acc[t, lane]
     for i in range(rows):
         for q in range(TILE):
-            y[r + i, min(n + q, last)] = total[0, i * TILE + q]
+            y[r + i, first + min(n + q, last)] = total[0, i * TILE + q]
 
 
 @jit()
-def dense_forward(w, x, y):
-    """y (M, N) = x (M, K) @ w (N, K).T, float32, w and x C-contiguous, y's rows contiguous
-    (see the module docstring)."""
+def dense_forward(w, x, y, first):
+    """y[:, first:first + n] = x (M, K) @ w (n, K).T, C-contiguous float32 (see the module
+    docstring): w holds the layer's weight rows first, first + 1, ..., y is the layer's whole
+    output (so a thread's piece and the whole layer share one compile)."""
     n_out, k = w.shape
     m = x.shape[0]
     # Weights that fit in L3 are swept once per band of input rows (each band read once, in
@@ -140,9 +141,9 @@ def dense_forward(w, x, y):
         whole = start + (end - start) // TILE * TILE
         for n in range(0, n_out, TILE):
             for r in range(start, whole, TILE):
-                _dot_tile(x, w, y, r, n, TILE)
+                _dot_tile(x, w, y, first, r, n, TILE)
             for r in range(whole, end):
-                _dot_tile(x, w, y, r, n, 1)
+                _dot_tile(x, w, y, first, r, n, 1)
 
 
 def dense(w, x, y) -> None:
@@ -152,12 +153,12 @@ def dense(w, x, y) -> None:
     thread count and the pieces do not change the bits."""
     n_threads = threads.compute_threads()
     if n_threads == 1 or x.shape[0] * w.size < threads.SPLIT_MIN_MACS:
-        dense_forward(w, x, y)
+        dense_forward(w, x, y, 0)
         return
     pieces = threads.split(w.shape[0], n_threads * threads.PIECES_PER_THREAD, align=TILE)
 
     def work(start, end, shared):
-        dense_forward(w[start:end], x, y[:, start:end])
+        dense_forward(w[start:end], x, y, start)
     threads.run_pieces(work, pieces, n_threads)
 
 

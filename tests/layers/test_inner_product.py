@@ -94,7 +94,7 @@ def test_lane_kernel_inner_loop_is_vectorized():
     # assembly to show).
     tile = numba.njit(fastmath=False, error_model="numpy")(dense._dot_tile.py_func)
     x = np.zeros((4, 64), np.float32)
-    tile(x, x, np.zeros((4, 4), np.float32), 0, 0, dense.TILE)
+    tile(x, x, np.zeros((4, 4), np.float32), 0, 0, 0, dense.TILE)
     asm = tile.inspect_asm(tile.signatures[0])
     # 16 products per step in the 4 x 4 tile, 4 in the 1 x 4 one
     assert len(re.findall(r"\bv?mulps\b[^\n]*%[xyz]mm", asm)) >= 20
