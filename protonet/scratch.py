@@ -1,9 +1,10 @@
 """Scratch memory that the layers of forward-only (TEST phase) nets share.
 
 Layers run one at a time, so a TEST net needs one column buffer for all its convolutions, the
-largest, instead of one each: VGG-16 at batch 1 keeps 115 MB (conv1_2) instead of about
-330 MB. Per thread, so nets run from different threads never share. A TRAIN net's layers keep
-their own buffers: the backward reuses what the forward left in them.
+largest, instead of one each. Per thread, so nets run from different threads never share. A
+TRAIN net's layers keep their own buffers: the backward reuses what the forward left in them.
+shared_contents keeps what a buffer holds worth keeping (a layer's transformed weights) for
+as long as no other contents replace it.
 """
 from __future__ import annotations
 
@@ -24,4 +25,17 @@ def shared_buffer(name: str, size: int, what: str):
         pool[name] = None
         (buffer,) = memory.allocate((size,), "float32", what)
         pool[name] = buffer
+    return buffer
+
+
+def shared_contents(name: str, size: int, what: str, key, fill):
+    """The shared buffer `name` (as shared_buffer) holding the contents `key` names (any
+    value comparable with ==): fill(buffer) writes them unless the last call left the same
+    contents there (no other key since, the buffer not replaced by a bigger one)."""
+    buffer = shared_buffer(name, size, what)
+    held = _local.__dict__.setdefault("held", {})
+    previous = held.pop(name, None)   # not held while fill writes
+    if previous is None or previous[1] is not buffer or previous[0] != key:
+        fill(buffer)
+    held[name] = (key, buffer)
     return buffer

@@ -79,3 +79,31 @@ def test_scratch_reuses_what_fits_and_names_the_layer(limit):
     with pytest.raises(MemoryLimitError, match=r"layer 'conv9'.*work array 'big' of shape "
                                                r"\(1000,\) needs 3.9 KiB"):
         layer.scratch("big", (1000,))
+
+
+def test_shared_contents_are_filled_again_only_when_other_contents_replaced_them():
+    from protonet import scratch
+    fills = []
+
+    def fill(tag):
+        def write(buffer):
+            fills.append(tag)
+            buffer[:] = tag
+        return write
+
+    name = "test.shared_contents"
+    a = scratch.shared_contents(name, 8, "test", "a", fill(1))
+    assert fills == [1] and (a[:8] == 1).all()
+    assert scratch.shared_contents(name, 8, "test", "a", fill(1)) is a and fills == [1]
+    scratch.shared_contents(name, 8, "test", "b", fill(2))
+    assert (scratch.shared_contents(name, 8, "test", "a", fill(1))[:8] == 1).all()
+    assert fills == [1, 2, 1]
+    # A bigger request replaces the buffer: the same key is written again into the new one.
+    bigger = scratch.shared_contents(name, 16, "test", "a", fill(1))
+    assert bigger.size >= 16 and fills == [1, 2, 1, 1]
+    # A fill that fails leaves nothing marked as held.
+    with pytest.raises(RuntimeError):
+        scratch.shared_contents(name, 16, "test", "c", lambda b: (_ for _ in ()).throw(
+            RuntimeError("half written")))
+    scratch.shared_contents(name, 16, "test", "a", fill(1))
+    assert fills == [1, 2, 1, 1, 1]

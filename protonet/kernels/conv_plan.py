@@ -56,6 +56,11 @@ class ConvTuning:
     # Floats of Winograd's V and M together per block of whole images or of tile rows of one
     # image (16 MB): VGG-16's conv1_2 at batch 1 would need 100 MB for the whole image.
     winograd_block_floats: int = 1 << 22
+    # Winograd's weights are 16 floats per 9 weights. A TEST net keeps a layer's transformed
+    # weights when they are at most winograd_kept_floats; bigger ones (VGG-16's conv4 and
+    # conv5, 88 MB of the 100 its 3x3 layers transform to) are transformed again at each
+    # forward into one buffer the net's layers share (protonet/scratch.py).
+    winograd_kept_floats: int = 1 << 20
     # Direct convolution (kernels/direct_conv.py: no columns; stride 1, one group), forward
     # and weight gradient, when K = C x kernel is at least direct_min_k and the outputs,
     # padded to a multiple of 16 lanes, waste at most direct_max_waste of the work. Alone, 1
@@ -106,6 +111,9 @@ class ConvPlan:
     winograd: bool = False        # forward by Winograd F(2x2, 3x3) instead of im2col
     # Winograd's blocks: (first image, end image, first tile row, tile rows) each
     winograd_blocks: tuple = ()
+    # A TEST net keeps the layer's transformed weights (else transforms them at each forward
+    # into a buffer its layers share)
+    winograd_weights_kept: bool = True
     direct: bool = False              # kernels/direct_conv.py: forward, weight gradient
     direct_data_grad: bool = False    # and the data gradient (else the GEMM and col2im)
     depthwise: bool = False           # kernels/depthwise.py: forward and both gradients
@@ -132,6 +140,8 @@ def plan_convolution(batch: int, k: int, pixels: int, group: int, threads: int,
                         depthwise=True)
     winograd, winograd_blocks = _winograd_plan(batch, k, group, tuning, geometry, outputs,
                                                out_shape)
+    # U (16, group, outputs / group, channels / group), kernels/winograd.py
+    winograd_weights_kept = 16 * outputs * (k // (9 * group)) <= tuning.winograd_kept_floats
     direct, direct_data_grad = (False, False) if winograd else _direct_plan(
         k, pixels, group, tuning, geometry, outputs, out_shape)
     chunk = max(1, min(batch, tuning.col_budget // max(1, k * pixels)))
@@ -146,7 +156,8 @@ def plan_convolution(batch: int, k: int, pixels: int, group: int, threads: int,
                     # share (CIFAR-10's conv2 made 100 pieces of 1 image by the columns' rule).
                     block=batch if direct else max(1, tuning.block_floats // max(1, k * pixels)),
                     threads=max(1, threads), winograd=winograd,
-                    winograd_blocks=winograd_blocks, direct=direct,
+                    winograd_blocks=winograd_blocks,
+                    winograd_weights_kept=winograd_weights_kept, direct=direct,
                     direct_data_grad=direct_data_grad)
 
 

@@ -31,8 +31,8 @@ import numpy as np
 
 from ._jit import jit, prange
 
-# G, from the interpolation points 0, 1, -1 and infinity (B^T and A^T, whose entries are 0
-# and +-1, are additions in _bt and _at).
+# G, from the interpolation points 0, 1, -1 and infinity (_g_rows spells its rows out; B^T
+# and A^T, whose entries are 0 and +-1, are additions in _bt and _at).
 G = np.array([[1, 0, 0], [1 / 2, 1 / 2, 1 / 2], [1 / 2, -1 / 2, 1 / 2], [0, 0, 1]])
 
 # Floats between the end of one of V's (or M's) 16 matrices and the start of the next. The
@@ -67,30 +67,53 @@ def fingerprint(bits):
     return digest
 
 
+def weights_size(group: int, outputs_g: int, channels_g: int) -> int:
+    """Floats of the transformed weights U (16, group, K / group, C / group), its 16 matrices
+    SET_PAD floats apart as V's and M's (transformed_weights views them)."""
+    return 16 * (group * outputs_g * channels_g + SET_PAD)
+
+
 @jit()
+def _g_rows(w0, w1, w2):
+    """G (w0, w1, w2), G's rows being (1, 0, 0), (1/2, 1/2, 1/2), (1/2, -1/2, 1/2), (0, 0, 1):
+    the products by G's zeros and ones left out (they change no finite value but the sign of
+    a zero)."""
+    h0, h1, h2 = 0.5 * w0, 0.5 * w1, 0.5 * w2
+    return w0, h0 + h1 + h2, h0 - h1 + h2, w2
+
+
+@jit(parallel=True)
 def weight_transform(weights, u):
     """u[i*4 + j, g, k, c] = (G w G^T)[i, j] for w = weights[g * K/group + k, c] (3 x 3),
-    u (16, group, K / group, C / group) float32: once per weight change, in place (no
-    temporaries: VGG-16's conv5 in float64 at once was 50 MB more at the peak), each sum in
-    float64 so that the only rounding is the final one."""
+    u (16, group, K / group, C / group) float32 (transformed_weights' view: its 16 matrices
+    apart, else their rows fall into the same cache sets and the transform runs 2-3x
+    slower), each sum in float64 so that the only rounding is the final one; no temporaries
+    (VGG-16's conv5 in float64 at once was 50 MB more at the peak).
+
+    TEST nets run it at every forward for their biggest layers (kernels/conv_plan.py):
+    VGG-16's conv5 (512 x 512) takes 2.3 ms on a busy machine, against 14-21 ms for the
+    straightforward loops over G's entries with a 4 x 3 temporary (the same values but the
+    sign of zeros and non-finite weights' NaNs) on unpadded matrices."""
     _, group, kg, cg = u.shape
-    gw = np.empty((4, 3))
-    for g in range(group):
-        for k in range(kg):
-            for c in range(cg):
-                w = weights[g * kg + k, c]
-                for i in range(4):
-                    for b in range(3):
-                        total = 0.0
-                        for a in range(3):
-                            total += G[i, a] * w[a, b]
-                        gw[i, b] = total
-                for i in range(4):
-                    for j in range(4):
-                        total = 0.0
-                        for b in range(3):
-                            total += gw[i, b] * G[j, b]
-                        u[i * 4 + j, g, k, c] = total
+    taps = weights.reshape(group * kg, cg * 9)
+    for gk in prange(group * kg):
+        g = gk // kg
+        k = gk - g * kg
+        row = taps[gk]
+        out = u[:, g, k]
+        for c in range(cg):
+            s = 9 * c
+            # G w, column by column (the columns of the 4 x 3 G w) ...
+            left = _g_rows(np.float64(row[s]), np.float64(row[s + 3]), np.float64(row[s + 6]))
+            middle = _g_rows(np.float64(row[s + 1]), np.float64(row[s + 4]),
+                             np.float64(row[s + 7]))
+            right = _g_rows(np.float64(row[s + 2]), np.float64(row[s + 5]),
+                            np.float64(row[s + 8]))
+            for i in range(4):
+                # ... then (G w) G^T, row by row
+                gwg = _g_rows(left[i], middle[i], right[i])
+                for j in range(4):
+                    out[4 * i + j, c] = gwg[j]
 
 
 @jit()
@@ -179,6 +202,11 @@ def _matrices(buffer, count: int, rows: int, columns: int):
     size = count * rows * columns
     return buffer[:16 * (size + SET_PAD)].reshape(16, size + SET_PAD)[:, :size].reshape(
         16, count, rows, columns)
+
+
+def transformed_weights(buffer, group: int, outputs_g: int, channels_g: int):
+    """U (16, group, K / group, C / group) in a flat buffer of weights_size(...) floats."""
+    return _matrices(buffer, group, outputs_g, channels_g)
 
 
 def convolve(x, u, bias, ph: int, pw: int, first_row: int, tile_rows: int, v_buffer,

@@ -16,7 +16,7 @@ from ..kernels.depthwise import (depthwise_backward_data, depthwise_backward_wei
 from ..kernels.direct_conv import DirectConvolution
 from ..kernels.epilogue import NONE, channel_epilogue, channels_first_epilogue
 from ..registry import register_layer
-from ..scratch import shared_buffer
+from ..scratch import shared_buffer, shared_contents
 from .base import TEST, Layer, canonical_axis
 
 def _pair(layer, p, name: str, default: int) -> tuple[int, int]:
@@ -210,15 +210,29 @@ class _SingleConvolution(_BaseConvolution):
 
     def _winograd_weights(self):
         """The weights in Winograd's domain, transformed again only after they changed
-        (whatever changed them: a solver, net.params, copy_from; their fingerprint tells)."""
+        (whatever changed them: a solver, net.params, copy_from; their fingerprint tells). A
+        TEST net's big layers (kernels/conv_plan.py) transform into one buffer they share:
+        each finds its own there only when no other layer transformed since."""
         weights = self.blobs[0].data
-        key = winograd.fingerprint(weights.reshape(-1).view(np.uint32))
-        if getattr(self, "winograd_key", None) != key:
-            mg = self.num_output // self.group
-            winograd.weight_transform(weights, self.scratch(
-                "winograd_weights", (16, self.group, mg, self.channels // self.group)))
-            self.winograd_key = key
-        return self.winograd_weights
+        shape = (self.group, self.num_output // self.group, self.channels // self.group)
+        size = winograd.weights_size(*shape)
+        key = (winograd.fingerprint(weights.reshape(-1).view(np.uint32)), weights.shape,
+               self.group)
+
+        def fill(buffer):
+            winograd.weight_transform(weights, winograd.transformed_weights(buffer, *shape))
+
+        if self.shares_scratch and not self.plan.winograd_weights_kept:
+            self.winograd_weights = self.winograd_key = None   # kept under another plan
+            what = f"layer '{self.name}' ({self.type}): shared work array"
+            buffer = shared_contents("conv.winograd_weights", size, what, key, fill)
+        else:
+            buffer = self.scratch("winograd_weights", (size,))
+            if getattr(self, "winograd_key", None) != key:
+                self.winograd_key = None   # not valid while fill writes
+                fill(buffer)
+                self.winograd_key = key
+        return winograd.transformed_weights(buffer, *shape)
 
     def _split_epilogue(self):
         """For the Winograd and direct kernels, which add a bias themselves: (the bias they

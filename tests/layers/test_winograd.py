@@ -69,6 +69,24 @@ def test_winograd_runs_in_blocks_with_the_same_results(shape, budget):
     np.testing.assert_allclose(got, reference(layer, bottom[0].data), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("outputs,channels,group", [(5, 7, 1), (6, 4, 2), (64, 64, 1)])
+def test_weight_transform_is_g_w_g_transposed_rounded_once(outputs, channels, group):
+    """U in the padded layout convolve reads, each value (G w G^T)[i, j] computed in float64
+    and rounded once (zeros, ones and tiny values among the weights)."""
+    weights = np.random.default_rng(4).standard_normal(
+        (outputs, channels // group, 3, 3)).astype(np.float32)
+    weights.reshape(-1)[::7] = 0
+    weights.reshape(-1)[1::11] = 1
+    weights.reshape(-1)[2::13] = 1e-38
+    shape = (group, outputs // group, channels // group)
+    buffer = np.full(winograd.weights_size(*shape), np.nan, np.float32)
+    u = winograd.transformed_weights(buffer, *shape)
+    winograd.weight_transform(weights, u)
+    expected = np.einsum("ia,kcab,jb->ijkc", winograd.G, weights.astype(np.float64),
+                         winograd.G).reshape(16, *shape).astype(np.float32)
+    np.testing.assert_array_equal(u, expected)
+
+
 def test_winograd_on_a_vgg_sized_layer_stays_as_exact_as_im2col():
     """64 channels of 30 x 30 (the 16 matrices of V and M a multiple of 4 KB apart without
     the padding between them): Winograd against the float64 loops within the tolerance the
@@ -119,6 +137,67 @@ def test_the_planner_takes_winograd_only_for_stride_1_undilated_3x3_with_enough_
         for n0, n1, first, rows in blocks:
             floats = sum(winograd.scratch_sizes((n1 - n0) * rows * side // 2, 128, 128))
             assert floats <= TUNING.winograd_block_floats + 32 * winograd.SET_PAD
+
+
+def test_the_planner_keeps_small_transformed_weights_and_shares_big_ones():
+    def plan(channels, outputs, group=1, kept=TUNING.winograd_kept_floats):
+        return plan_convolution(1, channels * 9, 28 * 28, group, 2,
+                                dataclasses.replace(TUNING, winograd_kept_floats=kept),
+                                geometry=(3, 3, 1, 1, 1, 1, 1, 1), outputs=outputs,
+                                out_shape=(28, 28))
+
+    # U is 16 floats per 9 weights: 16 x outputs x channels / group
+    assert plan(64, 64, kept=16 * 64 * 64).winograd_weights_kept
+    assert not plan(64, 65, kept=16 * 64 * 64).winograd_weights_kept
+    assert plan(128, 64, group=2, kept=16 * 64 * 64).winograd_weights_kept
+    # VGG-16's conv4_2 .. conv5_3 (512 x 512) share, its conv3 layers (256 x 256) keep theirs.
+    assert not plan(512, 512).winograd_weights_kept and plan(256, 256).winograd_weights_kept
+
+
+THREE = """
+layer { name: "data" type: "Input" top: "x" input_param { shape { dim: 2 dim: 5 dim: 7 dim: 6 } } }
+layer { name: "a" type: "Convolution" bottom: "x" top: "ya"
+  convolution_param { num_output: 6 kernel_size: 3 pad: 1 weight_filler { type: "xavier" } } }
+layer { name: "b" type: "Convolution" bottom: "ya" top: "yb"
+  convolution_param { num_output: 8 kernel_size: 3 pad: 1 weight_filler { type: "xavier" } } }
+layer { name: "c" type: "Convolution" bottom: "yb" top: "yc"
+  convolution_param { num_output: 3 kernel_size: 3 pad: 1 weight_filler { type: "xavier" } } }
+"""
+
+
+def test_a_test_nets_big_layers_share_one_buffer_of_transformed_weights():
+    """Layers a (U of 16 x 6 x 5 floats) and b (16 x 8 x 6) over the threshold transform into
+    one shared buffer at each forward, c (16 x 3 x 8) keeps its own: the outputs are those of
+    the same net keeping all three, bitwise, forward after forward, also after a weight
+    changed through net.params."""
+    from protonet import scratch
+    net = protonet.Net(param=prototxt.parse_text(THREE, caffe_pb2.NetParameter()),
+                       phase=protonet.TEST)
+    net.blobs["x"].data[...] = np.random.default_rng(2).standard_normal((2, 5, 7, 6))
+    keep_all, share = (dataclasses.replace(WINOGRAD, winograd_kept_floats=floats)
+                       for floats in (1 << 30, 16 * 3 * 8))
+
+    def forward(tuning):
+        for name in "abc":
+            net.layer_dict[name].tuning = tuning
+        net.forward()
+        return [net.blobs[k].data.copy() for k in ("ya", "yb", "yc")]
+
+    for step in range(4):
+        if step == 2:
+            net.params["b"][0].data[0, 0, 1, 1] += 1.0
+        expected = forward(keep_all)
+        assert all(net.layer_dict[n].winograd_weights is not None for n in "abc")
+        for got, want in zip(forward(share), expected):
+            np.testing.assert_array_equal(got, want)
+        if step == 2:
+            np.testing.assert_allclose(expected[1], reference(net.layer_dict["b"], expected[0]),
+                                       rtol=1e-5, atol=1e-5)
+    assert [net.layer_dict[n].plan.winograd_weights_kept for n in "abc"] == [False, False, True]
+    assert net.layer_dict["a"].winograd_weights is None
+    assert net.layer_dict["b"].winograd_weights is None
+    assert net.layer_dict["c"].winograd_weights.size == winograd.weights_size(1, 3, 8)
+    assert scratch._local.pool["conv.winograd_weights"].size >= winograd.weights_size(1, 8, 6)
 
 
 NET = """
