@@ -6,10 +6,19 @@ from helpers import build, check_gradient, run_forward
 from protonet.errors import NetDefinitionError, ShapeError
 
 
-def test_split_copies_and_sums_diffs():
+def test_split_shares_the_bottoms_data_and_sums_diffs():
     layer, bottom, top = build('type: "Split"', [(2, 3)], n_top=3)
     for t in run_forward(layer, bottom, top):
         np.testing.assert_array_equal(t, bottom[0].data)
+    # Caffe's ShareData: the tops are the bottom's memory, also after it grew.
+    assert all(np.shares_memory(t.data, bottom[0].data) for t in top)
+    bottom[0].reshape(4, 5)
+    bottom[0].data[...] = np.arange(20).reshape(4, 5)
+    run_forward(layer, bottom, top)
+    for t in top:
+        assert t.shape == (4, 5) and np.shares_memory(t.data, bottom[0].data)
+        np.testing.assert_array_equal(t.data, bottom[0].data)
+    assert not any(np.shares_memory(t.diff, bottom[0].diff) for t in top)
     check_gradient(layer, bottom, top)
 
 
