@@ -160,8 +160,9 @@ class BatchNorm(Layer):
         if top[0] is not bottom[0]:
             top[0].reshape(shape)
         self.dims = (shape[0], self.channels, count(shape, 2))
-        self.scratch("x_norm", self.dims)
-        self.scratch("temp", self.dims)
+        if not self.use_global_stats:   # the batch's statistics and their gradient need them
+            self.scratch("x_norm", self.dims)
+            self.scratch("temp", self.dims)
 
     def forward(self, bottom, top):
         x = bottom[0].data.reshape(self.dims)
@@ -187,8 +188,9 @@ class BatchNorm(Layer):
             var_sum += correction * var
         self.std = np.sqrt(var + self.eps)
         y /= self.std[:, None]
-        # Kept for backward: a later in-place layer may overwrite the top.
-        self.x_norm[...] = y
+        if not self.use_global_stats:
+            # Kept for backward: a later in-place layer may overwrite the top.
+            self.x_norm[...] = y
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:

@@ -246,6 +246,8 @@ def test_batch_norm_global_stats_forward_and_gradient(text, phase):
     np.testing.assert_allclose(run_forward(layer, bottom, top)[0], expected, rtol=1e-5,
                                atol=1e-6)
     np.testing.assert_array_equal(layer.blobs[2].data, [factor])  # no update in global mode
+    # Fixed statistics: no work arrays of the bottom's size (the batch's path needs two).
+    assert layer.x_norm is None and layer.temp is None
     check_gradient(layer, bottom, top, check_params=False)
     layer, bottom, top = build(text, [S], phase=phase, in_place=True)
     bn_blobs(layer, mean_sum, var_sum, factor)
