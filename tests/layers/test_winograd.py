@@ -150,8 +150,9 @@ def test_the_planner_keeps_small_transformed_weights_and_shares_big_ones():
     assert plan(64, 64, kept=16 * 64 * 64).winograd_weights_kept
     assert not plan(64, 65, kept=16 * 64 * 64).winograd_weights_kept
     assert plan(128, 64, group=2, kept=16 * 64 * 64).winograd_weights_kept
-    # VGG-16's conv4_2 .. conv5_3 (512 x 512) share, its conv4_1 (256 x 512) keeps its own.
-    assert not plan(512, 512).winograd_weights_kept and plan(256, 512).winograd_weights_kept
+    # VGG-16's conv4 and conv5 layers share, CaffeNet's conv3 (256 -> 384) keeps its own.
+    assert not plan(256, 512).winograd_weights_kept and not plan(512, 512).winograd_weights_kept
+    assert plan(256, 384).winograd_weights_kept
 
 
 THREE = """
