@@ -793,8 +793,9 @@ def section_memory(args, results):
     threads = max(int(t) for t in args.threads_list.split(","))
     nets = [n for n in ("vgg16", "caffenet", "resnet50", "googlenet")
             if n in args.zoo_nets.split(",")]
-    print(f"{threads} threads; MB of VmRSS after import / load / forwards, peak (VmHWM) "
-          "after the load and at the end, budget; load seconds")
+    print(f"{threads} threads; MB of VmRSS after import / numba's runtime (its first kernel, "
+          "from the cache) / load / forwards, peak (VmHWM) after the load and at the end, "
+          "budget; load seconds")
     rows = []
     with tempfile.TemporaryDirectory(prefix="protonet-bench-") as workdir:
         for net in nets:
@@ -806,7 +807,8 @@ def section_memory(args, results):
                 continue
             rows.append({"net": net, **out})
             r = out["rss_mb"]
-            print(f"{net:10s} import {r['import']:5.0f}  loaded {r['loaded']:5.0f}  forwards "
+            print(f"{net:10s} import {r['import']:5.0f}  numba runtime "
+                  f"{r['numba_runtime'] - r['import']:+4.0f}  loaded {r['loaded']:5.0f}  forwards "
                   f"{r['forwards']:5.0f}  load peak {out['load_peak_mb']:5.0f}  peak "
                   f"{out['peak_mb']:5.0f} ({out['peak_mb'] - r['import']:5.0f} above the "
                   f"import)  budget {out['budget_mb']:5.0f} "

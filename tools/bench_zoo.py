@@ -111,14 +111,20 @@ def forward_protonet(proto: str, weights: str, seconds: float) -> dict:
 
 def memory_protonet(proto: str, weights: str) -> dict:
     """The resident memory of a fresh batch-1 deploy process over its whole life, phase by
-    phase (numpy imported first, then protonet; Net(prototxt, TEST, weights=); three
-    forwards): VmRSS after each phase, VmHWM (the peak so far) after loading and at the end,
+    phase (numpy imported first, then protonet; numba's runtime; Net(prototxt, TEST,
+    weights=); three forwards): VmRSS after each phase, VmHWM (the peak so far) after loading and at the end,
     the load's seconds, and issue 14's budget, 1.5 x (weights + the largest layer's bottoms
     and tops)."""
     import numpy as np
     rss = {"numpy": vm_kib("VmRSS") / 1024}
     import protonet
     rss["import"] = vm_kib("VmRSS") / 1024
+    # numba's runtime, which its first kernel brings in even from the on-disk cache (its
+    # typing and lowering modules, LLVM's code and the runtime it compiles); every net's
+    # forward would load this one (Winograd's weights' fingerprint) anyway.
+    from protonet.kernels import winograd
+    winograd.fingerprint(np.zeros(1, np.uint32))
+    rss["numba_runtime"] = vm_kib("VmRSS") / 1024
     start = time.perf_counter()
     net = protonet.Net(proto, protonet.TEST, weights=weights)
     load_s = time.perf_counter() - start
