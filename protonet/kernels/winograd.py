@@ -91,9 +91,10 @@ def weight_transform(weights, u):
     (VGG-16's conv5 in float64 at once was 50 MB more at the peak).
 
     TEST nets run it at every forward for their biggest layers (kernels/conv_plan.py):
-    VGG-16's conv5 (512 x 512) takes 2.3 ms on a busy machine, against 14-21 ms for the
-    straightforward loops over G's entries with a 4 x 3 temporary (the same values but the
-    sign of zeros and non-finite weights' NaNs) on unpadded matrices."""
+    VGG-16's conv5 (512 x 512) takes 2.3 ms on a busy machine, against 14-21 ms for loops
+    over G's entries with a 4 x 3 temporary into unpadded matrices. Those loops also
+    multiplied by G's zeros: their values differ from these only in the sign of a zero, and
+    in NaN where an infinite weight met a zero."""
     _, group, kg, cg = u.shape
     taps = weights.reshape(group * kg, cg * 9)
     for gk in prange(group * kg):
