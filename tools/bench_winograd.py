@@ -6,6 +6,7 @@ measurements behind ConvTuning's Winograd rule (protonet/kernels/conv_plan.py).
     python tools/bench_winograd.py nets [--nets vgg16 resnet50 googlenet] [--batch 1 16]
     python tools/bench_winograd.py rss [--nets vgg16] [--batch 1]
     python tools/bench_winograd.py train [--nets caffenet] [--batch 32]
+    python tools/bench_winograd.py kept [--nets vgg16] [--batch 1 16] [--rounds 40]
 
 `time`: each layer alone (a TEST net of Input + Convolution), its forward in one process,
 alternating the paths round by round; medians in ms and im2col / Winograd. `error`: the
@@ -16,7 +17,11 @@ prototxt and random weights), forward in one process, alternating rounds of prot
 every convolution on im2col, protonet as planned (Winograd where the rule takes it) and
 OpenCV's dnn. `rss`: peak resident memory of a forward (bench_zoo.forward_protonet), each
 path in its own process. `train`: a zoo net's training step (bench_zoo.train_param), alternating
-rounds with every convolution's forward on im2col and as planned.
+rounds with every convolution's forward on im2col and as planned. `kept`: two copies of a zoo
+net in one process, forwards alternating: every Winograd layer keeping its transformed
+weights against the plan (the biggest transformed again at each forward into a shared
+buffer, ConvTuning.winograd_kept_floats): wall and CPU ms, the median of the pairs' ratios,
+and whether the outputs are the same bits.
 """
 from __future__ import annotations
 
@@ -185,6 +190,45 @@ def whole_nets(nets, batches, rounds: int, workdir: Path) -> None:
                   flush=True)
 
 
+def kept_weights(nets, batches, rounds: int, workdir: Path) -> None:
+    import protonet
+    import bench_zoo
+    from protonet.kernels.conv_plan import TUNING
+    tunings = {"kept": dataclasses.replace(TUNING, winograd_kept_floats=1 << 62),
+               "planned": TUNING}
+    print(f"{'net':10s} {'N':>3s} {'kept ms':>8s} {'planned ms':>10s} {'wall ratio':>10s} "
+          f"{'cpu ratio':>9s}  same bits")
+    for name in nets:
+        for batch in batches:
+            files = bench_zoo.prepare(name, batch, workdir)
+            nets_by = {}
+            for key, tuning in tunings.items():
+                net = protonet.Net(files["prototxt"], protonet.TEST, weights=files["weights"])
+                for layer in net.layers:
+                    if layer.type == "Convolution":
+                        layer.tuning = tuning
+                data = net.blobs[net.inputs[0]]
+                data.data[...] = np.random.default_rng(1).random(data.shape, dtype=np.float32)
+                net.forward()   # warm-up: compiles, transformed weights, scratch
+                nets_by[key] = net
+            same = all(np.array_equal(nets_by["kept"].blobs[o].data,
+                                      nets_by["planned"].blobs[o].data)
+                       for o in nets_by["kept"].outputs)
+            wall, cpu = {k: [] for k in tunings}, {k: [] for k in tunings}
+            for r in range(rounds):
+                for key in (tunings if r % 2 == 0 else reversed(list(tunings))):
+                    w, c = time.perf_counter(), time.process_time()
+                    nets_by[key].forward()
+                    wall[key].append((time.perf_counter() - w) * 1e3)
+                    cpu[key].append((time.process_time() - c) * 1e3)
+            ratio = {k: statistics.median(b / a for a, b in zip(v["kept"], v["planned"]))
+                     for k, v in (("wall", wall), ("cpu", cpu))}
+            print(f"{name:10s} {batch:3d} {statistics.median(wall['kept']):8.1f} "
+                  f"{statistics.median(wall['planned']):10.1f} {ratio['wall']:10.3f} "
+                  f"{ratio['cpu']:9.3f}  {same}", flush=True)
+            del nets_by
+
+
 def training(nets, batches, rounds: int) -> None:
     import protonet
     import bench_zoo
@@ -244,7 +288,7 @@ def main() -> None:
         rss_worker(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["time", "error", "nets", "rss", "train"])
+    parser.add_argument("what", choices=["time", "error", "nets", "rss", "train", "kept"])
     parser.add_argument("--nets", nargs="+", default=["vgg16", "resnet50", "googlenet"])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/bench_winograd"))
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 16])
@@ -264,6 +308,8 @@ def main() -> None:
         whole_nets(args.nets, args.batch, args.rounds, args.workdir)
     elif args.what == "train":
         training(args.nets, args.batch, args.rounds)
+    elif args.what == "kept":
+        kept_weights(args.nets, args.batch, args.rounds, args.workdir)
     else:
         peak_rss(args.nets, args.batch, args.workdir)
 
