@@ -28,14 +28,21 @@ def shared_buffer(name: str, size: int, what: str):
     return buffer
 
 
-def shared_contents(name: str, size: int, what: str, key, fill):
-    """The shared buffer `name` (as shared_buffer) holding the contents `key` names (any
-    value comparable with ==): fill(buffer) writes them unless the last call left the same
-    contents there (no other key since, the buffer not replaced by a bigger one)."""
+def shared_contents(name: str, size: int, what: str, owner, key, fill):
+    """The shared buffer `name` (as shared_buffer) holding `owner`'s contents (owner: any
+    value comparable with ==, e.g. an id): fill(buffer) writes them unless the last call was
+    `owner`'s too (the buffer not replaced since) and key() names the same contents as then.
+    key() is called only then, or after such a fill: when owners take turns, never (VGG-16's
+    conv4/conv5 skip reading their weights for a fingerprint)."""
     buffer = shared_buffer(name, size, what)
     held = _local.__dict__.setdefault("held", {})
-    previous = held.pop(name, None)   # not held while fill writes
-    if previous is None or previous[1] is not buffer or previous[0] != key:
+    previous = held.pop(name, None)   # nothing held while fill writes
+    current = None
+    if previous is not None and previous[0] == owner and previous[1] is buffer:
+        current = key()
+        if previous[2] is None or previous[2] != current:
+            fill(buffer)
+    else:
         fill(buffer)
-    held[name] = (key, buffer)
+    held[name] = (owner, buffer, current)
     return buffer

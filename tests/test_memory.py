@@ -81,29 +81,45 @@ def test_scratch_reuses_what_fits_and_names_the_layer(limit):
         layer.scratch("big", (1000,))
 
 
-def test_shared_contents_are_filled_again_only_when_other_contents_replaced_them():
+def test_shared_contents_are_filled_again_only_when_another_owner_or_a_change_came_between():
     from protonet import scratch
-    fills = []
+    fills, keys = [], []
+    version = {"a": 1, "b": 1}
 
-    def fill(tag):
-        def write(buffer):
-            fills.append(tag)
-            buffer[:] = tag
-        return write
+    def use(owner, size=8):
+        def key():
+            keys.append(owner)
+            return version[owner]
 
-    name = "test.shared_contents"
-    a = scratch.shared_contents(name, 8, "test", "a", fill(1))
-    assert fills == [1] and (a[:8] == 1).all()
-    assert scratch.shared_contents(name, 8, "test", "a", fill(1)) is a and fills == [1]
-    scratch.shared_contents(name, 8, "test", "b", fill(2))
-    assert (scratch.shared_contents(name, 8, "test", "a", fill(1))[:8] == 1).all()
-    assert fills == [1, 2, 1]
-    # A bigger request replaces the buffer: the same key is written again into the new one.
-    bigger = scratch.shared_contents(name, 16, "test", "a", fill(1))
-    assert bigger.size >= 16 and fills == [1, 2, 1, 1]
-    # A fill that fails leaves nothing marked as held.
+        def fill(buffer):
+            fills.append(owner)
+            buffer[:size] = version[owner]
+
+        buffer = scratch.shared_contents("test.shared_contents", size, "test", owner, key, fill)
+        assert (buffer[:size] == version[owner]).all()
+        return buffer
+
+    first = use("a")
+    assert fills == ["a"] and keys == []
+    # The same owner again: its key is read (after the first fill it was never read), and
+    # read again the next time, when it tells the contents are still current.
+    use("a")
+    use("a")
+    assert fills == ["a", "a"] and keys == ["a", "a"]
+    version["a"] = 2   # e.g. the weights changed
+    assert use("a") is first and fills == ["a", "a", "a"]
+    # Owners taking turns fill every time and never read their keys.
+    del keys[:]
+    for owner in "baba":
+        use(owner)
+    assert fills[3:] == list("baba") and keys == []
+    # A bigger request replaces the buffer: filled again, whoever held the old one.
+    use("a")
+    assert use("a", 16).size >= 16 and fills[-1] == "a" and len(fills) == 9
+    # A fill that fails leaves nothing held.
     with pytest.raises(RuntimeError):
-        scratch.shared_contents(name, 16, "test", "c", lambda b: (_ for _ in ()).throw(
-            RuntimeError("half written")))
-    scratch.shared_contents(name, 16, "test", "a", fill(1))
-    assert fills == [1, 2, 1, 1, 1]
+        scratch.shared_contents("test.shared_contents", 16, "test", "a", lambda: 2,
+                                lambda b: (_ for _ in ()).throw(RuntimeError("half written")))
+    use("a", 16)
+    assert len(fills) == 10
+

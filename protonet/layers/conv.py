@@ -216,8 +216,9 @@ class _SingleConvolution(_BaseConvolution):
         weights = self.blobs[0].data
         shape = (self.group, self.num_output // self.group, self.channels // self.group)
         size = winograd.weights_size(*shape)
-        key = (winograd.fingerprint(weights.reshape(-1).view(np.uint32)), weights.shape,
-               self.group)
+
+        def key():
+            return winograd.fingerprint(weights.reshape(-1).view(np.uint32))
 
         def fill(buffer):
             winograd.weight_transform(weights, winograd.transformed_weights(buffer, *shape))
@@ -225,13 +226,15 @@ class _SingleConvolution(_BaseConvolution):
         if self.shares_scratch and not self.plan.winograd_weights_kept:
             self.winograd_weights = self.winograd_key = None   # kept under another plan
             what = f"layer '{self.name}' ({self.type}): shared work array"
-            buffer = shared_contents("conv.winograd_weights", size, what, key, fill)
+            buffer = shared_contents("conv.winograd_weights", size, what,
+                                     (id(self), weights.shape, self.group), key, fill)
         else:
             buffer = self.scratch("winograd_weights", (size,))
-            if getattr(self, "winograd_key", None) != key:
+            fingerprint = key()
+            if getattr(self, "winograd_key", None) != fingerprint:
                 self.winograd_key = None   # not valid while fill writes
                 fill(buffer)
-                self.winograd_key = key
+                self.winograd_key = fingerprint
         return winograd.transformed_weights(buffer, *shape)
 
     def _split_epilogue(self):
