@@ -47,6 +47,26 @@ def test_the_total_counts_gradients_only_where_training_touches_them(limit):
         Net(param=_net((1024, 256), layers=3), phase=TRAIN)
 
 
+def test_a_test_nets_inner_product_makes_its_weight_gradient_only_for_a_backward(limit):
+    # 4 MB of weights, allocated with their diff (8 MB, untouched in TEST, not counted in the
+    # net's total): a 4 MB weight-gradient work array made at set-up would not fit the total.
+    limit((8 << 20) + 4096)
+    text = ('force_backward: true\n'
+            'layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 dim: 1024 } } }\n'
+            'layer { name: "ip" type: "InnerProduct" bottom: "x" top: "y" '
+            'inner_product_param { num_output: 1024 } }\n')
+    net = Net(param=prototxt.parse_net_text(text), phase=TEST)
+    ip = net.layers[1]
+    assert getattr(ip, "w_grad", None) is None
+    x = np.random.default_rng(0).standard_normal((2, 1024)).astype(np.float32)
+    net.forward(x=x)
+    net.blobs["y"].diff[...] = 1
+    limit(None)
+    net.backward()   # pycaffe scripts run backward on deploy nets (saliency maps)
+    np.testing.assert_allclose(ip.blobs[0].diff, np.broadcast_to(x.sum(0), (1024, 1024)),
+                               rtol=1e-6)
+
+
 def test_overflowing_element_counts_are_errors_not_empty_arrays():
     with pytest.raises(MemoryLimitError, match=r"2\^63"):
         Net(param=_net((1 << 32, 1 << 32, 4)), phase=TEST)

@@ -9,7 +9,7 @@ from ..kernels import threads
 from ..kernels.dense import dense, runs_lane_kernel
 from ..kernels.epilogue import rows_epilogue
 from ..registry import register_layer
-from .base import Layer, canonical_axis, count
+from .base import TRAIN, Layer, canonical_axis, count
 
 # A sample's output must be bitwise the same alone or in any batch (as in Caffe). Layers with
 # weights in Caffe's (num_output, K) layout run kernels/dense.py's lane kernel, whose summation
@@ -96,7 +96,8 @@ class InnerProduct(Layer):
                              f"expect {self.k}")
         self.m = count(bottom[0].shape, 0, self.axis)
         top[0].reshape(*bottom[0].shape[:self.axis], self.num_output)
-        self.scratch("w_grad", self.blobs[0].shape)
+        if self.phase == TRAIN:   # a TEST net makes it at its first backward, if ever
+            self.scratch("w_grad", self.blobs[0].shape)   # (VGG-16's: 471 MB)
         block = gemm_block_rows(self.m, self.k, self.num_output)
         pad_rows = block if self.m % block and not self.lane_kernel else 0
         self.scratch("pad_in", (pad_rows, self.k))
@@ -119,11 +120,12 @@ class InnerProduct(Layer):
         dy = top[0].diff.reshape(self.m, self.num_output)
         x = bottom[0].data.reshape(self.m, self.k)
         if self.param_propagate_down[0]:
+            w_grad = self.scratch("w_grad", self.blobs[0].shape)
             if self.transpose:
-                threads.matmul(x.T, dy, self.w_grad)
+                threads.matmul(x.T, dy, w_grad)
             else:
-                threads.matmul(dy.T, x, self.w_grad)
-            self.blobs[0].diff += self.w_grad
+                threads.matmul(dy.T, x, w_grad)
+            self.blobs[0].diff += w_grad
         if self.bias_term and self.param_propagate_down[1]:
             self.blobs[1].diff += dy.sum(axis=0, dtype=np.float32)
         if propagate_down[0]:
