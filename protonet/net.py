@@ -21,6 +21,7 @@ from .io import caffemodel, hdf5_weights
 from .kernels._jit import configure_threads
 from .kernels.threads import one_blas_thread
 from .registry import layer_class
+from .reshape_memo import ReshapeMemo
 from .runtime import NCCL
 
 log = logging.getLogger("protonet")
@@ -162,6 +163,7 @@ class Net:
         # Layers whose work their producer's output pass does (protonet/fusion.py).
         self.fuse = fusion.enabled_by_default()
         self._fusion = fusion.plan_fusion(self)
+        self._reshapes = ReshapeMemo(self.layers, self._bottoms)
         self._check_memory()
 
     def _check_memory(self) -> None:
@@ -308,6 +310,7 @@ class Net:
         before, after = self._hooks["before_forward"], self._hooks["after_forward"]
         skipped, fused = (self._fusion.for_range(start, end)
                           if self.fuse and not (before or after) else ((), {}))
+        self._reshapes.start()
         for i in range(start, end + 1):
             if i in skipped:   # its work is done in its producer's output pass
                 continue
@@ -315,7 +318,7 @@ class Net:
                 hook(i)
             layer, bottom, top = self.layers[i], self._bottoms[i], self._tops[i]
             try:
-                layer.reshape(bottom, top)
+                self._reshapes.reshape(i, layer, bottom, top)
             except ProtonetError as e:
                 raise _in_layer(e, layer.param) from None
             if i in fused:
@@ -527,11 +530,12 @@ class Net:
 
     def reshape(self) -> None:
         """Propagate shape changes (e.g. after net.blobs['data'].reshape(...))."""
-        for layer, bottom, top in zip(self.layers, self._bottoms, self._tops):
+        for i, (layer, bottom, top) in enumerate(zip(self.layers, self._bottoms, self._tops)):
             try:
                 layer.reshape(bottom, top)
             except ProtonetError as e:
                 raise _in_layer(e, layer.param) from None
+            self._reshapes.remember(i, bottom, top)
         self._check_memory()
 
     def clear_param_diffs(self) -> None:

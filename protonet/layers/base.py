@@ -51,6 +51,9 @@ class Layer:
     # (protonet/fusion.py), as `epilogue`.
     takes_epilogue: ClassVar[bool] = False
     epilogue = None
+    # True when reshape reads nothing but the bottoms' shapes (and the layer's settings): a
+    # net then skips it while those shapes stay the same (protonet/reshape_memo.py).
+    reshape_reads_only_shapes: ClassVar[bool] = True
 
     # Set by a net built with a weights file that has this layer's blobs (Net(..., weights=)):
     # their filled values would only be overwritten (VGG-16: 138M random draws, 2 s).

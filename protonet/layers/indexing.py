@@ -49,6 +49,7 @@ class Filter(Layer):
 
     num_bottom = (2, None)
     num_top = (1, None)
+    reshape_reads_only_shapes = False   # the tops' row count is the selector's non-zeros
 
     def setup(self, bottom, top):
         self.num_filtered = len(bottom) - 1

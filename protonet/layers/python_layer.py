@@ -31,6 +31,7 @@ class Python(Layer):
 
     num_bottom = (0, None)
     num_top = (0, None)
+    reshape_reads_only_shapes = False   # pycaffe's layers may do anything in reshape
 
     def setup(self, bottom, top):
         p = self.param.python_param
