@@ -119,6 +119,9 @@ class ConvPlan:
     direct: bool = False              # kernels/direct_conv.py: forward, weight gradient
     direct_data_grad: bool = False    # and the data gradient (else the GEMM and col2im)
     depthwise: bool = False           # kernels/depthwise.py: forward and both gradients
+    # A 1x1 kernel at stride 1 without pad: an image's columns are its (C, H*W) planes, so a
+    # forward whose columns no backward reads again multiplies the bottom itself.
+    columns_are_input: bool = False
 
     def blocks(self, images: int) -> list:
         """(first, end) of each block of a chunk of `images`: the pieces threads take in
@@ -152,6 +155,7 @@ def plan_convolution(batch: int, k: int, pixels: int, group: int, threads: int,
         pixels >= tuning.per_image_min_pixels and k * pixels <= tuning.per_image_max_floats)
     return ConvPlan(chunk=chunk,
                     bounds=tuple((a, min(batch, a + chunk)) for a in range(0, batch, chunk)),
+                    columns_are_input=tuple(geometry[:6]) == (1, 1, 0, 0, 1, 1),
                     per_image_forward=per_image_forward,
                     per_image_weight_grad=per_image_weight_grad,
                     # Direct: no columns to keep in cache, so as few pieces as the threads

@@ -28,6 +28,9 @@ CASES = [
      (2, 6, 7, 9), (1, 1), (2, 2), (1, 1), 1),
     (f'type: "Convolution" convolution_param {{ num_output: 18 kernel_h: 2 kernel_w: 3 pad: 3 '
      f'bias_term: false {F} }}', (1, 3, 4, 5), (1, 1), (3, 3), (1, 1), 1),
+    # 1x1 (a TEST net multiplies the bottom itself).
+    (f'type: "Convolution" convolution_param {{ num_output: 7 kernel_size: 1 {F} }}',
+     (3, 5, 4, 6), (1, 1), (0, 0), (1, 1), 1),
     # Depthwise, as MobileNet writes it (group = channels = num_output): the depthwise kernels.
     (f'type: "Convolution" convolution_param {{ num_output: 4 kernel_size: 3 pad: 1 group: 4 '
      f'{F} }}', (2, 4, 7, 6), (1, 1), (1, 1), (1, 1), 4),
@@ -163,10 +166,11 @@ def test_convolution_pairs_need_one_top_per_bottom_of_one_shape():
         build(text, [(1, 3, 4, 4), (1, 3, 5, 4)], n_top=2)
 
 
-@pytest.mark.parametrize("case", CASES[:3])
+@pytest.mark.parametrize("case", CASES[:3] + [CASES[4], CASES[7]])
 def test_test_phase_convolutions_share_columns_and_stay_exact(case, gemm_path):
     """In a TEST net every convolution uses one shared column buffer: a layer's backward after
-    another layer's forward overwrote it still gives the TRAIN layer's gradients."""
+    another layer's forward overwrote it still gives the TRAIN layer's gradients. A TEST 1x1
+    convolution multiplies the bottom itself (no columns): bitwise the TRAIN layer's output."""
     from protonet import caffe_pb2
     layers = {}
     for phase in (caffe_pb2.TRAIN, caffe_pb2.TEST):
@@ -284,3 +288,15 @@ def test_direct_kernel_inner_loop_is_vectorized():
     asm = kernel.inspect_asm(kernel.signatures[0])
     assert re.search(r"\bv?mulps\b", asm)
 
+
+
+def test_planner_multiplies_the_bottom_itself_only_for_1x1_stride_1_unpadded():
+    def plan(kernel, pad, stride, dilation=1):
+        geometry = (kernel, kernel, pad, pad, stride, stride, dilation, dilation)
+        return plan_convolution(1, 64 * kernel * kernel, 196, 1, 2, geometry=geometry,
+                                outputs=32, out_shape=(14, 14))
+    assert plan(1, 0, 1).columns_are_input
+    assert plan(1, 0, 1, dilation=2).columns_are_input   # a 1x1 kernel has no gaps
+    assert not plan(1, 0, 2).columns_are_input           # ResNet's strided 1x1: subsampled
+    assert not plan(1, 1, 1).columns_are_input
+    assert not plan(3, 1, 1).columns_are_input
