@@ -9,6 +9,7 @@ P = Ho x Wo outputs per image and channel.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 from .direct_conv import padded_width
 from .threads import PIECES_PER_THREAD, split
@@ -126,8 +127,13 @@ class ConvPlan:
     def blocks(self, images: int) -> list:
         """(first, end) of each block of a chunk of `images`: the pieces threads take in
         turn; smaller than `block` when there would be too few to share."""
-        share = self.threads * PIECES_PER_THREAD if self.threads > 1 else 1
-        return split(images, max(-(-images // self.block), min(images, share)))
+        return list(_blocks(images, self.block, self.threads))
+
+
+@functools.lru_cache(maxsize=1024)   # asked at every forward, for a few shapes
+def _blocks(images: int, block: int, threads: int) -> tuple:
+    share = threads * PIECES_PER_THREAD if threads > 1 else 1
+    return tuple(split(images, max(-(-images // block), min(images, share))))
 
 
 def plan_convolution(batch: int, k: int, pixels: int, group: int, threads: int,

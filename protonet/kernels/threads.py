@@ -79,6 +79,10 @@ def run_pieces(work, pieces, threads: int) -> None:
     """
     pieces = list(pieces)
     threads = max(1, min(threads, len(pieces)))
+    if threads == 1 and _held:   # inside a net's pass, BLAS already on one thread
+        for piece in pieces:
+            work(*piece, False)
+        return
     with one_blas_thread():
         if threads == 1:
             for piece in pieces:

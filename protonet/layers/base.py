@@ -13,6 +13,7 @@ propagate_down[i], and ADDS into self.blobs[j].diff for each j with param_propag
 """
 from __future__ import annotations
 
+import math
 from typing import ClassVar, Sequence, Union
 
 import numpy as np
@@ -270,4 +271,4 @@ def canonical_axis(axis: int, num_axes: int, layer: Layer) -> int:
 
 def count(shape, start: int = 0, end: int | None = None) -> int:
     """Product of shape[start:end] (Caffe's Blob::count(start, end))."""
-    return int(np.prod(shape[start:end], dtype=np.int64))
+    return math.prod(int(d) for d in shape[start:end])

@@ -4,6 +4,8 @@ image; stride-1 3x3 Convolutions with enough channels run their forward by Winog
 F(2x2, 3x3) (kernels/winograd.py). kernels/conv_plan.py decides which."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..blob import Blob
@@ -117,7 +119,7 @@ def _planes(array):
 
 def _view(buffer, shape):
     """The leading part of a flat buffer as a contiguous array of `shape`."""
-    return buffer[:int(np.prod(shape))].reshape(shape)
+    return buffer[:math.prod(shape)].reshape(shape)
 
 
 # Floats added to each row of a column matrix. Rows a power of two apart (LeNet's conv2: 64
@@ -191,7 +193,7 @@ class _SingleConvolution(_BaseConvolution):
         if not self.shares_scratch:
             return self.col_matrix, self.y2
         what = f"layer '{self.name}' ({self.type}): shared work array"
-        return (_view(shared_buffer("conv.columns", int(np.prod(self.col_shape)), what),
+        return (_view(shared_buffer("conv.columns", math.prod(self.col_shape), what),
                       self.col_shape),
                 shared_buffer("conv.y2", self.y2_size, what))
 
