@@ -9,7 +9,7 @@ layer: plans, scratch look-ups, top reshapes), 1.1 ms of GoogLeNet's.
 
 Always reshaped: layers without bottoms (data layers: their shapes come from what they read,
 and the user may reshape an Input's top) and layers whose reshape reads more than shapes
-(Python layers, Filter).
+(Python layers, Filter; Split, whose tops view the bottom's memory).
 """
 from __future__ import annotations
 

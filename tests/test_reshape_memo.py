@@ -136,3 +136,16 @@ def test_outputs_match_a_net_reshaped_before_every_forward(fuse):
         got = net.forward(data=x)["prob"].copy()
         net.reshape()
         np.testing.assert_array_equal(got, net.forward(data=x)["prob"])
+
+
+def test_split_tops_follow_an_input_grown_and_shrunk_back_before_a_forward():
+    """A blob grown then shrunk back to its shape has new memory; the Split views of it
+    (layers reading one blob twice) must see the values written there."""
+    net = build(NET + """
+    layer { name: "twice" type: "Eltwise" bottom: "data" bottom: "data" top: "twice" } """)
+    net.forward()
+    shape = net.blobs["data"].shape
+    net.blobs["data"].reshape(8, *shape[1:])
+    net.blobs["data"].reshape(*shape)
+    x = np.random.default_rng(4).standard_normal(shape).astype(np.float32)
+    np.testing.assert_array_equal(net.forward(data=x)["twice"], 2 * x)

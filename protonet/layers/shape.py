@@ -25,6 +25,9 @@ class Split(Layer):
 
     num_top = (1, None)
     in_place = False
+    # The views follow the bottom's memory, which a blob grown and shrunk back to the same
+    # shape has moved (net.blobs['data'].reshape(...) twice before a forward).
+    reshape_reads_only_shapes = False
 
     def reshape(self, bottom, top):
         for blob in top:
