@@ -37,7 +37,7 @@ class Blob:
 
     def __init__(self, shape=(), name: str = "") -> None:
         self.name = name
-        self._shape: tuple[int, ...] = ()
+        self._shape: tuple[int, ...] = None   # made by the reshape below
         self._data_buf = np.zeros(0, DTYPE)
         self._diff_buf = np.zeros(0, DTYPE)
         self.reshape(*shape)
@@ -77,6 +77,8 @@ class Blob:
         if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
             shape = tuple(shape[0])
         shape = tuple(int(s) for s in shape)
+        if shape == self._shape:   # the views stay (a Split's tops before every forward)
+            return
         if any(s < 0 for s in shape):
             raise ShapeError(f"blob '{self.name}': negative dimension in shape {shape}")
         what = f"blob '{clip(self.name)}' of shape {shape} (data and diff)"
