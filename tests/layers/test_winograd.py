@@ -181,6 +181,7 @@ def test_a_test_nets_big_layers_share_one_buffer_of_transformed_weights():
     def forward(tuning):
         for name in "abc":
             net.layer_dict[name].tuning = tuning
+        net.reshape()   # plans are made in reshape (a forward reshapes only on new shapes)
         net.forward()
         return [net.blobs[k].data.copy() for k in ("ya", "yb", "yc")]
 
