@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import jit, prange
-from .phases import CHUNKS, phase_shape, tap_source, write_phases
+from .phases import CHUNKS, phase_shape, tap_sums, write_phases
 
 
 @jit()
@@ -55,15 +55,7 @@ def depthwise_forward(x, w, ph, pw, sh, sw, dh, dw, y):
             write_phases(x[n, c], ph, pw, planes)
             for r0 in range(0, out_h, block):
                 rows = min(block, out_h - r0)
-                length = (rows - 1) * pitch + out_w
-                out = acc[:length]
-                out[:] = 0
-                for i in range(kh):
-                    for j in range(kw):
-                        src = tap_source(planes, i, j, dh, dw, r0, length)
-                        tap = w[c, i, j]
-                        for e in range(length):
-                            out[e] += tap * src[e]
+                tap_sums(planes, w[c], dh, dw, r0, (rows - 1) * pitch + out_w, acc)
                 for k in range(rows):
                     y[n, c, r0 + k] = acc[k * pitch:k * pitch + out_w]
 

@@ -65,3 +65,19 @@ def tap_source(planes, i, j, dh, dw, first_row, length):
     sh, sw, rows_q, pitch = planes.shape
     start = (first_row + (i * dh) // sh) * pitch + (j * dw) // sw
     return planes[(i * dh) % sh, (j * dw) % sw].reshape(-1)[start:start + length]
+
+
+@jit()
+def tap_sums(planes, taps, dh, dw, first_row, length, out):
+    """out[:length] = the sum over taps (i, j), in that order from 0, of taps[i, j] times the
+    run tap (i, j) reads for the outputs from row first_row on (tap_source): a depthwise
+    convolution's block, or with taps of ones an average pooling's window sums (x * 1 is x,
+    so the same bits as adding x)."""
+    block = out[:length]
+    block[:] = 0
+    for i in range(taps.shape[0]):
+        for j in range(taps.shape[1]):
+            src = tap_source(planes, i, j, dh, dw, first_row, length)
+            tap = taps[i, j]
+            for e in range(length):
+                block[e] += tap * src[e]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import jit, prange
-from .phases import CHUNKS, phase_shape, tap_source, write_phases
+from .phases import CHUNKS, phase_shape, tap_source, tap_sums, write_phases
 
 
 def planes(a):
@@ -166,6 +166,7 @@ def ave_pool_forward(x, kh, kw, ph, pw, sh, sw, y):
     pitch = shape[3]
     block = max(1, min(ho, BLOCK_FLOATS // pitch))
     chunks = min(n_planes, CHUNKS)
+    ones = np.ones((kh, kw), np.float32)
     for chunk in prange(chunks):
         phased = np.zeros(shape, np.float32)
         sums = np.empty(block * pitch, np.float32)
@@ -173,14 +174,7 @@ def ave_pool_forward(x, kh, kw, ph, pw, sh, sw, y):
             write_phases(x[p], ph, pw, phased)
             for r0 in range(0, ho, block):
                 rows = min(block, ho - r0)
-                length = (rows - 1) * pitch + wo
-                total = sums[:length]
-                total[:] = 0
-                for i in range(kh):
-                    for j in range(kw):
-                        src = tap_source(phased, i, j, 1, 1, r0, length)
-                        for e in range(length):
-                            total[e] += src[e]
+                tap_sums(phased, ones, 1, 1, r0, (rows - 1) * pitch + wo, sums)
                 for k in range(rows):
                     hs = (r0 + k) * sh - ph
                     window_h = min(hs + kh, height + ph) - hs
