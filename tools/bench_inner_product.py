@@ -91,19 +91,13 @@ def time_layers(thread_counts, rounds: int) -> None:
 
 def whole_nets(nets, batches, thread_counts, rounds: int, workdir: Path) -> None:
     import cv2
-    import protonet
     import bench_zoo
     from protonet.kernels import _jit
     print(f"{'net':10s} {'N':>3s} {'thr':>3s} {'blas ms':>9s} {'lanes ms':>9s} "
           f"{'opencv ms':>9s} {'blas/lanes':>10s} {'vs opencv: blas':>15s} {'lanes':>6s}")
     for name in nets:
         for batch in batches:
-            files = bench_zoo.prepare(name, batch, workdir)
-            net = protonet.Net(files["prototxt"], protonet.TEST, weights=files["weights"])
-            data = net.blobs[net.inputs[0]]
-            data.data[...] = np.random.default_rng(1).random(data.shape, dtype=np.float32)
-            cv_net = cv2.dnn.readNetFromCaffe(files["prototxt"], files["weights"])
-            cv_net.setInput(data.data.copy())
+            net, cv_net = bench_zoo.protonet_and_opencv(name, batch, workdir)
             fcs = [layer for layer in net.layers if layer.type == "InnerProduct"]
             for threads in thread_counts:
                 _jit.set_num_threads(threads)

@@ -146,21 +146,15 @@ def set_every_convolution(winograd: bool) -> None:
 
 def whole_nets(nets, batches, rounds: int, workdir: Path) -> None:
     import cv2
-    import protonet
     import bench_zoo
     from protonet.kernels import threads
     print(f"{'net':10s} {'N':>3s} {'thr':>3s} {'im2col ms':>10s} {'winograd ms':>11s} "
           f"{'opencv ms':>10s} {'im2col/wg':>9s} {'vs opencv: before':>17s} {'after':>6s}")
     for name in nets:
         for batch in batches:
-            files = bench_zoo.prepare(name, batch, workdir)
-            net = protonet.Net(files["prototxt"], protonet.TEST, weights=files["weights"])
-            data = net.blobs[net.inputs[0]]
-            data.data[...] = np.random.default_rng(1).random(data.shape, dtype=np.float32)
-            cv_net = cv2.dnn.readNetFromCaffe(files["prototxt"], files["weights"])
+            net, cv_net = bench_zoo.protonet_and_opencv(name, batch, workdir)
             n_threads = threads.compute_threads()
             cv2.setNumThreads(n_threads)
-            cv_net.setInput(data.data.copy())
             convs = [layer for layer in net.layers if layer.type == "Convolution"]
 
             def protonet_forward(winograd):

@@ -80,6 +80,21 @@ def prepare(name: str, batch: int, workdir: Path) -> dict:
     return {"prototxt": str(proto), "weights": str(weights)}
 
 
+def protonet_and_opencv(name: str, batch: int, workdir: Path):
+    """The zoo net `name` at `batch` built twice from the same files, with the same random
+    input set: (protonet TEST net, OpenCV dnn net). For the A/B tools beside bench.py."""
+    import cv2
+    import numpy as np
+    import protonet
+    files = prepare(name, batch, workdir)
+    net = protonet.Net(files["prototxt"], protonet.TEST, weights=files["weights"])
+    data = net.blobs[net.inputs[0]]
+    data.data[...] = np.random.default_rng(1).random(data.shape, dtype=np.float32)
+    cv_net = cv2.dnn.readNetFromCaffe(files["prototxt"], files["weights"])
+    cv_net.setInput(data.data.copy())
+    return net, cv_net
+
+
 def _timed(forward, seconds: float, at_least: int = 3) -> list[float]:
     """Milliseconds of each forward: one warm-up, then until `seconds` have passed (at least
     `at_least` forwards)."""
