@@ -112,6 +112,7 @@ def test_plans_follow_the_shapes_they_were_measured_on():
     assert conv1.per_image_forward and conv1.per_image_weight_grad and conv1.bounds == ((0, 64),)
     conv2 = plan_convolution(*LENET_CONV2, threads=2)
     assert conv2.per_image_forward and not conv2.per_image_weight_grad
+    assert conv2.blocked_backward and not conv1.blocked_backward
     assert plan_convolution(*CIFAR_CONV2, threads=2).per_image_forward
     vgg = plan_convolution(*VGG_CONV1_2, threads=2)
     assert not vgg.per_image_forward and not vgg.per_image_weight_grad

@@ -52,8 +52,11 @@ def im2col(x, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, first):
 
 
 @jit(parallel=True)
-def col2im(col, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, x):
-    """The adjoint of im2col: x (overwritten) = sum of col entries over the windows.
+def col2im(col, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, x, first):
+    """The adjoint of im2col: x (overwritten) = sum of col entries over the windows, image n
+    of x from the columns of image first + n (as im2col places them: a whole column matrix is
+    passed, never a slice of its columns, which numba would compile for any strides and run
+    1.3x slower).
 
     Parallel over images: each image's slice of x is written by one thread only.
     """
@@ -65,7 +68,8 @@ def col2im(col, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, x):
                     x[n, c, y, xx] = 0.0
             for i in range(kh):
                 for j in range(kw):
-                    src = col[(c * kh + i) * kw + j, n * ho * wo:(n + 1) * ho * wo]
+                    src = col[(c * kh + i) * kw + j,
+                              (first + n) * ho * wo:(first + n + 1) * ho * wo]
                     for oy in range(ho):
                         iy = oy * sh - ph + i * dh
                         if iy < 0 or iy >= height:

@@ -357,6 +357,10 @@ class _SingleConvolution(_BaseConvolution):
                 return
             weight_grad = False
         col, y2_buffer = self._buffers()
+        if plan.blocked_backward:
+            self._blocked_backward(x, top_diff, weight, w_diff if weight_grad else None,
+                                   bottom[0].diff if data_grad else None, col)
+            return
         self._gradient_buffers(k_g, mg)
         for n0, n1 in plan.bounds:
             if weight_grad and (len(plan.bounds) > 1 or self.shares_scratch or plan.winograd):
@@ -391,7 +395,39 @@ class _SingleConvolution(_BaseConvolution):
                 # columns are 8 MB at batch 64).
                 for g in range(self.group):
                     threads.matmul(weight[g].T, dy[g], col_g[g], plan.threads)
-                col2im(col, *self.geometry(), self.ho, self.wo, bottom[0].diff[n0:n1])
+                col2im(col, *self.geometry(), self.ho, self.wo, bottom[0].diff[n0:n1], 0)
+
+    def _blocked_backward(self, x, top_diff, weight, w_diff, dx, col):
+        """w_diff += the weight gradient (if not None), dx = the data gradient (if not None),
+        block by block of images on their forward's columns (plan.blocked_backward): each
+        piece in one pass on one thread, its column gradient scattered while in cache."""
+        group, mg, k_g = weight.shape
+        p = self.ho * self.wo
+        pieces = [(s, e, i) for i, (s, e) in enumerate(self.plan.blocks(x.shape[0]))]
+        if w_diff is not None:
+            grads = self.scratch("block_grads", (len(pieces), group, k_g, mg))
+        rebuild = self.shares_scratch   # the columns were overwritten by other layers
+
+        def images(s, e, index, shared):
+            if rebuild:
+                (im2col.serial if shared else im2col)(x[s:e], *self.geometry(), self.ho,
+                                                      self.wo, col, s)
+            # The images' top diff as the GEMMs' (M, images x P).
+            dy = np.ascontiguousarray(top_diff[s:e].transpose(1, 0, 2)).reshape(-1, (e - s) * p)
+            for g in range(group):
+                cols = col[g * k_g:(g + 1) * k_g, s * p:e * p]
+                dy_g = dy[g * mg:(g + 1) * mg]
+                if w_diff is not None:
+                    np.matmul(cols, dy_g.T, out=grads[index, g])
+                if dx is not None:   # the columns are used: their gradient overwrites them
+                    np.matmul(weight[g].T, dy_g, out=cols)
+            if dx is not None:
+                (col2im.serial if shared else col2im)(col, *self.geometry(), self.ho,
+                                                      self.wo, dx[s:e], s)
+
+        threads.run_pieces(images, pieces, self.plan.threads)
+        if w_diff is not None:
+            w_diff += grads.sum(axis=0).transpose(0, 2, 1)   # pieces in a fixed order
 
 
 class _SingleDeconvolution(_BaseConvolution):
@@ -435,7 +471,8 @@ class _SingleDeconvolution(_BaseConvolution):
             for g in range(self.group):
                 threads.matmul(weight[g].T, x2_g[g], col_g[g], self.plan.threads)
             # Convolution's geometry with input and output swapped: scatter the columns.
-            col2im(self.col_matrix, *self.geometry(), self.h, self.w, top[0].data[n0:n1])
+            col2im(self.col_matrix, *self.geometry(), self.h, self.w, top[0].data[n0:n1],
+                   0)
         channel_epilogue(_planes(top[0].data), *self.output_epilogue())
 
     def backward(self, top, propagate_down, bottom):
@@ -559,4 +596,4 @@ class Im2col(Layer):
             n, k = top[0].shape[:2]
             col = _view(self.col, (k, n * self.ho * self.wo))
             channels_last(_planes(top[0].diff), col.reshape(k, n, self.ho * self.wo))
-            col2im(col, *self.geometry(), self.ho, self.wo, bottom[0].diff)
+            col2im(col, *self.geometry(), self.ho, self.wo, bottom[0].diff, 0)

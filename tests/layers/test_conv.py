@@ -53,7 +53,7 @@ DIRECT = dataclasses.replace(TUNING, direct_min_k=0, direct_max_waste=1e9,
 
 
 @pytest.fixture(params=["one GEMM per batch", "per-image forward, batch weight gradient",
-                        "one GEMM per image", "Winograd F(2x2,3x3) forward",
+                        "per-image forward, blocked backward", "one GEMM per image", "Winograd F(2x2,3x3) forward",
                         "direct where it applies", "direct, GEMM data gradient",
                         "depthwise kernels where they apply"])
 def gemm_path(request):
@@ -73,6 +73,7 @@ def gemm_path(request):
     return dataclasses.replace(
         TUNING, per_image_max_k=1 << 30 if request.param.endswith("image") else 0,
         per_image_max_floats=1 << 30 if per_image_forward else 0, per_image_min_pixels=1,
+        blocked_backward=request.param.endswith("blocked backward"),
         winograd_min_channels=1 if winograd else 1 << 30, winograd_min_tiles=1,
         direct_min_k=1 << 30, depthwise_direct=False)
 
@@ -193,6 +194,17 @@ def test_test_phase_convolutions_share_columns_and_stay_exact(case, gemm_path):
     assert not layers[caffe_pb2.TRAIN][0].shares_scratch
     for a, b in zip(results[caffe_pb2.TRAIN], results[caffe_pb2.TEST]):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("case", CASES[:4])
+def test_blocked_backward_tuning_takes_the_blocked_path(case):
+    """The fixture's blocked-backward path really runs it, groups and strides included."""
+    layer, bottom, top = build(case[0], [case[1]])
+    layer.tuning = dataclasses.replace(TUNING, per_image_max_k=0, per_image_max_floats=1 << 30,
+                                       per_image_min_pixels=1, winograd_min_channels=1 << 30,
+                                       direct_min_k=1 << 30, depthwise_direct=False)
+    layer.reshape(bottom, top)
+    assert layer.plan.blocked_backward and layer.plan.per_image_forward
 
 
 @pytest.mark.parametrize("case", [CASES[0], CASES[3], CASES[5], CASES[6]])
