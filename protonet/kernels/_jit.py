@@ -3,7 +3,8 @@
 - cache: compiled machine code is kept on disk beside the module (or in NUMBA_CACHE_DIR), so
   a second process starts fast. PROTONET_NUMBA_CACHE=0 turns it off.
 - fastmath off: Caffe parity needs IEEE order of operations (results within 1e-5 relative of
-  the references).
+  the references). A kernel may allow contraction alone (jit(contract=True)): a multiply and
+  the add of its product become one FMA, rounded once; the order of the sums is unchanged.
 - nogil: the Data layer's prefetch thread decodes while kernels run.
 - Kernels compile lazily, at first call with a given argument type, so importing protonet
   compiles nothing.
@@ -24,9 +25,9 @@ CACHE = os.environ.get("PROTONET_NUMBA_CACHE", "1") != "0"
 PARALLEL_MIN_ELEMENTS = 1 << 16
 
 
-def _njit(fn, parallel: bool):
-    return numba.njit(parallel=parallel, cache=CACHE, fastmath=False, nogil=True,
-                      error_model="numpy")(fn)
+def _njit(fn, parallel: bool, contract: bool = False):
+    return numba.njit(parallel=parallel, cache=CACHE, fastmath={"contract"} if contract else False,
+                      nogil=True, error_model="numpy")(fn)
 
 
 class _ParallelKernel:
@@ -48,11 +49,14 @@ class _ParallelKernel:
         return kernel(*args)
 
 
-def jit(parallel: bool = False):
+def jit(parallel: bool = False, contract: bool = False):
     """Decorator for a kernel; `parallel=True` lets its `numba.prange` loops run on threads
-    (when its first argument is big enough to repay waking them)."""
+    (when its first argument is big enough to repay waking them). `contract=True` (serial
+    kernels only) lets LLVM fuse a multiply and the add of its product into one FMA."""
     def decorate(fn):
-        return _ParallelKernel(fn) if parallel else _njit(fn, parallel=False)
+        if parallel:
+            return _ParallelKernel(fn)
+        return _njit(fn, parallel=False, contract=contract)
     return decorate
 
 

@@ -283,9 +283,10 @@ def test_direct_convolution_of_an_image_does_not_depend_on_its_batch():
 
 
 def test_direct_kernel_inner_loop_is_vectorized():
-    """gathered_matmul's innermost loop compiles to packed multiplies (mulps on xmm, ymm or
-    zmm registers): the loop shape it depends on (no reduction across lanes, contiguous rows,
-    unsigned offsets) must not regress into scalar code."""
+    """gathered_matmul's innermost loop compiles to packed fused multiply-adds (vfmadd...ps
+    on xmm, ymm or zmm registers): the loop shape it depends on (no reduction across lanes,
+    contiguous rows, unsigned offsets) must not regress into scalar code, nor its options
+    lose the contraction."""
     import re
 
     import numba
@@ -293,12 +294,13 @@ def test_direct_kernel_inner_loop_is_vectorized():
     from protonet.kernels.direct_conv import gathered_matmul
     # A fresh compile with protonet's options (one loaded from numba's disk cache has no
     # assembly to show).
-    kernel = numba.njit(fastmath=False, error_model="numpy")(gathered_matmul.py_func)
+    kernel = numba.njit(fastmath=gathered_matmul.targetoptions["fastmath"],
+                        error_model="numpy")(gathered_matmul.py_func)
     offsets = np.zeros(4, np.uint64)
     kernel(np.zeros(64, np.float32), offsets, offsets, np.zeros((4, 16), np.float32),
            np.zeros((4, 16), np.float32))
     asm = kernel.inspect_asm(kernel.signatures[0])
-    assert re.search(r"\bv?mulps\b", asm)
+    assert re.search(r"\bvfmadd\d+ps\b", asm)
 
 
 
