@@ -6,9 +6,8 @@ import numpy as np
 from .. import caffe_pb2
 from ..blob import Blob
 from ..errors import NetDefinitionError
-from ..kernels.pooling import (ave_pool_backward, ave_pool_forward, max_pool_2x2_backward,
-                               max_pool_2x2_forward, max_pool_backward, max_pool_forward,
-                               planes, pool_output_size)
+from ..kernels.pooling import (ave_pool_backward, ave_pool_forward, max_pool_2x2_forward,
+                               max_pool_backward, max_pool_forward, planes, pool_output_size)
 from ..registry import register_layer
 from .base import Layer
 
@@ -95,7 +94,7 @@ class Pooling(Layer):
             raise self.error(f"kernel larger than the padded input {bottom[0].shape}")
         for blob in top:
             blob.reshape(n, c, ho, wo)
-        # 2x2 windows at stride 2 tiling the plane exactly: the vectorized kernels.
+        # 2x2 windows at stride 2 tiling the plane exactly: the vectorized forward.
         self.tiles_2x2 = (self.is_max and (self.kh, self.kw, self.sh, self.sw) == (2, 2, 2, 2)
                           and not (self.ph or self.pw) and (h, w) == (2 * ho, 2 * wo))
         if self.is_max:
@@ -118,9 +117,7 @@ class Pooling(Layer):
         if not propagate_down[0]:
             return
         dy, dx = planes(top[0].diff), planes(bottom[0].diff)
-        if self.tiles_2x2:
-            max_pool_2x2_backward(dy, planes(self.mask), dx)
-        elif self.is_max:
+        if self.is_max:
             max_pool_backward(dy, planes(self.mask), dx)
         else:
             ave_pool_backward(dy, self.kh, self.kw, self.ph, self.pw, self.sh, self.sw, dx)

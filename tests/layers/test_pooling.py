@@ -116,53 +116,23 @@ def test_pooling_stochastic_and_pad_errors():
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 6, 8), (1, 2, 7, 6), (3, 1, 2, 2)])
-def test_max_pool_2x2_kernels_match_the_general_ones(shape):
-    """The 2x2 stride-2 kernels (used when the windows tile the plane) give the general
-    kernels' values, first-maximum indices (ties: Caffe's scan order) and gradients; -inf and
-    NaN windows keep Caffe's -FLT_MAX start. An odd size (clipped last window) must fall back
-    to the general kernel and still match."""
-    from protonet.kernels.pooling import (max_pool_2x2_backward, max_pool_2x2_forward,
-                                          max_pool_backward, max_pool_forward, planes)
+def test_max_pool_2x2_forward_matches_caffe_step_by_step(shape):
+    """The 2x2 stride-2 forward (used when the windows tile the plane) gives Caffe's values
+    and first-maximum indices (ties: Caffe's scan order); -inf and NaN windows keep Caffe's
+    -FLT_MAX start. An odd size (clipped last window) falls back to the general kernel and
+    still matches."""
     g = np.random.default_rng(5)
     x = np.round(g.random(shape) * 3).astype(np.float32)  # many ties
     x.reshape(-1)[:4] = [-np.inf, -np.inf, np.nan, -np.inf]
     layer, bottom, top = build('type: "Pooling" pooling_param { pool: MAX kernel_size: 2 '
-                               'stride: 2 }', [shape])
+                               'stride: 2 }', [shape], n_top=2)
     bottom[0].data[...] = x
     layer.reshape(bottom, top)
     assert layer.tiles_2x2 == (shape[2] % 2 == 0 and shape[3] % 2 == 0)
-    y = run_forward(layer, bottom, top)[0]
-    y_ref, mask_ref = np.empty_like(y), np.empty(y.shape, np.int32)
-    max_pool_forward(planes(x), 2, 2, 0, 0, 2, 2, planes(y_ref), planes(mask_ref))
+    y, mask = run_forward(layer, bottom, top)
+    y_ref, mask_ref, _ = vision.caffe_pool_float32(x, (2, 2), (2, 2), (0, 0), "MAX")
     np.testing.assert_array_equal(y, y_ref)
-    np.testing.assert_array_equal(layer.mask, mask_ref)
-    if layer.tiles_2x2:
-        dy = g.random(y.shape).astype(np.float32)
-        dx, dx_ref = np.full_like(x, 7.0), np.empty_like(x)
-        max_pool_2x2_backward(planes(dy), planes(mask_ref), planes(dx))
-        max_pool_backward(planes(dy), planes(mask_ref), planes(dx_ref))
-        np.testing.assert_array_equal(dx, dx_ref)
-        y2, mask2 = np.empty_like(y), np.empty(y.shape, np.int32)
-        max_pool_2x2_forward(planes(x), planes(y2), planes(mask2))
-        np.testing.assert_array_equal(mask2, mask_ref)
-
-
-def caffe_max_pool(x, kh, kw, ph, pw, sh, sw, ho, wo):
-    """Caffe's MaxPoolingLayer loops: window clipped to the input, strict > from -FLT_MAX."""
-    p, h, w = x.shape
-    y = np.zeros((p, ho, wo), np.float32)
-    mask = np.full((p, ho, wo), -1, np.int32)
-    for q in range(p):
-        for oy in range(ho):
-            for ox in range(wo):
-                hs, ws = oy * sh - ph, ox * sw - pw
-                best = np.float32(-3.4028234663852886e38)
-                for iy in range(max(hs, 0), min(hs + kh, h)):
-                    for ix in range(max(ws, 0), min(ws + kw, w)):
-                        if x[q, iy, ix] > best:
-                            best, mask[q, oy, ox] = x[q, iy, ix], iy * w + ix
-                y[q, oy, ox] = best
-    return y, mask
+    np.testing.assert_array_equal(mask, mask_ref)
 
 
 @pytest.mark.parametrize("shape, kernel, stride, pad", [
@@ -182,9 +152,9 @@ def test_max_pool_values_and_first_maximum_index_are_caffes(shape, kernel, strid
     y = np.zeros((shape[0], ho, wo), np.float32)
     mask = np.zeros((shape[0], ho, wo), np.int32)
     max_pool_forward(x, kh, kw, ph, pw, sh, sw, y, mask)
-    expected_y, expected_mask = caffe_max_pool(x, kh, kw, ph, pw, sh, sw, ho, wo)
-    np.testing.assert_array_equal(y, expected_y)
-    np.testing.assert_array_equal(mask, expected_mask)
+    expected_y, expected_mask, _ = vision.caffe_pool_float32(x[None], kernel, stride, pad, "MAX")
+    np.testing.assert_array_equal(y, expected_y[0])
+    np.testing.assert_array_equal(mask, expected_mask[0])
 
 
 def test_pooling_inner_loops_are_vectorized():
@@ -207,3 +177,39 @@ def test_pooling_inner_loops_are_vectorized():
         pooling.ave_pool_forward.serial.py_func)
     ave_pool(x, 3, 3, 0, 0, 2, 2, y)
     assert re.search(r"\bvaddps\b[^\n]*[yz]mm", ave_pool.inspect_asm(ave_pool.signatures[0]))
+
+
+# (kernel, stride, pad, bottom shape): windows whole and clipped at both edges, padded and
+# not, square and not, with rows long enough for the kernels' whole-window runs.
+CAFFE_ORDER_CASES = [((3, 3), (2, 2), (0, 0), (2, 3, 15, 13)),
+                     ((3, 3), (2, 2), (1, 1), (1, 2, 11, 17)),
+                     ((3, 2), (2, 1), (1, 0), (2, 2, 9, 10)),
+                     ((2, 2), (2, 2), (0, 0), (2, 2, 8, 12)),
+                     ((5, 5), (3, 3), (2, 2), (1, 2, 16, 16))]
+
+
+@pytest.mark.parametrize("method", ["MAX", "AVE"])
+@pytest.mark.parametrize("kernel, stride, pad, shape", CAFFE_ORDER_CASES)
+def test_pooling_is_caffe_step_by_step_exactly(kernel, stride, pad, shape, method):
+    """Forward values, argmax indices (ties, -inf and NaN included) and bottom diffs equal
+    Caffe's loops run in float32 bit for bit: same window order, same tie-breaking, same
+    order of the gradient sums."""
+    g = np.random.default_rng(7)
+    x = np.round(g.random(shape) * 4).astype(np.float32)   # many ties
+    x.reshape(-1)[:5] = [-np.inf, -np.inf, np.nan, -np.inf, np.nan]
+    if method == "AVE":
+        x = g.standard_normal(shape).astype(np.float32)
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, pad
+    text = (f'type: "Pooling" pooling_param {{ pool: {method} kernel_h: {kh} kernel_w: {kw} '
+            f'stride_h: {sh} stride_w: {sw} pad_h: {ph} pad_w: {pw} }}')
+    layer, bottom, top = build(text, [shape], n_top=2 if method == "MAX" else 1)
+    bottom[0].data[...] = x
+    got = run_forward(layer, bottom, top)
+    y_ref, mask_ref, backward = vision.caffe_pool_float32(x, kernel, stride, pad, method)
+    np.testing.assert_array_equal(got[0], y_ref)
+    if method == "MAX":
+        np.testing.assert_array_equal(got[1], mask_ref)
+    top[0].diff[...] = g.standard_normal(top[0].shape).astype(np.float32)
+    bottom[0].diff[...] = 7.0   # overwritten, not added to
+    layer.backward(top, [True], bottom)
+    np.testing.assert_array_equal(bottom[0].diff, backward(top[0].diff))

@@ -78,3 +78,57 @@ def inner_product(x, w, b, axis, transpose):
     if b is not None:
         y = y + b
     return y.reshape(*x.shape[:axis], -1)
+
+
+def caffe_pool_float32(x, kernel, stride, pad, method, ceil=True):
+    """Caffe's CPU pooling step by step in float32, for exact comparisons: (y, mask, backward)
+    where mask holds the first maximum's h * W + w in Caffe's scan order (strict > from
+    -FLT_MAX; -1 when nothing beats it) and backward(dy) gives the bottom diff summed in
+    Caffe's order (outputs row by row). x is (N, C, H, W) float32."""
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, pad
+    ho, wo = pool(np.zeros((1, 1, h, w)), kernel, stride, pad, method, ceil).shape[2:]
+    y = np.zeros((n, c, ho, wo), np.float32)
+    mask = np.full((n, c, ho, wo), -1, np.int64)
+    windows = []   # (oy, ox, rows, cols, pool size)
+    for oy in range(ho):
+        for ox in range(wo):
+            hs, ws = oy * sh - ph, ox * sw - pw
+            he, we = min(hs + kh, h + ph), min(ws + kw, w + pw)
+            size = (he - hs) * (we - ws)
+            windows.append((oy, ox, range(max(hs, 0), min(he, h)),
+                            range(max(ws, 0), min(we, w)), size))
+    for a in range(n):
+        for b in range(c):
+            for oy, ox, rows, cols, size in windows:
+                if method == "MAX":
+                    best = np.float32(-np.finfo(np.float32).max)
+                    for iy in rows:
+                        for ix in cols:
+                            if x[a, b, iy, ix] > best:
+                                best, mask[a, b, oy, ox] = x[a, b, iy, ix], iy * w + ix
+                    y[a, b, oy, ox] = best
+                else:
+                    total = np.float32(0)
+                    for iy in rows:
+                        for ix in cols:
+                            total = np.float32(total + x[a, b, iy, ix])
+                    y[a, b, oy, ox] = np.float32(total / np.float32(size))
+
+    def backward(dy):
+        dx = np.zeros(x.shape, np.float32)
+        for a in range(n):
+            for b in range(c):
+                for oy, ox, rows, cols, size in windows:
+                    if method == "MAX":
+                        at = mask[a, b, oy, ox]
+                        if at >= 0:
+                            dx[a, b, at // w, at % w] += dy[a, b, oy, ox]
+                        continue
+                    g = np.float32(dy[a, b, oy, ox] / np.float32(size))
+                    for iy in rows:
+                        for ix in cols:
+                            dx[a, b, iy, ix] = np.float32(dx[a, b, iy, ix] + g)
+        return dx
+
+    return y, mask, backward
