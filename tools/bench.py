@@ -395,6 +395,8 @@ def main(argv=None):
                    help="minutes for the whole run; rows that do not fit are skipped")
     p.add_argument("--zoo-nets", default=",".join(ZOO_NETS))
     p.add_argument("--zoo-batches", default="1,16")
+    p.add_argument("--train-nets", default="cifar10_quick:100,cifar10_full:100,caffenet:32",
+                   help="the train section's nets and batches (name:batch,...)")
     p.add_argument("--fusion-nets", default="resnet50,mobilenet_v1,mobilenet_ssd,googlenet")
     p.add_argument("--seconds", type=float, default=3.0,
                    help="timed seconds per zoo/train/latency measurement (after a warm-up)")
@@ -743,7 +745,8 @@ def section_train(args, results):
     rows = []
     print(f"{threads} threads; {'net':14s} {'batch':>5s} {'protonet img/s':>15s} "
           f"{'torch ch-last':>14s} {'ratio':>6s}")
-    for net, batch in (("cifar10_quick", 100), ("cifar10_full", 100), ("caffenet", 32)):
+    for net, batch in (item.split(":") for item in args.train_nets.split(",")):
+        batch = int(batch)
         ours = zoo_job(threads, "train_protonet", net, batch, seconds)
         theirs = zoo_job(threads, "train_torch", net, batch, seconds) if have("torch") else None
         rate = {k: batch * 1e3 / statistics.median(v["ms"]) if v else None
