@@ -6,8 +6,9 @@ import numpy as np
 from .. import caffe_pb2
 from ..blob import Blob
 from ..errors import NetDefinitionError
-from ..kernels.pooling import (ave_pool_backward, ave_pool_forward, max_pool_2x2_forward,
-                               max_pool_backward, max_pool_forward, planes, pool_output_size)
+from ..kernels.pooling import (ave_pool_backward, ave_pool_forward, ave_pool_windows_forward,
+                               max_pool_2x2_forward, max_pool_backward, max_pool_forward,
+                               max_pool_windows_forward, planes, pool_output_size)
 from ..registry import register_layer
 from .base import Layer
 
@@ -97,6 +98,9 @@ class Pooling(Layer):
         # 2x2 windows at stride 2 tiling the plane exactly: the vectorized forward.
         self.tiles_2x2 = (self.is_max and (self.kh, self.kw, self.sh, self.sw) == (2, 2, 2, 2)
                           and not (self.ph or self.pw) and (h, w) == (2 * ho, 2 * wo))
+        # Phase planes pay at stride 1 only; strided windows run window by window
+        # (kernels/pooling.py: max_pool_windows_forward has the figures).
+        self.by_phases = (self.sh, self.sw) == (1, 1)
         if self.is_max:
             self.scratch("mask", (n, c, ho, wo), np.int32)
 
@@ -104,12 +108,13 @@ class Pooling(Layer):
         window = (self.kh, self.kw, self.ph, self.pw, self.sh, self.sw)
         x, y = planes(bottom[0].data), planes(top[0].data)
         if not self.is_max:
-            ave_pool_forward(x, *window, y)
+            (ave_pool_forward if self.by_phases else ave_pool_windows_forward)(x, *window, y)
             return
         if self.tiles_2x2:
             max_pool_2x2_forward(x, y, planes(self.mask))
         else:
-            max_pool_forward(x, *window, y, planes(self.mask))
+            (max_pool_forward if self.by_phases else max_pool_windows_forward)(
+                x, *window, y, planes(self.mask))
         if len(top) == 2:
             top[1].data[...] = self.mask
 

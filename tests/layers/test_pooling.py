@@ -140,8 +140,11 @@ def test_max_pool_2x2_forward_matches_caffe_step_by_step(shape):
     ((2, 7, 10), (3, 2), (2, 3), (1, 0)),   # ceil windows past the padding
     ((1, 120, 40), (3, 3), (1, 1), (1, 1)),   # more output rows than one block
 ])
-def test_max_pool_values_and_first_maximum_index_are_caffes(shape, kernel, stride, pad):
-    from protonet.kernels.pooling import max_pool_forward
+@pytest.mark.parametrize("kernel_name", ["max_pool_forward", "max_pool_windows_forward"])
+def test_max_pool_values_and_first_maximum_index_are_caffes(shape, kernel, stride, pad,
+                                                            kernel_name):
+    from protonet.kernels import pooling
+    max_pool_forward = getattr(pooling, kernel_name)
     rng = np.random.default_rng(4)
     x = rng.integers(0, 4, shape).astype(np.float32)   # ties everywhere: the first one wins
     x[0, :3, :3] = np.nan      # never a maximum (Caffe's >)
@@ -181,7 +184,8 @@ def test_pooling_inner_loops_are_vectorized():
 
 # (kernel, stride, pad, bottom shape): windows whole and clipped at both edges, padded and
 # not, square and not, with rows long enough for the kernels' whole-window runs.
-CAFFE_ORDER_CASES = [((3, 3), (2, 2), (0, 0), (2, 3, 15, 13)),
+CAFFE_ORDER_CASES = [((3, 3), (1, 1), (1, 1), (2, 3, 9, 11)),   # stride 1: phase planes
+                     ((3, 3), (2, 2), (0, 0), (2, 3, 15, 13)),
                      ((3, 3), (2, 2), (1, 1), (1, 2, 11, 17)),
                      ((3, 2), (2, 1), (1, 0), (2, 2, 9, 10)),
                      ((2, 2), (2, 2), (0, 0), (2, 2, 8, 12)),
