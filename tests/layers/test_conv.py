@@ -53,7 +53,8 @@ DIRECT = dataclasses.replace(TUNING, direct_min_k=0, direct_max_waste=1e9,
 
 
 @pytest.fixture(params=["one GEMM per batch", "per-image forward, batch weight gradient",
-                        "per-image forward, blocked backward", "one GEMM per image", "Winograd F(2x2,3x3) forward",
+                        "per-image forward, blocked backward", "one GEMM per image",
+                        "Winograd F(2x2,3x3) forward",
                         "direct where it applies", "direct, GEMM data gradient",
                         "depthwise kernels where they apply"])
 def gemm_path(request):
