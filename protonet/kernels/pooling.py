@@ -5,8 +5,9 @@ A window starts at o*s - p and ends at min(start + k, H + p) (average: the divis
 clipped-to-padding size) and is then clipped to the input. Output sizes round up (ceil; or
 down, round_mode FLOOR), and a
 last window that would start inside the padding only is dropped (pool_output_size).
-Parallel over the planes; each plane is read and written by one thread. Masks hold the flat
-index h*W + w of each window's maximum within its plane.
+Parallel over chunks of planes; each plane is read and written by one thread. Masks hold the
+flat index h*W + w of each window's maximum within its plane. Two forwards of each kind: on
+phase planes (stride 1) and window by window (strides above 1); the layer picks.
 """
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ def max_pool_forward(x, kh, kw, ph, pw, sh, sw, y, mask):
     On each plane's phase planes (kernels/phases.py, padding -inf: never a maximum), a block
     of output rows takes each tap as one flat loop of selects, which LLVM vectorizes: the
     maximum, and the input's index (the window corner's, the same for every plane, plus the
-    tap's offset). Parallel over chunks of planes."""
+    tap's offset). Parallel over chunks of planes. Pooling runs it at stride 1 (GoogLeNet's
+    inception pools); strided windows go to max_pool_windows_forward."""
     n_planes, height, width = x.shape
     ho, wo = y.shape[1], y.shape[2]
     shape = phase_shape(height, width, kh, kw, ph, pw, sh, sw, 1, 1, ho, wo)
