@@ -7,7 +7,7 @@ down, round_mode FLOOR), and a
 last window that would start inside the padding only is dropped (pool_output_size).
 Parallel over chunks of planes; each plane is read and written by one thread. Masks hold the
 flat index h*W + w of each window's maximum within its plane. Two forwards of each kind: on
-phase planes (stride 1) and window by window (strides above 1); the layer picks.
+phase planes and window by window; forward_on_phases picks.
 """
 from __future__ import annotations
 
@@ -32,6 +32,19 @@ def pool_output_size(size: int, kernel: int, pad: int, stride: int, ceil: bool =
     return out
 
 
+def forward_on_phases(is_max: bool, sh: int, sw: int, out_width: int) -> bool:
+    """Whether a pooling forward runs on phase planes (max_pool_forward, ave_pool_forward)
+    rather than window by window. Per layer at 2 threads, phase time / window time: MAX pays
+    from rows of 13 outputs on at any stride (GoogLeNet's pool1 at 56 wide 0.55-0.68, its
+    28-wide stride-1 pools 0.33-0.41, CaffeNet's pool2 at 13 wide 0.81-0.87, CIFAR-10's pool1
+    at 16 wide 0.72-0.84, 0.96 at 1 thread) and loses on short rows (8 wide 1.2-1.4, 4 wide
+    1.9-2.6, a 7x7 global pool 15x). AVE pays at stride 1 only (14 wide 0.80-0.97, 28 wide
+    0.39-0.79; strided 0.75-2.7)."""
+    if out_width < 12:
+        return False
+    return is_max or (sh, sw) == (1, 1)
+
+
 # Output floats of one block of rows at a time (8 KB of maxima or sums: stays in L1).
 BLOCK_FLOATS = 2048
 LOWEST = np.float32(-3.4028234663852886e38)   # Caffe's -FLT_MAX start
@@ -45,8 +58,7 @@ def max_pool_forward(x, kh, kw, ph, pw, sh, sw, y, mask):
     On each plane's phase planes (kernels/phases.py, padding -inf: never a maximum), a block
     of output rows takes each tap as one flat loop of selects, which LLVM vectorizes: the
     maximum, and the input's index (the window corner's, the same for every plane, plus the
-    tap's offset). Parallel over chunks of planes. Pooling runs it at stride 1 (GoogLeNet's
-    inception pools); strided windows go to max_pool_windows_forward."""
+    tap's offset). Parallel over chunks of planes. For wide output rows (forward_on_phases)."""
     n_planes, height, width = x.shape
     ho, wo = y.shape[1], y.shape[2]
     shape = phase_shape(height, width, kh, kw, ph, pw, sh, sw, 1, 1, ho, wo)
@@ -174,15 +186,11 @@ def ave_pool_forward(x, kh, kw, ph, pw, sh, sw, y):
 
 @jit(parallel=True)
 def max_pool_windows_forward(x, kh, kw, ph, pw, sh, sw, y, mask):
-    """max_pool_forward window by window, for strides above 1 (Pooling picks): the phase
-    planes' writes cost more there than their vector loops save. Compares as selects, not
-    branches (a branch on random data mispredicts half the time), with unsigned offsets into
-    the plane (numba tests signed ones for wraparound); the windows inside the plane
-    (inner_outputs) with a fixed trip count. 1 thread, CPU time, alternating with the phase
-    kernel: CIFAR-10's pools (3x3, stride 2; 32, 16 and 8 pixels wide, batch 100) 5.5 against
-    7.6 ms, 1.5 against 3.1, 0.96 against 3.3; CaffeNet's pool1 (55 wide) and GoogLeNet's
-    and ResNet-50's stride-2 pools (112 wide) the same within 4%; GoogLeNet's 3x3 stride-1
-    pools 3.75 against 1.7 (the phase kernel keeps those)."""
+    """max_pool_forward window by window, for short output rows (forward_on_phases), where
+    writing the phase planes costs more than their vector loops save. Compares as selects,
+    not branches (a branch on random data mispredicts half the time), with unsigned offsets
+    into the plane (numba tests signed ones for wraparound); the windows inside the plane
+    (inner_outputs) with a fixed trip count."""
     chunks = min(x.shape[0], CHUNKS)
     for chunk in prange(chunks):
         for p in range(chunk * x.shape[0] // chunks, (chunk + 1) * x.shape[0] // chunks):
@@ -234,8 +242,8 @@ def _max_pool_plane(x, kh, kw, ph, pw, sh, sw, y, mask):
 
 @jit(parallel=True)
 def ave_pool_windows_forward(x, kh, kw, ph, pw, sh, sw, y):
-    """ave_pool_forward window by window, for strides above 1, as max_pool_windows_forward
-    (CIFAR-10's pools 4.6 against 6.6, 1.3 against 2.5, 0.82 against 2.8 ms)."""
+    """ave_pool_forward window by window, as max_pool_windows_forward (forward_on_phases
+    says when)."""
     chunks = min(x.shape[0], CHUNKS)
     for chunk in prange(chunks):
         for p in range(chunk * x.shape[0] // chunks, (chunk + 1) * x.shape[0] // chunks):

@@ -7,8 +7,9 @@ from .. import caffe_pb2
 from ..blob import Blob
 from ..errors import NetDefinitionError
 from ..kernels.pooling import (ave_pool_backward, ave_pool_forward, ave_pool_windows_forward,
-                               max_pool_2x2_forward, max_pool_backward, max_pool_forward,
-                               max_pool_windows_forward, planes, pool_output_size)
+                               forward_on_phases, max_pool_2x2_forward, max_pool_backward,
+                               max_pool_forward, max_pool_windows_forward, planes,
+                               pool_output_size)
 from ..registry import register_layer
 from .base import Layer
 
@@ -98,9 +99,7 @@ class Pooling(Layer):
         # 2x2 windows at stride 2 tiling the plane exactly: the vectorized forward.
         self.tiles_2x2 = (self.is_max and (self.kh, self.kw, self.sh, self.sw) == (2, 2, 2, 2)
                           and not (self.ph or self.pw) and (h, w) == (2 * ho, 2 * wo))
-        # Phase planes pay at stride 1 only; strided windows run window by window
-        # (kernels/pooling.py: max_pool_windows_forward has the figures).
-        self.by_phases = (self.sh, self.sw) == (1, 1)
+        self.by_phases = forward_on_phases(self.is_max, self.sh, self.sw, wo)
         if self.is_max:
             self.scratch("mask", (n, c, ho, wo), np.int32)
 

@@ -217,3 +217,13 @@ def test_pooling_is_caffe_step_by_step_exactly(kernel, stride, pad, shape, metho
     bottom[0].diff[...] = 7.0   # overwritten, not added to
     layer.backward(top, [True], bottom)
     np.testing.assert_array_equal(bottom[0].diff, backward(top[0].diff))
+
+
+def test_the_forward_runs_on_phase_planes_for_wide_rows_only():
+    from protonet.kernels.pooling import forward_on_phases
+    assert forward_on_phases(True, 2, 2, 56)       # GoogLeNet's pool1 (MAX, 112 -> 56)
+    assert forward_on_phases(True, 2, 2, 16)       # CIFAR-10's pool1
+    assert forward_on_phases(False, 1, 1, 28)      # an inception AVE pool
+    assert not forward_on_phases(False, 2, 2, 56)  # strided AVE: window by window
+    assert not forward_on_phases(True, 2, 2, 8)    # CIFAR-10's pool2
+    assert not forward_on_phases(False, 1, 1, 1)   # GoogLeNet's pool5 (7x7 over 7x7)
