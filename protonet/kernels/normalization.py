@@ -21,27 +21,22 @@ def lrn_across_forward(x, size, alpha_over_size, k, neg_beta, scale, y):
     """scale = k + alpha/size * (sum of x^2 over `size` channels centred on c, zero padded);
     y = x * scale^-beta. The window sum runs as Caffe's: add the head channel, subtract the
     tail. Parallel over blocks of an image's pixels; each writes only its own pixels."""
-    n_img, channels, height, width = x.shape
+    n_img, channels = x.shape[:2]
     pre_pad = (size - 1) // 2
-    plane = height * width
-    blocks = -(-plane // PIXELS)
-    xs = x.reshape(n_img, channels, plane)
-    ss = scale.reshape(n_img, channels, plane)
-    ys = y.reshape(n_img, channels, plane)
+    xs, ss, ys = _by_pixels(x), _by_pixels(scale), _by_pixels(y)
+    blocks = -(-xs.shape[2] // PIXELS)
     for b in prange(n_img * blocks):
-        n = b // blocks
-        p0 = (b % blocks) * PIXELS
-        p1 = min(plane, p0 + PIXELS)
+        n, p0, p1 = _block(b, blocks, xs.shape[2])
         s = np.empty(p1 - p0, np.float32)
         s[:] = k
         for c in range(min(pre_pad + 1, channels)):
-            _add_squares(s, xs[n, c, p0:p1], alpha_over_size)
+            _add_squares(s, xs[n, c, p0:p1], alpha_over_size, True)
         ss[n, 0, p0:p1] = s
         for c in range(1, channels):
             if c + pre_pad < channels:
-                _add_squares(s, xs[n, c + pre_pad, p0:p1], alpha_over_size)
+                _add_squares(s, xs[n, c + pre_pad, p0:p1], alpha_over_size, True)
             if c - 1 - pre_pad >= 0:
-                _add_squares(s, xs[n, c - 1 - pre_pad, p0:p1], -alpha_over_size)
+                _add_squares(s, xs[n, c - 1 - pre_pad, p0:p1], alpha_over_size, False)
             ss[n, c, p0:p1] = s
         for c in range(channels):
             xc, sc, yc = xs[n, c, p0:p1], ss[n, c, p0:p1], ys[n, c, p0:p1]
@@ -50,15 +45,28 @@ def lrn_across_forward(x, size, alpha_over_size, k, neg_beta, scale, y):
 
 
 @jit()
-def _add_squares(s, v, factor):
-    """s += factor * v^2, or s -= |factor| * v^2 for a negative factor (Caffe's subtraction
-    of the window's tail, in its rounding)."""
-    if factor >= 0:
+def _by_pixels(a):
+    """An (N, C, H, W) array as (N, C, H*W)."""
+    return a.reshape(a.shape[0], a.shape[1], a.shape[2] * a.shape[3])
+
+
+@jit()
+def _block(b, blocks, plane):
+    """(image, first pixel, end pixel) of block b."""
+    p0 = (b % blocks) * PIXELS
+    return b // blocks, p0, min(plane, p0 + PIXELS)
+
+
+@jit()
+def _add_squares(s, v, factor, add):
+    """s += factor * v^2, or s -= factor * v^2 (Caffe's subtraction of the window's tail, in
+    its rounding)."""
+    if add:
         for q in range(s.shape[0]):
             s[q] += factor * (v[q] * v[q])
     else:
         for q in range(s.shape[0]):
-            s[q] -= -factor * (v[q] * v[q])
+            s[q] -= factor * (v[q] * v[q])
 
 
 @jit(parallel=True)
@@ -66,19 +74,13 @@ def lrn_across_backward(x, y, scale, dy, size, neg_beta, cache_ratio, dx):
     """Caffe's CrossChannelBackward: dx = dy scale^-beta
     - 2 alpha beta / size * x * sum over the window of dy y / scale. `dx` must not alias
     `dy`. Parallel over blocks of pixels as the forward."""
-    n_img, channels, height, width = x.shape
+    n_img, channels = x.shape[:2]
     pre_pad = (size - 1) // 2
-    plane = height * width
-    blocks = -(-plane // PIXELS)
-    xs = x.reshape(n_img, channels, plane)
-    ys = y.reshape(n_img, channels, plane)
-    ss = scale.reshape(n_img, channels, plane)
-    dys = dy.reshape(n_img, channels, plane)
-    dxs = dx.reshape(n_img, channels, plane)
+    xs, ys, ss = _by_pixels(x), _by_pixels(y), _by_pixels(scale)
+    dys, dxs = _by_pixels(dy), _by_pixels(dx)
+    blocks = -(-xs.shape[2] // PIXELS)
     for b in prange(n_img * blocks):
-        n = b // blocks
-        p0 = (b % blocks) * PIXELS
-        p1 = min(plane, p0 + PIXELS)
+        n, p0, p1 = _block(b, blocks, xs.shape[2])
         accum = np.zeros(p1 - p0, np.float32)
         for c in range(min(pre_pad, channels)):
             _add_ratio(accum, dys[n, c, p0:p1], ys[n, c, p0:p1], ss[n, c, p0:p1], True)
