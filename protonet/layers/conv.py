@@ -406,14 +406,16 @@ class _SingleConvolution(_BaseConvolution):
         pieces = [(s, e, i) for i, (s, e) in enumerate(self.plan.blocks(x.shape[0]))]
         if w_diff is not None:
             grads = self.scratch("block_grads", (len(pieces), group, k_g, mg))
+        # The top diff as the GEMMs' (M, images x P), each piece writing its own columns.
+        dy_all = self.scratch("block_dy", (group * mg, x.shape[0] * p))
         rebuild = self.shares_scratch   # the columns were overwritten by other layers
 
         def images(s, e, index, shared):
             if rebuild:
                 (im2col.serial if shared else im2col)(x[s:e], *self.geometry(), self.ho,
                                                       self.wo, col, s)
-            # The images' top diff as the GEMMs' (M, images x P).
-            dy = np.ascontiguousarray(top_diff[s:e].transpose(1, 0, 2)).reshape(-1, (e - s) * p)
+            dy = dy_all[:, s * p:e * p]
+            dy.reshape(group * mg, e - s, p)[...] = top_diff[s:e].transpose(1, 0, 2)
             for g in range(group):
                 cols = col[g * k_g:(g + 1) * k_g, s * p:e * p]
                 dy_g = dy[g * mg:(g + 1) * mg]
