@@ -38,7 +38,7 @@ class Split(Layer):
             blob.share_data(bottom[0])
 
     def forward(self, bottom, top):
-        pass   # the tops view the bottom's data (reshape)
+        """Nothing to copy: reshape made the tops views of the bottom's data."""
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
