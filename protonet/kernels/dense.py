@@ -7,9 +7,9 @@ x[r, k] * w[n, k] for k = l, l + 16, l + 32, ... in ascending k (products rounde
 then added: no fused multiply-add), then y = lane 0 + lane 1 + ... + lane 15 left to right.
 
 How it runs: register tiles of TILE batch rows x TILE weight rows (16 accumulators of 16 lanes,
-one zmm register each on AVX-512) on a small array on the stack, which LLVM keeps in registers;
-lanes are independent, so it vectorizes them without reassociating anything (inspect the
-assembly: packed vmulps / vaddps). Rows left over at the batch's or the weights' end go through
+one zmm register each on AVX-512) on a small array on the stack (kernels/lanes.py), which
+LLVM keeps in registers; lanes are independent, so it vectorizes them without reassociating
+anything (inspect the assembly: packed vmulps / vaddps). Rows left over at the batch's or the weights' end go through
 the same tile code with one row instead of TILE, so they add in the same order. Threads take
 pieces of weight rows, each computing its outputs whole, so the thread count changes nothing
 either; a tile of weight rows visits the batch (in bands of rows when the weights fit in
@@ -19,14 +19,11 @@ product would.
 from __future__ import annotations
 
 import numpy as np
-from numba import types
-from numba.core import cgutils
-from numba.extending import intrinsic
 
 from . import threads
 from ._jit import jit
+from .lanes import LANES, stack_lanes
 
-LANES = 16
 TILE = 4
 # Floats of input rows a block of weight rows meets at a time (256 KB, a quarter of L2), for
 # weights of at most RESIDENT_WEIGHTS floats (8 MB, a quarter of L3): the whole batch at once
@@ -34,29 +31,6 @@ TILE = 4
 # ms, in bands 36.5 ms).
 BAND_FLOATS = 1 << 16
 RESIDENT_WEIGHTS = 1 << 21
-
-
-@intrinsic
-def _stack_lanes(typingctx, rows):
-    """A (rows, LANES) float32 array on the stack (a numba array lives on the heap, where LLVM
-    cannot tell it apart from the inputs and keeps every accumulator in memory: 11 against 33
-    GFLOP/s on one core)."""
-    if not isinstance(rows, types.IntegerLiteral):
-        return None
-    n_rows = rows.literal_value
-    array_type = types.Array(types.float32, 2, "C")
-
-    def codegen(context, builder, signature, args):
-        intp = lambda v: context.get_constant(types.intp, v)   # noqa: E731
-        data = cgutils.alloca_once(builder, context.get_data_type(types.float32),
-                                   size=n_rows * LANES)
-        array = context.make_array(array_type)(context, builder)
-        context.populate_array(array, data=data, shape=[intp(n_rows), intp(LANES)],
-                               strides=[intp(4 * LANES), intp(4)], itemsize=intp(4),
-                               meminfo=None)
-        return array._getvalue()
-
-    return array_type(rows), codegen
 
 
 @jit()
@@ -71,7 +45,7 @@ def _dot_tile(x, w, y, first, r, n, rows):
     last = w.shape[0] - 1
     n0, n1, n2, n3 = n, min(n + 1, last), min(n + 2, last), min(n + 3, last)
     whole = k - k % LANES
-    acc = _stack_lanes(16)   # TILE x TILE lanes
+    acc = stack_lanes(16)   # TILE x TILE lanes
     for t in range(rows * TILE):
         for lane in range(LANES):
             acc[t, lane] = 0
@@ -113,7 +87,7 @@ def _dot_tile(x, w, y, first, r, n, rows):
                                                                       whole + lane]
     # lane 0 + lane 1 + ... for all the tile's outputs at once: one output after the other
     # waited on every add (720 cycles a tile, more than K = 800's products).
-    total = _stack_lanes(1)
+    total = stack_lanes(1)
     for t in range(rows * TILE):
         total[0, t] = acc[t, 0]
     for lane in range(1, LANES):

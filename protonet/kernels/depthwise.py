@@ -2,8 +2,9 @@
 
 x (N, C, H, W), w (C, KH, KW), y (N, C, Ho, Wo); geometry (ph, pw, sh, sw, dh, dw) as in
 Caffe's convolution: input row oy * sh - ph + i * dh for filter row i (0 outside). The
-forward works on a zero-padded copy of each plane split by stride phase (kernels/phases.py);
-the backward loop nests run tap by tap over the output positions whose
+forward works on a zero-padded copy of each plane, split by stride phase (kernels/phases.py)
+for wide outputs, or of 16 planes at once, channel-last (kernels/lanes.py), for narrow ones;
+depthwise_forward picks. The backward loop nests run tap by tap over the output positions whose
 input lies inside the map (_valid), a strided multiply-add without bounds tests.
 """
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import jit, prange
+from .lanes import LANES, load_channel_block, stack_lanes, store_channel_block
 from .phases import CHUNKS, phase_shape, tap_sums, write_phases
 
 
@@ -28,9 +30,92 @@ def _valid(out_size, in_size, pad, stride, offset):
 BLOCK_FLOATS = 2048
 
 
-@jit(parallel=True)
+def by_channel_blocks(out_width: int) -> bool:
+    """Whether depthwise_forward runs on channel blocks (depthwise_forward_by_channel_blocks)
+    rather than phase planes: for output rows up to 20 wide. Per kernel, 2 threads, blocks'
+    time / phase planes' (MobileNet's and MobileNet-SSD's 3x3 layers at batch 1): 7 wide
+    0.28-0.54, 10 wide 0.47, 14 wide 0.63-0.84, 19 wide 0.92; 28 wide 1.03-1.12, 38 to 112
+    wide 1.3-1.9 (the transposes in and out cost more than the phase planes' long rows)."""
+    return out_width <= 20
+
+
 def depthwise_forward(x, w, ph, pw, sh, sw, dh, dw, y):
-    """y = the channel's filter over the channel. Parallel over chunks of planes (n, c).
+    """y = the channel's filter over the channel, each output summed over the taps in (i, j)
+    order from 0, padding contributing tap * 0, as Caffe's im2col + GEMM: on channel blocks
+    or phase planes (by_channel_blocks), the same bits either way."""
+    kernel = (depthwise_forward_by_channel_blocks if by_channel_blocks(y.shape[3])
+              else depthwise_forward_on_phases)
+    kernel(x, w, ph, pw, sh, sw, dh, dw, y)
+
+
+# Output pixels along a row per register tile of the channel-block forward.
+TILE = 4
+
+
+@jit()
+def _depthwise_block(block, taps, sh, sw, dh, dw, out):
+    """out (Ho, Wo, LANES) = the 16 channels' filters taps (KH, KW, LANES) over block (the
+    zero-padded planes, channel-last), TILE output pixels of a row at a time in registers. A
+    row's last tile is the row's last TILE pixels (overlapping the one before: the same sums
+    again); block is wide enough for a tile on rows narrower than TILE."""
+    out_h, out_w = out.shape[0], out.shape[1]
+    kh, kw = taps.shape[0], taps.shape[1]
+    for oy in range(out_h):
+        for ox in range(0, out_w, TILE):
+            x0 = max(0, min(ox, out_w - TILE))
+            acc = stack_lanes(4)   # TILE x LANES
+            for t in range(TILE):
+                for lane in range(LANES):
+                    acc[t, lane] = 0.0
+            for i in range(kh):
+                row = oy * sh + i * dh
+                for j in range(kw):
+                    col = x0 * sw + j * dw
+                    # Written out pixel by pixel: with a loop over the tile LLVM kept the
+                    # accumulators in memory, and with one pixel it unrolled the lanes into
+                    # scalar multiplies.
+                    for lane in range(LANES):
+                        tap = taps[i, j, lane]
+                        acc[0, lane] += tap * block[row, col, lane]
+                        acc[1, lane] += tap * block[row, col + sw, lane]
+                        acc[2, lane] += tap * block[row, col + 2 * sw, lane]
+                        acc[3, lane] += tap * block[row, col + 3 * sw, lane]
+            for t in range(min(TILE, out_w)):
+                pixel = out[oy, x0 + t]
+                for lane in range(LANES):
+                    pixel[lane] = acc[t, lane]
+
+
+@jit(parallel=True)
+def depthwise_forward_by_channel_blocks(x, w, ph, pw, sh, sw, dh, dw, y):
+    """depthwise_forward on blocks of 16 channels (kernels/lanes.py): each block's planes
+    zero-padded channel-last, every tap of every output pixel one multiply-add of 16 lanes.
+    Parallel over (image, block)."""
+    n_img, channels, height, width = x.shape
+    kh, kw = w.shape[1], w.shape[2]
+    out_h, out_w = y.shape[2], y.shape[3]
+    rows = max(height + 2 * ph, (out_h - 1) * sh + (kh - 1) * dh + 1)
+    columns = max(width + 2 * pw, (max(out_w, TILE) - 1) * sw + (kw - 1) * dw + 1)
+    blocks = -(-channels // LANES)
+    taps = np.zeros((blocks, kh, kw, LANES), np.float32)
+    # Element by element: a slice assignment here would be a parallel region of its own,
+    # started once per channel.
+    for c in range(channels):
+        for i in range(kh):
+            for j in range(kw):
+                taps[c // LANES, i, j, c % LANES] = w[c, i, j]
+    for task in prange(n_img * blocks):
+        n, b = task // blocks, task % blocks
+        block = np.empty((rows, columns, LANES), np.float32)
+        out = np.empty((out_h, out_w, LANES), np.float32)
+        load_channel_block(x[n], b * LANES, ph, pw, np.float32(0), block)
+        _depthwise_block(block, taps[b], sh, sw, dh, dw, out)
+        store_channel_block(out, b * LANES, y[n])
+
+
+@jit(parallel=True)
+def depthwise_forward_on_phases(x, w, ph, pw, sh, sw, dh, dw, y):
+    """depthwise_forward on phase planes. Parallel over chunks of planes (n, c).
 
     On the plane's phase planes (kernels/phases.py) every tap is a stride-1 shift, so a block
     of output rows is one flat multiply-add per tap that LLVM vectorizes (the per-row loop

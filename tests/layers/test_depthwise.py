@@ -58,7 +58,53 @@ def test_depthwise_forward_inner_loop_is_vectorized():
     # A fresh compile with protonet's options (a kernel from numba's disk cache has no
     # assembly to show).
     kernel = numba.njit(fastmath=False, error_model="numpy")(
-        depthwise.depthwise_forward.serial.py_func)
+        depthwise.depthwise_forward_on_phases.serial.py_func)
     kernel(np.zeros((1, 2, 8, 8), np.float32), np.zeros((2, 3, 3), np.float32),
            1, 1, 1, 1, 1, 1, np.zeros((1, 2, 8, 8), np.float32))
     assert re.search(r"\bv?mulps\b", kernel.inspect_asm(kernel.signatures[0]))
+
+
+@pytest.mark.parametrize("shape, kernel, stride, pad, dilation", [
+    ((2, 37, 7, 7), (3, 3), (1, 1), (1, 1), (1, 1)),     # a block and a part-filled one
+    ((1, 16, 14, 14), (3, 3), (2, 2), (1, 1), (1, 1)),
+    ((1, 5, 2, 3), (3, 3), (1, 1), (1, 1), (1, 1)),      # rows narrower than a tile
+    ((2, 20, 9, 11), (5, 3), (3, 1), (2, 0), (1, 2)),
+    ((1, 33, 6, 5), (3, 3), (1, 2), (0, 2), (2, 1)),
+])
+def test_depthwise_forward_by_channel_blocks_gives_the_phase_planes_bits(
+        shape, kernel, stride, pad, dilation):
+    """The two forwards depthwise_forward picks between sum in the same order, so a layer's
+    outputs do not depend on its width: the same bits, NaN where NaN (which NaN an inf - inf
+    meeting a NaN gives depends on the operands' order in the vector add)."""
+    from protonet.kernels import depthwise
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(shape).astype(np.float32)
+    x.reshape(-1)[::17] = np.nan
+    x.reshape(-1)[5::23] = -np.inf
+    w = rng.standard_normal((shape[1], *kernel)).astype(np.float32)
+    out = [(size + 2 * p - d * (k - 1) - 1) // s + 1
+           for size, p, d, k, s in zip(shape[2:], pad, dilation, kernel, stride)]
+    on_phases = np.full((shape[0], shape[1], *out), 7, np.float32)
+    by_blocks = on_phases.copy()
+    geometry = (*pad, *stride, *dilation)
+    depthwise.depthwise_forward_on_phases(x, w, *geometry, on_phases)
+    depthwise.depthwise_forward_by_channel_blocks(x, w, *geometry, by_blocks)
+    nan = np.isnan(on_phases)
+    assert nan.any() and np.array_equal(np.isnan(by_blocks), nan)
+    np.testing.assert_array_equal(by_blocks.view(np.uint32)[~nan],
+                                  on_phases.view(np.uint32)[~nan])
+
+
+def test_depthwise_channel_blocks_are_for_narrow_outputs_and_vectorized():
+    import re
+
+    import numba
+
+    from protonet.kernels import depthwise
+    assert depthwise.by_channel_blocks(7) and depthwise.by_channel_blocks(19)  # MobileNet(-SSD)
+    assert not depthwise.by_channel_blocks(56) and not depthwise.by_channel_blocks(112)
+    kernel = numba.njit(fastmath=False, error_model="numpy")(
+        depthwise._depthwise_block.py_func)
+    kernel(np.zeros((9, 9, 16), np.float32), np.zeros((3, 3, 16), np.float32), 1, 1, 1, 1,
+           np.zeros((7, 7, 16), np.float32))
+    assert re.search(r"\bvmulps\s+[^\n]*zmm", kernel.inspect_asm(kernel.signatures[0]))

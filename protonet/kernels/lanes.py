@@ -1,0 +1,87 @@
+"""Sixteen values at once (one zmm register on AVX-512): stack tiles that LLVM keeps in
+registers, and blocks of 16 channels laid out channel-last.
+
+A numba array lives on the heap, where LLVM cannot tell it apart from a kernel's inputs: it
+keeps every accumulator in memory and leaves the loop scalar. A small array on the stack
+(stack_lanes, stack_int_lanes) is known to alias nothing, so its rows become registers and a
+loop over their LANES entries becomes packed instructions (inspect the assembly: vmulps,
+vaddps, vmaxps on zmm).
+
+Channel blocks are for window ops on small planes (kernels/depthwise.py, kernels/pooling.py):
+along a 7- or 14-wide row a vectorized loop is mostly set-up and remainder, while a block of
+16 planes transposed to (rows, columns, 16) gives every output pixel and tap one full vector,
+whatever the plane's size or the stride.
+"""
+from __future__ import annotations
+
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from ._jit import jit
+
+LANES = 16
+
+
+def _stack_array(dtype):
+    @intrinsic
+    def stack(typingctx, rows):
+        if not isinstance(rows, types.IntegerLiteral):
+            return None
+        n_rows = rows.literal_value
+        array_type = types.Array(dtype, 2, "C")
+        itemsize = dtype.bitwidth // 8
+
+        def codegen(context, builder, signature, args):
+            intp = lambda v: context.get_constant(types.intp, v)   # noqa: E731
+            data = cgutils.alloca_once(builder, context.get_data_type(dtype),
+                                       size=n_rows * LANES)
+            array = context.make_array(array_type)(context, builder)
+            context.populate_array(array, data=data, shape=[intp(n_rows), intp(LANES)],
+                                   strides=[intp(itemsize * LANES), intp(itemsize)],
+                                   itemsize=intp(itemsize), meminfo=None)
+            return array._getvalue()
+
+        return array_type(rows), codegen
+    return stack
+
+
+# stack_lanes(rows): a (rows, LANES) float32 array on the stack, rows a literal; it lives
+# until the function that made it returns (never return or keep it).
+stack_lanes = _stack_array(types.float32)
+# The same of int32 (a max pooling's argmax indices beside its maxima).
+stack_int_lanes = _stack_array(types.int32)
+
+
+@jit()
+def load_channel_block(image, first, top, left, fill, block):
+    """block[top + y, left + x, l] = image[first + l, y, x] for the channels first ..
+    first + LANES - 1 that image (C, H, W) has; every other entry of block (rows, columns,
+    LANES) is `fill` (the padding around the planes, and the lanes past the last channel)."""
+    channels, height, width = image.shape
+    rows, columns = block.shape[0], block.shape[1]
+    lanes = min(LANES, channels - first)
+    for r in range(rows):
+        for q in range(columns):
+            for lane in range(LANES):
+                block[r, q, lane] = fill
+    for lane in range(lanes):
+        plane = image[first + lane]
+        for y in range(height):
+            source = plane[y]
+            row = block[top + y]
+            for x in range(width):
+                row[left + x, lane] = source[x]
+
+
+@jit()
+def store_channel_block(block, first, out):
+    """out[first + l, y, x] = block[y, x, l] for the channels first .. that out (C, Ho, Wo)
+    has (block (Ho, Wo, LANES))."""
+    lanes = min(LANES, out.shape[0] - first)
+    for lane in range(lanes):
+        plane = out[first + lane]
+        for y in range(block.shape[0]):
+            row = plane[y]
+            for x in range(block.shape[1]):
+                row[x] = block[y, x, lane]
