@@ -7,13 +7,15 @@ down, round_mode FLOOR), and a
 last window that would start inside the padding only is dropped (pool_output_size).
 Parallel over chunks of planes; each plane is read and written by one thread. Masks hold the
 flat index h*W + w of each window's maximum within its plane. Two forwards of each kind: on
-phase planes and window by window; forward_on_phases picks.
+phase planes and window by window; forward_on_phases picks; and a max forward on blocks of 16
+planes for narrow outputs (max_pool_by_channel_blocks).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ._jit import jit, prange
+from .lanes import LANES, load_channel_block, stack_int_lanes, stack_lanes, store_channel_block
 from .phases import CHUNKS, phase_shape, tap_source, tap_sums, write_phases
 
 
@@ -95,6 +97,86 @@ def max_pool_forward(x, kh, kw, ph, pw, sh, sw, y, mask):
                 for k in range(rows):
                     y[p, r0 + k] = best[k * pitch:k * pitch + wo]
                     mask[p, r0 + k] = won[k * pitch:k * pitch + wo]
+
+
+def max_pool_by_channel_blocks(out_width: int) -> bool:
+    """Whether a max pooling forward runs on blocks of 16 planes
+    (max_pool_forward_by_channel_blocks) rather than as forward_on_phases says: for output
+    rows up to 28 wide. Per kernel, 2 threads, blocks' time / the kernel forward_on_phases
+    picks: GoogLeNet's 3x3 pools 7 wide 0.35 (stride 1) and 0.73 (stride 2), 14 wide 0.51
+    and 0.71, 28 wide 0.89-0.95; CaffeNet's 0.67-0.93, CIFAR-10's pool1 (16 wide) 0.69; 56
+    wide (GoogLeNet's pool1) 1.12."""
+    return out_width <= 28
+
+# Output pixels along a row per register tile of the channel-block forward.
+TILE = 4
+
+
+@jit()
+def _max_pool_block(block, kh, kw, ph, pw, sh, sw, width, best, won):
+    """best (Ho, Wo, LANES) = the window maxima of 16 planes held channel-last in block
+    (padded by ph, pw with -inf: never a maximum), won = the flat index h*width + w of each
+    first maximum (-1 where nothing beats -FLT_MAX): the windows' taps row by row, strict >,
+    as max_pool_forward. TILE output pixels of a row at a time in registers; a row's last
+    tile is its last TILE pixels (overlapping: the same comparisons again)."""
+    out_h, out_w = best.shape[0], best.shape[1]
+    for oy in range(out_h):
+        for ox in range(0, out_w, TILE):
+            x0 = max(0, min(ox, out_w - TILE))
+            top = stack_lanes(4)        # TILE x LANES maxima
+            arg = stack_int_lanes(4)    # and their indices
+            for t in range(TILE):
+                for lane in range(LANES):
+                    top[t, lane] = LOWEST
+                    arg[t, lane] = -1
+            for i in range(kh):
+                row = oy * sh + i
+                for j in range(kw):
+                    col = x0 * sw + j
+                    # The input index under this tap for the tile's first pixel (the next
+                    # ones are sw further); a padding tap's is never taken.
+                    at = np.int32((row - ph) * width + col - pw)
+                    step = np.int32(sw)
+                    for lane in range(LANES):
+                        v0 = block[row, col, lane]
+                        v1 = block[row, col + sw, lane]
+                        v2 = block[row, col + 2 * sw, lane]
+                        v3 = block[row, col + 3 * sw, lane]
+                        g0 = v0 > top[0, lane]
+                        g1 = v1 > top[1, lane]
+                        g2 = v2 > top[2, lane]
+                        g3 = v3 > top[3, lane]
+                        top[0, lane] = v0 if g0 else top[0, lane]
+                        top[1, lane] = v1 if g1 else top[1, lane]
+                        top[2, lane] = v2 if g2 else top[2, lane]
+                        top[3, lane] = v3 if g3 else top[3, lane]
+                        arg[0, lane] = at if g0 else arg[0, lane]
+                        arg[1, lane] = at + step if g1 else arg[1, lane]
+                        arg[2, lane] = at + 2 * step if g2 else arg[2, lane]
+                        arg[3, lane] = at + 3 * step if g3 else arg[3, lane]
+            for t in range(min(TILE, out_w)):
+                for lane in range(LANES):
+                    best[oy, x0 + t, lane] = top[t, lane]
+                    won[oy, x0 + t, lane] = arg[t, lane]
+
+
+@jit(parallel=True)
+def max_pool_forward_by_channel_blocks(x, kh, kw, ph, pw, sh, sw, y, mask):
+    """max_pool_forward on blocks of 16 planes (kernels/lanes.py), for narrow outputs: each
+    block's planes padded with -inf channel-last, every tap of every output pixel one compare
+    and two selects of 16 lanes. Parallel over the blocks."""
+    n_planes, height, width = x.shape
+    ho, wo = y.shape[1], y.shape[2]
+    rows = max(height + 2 * ph, (ho - 1) * sh + kh)
+    columns = max(width + 2 * pw, (max(wo, TILE) - 1) * sw + kw)
+    for b in prange(-(-n_planes // LANES)):
+        block = np.empty((rows, columns, LANES), np.float32)
+        best = np.empty((ho, wo, LANES), np.float32)
+        won = np.empty((ho, wo, LANES), np.int32)
+        load_channel_block(x, b * LANES, ph, pw, np.float32(-np.inf), block)
+        _max_pool_block(block, kh, kw, ph, pw, sh, sw, width, best, won)
+        store_channel_block(best, b * LANES, y)
+        store_channel_block(won, b * LANES, mask)
 
 
 @jit(parallel=True)

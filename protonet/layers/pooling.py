@@ -8,8 +8,9 @@ from ..blob import Blob
 from ..errors import NetDefinitionError
 from ..kernels.pooling import (ave_pool_backward, ave_pool_forward, ave_pool_windows_forward,
                                forward_on_phases, max_pool_2x2_forward, max_pool_backward,
-                               max_pool_forward, max_pool_windows_forward, planes,
-                               pool_output_size)
+                               max_pool_by_channel_blocks, max_pool_forward,
+                               max_pool_forward_by_channel_blocks, max_pool_windows_forward,
+                               planes, pool_output_size)
 from ..registry import register_layer
 from .base import Layer
 
@@ -100,6 +101,7 @@ class Pooling(Layer):
         self.tiles_2x2 = (self.is_max and (self.kh, self.kw, self.sh, self.sw) == (2, 2, 2, 2)
                           and not (self.ph or self.pw) and (h, w) == (2 * ho, 2 * wo))
         self.by_phases = forward_on_phases(self.is_max, self.sh, self.sw, wo)
+        self.by_channel_blocks = self.is_max and max_pool_by_channel_blocks(wo)
         if self.is_max:
             self.scratch("mask", (n, c, ho, wo), np.int32)
 
@@ -111,6 +113,8 @@ class Pooling(Layer):
             return
         if self.tiles_2x2:
             max_pool_2x2_forward(x, y, planes(self.mask))
+        elif self.by_channel_blocks:
+            max_pool_forward_by_channel_blocks(x, *window, y, planes(self.mask))
         else:
             (max_pool_forward if self.by_phases else max_pool_windows_forward)(
                 x, *window, y, planes(self.mask))

@@ -139,8 +139,11 @@ def test_max_pool_2x2_forward_matches_caffe_step_by_step(shape):
     ((3, 9, 8), (3, 3), (2, 2), (1, 1)),
     ((2, 7, 10), (3, 2), (2, 3), (1, 0)),   # ceil windows past the padding
     ((1, 120, 40), (3, 3), (1, 1), (1, 1)),   # more output rows than one block
+    ((37, 5, 6), (3, 3), (1, 1), (1, 1)),     # two blocks of 16 planes and part of one
+    ((18, 4, 3), (3, 3), (2, 3), (1, 1)),     # rows narrower than a tile
 ])
-@pytest.mark.parametrize("kernel_name", ["max_pool_forward", "max_pool_windows_forward"])
+@pytest.mark.parametrize("kernel_name", ["max_pool_forward", "max_pool_windows_forward",
+                                         "max_pool_forward_by_channel_blocks"])
 def test_max_pool_values_and_first_maximum_index_are_caffes(shape, kernel, stride, pad,
                                                             kernel_name):
     from protonet.kernels import pooling
@@ -180,6 +183,10 @@ def test_pooling_inner_loops_are_vectorized():
         pooling.ave_pool_forward.serial.py_func)
     ave_pool(x, 3, 3, 0, 0, 2, 2, y)
     assert re.search(r"\bvaddps\b[^\n]*[yz]mm", ave_pool.inspect_asm(ave_pool.signatures[0]))
+    block = numba.njit(fastmath=False, error_model="numpy")(pooling._max_pool_block.py_func)
+    block(np.full((9, 9, 16), -np.inf, np.float32), 3, 3, 1, 1, 1, 1, 7,
+          np.zeros((7, 7, 16), np.float32), np.zeros((7, 7, 16), np.int32))
+    assert re.search(r"\bvcmp\w*ps\b[^\n]*zmm", block.inspect_asm(block.signatures[0]))
 
 
 # (kernel, stride, pad, bottom shape): windows whole and clipped at both edges, padded and
@@ -227,3 +234,10 @@ def test_the_forward_runs_on_phase_planes_for_wide_rows_only():
     assert not forward_on_phases(False, 2, 2, 56)  # strided AVE: window by window
     assert not forward_on_phases(True, 2, 2, 8)    # CIFAR-10's pool2
     assert not forward_on_phases(False, 1, 1, 1)   # GoogLeNet's pool5 (7x7 over 7x7)
+
+
+def test_max_pooling_runs_on_channel_blocks_for_rows_up_to_28_wide():
+    from protonet.kernels.pooling import max_pool_by_channel_blocks
+    assert max_pool_by_channel_blocks(7) and max_pool_by_channel_blocks(14)  # inception pools
+    assert max_pool_by_channel_blocks(28)
+    assert not max_pool_by_channel_blocks(56)                                # GoogLeNet's pool1
