@@ -114,6 +114,11 @@ def test_plans_follow_the_shapes_they_were_measured_on():
     assert conv2.per_image_forward and not conv2.per_image_weight_grad
     assert conv2.blocked_backward and not conv1.blocked_backward
     assert plan_convolution(*CIFAR_CONV2, threads=2).per_image_forward
+    # One image on two threads: the GEMM is split instead (MobileNet's 14 x 14 1x1 layers).
+    mobilenet_1x1 = (1, 512, 196, 1)
+    assert not plan_convolution(*mobilenet_1x1, threads=2).per_image_forward
+    assert plan_convolution(*mobilenet_1x1, threads=1).per_image_forward
+    assert plan_convolution(2, *mobilenet_1x1[1:], threads=2).per_image_forward
     vgg = plan_convolution(*VGG_CONV1_2, threads=2)
     assert not vgg.per_image_forward and not vgg.per_image_weight_grad
     # An image's columns (576 x 50,176 floats) pass the budget alone: one image at a time.

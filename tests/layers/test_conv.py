@@ -74,6 +74,7 @@ def gemm_path(request):
     return dataclasses.replace(
         TUNING, per_image_max_k=1 << 30 if request.param.endswith("image") else 0,
         per_image_max_floats=1 << 30 if per_image_forward else 0, per_image_min_pixels=1,
+        per_image_needs_an_image_a_thread=False,
         blocked_backward=request.param.endswith("blocked backward"),
         winograd_min_channels=1 if winograd else 1 << 30, winograd_min_tiles=1,
         direct_min_k=1 << 30, depthwise_direct=False)
@@ -202,7 +203,9 @@ def test_blocked_backward_tuning_takes_the_blocked_path(case):
     """The fixture's blocked-backward path really runs it, groups and strides included."""
     layer, bottom, top = build(case[0], [case[1]])
     layer.tuning = dataclasses.replace(TUNING, per_image_max_k=0, per_image_max_floats=1 << 30,
-                                       per_image_min_pixels=1, winograd_min_channels=1 << 30,
+                                       per_image_min_pixels=1,
+                                       per_image_needs_an_image_a_thread=False,
+                                       winograd_min_channels=1 << 30,
                                        direct_min_k=1 << 30, depthwise_direct=False)
     layer.reshape(bottom, top)
     assert layer.plan.blocked_backward and layer.plan.per_image_forward
