@@ -110,7 +110,21 @@ def allocate(shape, dtype, what: str, copies: int = 1, zero: bool = False) -> li
     check_bytes(nbytes, what)
     make = np.zeros if zero else np.empty
     try:
-        return [make(shape, dtype) for _ in range(copies)]
+        return [_cache_line_aligned(make, shape, np.dtype(dtype)) for _ in range(copies)]
     except (MemoryError, ValueError) as e:
         raise MemoryLimitError(f"{what} needs {size_text(nbytes)}, which could not be "
                                f"allocated ({e})") from None
+
+
+# Bytes of a cache line. numpy's big arrays start 16 bytes into a page (malloc's header), so
+# two threads writing neighbouring pieces of one array (a convolution's columns, image by
+# image) shared a cache line at every boundary.
+CACHE_LINE = 64
+
+
+def _cache_line_aligned(make, shape, dtype):
+    """make(shape, dtype) (np.empty or np.zeros), starting on a cache line."""
+    nbytes = math.prod(shape) * dtype.itemsize
+    raw = make(nbytes + CACHE_LINE, np.uint8)
+    start = -raw.ctypes.data % CACHE_LINE
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
