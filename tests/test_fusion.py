@@ -317,13 +317,13 @@ def test_zoo_nets_fold_every_batchnorm_within_1e5(real_models, model, folded):
 
 @pytest.mark.parametrize("path, channels, outputs, kernel", [
     # conv_plan's choice for these shapes: Winograd (3x3 stride 1, 32 channels in and out,
-    # 32 output tiles), the direct kernel (K = 8 x 5 x 5 >= 128, 16 outputs, 64 pixels).
+    # 64 output tiles), the direct kernel (K = 8 x 5 x 5 >= 128, 16 outputs, 64 pixels).
     ("winograd", 32, 32, 3), ("direct", 8, 16, 5)])
 @pytest.mark.parametrize("fold", [True, False])
 def test_convolutions_adding_their_own_bias_apply_the_fused_pass(path, channels, outputs,
                                                                  kernel, fold):
     text = f"""
-    input: "data" input_shape {{ dim: 2 dim: {channels} dim: 8 dim: 8 }}
+    input: "data" input_shape {{ dim: 4 dim: {channels} dim: 8 dim: 8 }}
     layer {{ name: "p" type: "Convolution" bottom: "data" top: "p"
       convolution_param {{ num_output: {outputs} kernel_size: {kernel} pad: {kernel // 2} }} }}
     """ + ("""
@@ -335,7 +335,7 @@ def test_convolutions_adding_their_own_bias_apply_the_fused_pass(path, channels,
     net = chain_net(text=text)
     assert getattr(net.layers[1].plan, path)
     assert absorbed_names(net) == (["bn", "relu", "scale"] if fold else ["relu"])
-    plain, fused = forward_both(net, data((2, channels, 8, 8)))
+    plain, fused = forward_both(net, data((4, channels, 8, 8)))
     if fold:
         assert worst_relative(plain, fused) <= 1e-5
     else:

@@ -119,6 +119,16 @@ def test_plans_follow_the_shapes_they_were_measured_on():
     assert not plan_convolution(*mobilenet_1x1, threads=2).per_image_forward
     assert plan_convolution(*mobilenet_1x1, threads=1).per_image_forward
     assert plan_convolution(2, *mobilenet_1x1[1:], threads=2).per_image_forward
+    # ... but only a GEMM big enough to repay the second thread: GoogLeNet's 14 x 14
+    # pool_proj (64 x 480 x 196, 6M multiply-adds) stays on one, MobileNet's 14 x 14 1x1
+    # (512 x 512 x 196, 51M) is split.
+    geometry = (1, 1, 0, 0, 1, 1, 1, 1)
+    assert plan_convolution(1, 480, 196, 1, 2, geometry=geometry, outputs=64,
+                            out_shape=(14, 14)).threads == 1
+    assert plan_convolution(*mobilenet_1x1, threads=2, geometry=geometry, outputs=512,
+                            out_shape=(14, 14)).threads == 2
+    assert plan_convolution(16, 480, 196, 1, 2, geometry=geometry, outputs=64,
+                            out_shape=(14, 14)).threads == 2
     vgg = plan_convolution(*VGG_CONV1_2, threads=2)
     assert not vgg.per_image_forward and not vgg.per_image_weight_grad
     # An image's columns (576 x 50,176 floats) pass the budget alone: one image at a time.

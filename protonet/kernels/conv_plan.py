@@ -43,6 +43,15 @@ class ConvTuning:
     # threads instead: MobileNet v1 20.2 -> 15.6 ms, MobileNet-SSD 38.9 -> 28.9, ResNet-50
     # 86 -> 68, GoogLeNet 40.6 -> 36.0; CIFAR-10 and CaffeNet unchanged.
     per_image_needs_an_image_a_thread: bool = True
+    # One GEMM over the batch is split between the threads only from gemm_split_min_macs
+    # multiply-adds on: below that, handing half of it to a second thread cost more than
+    # it saved. GoogLeNet's layers at batch 1 alone, 2 threads against 1 (an Intel
+    # Sapphire Rapids VM of 2 vCPUs, OpenBLAS at 160-180 GFLOP/s a core): 1x1 layers of 5-13M
+    # multiply-adds 1.4-2.1x the time, 20M 1.28, 26M 0.99-1.09, 32M 0.89, conv1 (118M) 0.70;
+    # MobileNet's 26M pointwise layers (64 x 32 x 112 x 112: more columns than weights) ran
+    # 2% slower on one thread. (A 2-core AMD EPYC VM paid from about 4M on:
+    # kernels/threads.SPLIT_MIN_MACS.)
+    gemm_split_min_macs: int = 20 << 20
     # Where the forward multiplies image by image and the weight gradient is one GEMM, the
     # backward runs block by block instead (blocked_backward): each thread transposes its
     # images' top diff, multiplies it with their columns (its share of the weight gradient,
@@ -68,8 +77,12 @@ class ConvTuning:
     # layers at batch 1 down to 14 x 14 outputs (49 tiles) and 1.4-2.2x at batch 16; at
     # 7 x 7 and batch 1 (16 tiles) 0.78-1.14x, at batch 2 (32 tiles) 1.07-1.13x. 32
     # channels of 56 x 56: 1.34-1.59x; 16 channels: 0.86-1.34x; 3 (VGG-16's conv1_1): 0.4x.
+    # That was on a 2-core AMD EPYC VM. On the Intel Sapphire Rapids VM, whose OpenBLAS runs
+    # 1.6x faster against numba's transforms, 49 tiles (14 x 14 or 13 x 13 at batch 1) lost:
+    # at least 64 tiles made the whole forward at batch 1 0.975 of the time (GoogLeNet),
+    # 0.965 (CaffeNet), 0.98 (ResNet-50), and GoogLeNet's at batch 2 0.98 (alternating).
     winograd_min_channels: int = 32
-    winograd_min_tiles: int = 32
+    winograd_min_tiles: int = 64
     # Floats of Winograd's V and M together per block of whole images or of tile rows of one
     # image (16 MB): VGG-16's conv1_2 at batch 1 would need 100 MB for the whole image.
     winograd_block_floats: int = 1 << 22
@@ -178,6 +191,9 @@ def plan_convolution(batch: int, k: int, pixels: int, group: int, threads: int,
     per_image_forward = per_image_weight_grad or (
         pixels >= tuning.per_image_min_pixels and k * pixels <= tuning.per_image_max_floats
         and (batch >= threads or not tuning.per_image_needs_an_image_a_thread))
+    if (outputs and not (per_image_forward or winograd or direct)
+            and outputs * (k // group) * pixels * batch < tuning.gemm_split_min_macs):
+        threads = 1
     return ConvPlan(chunk=chunk,
                     bounds=tuple((a, min(batch, a + chunk)) for a in range(0, batch, chunk)),
                     columns_are_input=tuple(geometry[:6]) == (1, 1, 0, 0, 1, 1),
