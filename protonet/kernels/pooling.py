@@ -99,14 +99,16 @@ def max_pool_forward(x, kh, kw, ph, pw, sh, sw, y, mask):
                     mask[p, r0 + k] = won[k * pitch:k * pitch + wo]
 
 
-def max_pool_by_channel_blocks(out_width: int) -> bool:
+def max_pool_by_channel_blocks(out_width: int, stride_w: int) -> bool:
     """Whether a max pooling forward runs on blocks of 16 planes
     (max_pool_forward_by_channel_blocks) rather than as forward_on_phases says: for output
-    rows up to 28 wide. Per kernel, 2 threads, blocks' time / the kernel forward_on_phases
-    picks: GoogLeNet's 3x3 pools 7 wide 0.35 (stride 1) and 0.73 (stride 2), 14 wide 0.51
-    and 0.71, 28 wide 0.89-0.95; CaffeNet's 0.67-0.93, CIFAR-10's pool1 (16 wide) 0.69; 56
-    wide (GoogLeNet's pool1) 1.12."""
-    return out_width <= 28
+    rows up to 16 wide, and up to 28 at stride 1. Per kernel, 2 threads, blocks' time / the
+    kernel forward_on_phases picks, on an Intel Sapphire Rapids VM: GoogLeNet's 3x3 pools
+    14 wide 0.49 (stride 1) and 0.72 (stride 2), 28 wide 0.82 (stride 1) and 1.42 (stride 2,
+    its pool2), CaffeNet's pool1 (27 wide, stride 2) 1.25, CIFAR-10's pool1 (16 wide,
+    stride 2, batch 16) 0.97. (On an AMD EPYC VM, whose numba code runs 16 lanes a register,
+    the strided 27- and 28-wide ones won too: 0.67-0.95.)"""
+    return out_width <= 16 or (out_width <= 28 and stride_w == 1)
 
 # Output pixels along a row per register tile of the channel-block forward.
 TILE = 4

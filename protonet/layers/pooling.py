@@ -101,7 +101,7 @@ class Pooling(Layer):
         self.tiles_2x2 = (self.is_max and (self.kh, self.kw, self.sh, self.sw) == (2, 2, 2, 2)
                           and not (self.ph or self.pw) and (h, w) == (2 * ho, 2 * wo))
         self.by_phases = forward_on_phases(self.is_max, self.sh, self.sw, wo)
-        self.by_channel_blocks = self.is_max and max_pool_by_channel_blocks(wo)
+        self.by_channel_blocks = self.is_max and max_pool_by_channel_blocks(wo, self.sw)
         if self.is_max:
             self.scratch("mask", (n, c, ho, wo), np.int32)
 

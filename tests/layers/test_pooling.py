@@ -236,8 +236,10 @@ def test_the_forward_runs_on_phase_planes_for_wide_rows_only():
     assert not forward_on_phases(False, 1, 1, 1)   # GoogLeNet's pool5 (7x7 over 7x7)
 
 
-def test_max_pooling_runs_on_channel_blocks_for_rows_up_to_28_wide():
+def test_max_pooling_runs_on_channel_blocks_for_narrow_rows():
     from protonet.kernels.pooling import max_pool_by_channel_blocks
-    assert max_pool_by_channel_blocks(7) and max_pool_by_channel_blocks(14)  # inception pools
-    assert max_pool_by_channel_blocks(28)
-    assert not max_pool_by_channel_blocks(56)                                # GoogLeNet's pool1
+    assert max_pool_by_channel_blocks(7, 1) and max_pool_by_channel_blocks(14, 1)  # inception
+    assert max_pool_by_channel_blocks(28, 1) and max_pool_by_channel_blocks(14, 2)
+    assert max_pool_by_channel_blocks(16, 2)                                     # CIFAR-10's
+    assert not max_pool_by_channel_blocks(28, 2)                      # GoogLeNet's pool2
+    assert not max_pool_by_channel_blocks(56, 2)                      # GoogLeNet's pool1
