@@ -7,8 +7,8 @@ x[r, k] * w[n, k] for k = l, l + 16, l + 32, ... in ascending k (products rounde
 then added: no fused multiply-add), then y = lane 0 + lane 1 + ... + lane 15 left to right.
 
 How it runs: register tiles of TILE batch rows x TILE weight rows (16 accumulators of 16 lanes,
-one zmm register each on AVX-512) on a small array on the stack (kernels/lanes.py), which
-LLVM keeps in registers; lanes are independent, so it vectorizes them without reassociating
+one zmm register each on AVX-512, or a ymm pair) on a small array on the stack
+(kernels/lanes.py), which LLVM keeps in registers; lanes are independent, so it vectorizes them without reassociating
 anything (inspect the assembly: packed vmulps / vaddps). Rows left over at the batch's or the weights' end go through
 the same tile code with one row instead of TILE, so they add in the same order. Threads take
 pieces of weight rows, each computing its outputs whole, so the thread count changes nothing

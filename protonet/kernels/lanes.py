@@ -1,11 +1,12 @@
-"""Sixteen values at once (one zmm register on AVX-512): stack tiles that LLVM keeps in
-registers, and blocks of 16 channels laid out channel-last.
+"""Sixteen values at once (one zmm register on AVX-512, or two ymm where LLVM prefers 256-bit
+vectors, as on Intel's cores): stack tiles that LLVM keeps in registers, and blocks of 16
+channels laid out channel-last.
 
 A numba array lives on the heap, where LLVM cannot tell it apart from a kernel's inputs: it
 keeps every accumulator in memory and leaves the loop scalar. A small array on the stack
 (stack_lanes, stack_int_lanes) is known to alias nothing, so its rows become registers and a
 loop over their LANES entries becomes packed instructions (inspect the assembly: vmulps,
-vaddps, vmaxps on zmm).
+vaddps, vmaxps on zmm or ymm).
 
 Channel blocks are for window ops on small planes (kernels/depthwise.py, kernels/pooling.py):
 along a 7- or 14-wide row a vectorized loop is mostly set-up and remainder, while a block of
