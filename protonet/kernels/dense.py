@@ -8,13 +8,13 @@ then added: no fused multiply-add), then y = lane 0 + lane 1 + ... + lane 15 lef
 
 How it runs: register tiles of TILE batch rows x TILE weight rows (16 accumulators of 16 lanes,
 one zmm register each on AVX-512, or a ymm pair) on a small array on the stack
-(kernels/lanes.py), which LLVM keeps in registers; lanes are independent, so it vectorizes them without reassociating
-anything (inspect the assembly: packed vmulps / vaddps). Rows left over at the batch's or the weights' end go through
-the same tile code with one row instead of TILE, so they add in the same order. Threads take
-pieces of weight rows, each computing its outputs whole, so the thread count changes nothing
-either; a tile of weight rows visits the batch (in bands of rows when the weights fit in
-cache) while it stays in cache, so at batch 1 the weights are read once, as a matrix-vector
-product would.
+(kernels/lanes.py), which LLVM keeps in registers; lanes are independent, so it vectorizes
+them without reassociating anything (inspect the assembly: packed vmulps / vaddps). Rows left
+over at the batch's or the weights' end go through the same tile code with one row instead
+of TILE, so they add in the same order. Threads take pieces of weight rows, each computing
+its outputs whole, so the thread count changes nothing either; a tile of weight rows visits
+the batch (in bands of rows when the weights fit in cache) while it stays in cache, so at
+batch 1 the weights are read once, as a matrix-vector product would.
 """
 from __future__ import annotations
 

@@ -15,8 +15,9 @@ All three are the same product, "gathered" on one side:
 The innermost loop runs along b's rows and out's rows (contiguous, width a multiple of LANES:
 the matrices are padded with zero columns), for a tile of 4 r x 4 u whose 16 src values stay
 in registers: LLVM vectorizes it as 16-float multiplies and adds (zmm, or ymm pairs where it
-prefers 256-bit vectors), 4 rows of out loaded and stored per 16 multiply-adds. Summation order per output element: u ascending in blocks of
-4, fixed, so an image's result does not depend on its batch.
+prefers 256-bit vectors), 4 rows of out loaded and stored per 16 multiply-adds. Summation
+order per output element: u ascending in blocks of 4, fixed, so an image's result does not
+depend on its batch.
 
 The planner (conv_plan.py) says when: CIFAR-10's conv2 and conv3 (K = 800, 32 and 64 outputs)
 run 1.3-1.4x the im2col + GEMM path's speed; layers/conv.py holds one DirectConvolution per
