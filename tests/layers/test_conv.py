@@ -49,7 +49,7 @@ DECONV = [
 DIRECT = dataclasses.replace(TUNING, direct_min_k=0, direct_max_waste=1e9,
                              direct_max_weights=1 << 30, direct_max_pixels=1 << 30,
                              direct_data_grad_max_work=1e9, winograd_min_channels=1 << 30,
-                             depthwise_direct=False)
+                             per_image_needs_an_image_a_thread=False, depthwise_direct=False)
 
 
 @pytest.fixture(params=["one GEMM per batch", "per-image forward, batch weight gradient",
@@ -237,6 +237,8 @@ def test_planner_takes_the_direct_path_where_it_measured_faster():
     assert cifar2.direct and cifar2.direct_data_grad
     cifar3 = _plan(100, 32, 64, 5, 2, 8)
     assert cifar3.direct and cifar3.direct_data_grad
+    # The direct path splits the batch between the threads: a lone image takes the GEMMs.
+    assert _plan(2, 32, 32, 5, 2, 16).direct and not _plan(1, 32, 32, 5, 2, 16).direct
     # A bottom bigger than the top (no padding): the data gradient as a GEMM.
     bigger = _plan(64, 20, 64, 5, 0, 12)
     assert bigger.direct and not bigger.direct_data_grad
