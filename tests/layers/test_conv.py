@@ -320,3 +320,30 @@ def test_planner_multiplies_the_bottom_itself_only_for_1x1_stride_1_unpadded():
     assert not plan(1, 0, 2).columns_are_input           # ResNet's strided 1x1: subsampled
     assert not plan(1, 1, 1).columns_are_input
     assert not plan(3, 1, 1).columns_are_input
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_one_image_lands_in_the_top_unless_the_top_is_the_bottom(in_place):
+    """At batch 1 the GEMM writes into the top itself; a convolution whose top is its bottom
+    (a 1x1 layer keeping the shape, which Caffe's nets may write) must still read the whole
+    bottom before anything is written over it: with K = 1024 the GEMM runs in blocks of K,
+    and writing into the top read partial outputs back as inputs."""
+    import protonet
+    from protonet import prototxt
+    top = "data" if in_place else "out"
+    text = f"""
+    input: "data" input_shape {{ dim: 1 dim: 1024 dim: 14 dim: 14 }}
+    layer {{ name: "c" type: "Convolution" bottom: "data" top: "{top}"
+      convolution_param {{ num_output: 1024 kernel_size: 1
+        weight_filler {{ type: "gaussian" std: 0.1 }}
+        bias_filler {{ type: "constant" value: 0.5 }} }} }}
+    """
+    net = protonet.Net(param=prototxt.parse_net_text(text), phase=protonet.TEST)
+    layer = net.layers[1]
+    x = np.random.default_rng(3).standard_normal((1, 1024, 14, 14)).astype(np.float32)
+    net.blobs["data"].data[...] = x
+    net.forward()
+    assert not (layer.plan.per_image_forward or layer.plan.winograd or layer.plan.direct)
+    w, b = layer.blobs[0].data.reshape(1024, 1024), layer.blobs[1].data
+    want = (w.astype(np.float64) @ x.reshape(1024, -1) + b[:, None]).reshape(1, 1024, 14, 14)
+    np.testing.assert_allclose(net.blobs[top].data, want, rtol=1e-4, atol=1e-5)
