@@ -182,6 +182,7 @@ class PriorBox(Layer):
         self.clip = p.clip
         self.offset = np.float32(p.offset)
         self.num_priors = len(ratios) * len(self.min_sizes) + len(self.max_sizes)
+        self._priors, self._priors_for = None, None   # the last sizes' priors (forward)
 
     def _pair(self, p, both: str, first: str, second: str):
         """(height, width) from `both` or from `first`/`second`; 0 when none is set."""
@@ -229,6 +230,16 @@ class PriorBox(Layer):
                 raise self.error(f"bottom '{bottom[1].name}' (the image) must be 4-d, got "
                                  f"{bottom[1].shape}")
             img_h, img_w = bottom[1].shape[2:]
+        # The priors depend on the sizes alone: made once per sizes, copied at each forward
+        # (MobileNet-SSD's six PriorBox layers: 0.27 ms a forward, 4% of them copying).
+        key = (height, width, img_h, img_w)
+        if self._priors_for != key:
+            self._priors = self._make_priors(height, width, img_h, img_w)
+            self._priors_for = key
+        top[0].data[0] = self._priors
+
+    def _make_priors(self, height, width, img_h, img_w) -> np.ndarray:
+        """(2, H * W * P * 4): the boxes, then their variances."""
         step_h, step_w = self.step_h, self.step_w
         if not (step_h and step_w):
             step_h, step_w = np.float32(img_h / height), np.float32(img_w / width)
@@ -245,9 +256,10 @@ class PriorBox(Layer):
         boxes[..., 3] = (centers_y + half[:, 1]) / img_h
         if self.clip:
             np.clip(boxes, 0.0, 1.0, out=boxes)
-        out = top[0].data[0]
-        out[0] = boxes.reshape(-1)
-        out[1].reshape(-1, self.variance.size)[...] = self.variance
+        priors = np.empty((2, boxes.size), np.float32)
+        priors[0] = boxes.reshape(-1)
+        priors[1].reshape(-1, self.variance.size)[...] = self.variance
+        return priors
 
 
 @register_layer("DetectionOutput")

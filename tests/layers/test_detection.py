@@ -185,6 +185,27 @@ def test_prior_box_matches_reference(params, expected):
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
 
 
+def test_prior_box_follows_its_bottoms_sizes_from_forward_to_forward():
+    """The priors are made once per map and image size: a forward at new sizes gives that
+    size's priors, and going back gives the first ones again, whatever the top held."""
+    params, expected = PRIORS[1]
+    layer, bottom, top = build(f'type: "PriorBox" prior_box_param {{ {params} }}',
+                               [(1, 2, 3, 4), (1, 3, 12, 20)])
+    first = run_forward(layer, bottom, top)[0]
+    np.testing.assert_allclose(first, prior_boxes(3, 4, 12, 20, **expected), rtol=1e-6,
+                               atol=1e-7)
+    bottom[0].reshape(1, 2, 5, 6)
+    bottom[1].reshape(1, 3, 30, 24)
+    np.testing.assert_allclose(run_forward(layer, bottom, top)[0],
+                               prior_boxes(5, 6, 30, 24, **expected), rtol=1e-6, atol=1e-7)
+    bottom[0].reshape(1, 2, 3, 4)
+    bottom[1].reshape(1, 3, 12, 20)
+    layer.reshape(bottom, top)
+    top[0].data[...] = -1
+    layer.forward(bottom, top)
+    np.testing.assert_array_equal(top[0].data, first)
+
+
 def test_prior_box_hand_worked_values_and_explicit_image_size():
     """A 1x2 map on a 10x20 image (img_size 10 overrides the second bottom's 99x99):
     step 10 across, 10 down; the first cell's center is (5, 5)."""
