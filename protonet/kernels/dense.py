@@ -31,6 +31,10 @@ TILE = 4
 # ms, in bands 36.5 ms).
 BAND_FLOATS = 1 << 16
 RESIDENT_WEIGHTS = 1 << 21
+# Weights from which the threads share a layer even when its multiply-adds are few (a small
+# batch): each weight is then read once, from memory, and two cores read it faster than one.
+# CaffeNet's fc8 (4096 x 1000) and GoogLeNet's loss3 (1024 x 1000) at batch 1.
+SPLIT_MIN_WEIGHTS = 1 << 20
 
 
 @jit()
@@ -126,7 +130,8 @@ def dense(w, x, y) -> None:
     product is too small to repay waking another. A piece computes its outputs whole, so the
     thread count and the pieces do not change the bits."""
     n_threads = threads.compute_threads()
-    if n_threads == 1 or x.shape[0] * w.size < threads.SPLIT_MIN_MACS:
+    if n_threads == 1 or (x.shape[0] * w.size < threads.SPLIT_MIN_MACS
+                          and w.size < SPLIT_MIN_WEIGHTS):
         dense_forward(w, x, y, 0)
         return
     pieces = threads.split(w.shape[0], n_threads * threads.PIECES_PER_THREAD, align=TILE)
