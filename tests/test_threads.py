@@ -28,6 +28,22 @@ def test_split_matmul_equals_one_gemm(m, k, n, transposed):
     np.testing.assert_allclose(out, a @ b, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("groups", [2, 3])
+@pytest.mark.parametrize("m, k, n", [(64, 300, 256), (700, 300, 40)])
+def test_grouped_products_split_evenly_between_threads(groups, m, k, n):
+    """Two groups on two threads: a group a thread, whole; three: each group in two pieces
+    (six pieces, three a thread). Each group's product is BLAS's."""
+    axis, pieces = threads.plan_gemm(m, n, k, 2, groups)
+    assert len(pieces) == (1 if groups == 2 else 2)
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((groups, m, k), dtype=np.float32)
+    b = rng.standard_normal((groups, n, k), dtype=np.float32).transpose(0, 2, 1)
+    out = np.full((groups, m, n), np.nan, np.float32)
+    threads.grouped_matmul(a, b, out, threads=2)
+    for g in range(groups):
+        np.testing.assert_allclose(out[g], a[g] @ b[g], rtol=1e-5, atol=1e-4)
+
+
 def test_small_products_are_not_split():
     assert threads.plan_gemm(20, 64, 25, 2)[1] == [(0, 64)]
     assert threads.plan_gemm(500, 4096, 500, 1)[1] == [(0, 4096)]

@@ -199,7 +199,7 @@ class _SingleConvolution(_BaseConvolution):
 
     def _gradient_buffers(self, k_g, m_g):
         """The weight-gradient scratch, made at the first backward (TEST nets never need it)."""
-        self.scratch("w_grad_t", (k_g, m_g))
+        self.scratch("w_grad_t", (self.group, k_g, m_g))
         if self.plan.per_image_weight_grad:
             # Per-image weight gradients, summed after the GEMMs.
             self.scratch("w_grads", (self.group, self.plan.chunk, m_g, k_g))
@@ -326,9 +326,8 @@ class _SingleConvolution(_BaseConvolution):
             in_top = n1 - n0 == 1 and not np.may_share_memory(out, x)
             y2 = (out[n0:n1].reshape(self.num_output, 1, -1) if in_top else
                   _view(y2_buffer, (self.num_output, n1 - n0, out.shape[2])))
-            y2_g = y2.reshape(self.group, mg, -1)
-            for g in range(self.group):
-                threads.matmul(weight[g], col_g[g], y2_g[g], self.plan.threads)
+            threads.grouped_matmul(weight, col_g, y2.reshape(self.group, mg, -1),
+                                   self.plan.threads)
             if in_top:
                 channel_epilogue(out[n0:n1], *epilogue)
             else:
@@ -392,18 +391,17 @@ class _SingleConvolution(_BaseConvolution):
                 threads.run_pieces(images, plan.blocks(n1 - n0), plan.threads)
                 w_diff += self.w_grads[:, :n1 - n0].sum(axis=1)
             elif weight_grad:
-                for g in range(self.group):
-                    # The transposed product, col @ dy.T: OpenBLAS runs it 20-25% faster
-                    # than dy @ col.T on LeNet's shapes (conv2 at 2 threads: 1.35 against
-                    # 1.75-1.84 ms; conv1 0.77 against 1.07 ms).
-                    threads.matmul(col_g[g], dy[g].T, self.w_grad_t, plan.threads)
-                    w_diff[g] += self.w_grad_t.T
+                # The transposed product, col @ dy.T: OpenBLAS runs it 20-25% faster than
+                # dy @ col.T on LeNet's shapes (conv2 at 2 threads: 1.35 against 1.75-1.84
+                # ms; conv1 0.77 against 1.07 ms).
+                threads.grouped_matmul(col_g, dy.transpose(0, 2, 1), self.w_grad_t,
+                                       plan.threads)
+                w_diff += self.w_grad_t.transpose(0, 2, 1)
             if data_grad:
                 # The column gradient overwrites the columns, which the weight gradient has
                 # used: one buffer instead of two keeps the step's memory in cache (conv2's
                 # columns are 8 MB at batch 64).
-                for g in range(self.group):
-                    threads.matmul(weight[g].T, dy[g], col_g[g], plan.threads)
+                threads.grouped_matmul(weight.transpose(0, 2, 1), dy, col_g, plan.threads)
                 col2im(col, *self.geometry(), self.ho, self.wo, bottom[0].diff[n0:n1], 0)
 
     def _blocked_backward(self, x, top_diff, weight, w_diff, dx, col):
@@ -466,7 +464,6 @@ class _SingleDeconvolution(_BaseConvolution):
         self.make_plan(n, k, h * w)
         self.col_matrix = _column_matrix(self, k, self.plan.chunk, h * w)
         self.scratch("x2", (c, self.plan.chunk, h * w), grow=True)
-        self.scratch("w_grad", (c // self.group, k // self.group))
 
     def forward(self, bottom, top):
         n, c = bottom[0].shape[:2]
@@ -478,9 +475,8 @@ class _SingleDeconvolution(_BaseConvolution):
             channels_last(x[n0:n1], x2)
             col_g = (self.col_matrix[:, :(n1 - n0) * x.shape[2]]
                      .reshape(self.group, weight.shape[2], -1))
-            x2_g = x2.reshape(self.group, cg, -1)
-            for g in range(self.group):
-                threads.matmul(weight[g].T, x2_g[g], col_g[g], self.plan.threads)
+            threads.grouped_matmul(weight.transpose(0, 2, 1), x2.reshape(self.group, cg, -1),
+                                   col_g, self.plan.threads)
             # Convolution's geometry with input and output swapped: scatter the columns.
             col2im(self.col_matrix, *self.geometry(), self.h, self.w, top[0].data[n0:n1],
                    0)
@@ -504,13 +500,13 @@ class _SingleDeconvolution(_BaseConvolution):
             x2_g = x2.reshape(self.group, cg, -1)
             if self.param_propagate_down[0]:
                 channels_last(x[n0:n1], x2)
-                w_diff = self.blobs[0].diff.reshape(self.group, cg, -1)
-                for g in range(self.group):
-                    threads.matmul(x2_g[g], col_g[g].T, self.w_grad, self.plan.threads)
-                    w_diff[g] += self.w_grad
+                # Made at the first backward (TEST nets never need it).
+                w_grad = self.scratch("w_grad", (self.group, cg, weight.shape[2]))
+                threads.grouped_matmul(x2_g, col_g.transpose(0, 2, 1), w_grad,
+                                       self.plan.threads)
+                self.blobs[0].diff.reshape(self.group, cg, -1)[...] += w_grad
             if propagate_down[0]:
-                for g in range(self.group):
-                    threads.matmul(weight[g], col_g[g], x2_g[g], self.plan.threads)
+                threads.grouped_matmul(weight, col_g, x2_g, self.plan.threads)
                 channels_first(x2, dx[n0:n1])
 
 

@@ -6,6 +6,7 @@ import pytest
 from helpers import build, check_gradient, run_forward
 
 from protonet.errors import NetDefinitionError, ShapeError
+from protonet.kernels import threads
 from protonet.kernels.conv_plan import TUNING, plan_convolution
 from reference import vision
 
@@ -145,6 +146,26 @@ def test_big_batches_run_in_chunks_with_the_same_results(case, gemm_path):
     ref = vision.deconv if "Deconvolution" in case[0] else vision.conv
     np.testing.assert_allclose(run_forward(layer, bottom, top)[0],
                                expected(layer, bottom, case, ref), rtol=1e-5, atol=1e-5)
+    check_gradient(layer, bottom, top, max_elements=120)
+
+
+@pytest.mark.parametrize("case", [CASES[2], CASES[4], DECONV[1]])
+def test_grouped_gemms_split_between_threads_keep_values_and_gradients(case, monkeypatch):
+    """Each group's GEMM on a thread of its own (or cut in pieces when the groups do not go
+    evenly): forward against the direct loops, gradients by finite differences."""
+    monkeypatch.setattr(threads, "SPLIT_MIN_MACS", 0)
+    pieces_run = []
+    run_pieces = threads.run_pieces
+    monkeypatch.setattr(threads, "run_pieces", lambda work, pieces, n: (
+        pieces_run.append(len(pieces)), run_pieces(work, pieces, n))[1])
+    layer, bottom, top = build(case[0], [case[1]])
+    layer.tuning = dataclasses.replace(
+        TUNING, per_image_max_k=0, per_image_max_floats=0, gemm_split_min_macs=0,
+        winograd_min_channels=1 << 30, direct_min_k=1 << 30, depthwise_direct=False)
+    ref = vision.deconv if "Deconvolution" in case[0] else vision.conv
+    np.testing.assert_allclose(run_forward(layer, bottom, top)[0],
+                               expected(layer, bottom, case, ref), rtol=1e-5, atol=1e-5)
+    assert layer.plan.threads == 2 and pieces_run and min(pieces_run) >= 2
     check_gradient(layer, bottom, top, max_elements=120)
 
 
