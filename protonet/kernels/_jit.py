@@ -34,7 +34,8 @@ class _ParallelKernel:
     """A `parallel=True` kernel compiled twice from the one source: threads for big arrays,
     serial for small ones (LeNet's ip1 ReLU: 32K elements, 0.10 ms parallel)."""
 
-    def __init__(self, fn) -> None:
+    def __init__(self, fn, min_elements: int) -> None:
+        self.min_elements = min_elements
         self.parallel = _njit(fn, parallel=True)
         # A copy under its own name, so the on-disk cache keeps the two compiles apart.
         twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
@@ -45,17 +46,19 @@ class _ParallelKernel:
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args):
-        kernel = self.parallel if args[0].size >= PARALLEL_MIN_ELEMENTS else self.serial
+        kernel = self.parallel if args[0].size >= self.min_elements else self.serial
         return kernel(*args)
 
 
-def jit(parallel: bool = False, contract: bool = False):
+def jit(parallel: bool = False, contract: bool = False,
+        min_elements: int = PARALLEL_MIN_ELEMENTS):
     """Decorator for a kernel; `parallel=True` lets its `numba.prange` loops run on threads
-    (when its first argument is big enough to repay waking them). `contract=True` (serial
-    kernels only) lets LLVM fuse a multiply and the add of its product into one FMA."""
+    when its first argument has at least `min_elements` (enough work to repay waking them:
+    fewer for kernels that spend more per element). `contract=True` (serial kernels only)
+    lets LLVM fuse a multiply and the add of its product into one FMA."""
     def decorate(fn):
         if parallel:
-            return _ParallelKernel(fn)
+            return _ParallelKernel(fn, min_elements)
         return _njit(fn, parallel=False, contract=contract)
     return decorate
 

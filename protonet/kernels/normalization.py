@@ -11,12 +11,21 @@ from ._jit import jit, prange
 
 
 # Pixels of one image handled together: the channel loops run over a contiguous block of
-# this many pixels, so they vectorize (a loop over channels per pixel strides by a whole plane
-# and cannot).
+# at most this many pixels, so they vectorize (a loop over channels per pixel strides by a
+# whole plane and cannot).
 PIXELS = 256
+# ... and a batch is cut into at least this many blocks (of at least 16 pixels), so that every
+# thread gets some: CaffeNet's norm2 at batch 1 (13 x 13 pixels) was one block, on one thread.
+# A fixed count, as numba.get_num_threads() in a kernel keeps numba from caching it on disk.
+MIN_BLOCKS = 8
 
 
-@jit(parallel=True)
+# A power and a divide per element (about 5 ns on one thread) pay for the threads from about
+# 8K elements: CaffeNet's norm2 at batch 1 (43K).
+LRN_PARALLEL_MIN_ELEMENTS = 1 << 13
+
+
+@jit(parallel=True, min_elements=LRN_PARALLEL_MIN_ELEMENTS)
 def lrn_across_forward(x, size, alpha_over_size, k, neg_beta, scale, y):
     """scale = k + alpha/size * (sum of x^2 over `size` channels centred on c, zero padded);
     y = x * scale^-beta. The window sum runs as Caffe's: add the head channel, subtract the
@@ -24,9 +33,10 @@ def lrn_across_forward(x, size, alpha_over_size, k, neg_beta, scale, y):
     n_img, channels = x.shape[:2]
     pre_pad = (size - 1) // 2
     xs, ss, ys = _by_pixels(x), _by_pixels(scale), _by_pixels(y)
-    blocks = -(-xs.shape[2] // PIXELS)
+    width = _block_width(n_img, xs.shape[2])
+    blocks = -(-xs.shape[2] // width)
     for b in prange(n_img * blocks):
-        n, p0, p1 = _block(b, blocks, xs.shape[2])
+        n, p0, p1 = _block(b, blocks, width, xs.shape[2])
         s = np.empty(p1 - p0, np.float32)
         s[:] = k
         for c in range(min(pre_pad + 1, channels)):
@@ -51,10 +61,17 @@ def _by_pixels(a):
 
 
 @jit()
-def _block(b, blocks, plane):
-    """(image, first pixel, end pixel) of block b."""
-    p0 = (b % blocks) * PIXELS
-    return b // blocks, p0, min(plane, p0 + PIXELS)
+def _block_width(n_img, plane):
+    """Pixels per block: PIXELS, or fewer (a multiple of 16) to make MIN_BLOCKS blocks."""
+    per_image = -(-MIN_BLOCKS // n_img)
+    return min(PIXELS, max(16, -(-plane // (16 * per_image)) * 16))
+
+
+@jit()
+def _block(b, blocks, width, plane):
+    """(image, first pixel, end pixel) of block b (`blocks` of `width` pixels an image)."""
+    p0 = (b % blocks) * width
+    return b // blocks, p0, min(plane, p0 + width)
 
 
 @jit()
@@ -69,7 +86,7 @@ def _add_squares(s, v, factor, add):
             s[q] -= factor * (v[q] * v[q])
 
 
-@jit(parallel=True)
+@jit(parallel=True, min_elements=LRN_PARALLEL_MIN_ELEMENTS)
 def lrn_across_backward(x, y, scale, dy, size, neg_beta, cache_ratio, dx):
     """Caffe's CrossChannelBackward: dx = dy scale^-beta
     - 2 alpha beta / size * x * sum over the window of dy y / scale. `dx` must not alias
@@ -78,9 +95,10 @@ def lrn_across_backward(x, y, scale, dy, size, neg_beta, cache_ratio, dx):
     pre_pad = (size - 1) // 2
     xs, ys, ss = _by_pixels(x), _by_pixels(y), _by_pixels(scale)
     dys, dxs = _by_pixels(dy), _by_pixels(dx)
-    blocks = -(-xs.shape[2] // PIXELS)
+    width = _block_width(n_img, xs.shape[2])
+    blocks = -(-xs.shape[2] // width)
     for b in prange(n_img * blocks):
-        n, p0, p1 = _block(b, blocks, xs.shape[2])
+        n, p0, p1 = _block(b, blocks, width, xs.shape[2])
         accum = np.zeros(p1 - p0, np.float32)
         for c in range(min(pre_pad, channels)):
             _add_ratio(accum, dys[n, c, p0:p1], ys[n, c, p0:p1], ss[n, c, p0:p1], True)
