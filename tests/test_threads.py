@@ -2,6 +2,7 @@
 GEMMs split between threads give BLAS's product, pieces all run once, errors reach the caller,
 BLAS is held to one thread only inside, and plans follow the layer shapes they were tuned on."""
 import dataclasses
+import os
 import subprocess
 import sys
 import threading
@@ -98,6 +99,19 @@ def test_blas_is_on_one_thread_only_inside_and_numpy_first_changes_nothing():
                          check=True)
     assert out.stdout.split() == ["1", "2"]
 
+
+
+@pytest.mark.parametrize("user_env, expected", [
+    ({}, "3000"),                                   # a short spin before sleeping
+    ({"OMP_WAIT_POLICY": "PASSIVE"}, "None"),       # the user's choice stands
+    ({"GOMP_SPINCOUNT": "0"}, "0")])
+def test_openmp_threads_spin_briefly_unless_the_user_chose(user_env, expected):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    script = "import numpy, os, protonet\nprint(os.environ.get('GOMP_SPINCOUNT'))\n"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, env={**env, **user_env})
+    assert out.stdout.split() == [expected]
 
 
 def test_one_piece_inside_a_held_block_runs_on_the_caller_with_blas_still_held():
