@@ -10,7 +10,7 @@ import threading
 import numpy as np
 import pytest
 
-from protonet.kernels import threads
+from protonet.kernels import blas, threads
 from protonet.kernels.conv_plan import TUNING, plan_convolution
 
 
@@ -29,11 +29,14 @@ def test_split_matmul_equals_one_gemm(m, k, n, transposed):
     np.testing.assert_allclose(out, a @ b, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("engine", ["numba threads", "python threads"])
 @pytest.mark.parametrize("groups", [2, 3])
 @pytest.mark.parametrize("m, k, n", [(64, 300, 256), (700, 300, 40)])
-def test_grouped_products_split_evenly_between_threads(groups, m, k, n):
+def test_grouped_products_split_evenly_between_threads(groups, m, k, n, engine, monkeypatch):
     """Two groups on two threads: a group a thread, whole; three: each group in two pieces
     (six pieces, three a thread). Each group's product is BLAS's."""
+    if engine == "python threads":
+        monkeypatch.setattr(blas, "_found", (0, 0))
     axis, pieces = threads.plan_gemm(m, n, k, 2, groups)
     assert len(pieces) == (1 if groups == 2 else 2)
     rng = np.random.default_rng(0)
@@ -43,6 +46,55 @@ def test_grouped_products_split_evenly_between_threads(groups, m, k, n):
     threads.grouped_matmul(a, b, out, threads=2)
     for g in range(groups):
         np.testing.assert_allclose(out[g], a[g] @ b[g], rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("trans_a, trans_b", [(False, False), (True, False), (False, True),
+                                              (True, True)])
+@pytest.mark.parametrize("axis", [0, 1])
+def test_gemm_pieces_on_numba_threads_are_numpys_own_products(trans_a, trans_b, axis):
+    """Pieces of products whose operands are transposed views, cut along rows or columns into
+    slices of a bigger output, run through numpy's own OpenBLAS: bitwise np.matmul's values
+    piece by piece, and nothing written outside the pieces."""
+    assert blas.available()
+    rng = np.random.default_rng(1)
+    m, k, n = 70, 90, 50
+
+    def operand(rows, cols, transposed):
+        x = rng.standard_normal((cols, rows) if transposed else (rows, cols), dtype=np.float32)
+        return x.T if transposed else x
+
+    a = [operand(m, k, trans_a) for _ in range(2)]
+    b = [operand(k, n, trans_b) for _ in range(2)]
+    big = np.full((2, m + 3, n + 5), -7.0, np.float32)
+    out = [big[g, 1:m + 1, 2:n + 2] for g in range(2)]
+    size = (m, n)[axis]
+    pieces = [(g, s, e) for g in range(2) for s, e in threads.split(size, 3, 16)]
+    table = blas.piece_table(a, b, out, axis, pieces)
+    with threads.one_blas_thread():
+        blas.gemm_pieces(table)
+    for g, s, e in pieces:
+        if axis == 0:
+            want = np.matmul(a[g][s:e], b[g])
+            got = out[g][s:e]
+        else:
+            want = np.matmul(a[g], b[g][:, s:e])
+            got = out[g][:, s:e]
+        np.testing.assert_array_equal(got, want)
+    untouched = np.ones(big.shape, bool)
+    untouched[:, 1:m + 1, 2:n + 2] = False
+    assert (big[untouched] == -7.0).all()
+
+
+def test_operands_cblas_cannot_take_go_to_numpy():
+    """A view with no unit stride (every other column) has no cblas layout: no table, and
+    grouped_matmul multiplies it with np.matmul instead."""
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((64, 600), dtype=np.float32)[:, ::2]
+    b = rng.standard_normal((300, 256), dtype=np.float32)
+    out = np.empty((64, 256), np.float32)
+    assert blas.piece_table([a], [b], [out], 1, [(0, 0, 128), (0, 128, 256)]) is None
+    threads.matmul(a, b, out, threads=2)
+    np.testing.assert_allclose(out, a @ b, rtol=1e-5, atol=1e-4)
 
 
 def test_small_products_are_not_split():

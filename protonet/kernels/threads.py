@@ -26,6 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 
+from . import blas
+
 _pool = ThreadPoolExecutor(thread_name_prefix="protonet")
 _blas_libraries = None
 _held = 0
@@ -155,13 +157,20 @@ def grouped_matmul(a, b, out, threads: int | None = None) -> None:
     threads = compute_threads() if threads is None else threads
     m, n = out[0].shape
     axis, bounds = plan_gemm(m, n, a[0].shape[1], threads, len(out))
+    pieces = [(g, s, e) for g in range(len(out)) for s, e in bounds]
+    if len(pieces) > 1 and blas.available():
+        table = blas.piece_table(a, b, out, axis, pieces)
+        if table is not None:
+            with one_blas_thread():
+                blas.gemm_pieces(table)
+            return
     if axis == 1:
         def work(g, s, e, shared):
             np.matmul(a[g], b[g][:, s:e], out=out[g][:, s:e])
     else:
         def work(g, s, e, shared):
             np.matmul(a[g][s:e], b[g], out=out[g][s:e])
-    run_pieces(work, [(g, s, e) for g in range(len(out)) for s, e in bounds], threads)
+    run_pieces(work, pieces, threads)
 
 
 def matmul(a, b, out, threads: int | None = None) -> None:

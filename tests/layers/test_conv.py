@@ -6,7 +6,7 @@ import pytest
 from helpers import build, check_gradient, run_forward
 
 from protonet.errors import NetDefinitionError, ShapeError
-from protonet.kernels import threads
+from protonet.kernels import blas, threads
 from protonet.kernels.conv_plan import TUNING, plan_convolution
 from reference import vision
 
@@ -149,15 +149,28 @@ def test_big_batches_run_in_chunks_with_the_same_results(case, gemm_path):
     check_gradient(layer, bottom, top, max_elements=120)
 
 
+@pytest.mark.parametrize("engine", ["numba threads", "python threads"])
 @pytest.mark.parametrize("case", [CASES[2], CASES[4], DECONV[1]])
-def test_grouped_gemms_split_between_threads_keep_values_and_gradients(case, monkeypatch):
+def test_grouped_gemms_split_between_threads_keep_values_and_gradients(case, engine,
+                                                                         monkeypatch):
     """Each group's GEMM on a thread of its own (or cut in pieces when the groups do not go
-    evenly): forward against the direct loops, gradients by finite differences."""
+    evenly), on numba's threads through numpy's OpenBLAS or, where that is not there, on
+    protonet's Python threads: forward against the direct loops, gradients by finite
+    differences."""
     monkeypatch.setattr(threads, "SPLIT_MIN_MACS", 0)
+    if engine == "python threads":
+        monkeypatch.setattr(blas, "_found", (0, 0))
+    else:
+        assert blas.available()
     pieces_run = []
-    run_pieces = threads.run_pieces
-    monkeypatch.setattr(threads, "run_pieces", lambda work, pieces, n: (
-        pieces_run.append(len(pieces)), run_pieces(work, pieces, n))[1])
+    plan_gemm = threads.plan_gemm
+
+    def spy(m, n, k, n_threads, groups=1):
+        axis, bounds = plan_gemm(m, n, k, n_threads, groups)
+        pieces_run.append(groups * len(bounds))
+        return axis, bounds
+
+    monkeypatch.setattr(threads, "plan_gemm", spy)
     layer, bottom, top = build(case[0], [case[1]])
     layer.tuning = dataclasses.replace(
         TUNING, per_image_max_k=0, per_image_max_floats=0, gemm_split_min_macs=0,

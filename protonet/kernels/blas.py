@@ -1,0 +1,159 @@
+"""GEMM pieces run on numba's thread pool, through numpy's own OpenBLAS.
+
+A product split between threads (kernels/threads.py) pays for waking the threads that take
+its pieces. protonet's Python threads sleep when idle and take 30-70 us to wake on a 2-vCPU
+VM, so a split only paid from about 20M multiply-adds. numba's OpenMP threads are usually
+still spinning from the loop before (protonet/_thread_env.py), so the same pieces called from
+a parallel loop split products down to about 1M: a 32 x 800 x 256 product (CIFAR-10's conv2 at
+batch 1) took 125 us on one thread, 191 us on the Python threads and 65 us here.
+
+The pieces call cblas_sgemm in the very library numpy's matmul calls (found through
+threadpoolctl), so a piece's values are the same as np.matmul's on the same operands. Its
+address is an argument of the kernel, not a constant in it, so the kernel caches on disk like
+the others. available() is False where numpy's BLAS is not an OpenBLAS with a CBLAS interface
+(MKL, Accelerate); kernels/threads.py then keeps its Python threads.
+"""
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+from llvmlite import ir
+from numba import prange, types
+from numba.extending import intrinsic
+
+from ._jit import jit
+
+ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
+# Columns of a piece's row in gemm_pieces' table.
+FIELDS = ("trans_a", "trans_b", "m", "n", "k", "a", "lda", "b", "ldb", "c", "ldc")
+
+# (address of cblas_sgemm, bits of its integers) once looked up; (0, 0) when there is none.
+_found: tuple | None = None
+# Symbol names numpy's OpenBLAS builds export, with the width of their integers: numpy 2's
+# scipy-openblas (64-bit integers, prefixed and suffixed), older numpy's openblas64_, and a
+# plain OpenBLAS.
+_SYMBOLS = (("scipy_cblas_sgemm64_", 64), ("cblas_sgemm64_", 64), ("scipy_cblas_sgemm", 32),
+            ("cblas_sgemm", 32))
+
+
+def _lookup():
+    global _found
+    if _found is None:
+        _found = (0, 0)
+        # numpy's own BLAS: the symbol as numpy's extension module sees it (a process holds
+        # others, scipy's among them, loaded with numba's import; they are not held to one
+        # thread while they are not found by threadpoolctl, and an OpenBLAS that runs on
+        # two threads spins). Taken only if it is an OpenBLAS that threadpoolctl controls.
+        try:
+            from numpy._core import _multiarray_umath as numpy_core
+        except ImportError:   # numpy 1
+            from numpy.core import _multiarray_umath as numpy_core
+        from threadpoolctl import ThreadpoolController
+        numpy_side = ctypes.CDLL(numpy_core.__file__)
+        openblas = [ctypes.CDLL(lib.filepath) for lib in
+                    ThreadpoolController().select(user_api="blas").lib_controllers
+                    if lib.internal_api == "openblas"]
+        for name, bits in _SYMBOLS:
+            address = _address(numpy_side, name)
+            if address and any(_address(lib, name) == address for lib in openblas):
+                _found = (address, bits)
+                break
+    return _found
+
+
+def _address(library, name):
+    """The address of symbol `name` as `library` resolves it, or None."""
+    try:
+        return ctypes.cast(getattr(library, name), ctypes.c_void_p).value
+    except AttributeError:
+        return None
+
+
+def available() -> bool:
+    """Whether gemm_pieces can run (numpy's BLAS is an OpenBLAS with cblas_sgemm)."""
+    return _lookup()[0] != 0
+
+
+def _layout(x):
+    """(transposed, leading dimension) of a 2D float32 view as cblas sees it, or None when
+    neither of its axes is unit-stride with the other a whole row apart."""
+    s0, s1 = x.strides
+    if s1 == 4 and s0 >= 4 * max(1, x.shape[1]):
+        return NO_TRANS, s0 // 4
+    if s0 == 4 and s1 >= 4 * max(1, x.shape[0]):
+        return TRANS, s1 // 4
+    return None
+
+
+def piece_table(a, b, out, axis: int, pieces) -> np.ndarray | None:
+    """The table gemm_pieces runs: one row (FIELDS) a piece (g, start, end), out[g] =
+    a[g] @ b[g] restricted to rows (axis 0) or columns (axis 1) start..end. None when an
+    operand has a layout cblas cannot take (then np.matmul does it)."""
+    groups = []
+    for ag, bg, cg in zip(a, b, out):
+        if any(x.dtype != np.float32 or x.ndim != 2 for x in (ag, bg, cg)):
+            return None
+        layouts = _layout(ag), _layout(bg), _layout(cg)
+        if None in layouts or layouts[2][0] != NO_TRANS:
+            return None
+        groups.append((ag, bg, cg, layouts))
+    table = np.empty((len(pieces), len(FIELDS)), np.int64)
+    for row, (g, s, e) in zip(table, pieces):
+        ag, bg, cg, ((ta, lda), (tb, ldb), (_, ldc)) = groups[g]
+        pa, pb, pc = (x.__array_interface__["data"][0] for x in (ag, bg, cg))
+        m, n = cg.shape
+        if axis == 0:    # rows s..e of a and of out
+            pa += s * ag.strides[0]
+            pc += s * cg.strides[0]
+            m = e - s
+        else:            # columns s..e of b and of out
+            pb += s * bg.strides[1]
+            pc += s * cg.strides[1]
+            n = e - s
+        row[:] = (ta, tb, m, n, ag.shape[1], pa, lda, pb, ldb, pc, ldc)
+    return table
+
+
+@intrinsic
+def _sgemm(typingctx, address, bits, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
+    """cblas_sgemm(RowMajor, trans_a, trans_b, m, n, k, 1, a, lda, b, ldb, 0, c, ldc) through
+    the function at `address`, whose integers are `bits` (64 or 32) wide."""
+
+    def codegen(context, builder, signature, args):
+        i32, i64, f32 = ir.IntType(32), ir.IntType(64), ir.FloatType()
+        ptr = ir.IntType(8).as_pointer()
+        ta, tb, mm, nn, kk, pa, la, pb, lb, pc, lc = args[2:]
+        wide = builder.icmp_signed("==", args[1], ir.Constant(args[1].type, 64))
+        with builder.if_else(wide) as (ilp64, lp64):
+            for branch, iw in ((ilp64, i64), (lp64, i32)):
+                with branch:
+                    fnty = ir.FunctionType(ir.VoidType(), [i32, i32, i32, iw, iw, iw, f32, ptr,
+                                                           iw, ptr, iw, f32, ptr, iw])
+                    fn = builder.inttoptr(args[0], fnty.as_pointer())
+                    size = (lambda v: v) if iw is i64 else (lambda v: builder.trunc(v, i32))
+                    builder.call(fn, [ir.Constant(i32, ROW_MAJOR), builder.trunc(ta, i32),
+                                      builder.trunc(tb, i32), size(mm), size(nn), size(kk),
+                                      ir.Constant(f32, 1.0), builder.inttoptr(pa, ptr),
+                                      size(la), builder.inttoptr(pb, ptr), size(lb),
+                                      ir.Constant(f32, 0.0), builder.inttoptr(pc, ptr),
+                                      size(lc)])
+        return context.get_dummy_value()
+
+    return types.void(*([types.int64] * 13)), codegen
+
+
+@jit(parallel=True, min_elements=1)
+def _run_table(table, address, bits):
+    """Every row of the table (FIELDS) one cblas_sgemm call, the rows shared by the threads."""
+    for p in prange(table.shape[0]):
+        r = table[p]
+        _sgemm(address, bits, r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9],
+               r[10])
+
+
+def gemm_pieces(table: np.ndarray) -> None:
+    """Run every piece of a piece_table at once on numba's threads (BLAS itself must be held
+    to one thread: kernels/threads.one_blas_thread)."""
+    address, bits = _lookup()
+    _run_table(table, np.int64(address), np.int64(bits))
