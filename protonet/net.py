@@ -293,6 +293,8 @@ class Net:
                     nb or layer.allow_force_backward(j)
                     for j, nb in enumerate(self._bottom_need_backward[i])]
                 layer.param_propagate_down = [True] * len(layer.blobs)
+        for layer, need in zip(self.layers, self._layer_need_backward):
+            layer.backward_runs = need
 
     # -- running -----------------------------------------------------------------------------
     def _index(self, layer_name, default: int) -> int:

@@ -60,6 +60,11 @@ class Layer:
     # their filled values would only be overwritten (VGG-16: 138M random draws, 2 s).
     weights_follow: bool = False
 
+    # Whether a backward of this layer may run (Caffe's layer_need_backward, set by the net;
+    # True for a layer on its own). False in a TEST net without force_backward: the layer may
+    # then skip work only its backward reads (max pooling's argmax).
+    backward_runs: bool = True
+
     def __init__(self, param, phase: int = TRAIN) -> None:
         self.name: str = param.name
         self.param = param

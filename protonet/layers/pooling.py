@@ -102,8 +102,13 @@ class Pooling(Layer):
                           and not (self.ph or self.pw) and (h, w) == (2 * ho, 2 * wo))
         self.by_phases = forward_on_phases(self.is_max, self.sh, self.sw, wo)
         self.by_channel_blocks = self.is_max and max_pool_by_channel_blocks(wo, self.sw)
-        if self.is_max:
-            self.scratch("mask", (n, c, ho, wo), np.int32)
+
+    def _mask(self, top):
+        """The argmax planes a MAX forward writes, made at the first forward that needs them:
+        None when neither a backward nor a second top reads them (a TEST net's pooling)."""
+        if not (self.backward_runs or len(top) == 2):
+            return None
+        return planes(self.scratch("mask", top[0].shape, np.int32))
 
     def forward(self, bottom, top):
         window = (self.kh, self.kw, self.ph, self.pw, self.sh, self.sw)
@@ -111,13 +116,14 @@ class Pooling(Layer):
         if not self.is_max:
             (ave_pool_forward if self.by_phases else ave_pool_windows_forward)(x, *window, y)
             return
+        mask = self._mask(top)
         if self.tiles_2x2:
-            max_pool_2x2_forward(x, y, planes(self.mask))
+            max_pool_2x2_forward(x, y, mask)
         elif self.by_channel_blocks:
-            max_pool_forward_by_channel_blocks(x, *window, y, planes(self.mask))
+            max_pool_forward_by_channel_blocks(x, *window, y, mask)
         else:
             (max_pool_forward if self.by_phases else max_pool_windows_forward)(
-                x, *window, y, planes(self.mask))
+                x, *window, y, mask)
         if len(top) == 2:
             top[1].data[...] = self.mask
 
@@ -184,6 +190,7 @@ class SPP(Layer):
         flat = top[0].data.reshape(n, -1)
         offset = 0
         for pooling, out in self.levels:
+            pooling.backward_runs = self.backward_runs   # set by the net after reshape
             pooling.forward(bottom, [out])
             size = out.count // n
             flat[:, offset:offset + size] = out.data.reshape(n, size)

@@ -161,6 +161,20 @@ def test_max_pool_values_and_first_maximum_index_are_caffes(shape, kernel, strid
     expected_y, expected_mask, _ = vision.caffe_pool_float32(x[None], kernel, stride, pad, "MAX")
     np.testing.assert_array_equal(y, expected_y[0])
     np.testing.assert_array_equal(mask, expected_mask[0])
+    # Without the argmax (no backward will read it): the same maxima.
+    y_alone = np.zeros_like(y)
+    max_pool_forward(x, kh, kw, ph, pw, sh, sw, y_alone, None)
+    np.testing.assert_array_equal(y_alone, expected_y[0])
+
+
+def test_max_pool_2x2_forward_without_the_argmax_gives_the_same_maxima():
+    from protonet.kernels.pooling import max_pool_2x2_forward
+    x = np.random.default_rng(5).integers(0, 4, (3, 6, 8)).astype(np.float32)
+    x[0, :2, :2] = np.nan
+    y, y_alone = np.zeros((3, 3, 4), np.float32), np.ones((3, 3, 4), np.float32)
+    max_pool_2x2_forward(x, y, np.zeros((3, 3, 4), np.int32))
+    max_pool_2x2_forward(x, y_alone, None)
+    np.testing.assert_array_equal(y_alone, y)
 
 
 def test_pooling_inner_loops_are_vectorized():
@@ -243,3 +257,43 @@ def test_max_pooling_runs_on_channel_blocks_for_narrow_rows():
     assert max_pool_by_channel_blocks(16, 2)                                     # CIFAR-10's
     assert not max_pool_by_channel_blocks(28, 2)                      # GoogLeNet's pool2
     assert not max_pool_by_channel_blocks(56, 2)                      # GoogLeNet's pool1
+
+
+NET = """
+input: "data" input_shape { dim: 2 dim: 3 dim: 9 dim: 9 }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+        convolution_param { num_output: 4 kernel_size: 3 weight_filler { type: "xavier" } } }
+layer { name: "pool" type: "Pooling" bottom: "conv" top: "pool"
+        pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
+layer { name: "ip" type: "InnerProduct" bottom: "pool" top: "ip"
+        inner_product_param { num_output: 3 weight_filler { type: "xavier" } } }
+"""
+
+
+@pytest.mark.parametrize("force_backward", [False, True])
+def test_a_test_net_pools_without_the_argmax_unless_a_backward_may_run(tmp_path,
+                                                                       force_backward):
+    """A TEST net's max pooling keeps no argmax (no backward runs: Caffe's
+    layer_need_backward); with force_backward (a saliency map, DeepDream) it does, and the
+    data gradient through it is the TRAIN net's."""
+    import protonet
+    path = tmp_path / "net.prototxt"
+    path.write_text(("force_backward: true\n" if force_backward else "") + NET)
+    test_net = protonet.Net(str(path), protonet.TEST)
+    train_net = protonet.Net(str(path), protonet.TRAIN)
+    x = np.random.default_rng(6).standard_normal((2, 3, 9, 9)).astype(np.float32)
+    for net in (test_net, train_net):
+        net.params["conv"][0].data[...] = train_net.params["conv"][0].data
+        net.params["ip"][0].data[...] = train_net.params["ip"][0].data
+        net.blobs["data"].data[...] = x
+        net.forward()
+    pool = test_net.layers[list(test_net._layer_names).index("pool")]
+    assert pool.backward_runs == force_backward
+    assert (getattr(pool, "mask", None) is not None) == force_backward
+    np.testing.assert_array_equal(test_net.blobs["pool"].data, train_net.blobs["pool"].data)
+    if force_backward:
+        for net in (test_net, train_net):
+            net.blobs["ip"].diff[...] = 1.0
+            net.backward()
+        np.testing.assert_array_equal(test_net.blobs["data"].diff,
+                                      train_net.blobs["data"].diff)
