@@ -217,7 +217,7 @@ def convolve(x, u, bias, ph: int, pw: int, first_row: int, tile_rows: int, v_buf
     (16, group, K / group, C / group) (weight_transform) and bias (K,) float32. v_buffer and
     m_buffer are flat float32 work arrays of at least scratch_sizes(...) floats for the
     N x tile_rows x tiles across tiles. The 16 x group products are shared between
-    `threads` threads (BLAS on one thread each, kernels/threads.py)."""
+    `threads` threads (threads.grouped_matmul)."""
     from . import threads as compute   # the pool, imported where used: no cycle at import
     n, channels = x.shape[:2]
     _, group, kg, cg = u.shape
@@ -227,11 +227,7 @@ def convolve(x, u, bias, ph: int, pw: int, first_row: int, tile_rows: int, v_buf
     products = _matrices(m_buffer, group, kg, tiles)
     input_transform(x, ph, pw, first_row, tile_rows, tiles_w, v.reshape(16, channels, tiles))
     pairs = [(e, g) for e in range(16) for g in range(group)]
-
-    def multiply(s, e, shared):
-        for i, g in pairs[s:e]:
-            np.matmul(u[i, g], v[i, g], out=products[i, g])
-
-    compute.run_pieces(multiply, compute.split(len(pairs), max(1, threads) * 4), threads)
+    compute.grouped_matmul([u[e, g] for e, g in pairs], [v[e, g] for e, g in pairs],
+                           [products[e, g] for e, g in pairs], threads)
     output_transform(products.reshape(16, group * kg, tiles), bias, first_row, tile_rows,
                      tiles_w, y)
