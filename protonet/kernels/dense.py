@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import threads
-from ._jit import jit
+from ._jit import jit, prange
 from .lanes import LANES, stack_lanes
 
 TILE = 4
@@ -124,21 +124,28 @@ def dense_forward(w, x, y, first):
                 _dot_tile(x, w, y, first, r, n, 1)
 
 
+@jit(parallel=True)
+def _dense_pieces(w, x, y, bounds):
+    """dense_forward of each piece of weight rows (bounds: (start, end) rows), the pieces
+    shared by numba's threads."""
+    for p in prange(bounds.shape[0]):
+        start, end = bounds[p, 0], bounds[p, 1]
+        dense_forward(w[start:end], x, y, start)
+
+
 def dense(w, x, y) -> None:
-    """dense_forward on protonet's threads (kernels/threads.py: pieces of weight rows taken in
-    turn, so a thread the system puts aside holds up one piece only), one thread when the
-    product is too small to repay waking another. A piece computes its outputs whole, so the
-    thread count and the pieces do not change the bits."""
+    """dense_forward on numba's threads in pieces of weight rows (numba's threads are usually
+    still spinning from the layer before, where protonet's Python threads would sleep), one
+    thread when the product is too small to repay waking another. A
+    piece computes its outputs whole, so the thread count and the pieces do not change the
+    bits."""
     n_threads = threads.compute_threads()
     if n_threads == 1 or (x.shape[0] * w.size < threads.SPLIT_MIN_MACS
                           and w.size < SPLIT_MIN_WEIGHTS):
         dense_forward(w, x, y, 0)
         return
-    pieces = threads.split(w.shape[0], n_threads * threads.PIECES_PER_THREAD, align=TILE)
-
-    def work(start, end, shared):
-        dense_forward(w[start:end], x, y, start)
-    threads.run_pieces(work, pieces, n_threads)
+    bounds = threads.split(w.shape[0], n_threads * threads.PIECES_PER_THREAD, align=TILE)
+    _dense_pieces(w, x, y, np.array(bounds, np.int64))
 
 
 def lane_ordered_reference(x, w):
