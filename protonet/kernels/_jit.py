@@ -49,6 +49,11 @@ class _ParallelKernel:
         kernel = self.parallel if args[0].size >= self.min_elements else self.serial
         return kernel(*args)
 
+    def over(self, pieces: int):
+        """The compile for a loop over `pieces` pieces a plan has already sized for the
+        threads: parallel if there are two or more, whatever the size of the arrays."""
+        return self.parallel if pieces > 1 else self.serial
+
 
 def jit(parallel: bool = False, contract: bool = False,
         min_elements: int = PARALLEL_MIN_ELEMENTS):

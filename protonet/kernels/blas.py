@@ -116,7 +116,7 @@ def piece_table(a, b, out, axis: int, pieces) -> np.ndarray | None:
 
 
 @intrinsic
-def _sgemm(typingctx, address, bits, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
+def sgemm(typingctx, address, bits, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
     """cblas_sgemm(RowMajor, trans_a, trans_b, m, n, k, 1, a, lda, b, ldb, 0, c, ldc) through
     the function at `address`, whose integers are `bits` (64 or 32) wide."""
 
@@ -148,12 +148,18 @@ def _run_table(table, address, bits):
     """Every row of the table (FIELDS) one cblas_sgemm call, the rows shared by the threads."""
     for p in prange(table.shape[0]):
         r = table[p]
-        _sgemm(address, bits, r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9],
+        sgemm(address, bits, r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9],
                r[10])
 
 
 def gemm_pieces(table: np.ndarray) -> None:
     """Run every piece of a piece_table at once on numba's threads (BLAS itself must be held
     to one thread: kernels/threads.one_blas_thread)."""
+    _run_table(table, *function())
+
+
+def function() -> tuple:
+    """(address, bits) of numpy's cblas_sgemm as int64s, the first arguments of sgemm in a
+    kernel (available() must be True)."""
     address, bits = _lookup()
-    _run_table(table, np.int64(address), np.int64(bits))
+    return np.int64(address), np.int64(bits)

@@ -11,6 +11,8 @@ Names: kh, kw kernel; ph, pw pad; sh, sw stride; dh, dw dilation; ho, wo output 
 from __future__ import annotations
 
 from ._jit import jit, prange
+from .blas import NO_TRANS, sgemm
+from .epilogue import channel_epilogue
 
 
 def conv_output_size(size: int, kernel: int, pad: int, stride: int, dilation: int) -> int:
@@ -99,3 +101,35 @@ def channels_last(dy, out):
         for n in range(n_img):
             for k in range(p):
                 out[m, n, k] = dy[n, m, k]
+
+
+# The serial compiles, called from per_image_forward's parallel loop (numba types a
+# dispatcher held in a global, not an attribute of one).
+_im2col_serial = im2col.serial
+_channel_epilogue_serial = channel_epilogue.serial
+
+
+@jit(parallel=True)
+def per_image_forward(x, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, weight, blocks,
+                      out, address, bits, scale, shift, relu, negative_slope):
+    """The per-image path's forward on numba's threads (layers/conv.py): each block (s, e) of
+    blocks (B, 2) builds images s..e's columns (im2col, into col as the whole chunk's), then
+    multiplies weight[g] (M/group, K/group) by each image's group-g columns into out[n]'s
+    group-g channels (a cblas_sgemm each, through the function at `address`, integers `bits`
+    wide: kernels/blas.py; BLAS held to one thread), then runs the epilogue on those images,
+    while they are in the thread's cache. The same calls in the same order as the Python
+    threads' path: the same bits. out (N, M, P) C-contiguous."""
+    group, mg, kg = weight.shape
+    p = ho * wo
+    pitch = col.strides[0] // 4
+    m_out = out.shape[1]
+    for b in prange(blocks.shape[0]):
+        s, e = blocks[b, 0], blocks[b, 1]
+        _im2col_serial(x[s:e], kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, s)
+        for g in range(group):
+            for n in range(s, e):
+                sgemm(address, bits, NO_TRANS, NO_TRANS, mg, p, kg,
+                      weight.ctypes.data + 4 * g * mg * kg, kg,
+                      col.ctypes.data + 4 * (g * kg * pitch + n * p), pitch,
+                      out.ctypes.data + 4 * (n * m_out + g * mg) * p, p)
+        _channel_epilogue_serial(out[s:e], scale, shift, relu, negative_slope)

@@ -10,8 +10,9 @@ import numpy as np
 
 from ..blob import Blob
 from ..errors import NetDefinitionError
-from ..kernels import threads, winograd
-from ..kernels.conv import channels_first, channels_last, col2im, conv_output_size, im2col
+from ..kernels import blas, threads, winograd
+from ..kernels.conv import (channels_first, channels_last, col2im, conv_output_size, im2col,
+                            per_image_forward)
 from ..kernels.conv_plan import TUNING, plan_convolution
 from ..kernels.depthwise import (depthwise_backward_data, depthwise_backward_weight,
                                  depthwise_forward)
@@ -294,6 +295,13 @@ class _SingleConvolution(_BaseConvolution):
         # batch 1: 0.1-3 MB each).
         bottom_as_columns = self.plan.columns_are_input and self.shares_scratch
         for n0, n1 in self.plan.bounds:
+            if self.plan.per_image_forward and self._per_image_on_numba(col, out):
+                blocks = np.array(self.plan.blocks(n1 - n0), np.int64)
+                with threads.one_blas_thread():
+                    per_image_forward.over(len(blocks))(
+                        x[n0:n1], *self.geometry(), self.ho, self.wo, col, weight, blocks,
+                        out[n0:n1], *blas.function(), *epilogue)
+                continue
             if self.plan.per_image_forward:
                 # Each thread builds a block of images' columns (into the chunk's matrix,
                 # where backward finds them) and multiplies them while they are in its
@@ -332,6 +340,14 @@ class _SingleConvolution(_BaseConvolution):
                 channel_epilogue(out[n0:n1], *epilogue)
             else:
                 channels_first_epilogue(y2, out[n0:n1], *epilogue)
+
+    def _per_image_on_numba(self, col, out) -> bool:
+        """Whether the per-image forward runs as one kernel on numba's threads
+        (kernels/conv.per_image_forward): numpy's BLAS callable from a kernel, columns built
+        (not the bottom itself), and operands laid out as cblas takes them."""
+        return (blas.available() and not (self.plan.columns_are_input and self.shares_scratch)
+                and col.strides[1] == 4 and out.flags.c_contiguous
+                and self.blobs[0].data.flags.c_contiguous)
 
     def backward(self, top, propagate_down, bottom):
         top_diff = _planes(top[0].diff)

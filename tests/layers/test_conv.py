@@ -7,6 +7,7 @@ from helpers import build, check_gradient, run_forward
 
 from protonet.errors import NetDefinitionError, ShapeError
 from protonet.kernels import blas, threads
+from protonet.layers import conv as conv_layers
 from protonet.kernels.conv_plan import TUNING, plan_convolution
 from reference import vision
 
@@ -180,6 +181,39 @@ def test_grouped_gemms_split_between_threads_keep_values_and_gradients(case, eng
                                expected(layer, bottom, case, ref), rtol=1e-5, atol=1e-5)
     assert layer.plan.threads == 2 and pieces_run and min(pieces_run) >= 2
     check_gradient(layer, bottom, top, max_elements=120)
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[2], CASES[4]])
+def test_per_image_forward_on_numba_threads_is_the_python_threads_bit_for_bit(case,
+                                                                             monkeypatch):
+    """The per-image forward as one kernel on numba's threads (im2col, a cblas_sgemm per image
+    and group, the epilogue, block by block) against the same steps on protonet's Python
+    threads: the same calls, so the same bits, groups and strides included."""
+    shape = (5, *case[1][1:])
+    tuning = dataclasses.replace(TUNING, per_image_max_k=1 << 30, per_image_min_pixels=1,
+                                 per_image_needs_an_image_a_thread=False,
+                                 winograd_min_channels=1 << 30, direct_min_k=1 << 30,
+                                 depthwise_direct=False)
+    kernel_calls = []
+    over = conv_layers.per_image_forward.over
+    monkeypatch.setattr(conv_layers.per_image_forward, "over",
+                        lambda pieces: (kernel_calls.append(pieces), over(pieces))[1])
+    tops = []
+    for engine in ("numba threads", "python threads"):
+        if engine == "python threads":
+            monkeypatch.setattr(blas, "_found", (0, 0))
+        layer, bottom, top = build(case[0], [shape])
+        layer.tuning = tuning
+        bottom[0].data[...] = np.random.default_rng(8).standard_normal(shape)
+        layer.blobs[0].data[...] = np.random.default_rng(9).standard_normal(
+            layer.blobs[0].shape)
+        tops.append(run_forward(layer, bottom, top)[0])
+        assert layer.plan.per_image_forward and len(layer.plan.blocks(5)) > 1
+        assert bool(kernel_calls) == (engine == "numba threads")
+        kernel_calls.clear()
+    np.testing.assert_array_equal(tops[0], tops[1])
+    np.testing.assert_allclose(tops[0], expected(layer, bottom, case, vision.conv),
+                               rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("case", [CASES[1], DECONV[0]])
