@@ -27,8 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import threads
-from ._jit import jit
+from ._jit import jit, prange
 
 # Floats per vector register on AVX-512; b's and out's widths are padded to a multiple.
 LANES = 16
@@ -182,11 +181,38 @@ def weight_grad_images(x, dy, ph, pw, padded_shape, pixels, window, grad_t):
         gathered_matmul(flat, window, pixels, dy_t, grad_t)
 
 
+@jit(parallel=True)
+def forward_blocks(x, ph, pw, padded_shape, pixels, window, weights_t, bias, out, blocks):
+    """forward_images of each block (s, e) of images (blocks (B, 2)), the blocks shared by
+    numba's threads (one region per pass)."""
+    for b in prange(blocks.shape[0]):
+        s, e = blocks[b, 0], blocks[b, 1]
+        forward_images(x[s:e], ph, pw, padded_shape, pixels, window, weights_t, bias, out[s:e])
+
+
+@jit(parallel=True)
+def backward_blocks(x, dy, ph, pw, padded_shape, pixels, window, grads, dy_images, diff_pad_h,
+                    diff_pad_w, diff_padded_shape, bottom_pixels, flipped_window, flipped,
+                    dx_planes, blocks):
+    """Per block (s, e) of images (blocks (B, 2)), on numba's threads: block b's share of
+    the weight gradient into grads[b] (grads None: not wanted), and the data gradient of its
+    images into dx_planes (None: not wanted) as forward_images of the padded top diff with
+    the flipped weights."""
+    for b in prange(blocks.shape[0]):
+        s, e = blocks[b, 0], blocks[b, 1]
+        if grads is not None:
+            weight_grad_images(x[s:e], dy[s:e], ph, pw, padded_shape, pixels, window, grads[b])
+        if dx_planes is not None:
+            forward_images(dy_images[s:e], diff_pad_h, diff_pad_w, diff_padded_shape,
+                           bottom_pixels, flipped_window, flipped, np.empty(0, np.float32),
+                           dx_planes[s:e])
+
+
 class DirectConvolution:
     """One convolution's offsets for the kernels above (made when its shapes are known), and
-    the passes over a batch, split between protonet's threads (one region per pass: each
-    thread pads, multiplies and lays out its images; the backward runs the weight and data
-    gradients of a piece together)."""
+    the passes over a batch, split between numba's threads by blocks of images (one region per
+    pass: each thread pads, multiplies and lays out its images; the backward runs the weight
+    and data gradients of a block together)."""
 
     def __init__(self, geometry, bottom_shape, top_shape) -> None:
         self.shapes = (geometry, bottom_shape, top_shape)
@@ -215,20 +241,18 @@ class DirectConvolution:
         weights_t[:, :outputs] = weight.T
         bias = np.empty(0, np.float32) if bias is None else bias
 
-        def images(s, e, shared):
-            forward_images(x[s:e], *self.pad, self.padded, self.pixels, self.window,
-                           weights_t, bias, out[s:e])
-
-        threads.run_pieces(images, plan.blocks(x.shape[0]), plan.threads)
+        blocks = np.array(plan.blocks(x.shape[0]), np.int64)
+        forward_blocks.over(len(blocks))(x, *self.pad, self.padded, self.pixels, self.window,
+                                         weights_t, bias, out, blocks)
 
     def backward(self, x, dy, weight, weight_diff, dx, plan) -> None:
         """weight_diff (M, K) += the weight gradient (if not None); dx (N, C, H, W) = the
         data gradient (if not None); dy (N, M, P) the top diff, weight (M, C, kh, kw)."""
         outputs, channels = weight.shape[:2]
-        pieces = plan.blocks(x.shape[0])
-        first = {s: i for i, (s, _) in enumerate(pieces)}
+        blocks = np.array(plan.blocks(x.shape[0]), np.int64)
+        grads = flipped = dy_images = dx_planes = None
         if weight_diff is not None:
-            grads = np.zeros((len(pieces), weight_diff.shape[1], padded_width(outputs)),
+            grads = np.zeros((len(blocks), weight_diff.shape[1], padded_width(outputs)),
                              np.float32)
         if dx is not None:
             flipped = np.zeros((outputs * weight.shape[2] * weight.shape[3],
@@ -236,18 +260,10 @@ class DirectConvolution:
             flipped[:, :channels] = weight.transpose(0, 2, 3, 1).reshape(-1, channels)
             dy_images = dy.reshape(dy.shape[0], *self.top_shape)
             dx_planes = dx.reshape(dx.shape[0], channels, -1)   # a view: dx is contiguous
-            no_bias = np.empty(0, np.float32)
-
-        def images(s, e, shared):
-            if weight_diff is not None:
-                weight_grad_images(x[s:e], dy[s:e], *self.pad, self.padded, self.pixels,
-                                   self.window, grads[first[s]])
-            if dx is not None:
-                forward_images(dy_images[s:e], *self.diff_pad, self.diff_padded,
-                               self.bottom_pixels, self.flipped_window, flipped, no_bias,
-                               dx_planes[s:e])
-
-        threads.run_pieces(images, pieces, plan.threads)
+        backward_blocks.over(len(blocks))(
+            x, dy, *self.pad, self.padded, self.pixels, self.window, grads, dy_images,
+            *self.diff_pad, self.diff_padded, self.bottom_pixels, self.flipped_window, flipped,
+            dx_planes, blocks)
         if weight_diff is not None:
             # Pieces summed in a fixed order.
             weight_diff += grads.sum(axis=0)[:, :outputs].T
