@@ -111,25 +111,32 @@ _channel_epilogue_serial = channel_epilogue.serial
 
 @jit(parallel=True)
 def per_image_forward(x, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, weight, blocks,
-                      out, address, bits, scale, shift, relu, negative_slope):
+                      out, address, bits, scale, shift, relu, negative_slope, from_input):
     """The per-image path's forward on numba's threads (layers/conv.py): each block (s, e) of
     blocks (B, 2) builds images s..e's columns (im2col, into col as the whole chunk's), then
     multiplies weight[g] (M/group, K/group) by each image's group-g columns into out[n]'s
     group-g channels (a cblas_sgemm each, through the function at `address`, integers `bits`
     wide: kernels/blas.py; BLAS held to one thread), then runs the epilogue on those images,
     while they are in the thread's cache. The same calls in the same order as the Python
-    threads' path: the same bits. out (N, M, P) C-contiguous."""
+    threads' path: the same bits. out (N, M, P) C-contiguous. from_input: a 1x1 stride-1
+    unpadded convolution whose columns are the bottom's own planes (x C-contiguous): no
+    im2col, col unused."""
     group, mg, kg = weight.shape
     p = ho * wo
     pitch = col.strides[0] // 4
     m_out = out.shape[1]
+    channels = x.shape[1]
     for b in prange(blocks.shape[0]):
         s, e = blocks[b, 0], blocks[b, 1]
-        _im2col_serial(x[s:e], kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, s)
+        if not from_input:
+            _im2col_serial(x[s:e], kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, s)
         for g in range(group):
             for n in range(s, e):
+                if from_input:   # image n's planes, group g's rows
+                    columns, ld = x.ctypes.data + 4 * (n * channels + g * kg) * p, p
+                else:
+                    columns, ld = col.ctypes.data + 4 * (g * kg * pitch + n * p), pitch
                 sgemm(address, bits, NO_TRANS, NO_TRANS, mg, p, kg,
-                      weight.ctypes.data + 4 * g * mg * kg, kg,
-                      col.ctypes.data + 4 * (g * kg * pitch + n * p), pitch,
+                      weight.ctypes.data + 4 * g * mg * kg, kg, columns, ld,
                       out.ctypes.data + 4 * (n * m_out + g * mg) * p, p)
         _channel_epilogue_serial(out[s:e], scale, shift, relu, negative_slope)

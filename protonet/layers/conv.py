@@ -300,7 +300,7 @@ class _SingleConvolution(_BaseConvolution):
                 with threads.one_blas_thread():
                     per_image_forward.over(len(blocks))(
                         x[n0:n1], *self.geometry(), self.ho, self.wo, col, weight, blocks,
-                        out[n0:n1], *blas.function(), *epilogue)
+                        out[n0:n1], *blas.function(), *epilogue, bottom_as_columns)
                 continue
             if self.plan.per_image_forward:
                 # Each thread builds a block of images' columns (into the chunk's matrix,
@@ -343,10 +343,9 @@ class _SingleConvolution(_BaseConvolution):
 
     def _per_image_on_numba(self, col, out) -> bool:
         """Whether the per-image forward runs as one kernel on numba's threads
-        (kernels/conv.per_image_forward): numpy's BLAS callable from a kernel, columns built
-        (not the bottom itself), and operands laid out as cblas takes them."""
-        return (blas.available() and not (self.plan.columns_are_input and self.shares_scratch)
-                and col.strides[1] == 4 and out.flags.c_contiguous
+        (kernels/conv.per_image_forward): numpy's BLAS callable from a kernel, and operands
+        laid out as cblas takes them."""
+        return (blas.available() and col.strides[1] == 4 and out.flags.c_contiguous
                 and self.blobs[0].data.flags.c_contiguous)
 
     def backward(self, top, propagate_down, bottom):
