@@ -11,7 +11,7 @@ Names: kh, kw kernel; ph, pw pad; sh, sw stride; dh, dw dilation; ho, wo output 
 from __future__ import annotations
 
 from ._jit import jit, prange
-from .blas import NO_TRANS, sgemm
+from .blas import NO_TRANS, TRANS, sgemm
 from .epilogue import channel_epilogue
 
 
@@ -106,6 +106,7 @@ def channels_last(dy, out):
 # The serial compiles, called from per_image_forward's parallel loop (numba types a
 # dispatcher held in a global, not an attribute of one).
 _im2col_serial = im2col.serial
+_col2im_serial = col2im.serial
 _channel_epilogue_serial = channel_epilogue.serial
 
 
@@ -140,3 +141,41 @@ def per_image_forward(x, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, weight, bl
                       weight.ctypes.data + 4 * g * mg * kg, kg, columns, ld,
                       out.ctypes.data + 4 * (n * m_out + g * mg) * p, p)
         _channel_epilogue_serial(out[s:e], scale, shift, relu, negative_slope)
+
+
+@jit(parallel=True)
+def per_image_backward(x, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, weight, top_diff,
+                       dy_all, blocks, address, bits, grads, dx, rebuild):
+    """The per-image path's blocked backward on numba's threads (layers/conv.py): each block
+    b = (s, e) of images builds their columns again if `rebuild` (other layers overwrote
+    them), lays their top diff out as the GEMMs' (M, images x P) in dy_all, then per group
+    g: grads[b, g] (K/group, M/group) = columns @ top diff.T (grads None: no weight
+    gradient), and the columns' gradient weight[g].T @ top diff over the columns, which
+    col2im scatters into dx[s:e] (dx None: no data gradient), while in the thread's cache.
+    The same cblas calls as np.matmul makes on the Python threads' path."""
+    group, mg, kg = weight.shape
+    p = ho * wo
+    pitch = col.strides[0] // 4
+    dy_pitch = dy_all.strides[0] // 4
+    for b in prange(blocks.shape[0]):
+        s, e = blocks[b, 0], blocks[b, 1]
+        if rebuild:
+            _im2col_serial(x[s:e], kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, s)
+        for m in range(group * mg):
+            for n in range(s, e):
+                row = dy_all[m, n * p:(n + 1) * p]
+                source = top_diff[n, m]
+                for q in range(p):
+                    row[q] = source[q]
+        width = (e - s) * p
+        for g in range(group):
+            columns = col.ctypes.data + 4 * (g * kg * pitch + s * p)
+            dy = dy_all.ctypes.data + 4 * (g * mg * dy_pitch + s * p)
+            if grads is not None:
+                sgemm(address, bits, NO_TRANS, TRANS, kg, mg, width, columns, pitch, dy,
+                      dy_pitch, grads.ctypes.data + 4 * (b * group + g) * kg * mg, mg)
+            if dx is not None:   # the columns are used: their gradient overwrites them
+                sgemm(address, bits, TRANS, NO_TRANS, kg, width, mg,
+                      weight.ctypes.data + 4 * g * mg * kg, kg, dy, dy_pitch, columns, pitch)
+        if dx is not None:
+            _col2im_serial(col, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, dx[s:e], s)

@@ -12,7 +12,7 @@ from ..blob import Blob
 from ..errors import NetDefinitionError
 from ..kernels import blas, threads, winograd
 from ..kernels.conv import (channels_first, channels_last, col2im, conv_output_size, im2col,
-                            per_image_forward)
+                            per_image_backward, per_image_forward)
 from ..kernels.conv_plan import TUNING, plan_convolution
 from ..kernels.depthwise import (depthwise_backward_data, depthwise_backward_weight,
                                  depthwise_forward)
@@ -431,6 +431,15 @@ class _SingleConvolution(_BaseConvolution):
         # The top diff as the GEMMs' (M, images x P), each piece writing its own columns.
         dy_all = self.scratch("block_dy", (group * mg, x.shape[0] * p))
         rebuild = self.shares_scratch   # the columns were overwritten by other layers
+        if self._per_image_on_numba(col, top_diff) and dy_all.flags.c_contiguous:
+            blocks = np.array([(s, e) for s, e, _ in pieces], np.int64)
+            with threads.one_blas_thread():
+                per_image_backward.over(len(blocks))(
+                    x, *self.geometry(), self.ho, self.wo, col, weight, top_diff, dy_all,
+                    blocks, *blas.function(), None if w_diff is None else grads, dx, rebuild)
+            if w_diff is not None:
+                w_diff += grads.sum(axis=0).transpose(0, 2, 1)   # pieces in a fixed order
+            return
 
         def images(s, e, index, shared):
             if rebuild:

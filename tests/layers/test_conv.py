@@ -183,36 +183,57 @@ def test_grouped_gemms_split_between_threads_keep_values_and_gradients(case, eng
     check_gradient(layer, bottom, top, max_elements=120)
 
 
+@pytest.mark.parametrize("backward", ["blocked backward", "per-image weight gradient"])
 @pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[2], CASES[4]])
-def test_per_image_forward_on_numba_threads_is_the_python_threads_bit_for_bit(case,
-                                                                             monkeypatch):
-    """The per-image forward as one kernel on numba's threads (im2col, a cblas_sgemm per image
-    and group, the epilogue, block by block) against the same steps on protonet's Python
-    threads: the same calls, so the same bits, groups and strides included."""
+def test_per_image_path_on_numba_threads_is_the_python_threads_bit_for_bit(case, backward,
+                                                                          monkeypatch):
+    """The per-image forward and the blocked backward as kernels on numba's threads (im2col,
+    a cblas_sgemm per image and group, the epilogue; the top diff's layout, the two gradient
+    GEMMs and col2im, block by block) against the same steps on protonet's Python threads:
+    the same calls, so the same bits, groups and strides included."""
     shape = (5, *case[1][1:])
-    tuning = dataclasses.replace(TUNING, per_image_max_k=1 << 30, per_image_min_pixels=1,
+    blocked = backward == "blocked backward"
+    tuning = dataclasses.replace(TUNING, per_image_max_k=0 if blocked else 1 << 30,
+                                 per_image_max_floats=1 << 30, per_image_min_pixels=1,
                                  per_image_needs_an_image_a_thread=False,
-                                 winograd_min_channels=1 << 30, direct_min_k=1 << 30,
-                                 depthwise_direct=False)
+                                 blocked_backward=blocked, winograd_min_channels=1 << 30,
+                                 direct_min_k=1 << 30, depthwise_direct=False)
     kernel_calls = []
-    over = conv_layers.per_image_forward.over
-    monkeypatch.setattr(conv_layers.per_image_forward, "over",
-                        lambda pieces: (kernel_calls.append(pieces), over(pieces))[1])
-    tops = []
+    for name in ("per_image_forward", "per_image_backward"):
+        over = getattr(conv_layers, name).over
+        monkeypatch.setattr(getattr(conv_layers, name), "over",
+                            lambda pieces, over=over, name=name: (kernel_calls.append(name),
+                                                                  over(pieces))[1])
+    results = []
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal(shape).astype(np.float32)
     for engine in ("numba threads", "python threads"):
         if engine == "python threads":
             monkeypatch.setattr(blas, "_found", (0, 0))
         layer, bottom, top = build(case[0], [shape])
         layer.tuning = tuning
-        bottom[0].data[...] = np.random.default_rng(8).standard_normal(shape)
+        bottom[0].data[...] = x
         layer.blobs[0].data[...] = np.random.default_rng(9).standard_normal(
             layer.blobs[0].shape)
-        tops.append(run_forward(layer, bottom, top)[0])
+        y = run_forward(layer, bottom, top)[0].copy()
         assert layer.plan.per_image_forward and len(layer.plan.blocks(5)) > 1
-        assert bool(kernel_calls) == (engine == "numba threads")
+        assert layer.plan.blocked_backward == blocked
+        top[0].diff[...] = np.random.default_rng(10).standard_normal(top[0].shape)
+        layer.blobs[0].diff[...] = 0
+        layer.backward(top, [True], bottom)
+        results.append((y, bottom[0].diff.copy(), layer.blobs[0].diff.copy()))
+        used = {"per_image_forward"} | ({"per_image_backward"} if blocked else set())
+        assert set(kernel_calls) == (used if engine == "numba threads" else set())
         kernel_calls.clear()
-    np.testing.assert_array_equal(tops[0], tops[1])
-    np.testing.assert_allclose(tops[0], expected(layer, bottom, case, vision.conv),
+    # The forward and the data gradient bit for bit; the weight gradient too, but where a
+    # group has one input (1x1, group = channels) numpy runs its one-row product as a
+    # matrix-vector product, whose last bits may differ from cblas_sgemm's.
+    for numba_result, python_result in zip(results[0][:2], results[1][:2]):
+        np.testing.assert_array_equal(numba_result, python_result)
+    np.testing.assert_allclose(results[0][2], results[1][2], rtol=1e-6, atol=1e-6)
+    if layer.blobs[0].count // layer.num_output > 1:
+        np.testing.assert_array_equal(results[0][2], results[1][2])
+    np.testing.assert_allclose(results[0][0], expected(layer, bottom, case, vision.conv),
                                rtol=1e-5, atol=1e-5)
 
 
