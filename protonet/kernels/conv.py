@@ -179,3 +179,20 @@ def per_image_backward(x, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, weight, t
                       weight.ctypes.data + 4 * g * mg * kg, kg, dy, dy_pitch, columns, pitch)
         if dx is not None:
             _col2im_serial(col, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, dx[s:e], s)
+
+
+@jit(parallel=True)
+def per_image_weight_grads(top_diff, col, blocks, address, bits, grads):
+    """grads[g, n] (M/group, K/group) = top diff of image n's group-g channels (M/group, P) @
+    its group-g columns.T, one cblas_sgemm each, blocks (s, e) of images shared by numba's
+    threads (summed after by the caller, in a fixed order)."""
+    group, chunk, mg, kg = grads.shape
+    m_out, p = top_diff.shape[1], top_diff.shape[2]
+    pitch = col.strides[0] // 4
+    for b in prange(blocks.shape[0]):
+        for n in range(blocks[b, 0], blocks[b, 1]):
+            for g in range(group):
+                sgemm(address, bits, NO_TRANS, TRANS, mg, kg, p,
+                      top_diff.ctypes.data + 4 * (n * m_out + g * mg) * p, p,
+                      col.ctypes.data + 4 * (g * kg * pitch + n * p), pitch,
+                      grads.ctypes.data + 4 * (g * chunk + n) * mg * kg, kg)

@@ -12,7 +12,7 @@ from ..blob import Blob
 from ..errors import NetDefinitionError
 from ..kernels import blas, threads, winograd
 from ..kernels.conv import (channels_first, channels_last, col2im, conv_output_size, im2col,
-                            per_image_backward, per_image_forward)
+                            per_image_backward, per_image_forward, per_image_weight_grads)
 from ..kernels.conv_plan import TUNING, plan_convolution
 from ..kernels.depthwise import (depthwise_backward_data, depthwise_backward_weight,
                                  depthwise_forward)
@@ -396,7 +396,14 @@ class _SingleConvolution(_BaseConvolution):
             dy = dy2.reshape(self.group, mg, -1)
             if data_grad or not plan.per_image_weight_grad:
                 channels_last(top_diff[n0:n1], dy2)
-            if weight_grad and plan.per_image_weight_grad:
+            if (weight_grad and plan.per_image_weight_grad
+                    and self._per_image_on_numba(col, top_diff)):
+                blocks = np.array(plan.blocks(n1 - n0), np.int64)
+                with threads.one_blas_thread():
+                    per_image_weight_grads.over(len(blocks))(
+                        top_diff[n0:n1], col, blocks, *blas.function(), self.w_grads)
+                w_diff += self.w_grads[:, :n1 - n0].sum(axis=1)
+            elif weight_grad and plan.per_image_weight_grad:
                 def images(s, e, shared, top_diff=top_diff[n0:n1]):
                     cols = self._images_of(col, s, e)
                     for g in range(self.group):

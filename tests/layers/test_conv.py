@@ -187,10 +187,11 @@ def test_grouped_gemms_split_between_threads_keep_values_and_gradients(case, eng
 @pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[2], CASES[4]])
 def test_per_image_path_on_numba_threads_is_the_python_threads_bit_for_bit(case, backward,
                                                                           monkeypatch):
-    """The per-image forward and the blocked backward as kernels on numba's threads (im2col,
-    a cblas_sgemm per image and group, the epilogue; the top diff's layout, the two gradient
-    GEMMs and col2im, block by block) against the same steps on protonet's Python threads:
-    the same calls, so the same bits, groups and strides included."""
+    """The per-image forward, the blocked backward and the per-image weight gradient as
+    kernels on numba's threads (im2col, a cblas_sgemm per image and group, the epilogue; the
+    top diff's layout, the two gradient GEMMs and col2im, block by block) against the same
+    steps on protonet's Python threads: the same calls, so the same bits, groups and strides
+    included."""
     shape = (5, *case[1][1:])
     blocked = backward == "blocked backward"
     tuning = dataclasses.replace(TUNING, per_image_max_k=0 if blocked else 1 << 30,
@@ -199,7 +200,7 @@ def test_per_image_path_on_numba_threads_is_the_python_threads_bit_for_bit(case,
                                  blocked_backward=blocked, winograd_min_channels=1 << 30,
                                  direct_min_k=1 << 30, depthwise_direct=False)
     kernel_calls = []
-    for name in ("per_image_forward", "per_image_backward"):
+    for name in ("per_image_forward", "per_image_backward", "per_image_weight_grads"):
         over = getattr(conv_layers, name).over
         monkeypatch.setattr(getattr(conv_layers, name), "over",
                             lambda pieces, over=over, name=name: (kernel_calls.append(name),
@@ -222,7 +223,8 @@ def test_per_image_path_on_numba_threads_is_the_python_threads_bit_for_bit(case,
         layer.blobs[0].diff[...] = 0
         layer.backward(top, [True], bottom)
         results.append((y, bottom[0].diff.copy(), layer.blobs[0].diff.copy()))
-        used = {"per_image_forward"} | ({"per_image_backward"} if blocked else set())
+        used = {"per_image_forward", "per_image_backward" if blocked else
+                "per_image_weight_grads"}
         assert set(kernel_calls) == (used if engine == "numba threads" else set())
         kernel_calls.clear()
     # The forward and the data gradient bit for bit; the weight gradient too, but where a
