@@ -124,9 +124,10 @@ TILE = 4
 def _max_pool_block(block, kh, kw, ph, pw, sh, sw, width, best, won):
     """best (Ho, Wo, LANES) = the window maxima of 16 planes held channel-last in block
     (padded by ph, pw with -inf: never a maximum), won = the flat index h*width + w of each
-    first maximum (-1 where nothing beats -FLT_MAX; won None: not wanted): the windows' taps row by row, strict >,
-    as max_pool_forward. TILE output pixels of a row at a time in registers; a row's last
-    tile is its last TILE pixels (overlapping: the same comparisons again)."""
+    first maximum (-1 where nothing beats -FLT_MAX; won None: not wanted): the windows'
+    taps row by row, strict >, as max_pool_forward. TILE output pixels of a row at a time in
+    registers; a row's last tile is its last TILE pixels (overlapping: the same comparisons
+    again)."""
     out_h, out_w = best.shape[0], best.shape[1]
     for oy in range(out_h):
         for ox in range(0, out_w, TILE):
