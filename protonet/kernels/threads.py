@@ -1,8 +1,7 @@
 """protonet's compute threads: how GEMMs and per-image work share the cores.
 
 protonet never lets BLAS start threads of its own. Every GEMM runs with BLAS held to one
-thread, and protonet splits the big ones between its own threads (a pool of Python threads
-that sleep in the kernel when idle; numpy's GEMMs and numba's kernels let go of the GIL).
+thread, and protonet splits the big ones between threads itself.
 Why: OpenBLAS's threads wait for each other by spinning. On a busy machine a spinning thread
 burns the time slice its partner needs, and a step collapses: LeNet's training step with
 BLAS on 2 threads ran at 19-46 images/s on this 2-core VM with 7 other jobs running, against
@@ -10,10 +9,15 @@ BLAS on 2 threads ran at 19-46 images/s on this 2-core VM with 7 other jobs runn
 run time through threadpoolctl, so it works whatever was imported first; OpenBLAS's own idle
 timeout (OPENBLAS_THREAD_TIMEOUT, read only when numpy loads) no longer matters.
 
-Work is handed out in pieces, each thread taking the next piece when it finishes one: a
-thread the system has put aside holds up at most one piece, the others take the rest.
-numba's parallel loops (im2col, pooling) run on numba's own pool, set to the same thread
-count, between the GEMMs.
+The threads are numba's: a split GEMM's pieces (grouped_matmul), the per-image convolution
+(kernels/conv.py) and the direct one (kernels/direct_conv.py) are parallel loops that call
+numpy's own cblas_sgemm (kernels/blas.py), beside numba's other loops (im2col, pooling).
+numba's threads spin a moment between loops (protonet/_thread_env.py), so a layer's pieces
+start without waking a sleeping thread. Where numpy's BLAS is not an OpenBLAS that cblas can
+be called in (MKL, Accelerate) or an operand's layout does not suit cblas, run_pieces hands
+the same pieces to a pool of Python threads that sleep in the kernel when idle (numpy's GEMMs
+and numba's kernels let go of the GIL), each thread taking the next piece when it finishes
+one.
 """
 from __future__ import annotations
 
