@@ -97,6 +97,22 @@ def test_operands_cblas_cannot_take_go_to_numpy():
     np.testing.assert_allclose(out, a @ b, rtol=1e-5, atol=1e-4)
 
 
+def test_grouped_products_run_in_turn_on_one_thread_or_when_small(monkeypatch):
+    """Two groups of a small product, or any on one thread: no pieces handed to threads
+    (each would cost a wake), the products BLAS's all the same."""
+    handed = []
+    monkeypatch.setattr(blas, "gemm_pieces", lambda table: handed.append(len(table)))
+    monkeypatch.setattr(threads, "run_pieces", lambda *args: handed.append(args))
+    rng = np.random.default_rng(3)
+    for (m, k, n), n_threads in [((16, 50, 40), 2), ((64, 300, 256), 1)]:
+        a = rng.standard_normal((2, m, k), dtype=np.float32)
+        b = rng.standard_normal((2, k, n), dtype=np.float32)
+        out = np.empty((2, m, n), np.float32)
+        threads.grouped_matmul(a, b, out, threads=n_threads)
+        np.testing.assert_allclose(out, a @ b, rtol=1e-5, atol=1e-4)
+    assert handed == []
+
+
 def test_small_products_are_not_split():
     assert threads.plan_gemm(20, 64, 25, 2)[1] == [(0, 64)]
     assert threads.plan_gemm(500, 4096, 500, 1)[1] == [(0, 4096)]

@@ -160,9 +160,15 @@ def grouped_matmul(a, b, out, threads: int | None = None) -> None:
     such), on protonet's threads with BLAS on one thread (see the module docstring)."""
     threads = compute_threads() if threads is None else threads
     m, n = out[0].shape
+    if threads <= 1 or len(out) * m * n * a[0].shape[1] < SPLIT_MIN_MACS:
+        # One thread, or too little work to repay waking another: the products in turn.
+        with one_blas_thread():
+            for g in range(len(out)):
+                np.matmul(a[g], b[g], out=out[g])
+        return
     axis, bounds = plan_gemm(m, n, a[0].shape[1], threads, len(out))
     pieces = [(g, s, e) for g in range(len(out)) for s, e in bounds]
-    if len(pieces) > 1 and blas.available():
+    if blas.available():
         table = blas.piece_table(a, b, out, axis, pieces)
         if table is not None:
             with one_blas_thread():
