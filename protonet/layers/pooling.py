@@ -41,6 +41,8 @@ class Pooling(Layer):
     ceil: bool
 
     num_top = (1, 2)
+    # Whether the last forward wrote the argmax planes (a MAX pooling's backward reads them).
+    mask_is_current = False
 
     def setup(self, bottom, top):
         p = self.param.pooling_param
@@ -117,6 +119,7 @@ class Pooling(Layer):
             (ave_pool_forward if self.by_phases else ave_pool_windows_forward)(x, *window, y)
             return
         mask = self._mask(top)
+        self.mask_is_current = mask is not None
         if self.tiles_2x2:
             max_pool_2x2_forward(x, y, mask)
         elif self.by_channel_blocks:
@@ -130,6 +133,11 @@ class Pooling(Layer):
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
+        if self.is_max and not self.mask_is_current:
+            # Called although the net said no backward would run (a layer driven by hand):
+            # the forward again, this time keeping the argmax (the same top).
+            self.backward_runs = True
+            self.forward(bottom, top)
         dy, dx = planes(top[0].diff), planes(bottom[0].diff)
         if self.is_max:
             max_pool_backward(dy, planes(self.mask), dx)
@@ -204,6 +212,9 @@ class SPP(Layer):
         bottom[0].diff[...] = 0
         offset = 0
         for pooling, out in self.levels:
+            if pooling.is_max and not pooling.mask_is_current:   # see Pooling.backward
+                pooling.backward_runs = True
+                pooling.forward(bottom, [out])
             size = out.count // n
             out.diff[...] = flat[:, offset:offset + size].reshape(out.shape)
             pooling.backward([out], [True], [self.level_grad])

@@ -99,3 +99,22 @@ def test_bad_inputs_name_the_layer():
         build('name: "s" type: "SPP" spp_param { pyramid_height: 2 }', [(2, 3)])
     with pytest.raises(ShapeError, match=r"'i' \(Im2col\): kernel larger than the padded"):
         build('name: "i" type: "Im2col" convolution_param { kernel_size: 5 }', [(1, 1, 3, 3)])
+
+
+def test_spp_told_no_backward_runs_still_gives_the_gradient_when_asked():
+    """Its MAX levels keep no argmax once the net says no backward runs; a backward called
+    by hand pools its bottom again with the argmax kept: the same gradient."""
+    shape = (2, 3, 7, 6)
+    rng = np.random.default_rng(12)
+    x = rng.permutation(252).reshape(shape).astype(np.float32) * 0.1
+    grads = []
+    for runs in (True, False):
+        layer, bottom, top = build('type: "SPP" spp_param { pyramid_height: 3 pool: MAX }',
+                                   [shape])
+        layer.backward_runs = runs
+        bottom[0].data[...] = x
+        run_forward(layer, bottom, top)
+        top[0].diff[...] = np.random.default_rng(13).standard_normal(top[0].shape)
+        layer.backward(top, [True], bottom)
+        grads.append(bottom[0].diff.copy())
+    np.testing.assert_array_equal(grads[1], grads[0])

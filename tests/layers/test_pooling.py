@@ -297,3 +297,23 @@ def test_a_test_net_pools_without_the_argmax_unless_a_backward_may_run(tmp_path,
             net.backward()
         np.testing.assert_array_equal(test_net.blobs["data"].diff,
                                       train_net.blobs["data"].diff)
+
+
+def test_a_pooling_told_no_backward_runs_still_gives_the_gradient_when_asked():
+    """Driven by hand after its net said no backward would run: the forward is run again
+    with the argmax kept, and the gradient is the one a TRAIN layer gives."""
+    text = 'type: "Pooling" pooling_param { pool: MAX kernel_size: 3 stride: 2 }'
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 3, 9, 8)).astype(np.float32)
+    dy = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
+    grads = []
+    for runs in (True, False):
+        layer, bottom, top = build(text, [x.shape])
+        layer.backward_runs = runs
+        bottom[0].data[...] = x
+        run_forward(layer, bottom, top)
+        assert layer.mask_is_current == runs
+        top[0].diff[...] = dy
+        layer.backward(top, [True], bottom)
+        grads.append(bottom[0].diff.copy())
+    np.testing.assert_array_equal(grads[1], grads[0])
