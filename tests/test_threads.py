@@ -52,36 +52,39 @@ def test_grouped_products_split_evenly_between_threads(groups, m, k, n, engine, 
                                               (True, True)])
 @pytest.mark.parametrize("axis", [0, 1])
 def test_gemm_pieces_on_numba_threads_are_numpys_own_products(trans_a, trans_b, axis):
-    """Pieces of products whose operands are transposed views, cut along rows or columns into
-    slices of a bigger output, run through numpy's own OpenBLAS: bitwise np.matmul's values
-    piece by piece, and nothing written outside the pieces."""
+    """Pieces of stacked products (2 x 3 matrices, as Winograd's 16 x groups) whose operands
+    are transposed views, cut along rows or columns into slices of a bigger output, run
+    through numpy's own OpenBLAS: bitwise np.matmul's values piece by piece, and nothing
+    written outside the pieces."""
     assert blas.available()
     rng = np.random.default_rng(1)
     m, k, n = 70, 90, 50
 
     def operand(rows, cols, transposed):
-        x = rng.standard_normal((cols, rows) if transposed else (rows, cols), dtype=np.float32)
-        return x.T if transposed else x
+        shape = (2, 3) + ((cols, rows) if transposed else (rows, cols))
+        x = rng.standard_normal(shape, dtype=np.float32)
+        return x.transpose(0, 1, 3, 2) if transposed else x
 
-    a = [operand(m, k, trans_a) for _ in range(2)]
-    b = [operand(k, n, trans_b) for _ in range(2)]
-    big = np.full((2, m + 3, n + 5), -7.0, np.float32)
-    out = [big[g, 1:m + 1, 2:n + 2] for g in range(2)]
-    size = (m, n)[axis]
-    pieces = [(g, s, e) for g in range(2) for s, e in threads.split(size, 3, 16)]
-    table = blas.piece_table(a, b, out, axis, pieces)
+    a = operand(m, k, trans_a)
+    b = operand(k, n, trans_b)
+    big = np.full((2, 3, m + 3, n + 5), -7.0, np.float32)
+    out = big[:, :, 1:m + 1, 2:n + 2]
+    bounds = threads.split((m, n)[axis], 3, 16)
+    table = blas.piece_table(a, b, out, axis, bounds)
+    assert len(table) == 6 * len(bounds)
     with threads.one_blas_thread():
         blas.gemm_pieces(table)
-    for g, s, e in pieces:
-        if axis == 0:
-            want = np.matmul(a[g][s:e], b[g])
-            got = out[g][s:e]
-        else:
-            want = np.matmul(a[g], b[g][:, s:e])
-            got = out[g][:, s:e]
-        np.testing.assert_array_equal(got, want)
+    for i in np.ndindex(2, 3):
+        for s, e in bounds:
+            if axis == 0:
+                want = np.matmul(a[i][s:e], b[i])
+                got = out[i][s:e]
+            else:
+                want = np.matmul(a[i], b[i][:, s:e])
+                got = out[i][:, s:e]
+            np.testing.assert_array_equal(got, want)
     untouched = np.ones(big.shape, bool)
-    untouched[:, 1:m + 1, 2:n + 2] = False
+    untouched[:, :, 1:m + 1, 2:n + 2] = False
     assert (big[untouched] == -7.0).all()
 
 
@@ -92,7 +95,7 @@ def test_operands_cblas_cannot_take_go_to_numpy():
     a = rng.standard_normal((64, 600), dtype=np.float32)[:, ::2]
     b = rng.standard_normal((300, 256), dtype=np.float32)
     out = np.empty((64, 256), np.float32)
-    assert blas.piece_table([a], [b], [out], 1, [(0, 0, 128), (0, 128, 256)]) is None
+    assert blas.piece_table(a[None], b[None], out[None], 1, [(0, 128), (128, 256)]) is None
     threads.matmul(a, b, out, threads=2)
     np.testing.assert_allclose(out, a @ b, rtol=1e-5, atol=1e-4)
 

@@ -16,6 +16,7 @@ the others. available() is False where numpy's BLAS is not an OpenBLAS with a CB
 from __future__ import annotations
 
 import ctypes
+import itertools
 
 import numpy as np
 from llvmlite import ir
@@ -76,43 +77,46 @@ def available() -> bool:
 
 
 def _layout(x):
-    """(transposed, leading dimension) of a 2D float32 view as cblas sees it, or None when
-    neither of its axes is unit-stride with the other a whole row apart."""
-    s0, s1 = x.strides
-    if s1 == 4 and s0 >= 4 * max(1, x.shape[1]):
+    """(transposed, leading dimension) of the matrices of a float32 stack x (..., rows,
+    columns) as cblas sees them, or None when neither of their axes is unit-stride with the
+    other a whole row apart."""
+    (rows, columns), (s0, s1) = x.shape[-2:], x.strides[-2:]
+    if s1 == 4 and s0 >= 4 * max(1, columns):
         return NO_TRANS, s0 // 4
-    if s0 == 4 and s1 >= 4 * max(1, x.shape[0]):
+    if s0 == 4 and s1 >= 4 * max(1, rows):
         return TRANS, s1 // 4
     return None
 
 
-def piece_table(a, b, out, axis: int, pieces) -> np.ndarray | None:
-    """The table gemm_pieces runs: one row (FIELDS) a piece (g, start, end), out[g] =
-    a[g] @ b[g] restricted to rows (axis 0) or columns (axis 1) start..end. None when an
-    operand has a layout cblas cannot take (then np.matmul does it)."""
-    groups = []
-    for ag, bg, cg in zip(a, b, out):
-        if any(x.dtype != np.float32 or x.ndim != 2 for x in (ag, bg, cg)):
-            return None
-        layouts = _layout(ag), _layout(bg), _layout(cg)
-        if None in layouts or layouts[2][0] != NO_TRANS:
-            return None
-        groups.append((ag, bg, cg, layouts))
-    table = np.empty((len(pieces), len(FIELDS)), np.int64)
-    for row, (g, s, e) in zip(table, pieces):
-        ag, bg, cg, ((ta, lda), (tb, ldb), (_, ldc)) = groups[g]
-        pa, pb, pc = (x.__array_interface__["data"][0] for x in (ag, bg, cg))
-        m, n = cg.shape
-        if axis == 0:    # rows s..e of a and of out
-            pa += s * ag.strides[0]
-            pc += s * cg.strides[0]
-            m = e - s
-        else:            # columns s..e of b and of out
-            pb += s * bg.strides[1]
-            pc += s * cg.strides[1]
-            n = e - s
-        row[:] = (ta, tb, m, n, ag.shape[1], pa, lda, pb, ldb, pc, ldc)
-    return table
+def piece_table(a, b, out, axis: int, bounds) -> np.ndarray | None:
+    """The table gemm_pieces runs for out[i] = a[i] @ b[i], every matrix i of the stacks a
+    (..., m, k), b (..., k, n), out (..., m, n) (the same leading axes), each product cut into
+    its rows (axis 0) or columns (axis 1) start..end for every (start, end) of bounds: one row
+    (FIELDS) a piece, matrix by matrix. None when an operand has a layout cblas cannot take
+    (then np.matmul does it). Python integers throughout: it runs at every forward (numpy
+    operations on these few numbers cost twice as much)."""
+    if any(x.dtype != np.float32 or x.ndim < 2 for x in (a, b, out)):
+        return None
+    layouts = _layout(a), _layout(b), _layout(out)
+    if None in layouts or layouts[2][0] != NO_TRANS:
+        return None
+    (ta, lda), (tb, ldb), (_, ldc) = layouts
+    k = a.shape[-1]
+    m, n = out.shape[-2:]
+    lead = out.shape[:-2]
+    bases = [(x.__array_interface__["data"][0], x.strides[:-2]) for x in (a, b, out)]
+    rows = []
+    for index in itertools.product(*map(range, lead)):
+        pa, pb, pc = (base + sum(i * stride for i, stride in zip(index, strides))
+                      for base, strides in bases)
+        for start, end in bounds:
+            if axis == 0:    # rows start..end of a and of out
+                rows.append((ta, tb, end - start, n, k, pa + start * a.strides[-2], lda, pb,
+                             ldb, pc + start * out.strides[-2], ldc))
+            else:            # columns start..end of b and of out
+                rows.append((ta, tb, m, end - start, k, pa, lda, pb + start * b.strides[-1],
+                             ldb, pc + start * out.strides[-1], ldc))
+    return np.array(rows, np.int64)
 
 
 @intrinsic

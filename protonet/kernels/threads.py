@@ -155,35 +155,36 @@ def plan_gemm(m: int, n: int, k: int, threads: int, groups: int = 1):
 
 
 def grouped_matmul(a, b, out, threads: int | None = None) -> None:
-    """out[g][...] = a[g] @ b[g] for every group g (a, b, out indexable by group: 3D arrays or
-    stacked views of 2D float32, each out[g] C-contiguous or a slice of rows or columns of
-    such), on protonet's threads with BLAS on one thread (see the module docstring)."""
+    """out[i] = a[i] @ b[i] for every matrix i of the float32 stacks a (..., m, k), b (..., k,
+    n) and out (..., m, n) (the same leading axes: a convolution's groups, Winograd's 16 x
+    groups), each out[i] C-contiguous or a slice of rows or columns of such, on protonet's
+    threads with BLAS on one thread (see the module docstring)."""
     threads = compute_threads() if threads is None else threads
-    m, n = out[0].shape
-    if threads <= 1 or len(out) * m * n * a[0].shape[1] < SPLIT_MIN_MACS:
+    lead = out.shape[:-2]
+    m, n = out.shape[-2:]
+    if threads <= 1 or out.size * a.shape[-1] < SPLIT_MIN_MACS:
         # One thread, or too little work to repay waking another: the products in turn.
         with one_blas_thread():
-            for g in range(len(out)):
-                np.matmul(a[g], b[g], out=out[g])
+            for i in np.ndindex(lead):
+                np.matmul(a[i], b[i], out=out[i])
         return
-    axis, bounds = plan_gemm(m, n, a[0].shape[1], threads, len(out))
-    pieces = [(g, s, e) for g in range(len(out)) for s, e in bounds]
+    axis, bounds = plan_gemm(m, n, a.shape[-1], threads, math.prod(lead))
     if blas.available():
-        table = blas.piece_table(a, b, out, axis, pieces)
+        table = blas.piece_table(a, b, out, axis, bounds)
         if table is not None:
             with one_blas_thread():
                 blas.gemm_pieces(table)
             return
     if axis == 1:
-        def work(g, s, e, shared):
-            np.matmul(a[g], b[g][:, s:e], out=out[g][:, s:e])
+        def work(i, s, e, shared):
+            np.matmul(a[i], b[i][:, s:e], out=out[i][:, s:e])
     else:
-        def work(g, s, e, shared):
-            np.matmul(a[g][s:e], b[g], out=out[g][s:e])
-    run_pieces(work, pieces, threads)
+        def work(i, s, e, shared):
+            np.matmul(a[i][s:e], b[i], out=out[i][s:e])
+    run_pieces(work, [(i, s, e) for i in np.ndindex(lead) for s, e in bounds], threads)
 
 
 def matmul(a, b, out, threads: int | None = None) -> None:
     """out[...] = a @ b (2D float32, out C-contiguous or a slice of rows or columns of such),
-    on protonet's threads with BLAS on one thread: grouped_matmul of one group."""
-    grouped_matmul((a,), (b,), (out,), threads)
+    on protonet's threads with BLAS on one thread: grouped_matmul of one matrix."""
+    grouped_matmul(a[None], b[None], out[None], threads)

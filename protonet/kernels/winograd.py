@@ -226,8 +226,6 @@ def convolve(x, u, bias, ph: int, pw: int, first_row: int, tile_rows: int, v_buf
     v = _matrices(v_buffer, group, cg, tiles)
     products = _matrices(m_buffer, group, kg, tiles)
     input_transform(x, ph, pw, first_row, tile_rows, tiles_w, v.reshape(16, channels, tiles))
-    pairs = [(e, g) for e in range(16) for g in range(group)]
-    compute.grouped_matmul([u[e, g] for e, g in pairs], [v[e, g] for e, g in pairs],
-                           [products[e, g] for e, g in pairs], threads)
+    compute.grouped_matmul(u, v, products, threads)
     output_transform(products.reshape(16, group * kg, tiles), bias, first_row, tile_rows,
                      tiles_w, y)
