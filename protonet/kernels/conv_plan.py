@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 
+import numpy as np
+
 from .direct_conv import padded_width
 from .threads import PIECES_PER_THREAD, split
 
@@ -164,11 +166,23 @@ class ConvPlan:
         turn; smaller than `block` when there would be too few to share."""
         return list(_blocks(images, self.block, self.threads))
 
+    def block_array(self, images: int):
+        """blocks(images) as a read-only (B, 2) int64 array, the bounds the kernels on
+        numba's threads take (made once per size, not at every pass)."""
+        return _block_array(images, self.block, self.threads)
+
 
 @functools.lru_cache(maxsize=1024)   # asked at every forward, for a few shapes
 def _blocks(images: int, block: int, threads: int) -> tuple:
     share = threads * PIECES_PER_THREAD if threads > 1 else 1
     return tuple(split(images, max(-(-images // block), min(images, share))))
+
+
+@functools.lru_cache(maxsize=1024)
+def _block_array(images: int, block: int, threads: int):
+    bounds = np.array(_blocks(images, block, threads), np.int64).reshape(-1, 2)
+    bounds.flags.writeable = False
+    return bounds
 
 
 def plan_convolution(batch: int, k: int, pixels: int, group: int, threads: int,

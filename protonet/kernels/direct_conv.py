@@ -241,7 +241,7 @@ class DirectConvolution:
         weights_t[:, :outputs] = weight.T
         bias = np.empty(0, np.float32) if bias is None else bias
 
-        blocks = np.array(plan.blocks(x.shape[0]), np.int64)
+        blocks = plan.block_array(x.shape[0])
         forward_blocks.over(len(blocks))(x, *self.pad, self.padded, self.pixels, self.window,
                                          weights_t, bias, out, blocks)
 
@@ -249,7 +249,7 @@ class DirectConvolution:
         """weight_diff (M, K) += the weight gradient (if not None); dx (N, C, H, W) = the
         data gradient (if not None); dy (N, M, P) the top diff, weight (M, C, kh, kw)."""
         outputs, channels = weight.shape[:2]
-        blocks = np.array(plan.blocks(x.shape[0]), np.int64)
+        blocks = plan.block_array(x.shape[0])
         grads = flipped = dy_images = dx_planes = None
         if weight_diff is not None:
             grads = np.zeros((len(blocks), weight_diff.shape[1], padded_width(outputs)),

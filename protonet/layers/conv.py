@@ -296,7 +296,7 @@ class _SingleConvolution(_BaseConvolution):
         bottom_as_columns = self.plan.columns_are_input and self.shares_scratch
         for n0, n1 in self.plan.bounds:
             if self.plan.per_image_forward and self._per_image_on_numba(col, out):
-                blocks = np.array(self.plan.blocks(n1 - n0), np.int64)
+                blocks = self.plan.block_array(n1 - n0)
                 with threads.one_blas_thread():
                     per_image_forward.over(len(blocks))(
                         x[n0:n1], *self.geometry(), self.ho, self.wo, col, weight, blocks,
@@ -398,7 +398,7 @@ class _SingleConvolution(_BaseConvolution):
                 channels_last(top_diff[n0:n1], dy2)
             if (weight_grad and plan.per_image_weight_grad
                     and self._per_image_on_numba(col, top_diff)):
-                blocks = np.array(plan.blocks(n1 - n0), np.int64)
+                blocks = plan.block_array(n1 - n0)
                 with threads.one_blas_thread():
                     per_image_weight_grads.over(len(blocks))(
                         top_diff[n0:n1], col, blocks, *blas.function(), self.w_grads)
@@ -439,7 +439,7 @@ class _SingleConvolution(_BaseConvolution):
         dy_all = self.scratch("block_dy", (group * mg, x.shape[0] * p))
         rebuild = self.shares_scratch   # the columns were overwritten by other layers
         if self._per_image_on_numba(col, top_diff) and dy_all.flags.c_contiguous:
-            blocks = np.array([(s, e) for s, e, _ in pieces], np.int64)
+            blocks = self.plan.block_array(x.shape[0])
             with threads.one_blas_thread():
                 per_image_backward.over(len(blocks))(
                     x, *self.geometry(), self.ho, self.wo, col, weight, top_diff, dy_all,
