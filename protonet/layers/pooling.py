@@ -130,14 +130,18 @@ class Pooling(Layer):
         if len(top) == 2:
             top[1].data[...] = self.mask
 
+    def keep_argmax(self, bottom, top) -> None:
+        """Make sure the argmax of the last forward on `bottom` is there for a MAX backward:
+        a backward called although the net said none would run (a layer driven by hand)
+        runs the forward again, this time keeping it (the same top)."""
+        if self.is_max and not self.mask_is_current:
+            self.backward_runs = True
+            self.forward(bottom, top)
+
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        if self.is_max and not self.mask_is_current:
-            # Called although the net said no backward would run (a layer driven by hand):
-            # the forward again, this time keeping the argmax (the same top).
-            self.backward_runs = True
-            self.forward(bottom, top)
+        self.keep_argmax(bottom, top)
         dy, dx = planes(top[0].diff), planes(bottom[0].diff)
         if self.is_max:
             max_pool_backward(dy, planes(self.mask), dx)
@@ -212,9 +216,7 @@ class SPP(Layer):
         bottom[0].diff[...] = 0
         offset = 0
         for pooling, out in self.levels:
-            if pooling.is_max and not pooling.mask_is_current:   # see Pooling.backward
-                pooling.backward_runs = True
-                pooling.forward(bottom, [out])
+            pooling.keep_argmax(bottom, [out])   # its backward below sees only level_grad
             size = out.count // n
             out.diff[...] = flat[:, offset:offset + size].reshape(out.shape)
             pooling.backward([out], [True], [self.level_grad])
