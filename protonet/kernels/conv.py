@@ -10,9 +10,11 @@ Names: kh, kw kernel; ph, pw pad; sh, sw stride; dh, dw dilation; ho, wo output 
 """
 from __future__ import annotations
 
+import numpy as np
+
 from ._jit import jit, prange
 from .blas import NO_TRANS, TRANS, sgemm
-from .epilogue import channel_epilogue
+from .epilogue import finish_row
 
 
 def conv_output_size(size: int, kernel: int, pad: int, stride: int, dilation: int) -> int:
@@ -29,28 +31,42 @@ def im2col(x, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, first):
     per element stays: copying each row's valid span, computed once per kernel column, ran
     2-6x slower in numba on LeNet's and CIFAR-10's shapes.
     """
-    n_img, channels, height, width = x.shape
-    for r in prange(channels * kh * kw):
-        c = r // (kh * kw)
-        i = (r // kw) % kh
-        j = r % kw
-        for n in range(n_img):
-            # Through a view of the image's part of the row: indexing col[r, ...] directly
-            # ran 2.5-4x slower (numba kept the index arithmetic in the inner loop).
-            dst = col[r, (first + n) * ho * wo:(first + n + 1) * ho * wo]
-            for oy in range(ho):
-                iy = oy * sh - ph + i * dh
-                base = oy * wo
-                if iy < 0 or iy >= height:
-                    for ox in range(wo):
-                        dst[base + ox] = 0.0
-                    continue
+    for r in prange(x.shape[1] * kh * kw):
+        _im2col_row(x, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, first, r, 0, ho)
+
+
+@jit()
+def im2col_band(x, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, first, oy0, oy1):
+    """im2col on one thread, of output rows oy0..oy1 only (their columns, where im2col puts
+    them): a band of a lone image's outputs (kernels/conv_plan.py)."""
+    for r in range(x.shape[1] * kh * kw):
+        _im2col_row(x, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, first, r, oy0, oy1)
+
+
+@jit()
+def _im2col_row(x, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, first, r, oy0, oy1):
+    """Row r = (c, i, j) of col, output rows oy0..oy1 of every image of x."""
+    height, width = x.shape[2], x.shape[3]
+    c = r // (kh * kw)
+    i = (r // kw) % kh
+    j = r % kw
+    for n in range(x.shape[0]):
+        # Through a view of the image's part of the row: indexing col[r, ...] directly
+        # ran 2.5-4x slower (numba kept the index arithmetic in the inner loop).
+        dst = col[r, (first + n) * ho * wo:(first + n + 1) * ho * wo]
+        for oy in range(oy0, oy1):
+            iy = oy * sh - ph + i * dh
+            base = oy * wo
+            if iy < 0 or iy >= height:
                 for ox in range(wo):
-                    ix = ox * sw - pw + j * dw
-                    if ix >= 0 and ix < width:
-                        dst[base + ox] = x[n, c, iy, ix]
-                    else:
-                        dst[base + ox] = 0.0
+                    dst[base + ox] = 0.0
+                continue
+            for ox in range(wo):
+                ix = ox * sw - pw + j * dw
+                if ix >= 0 and ix < width:
+                    dst[base + ox] = x[n, c, iy, ix]
+                else:
+                    dst[base + ox] = 0.0
 
 
 @jit(parallel=True)
@@ -103,44 +119,51 @@ def channels_last(dy, out):
                 out[m, n, k] = dy[n, m, k]
 
 
-# The serial compiles, called from per_image_forward's parallel loop (numba types a
+# The serial compile, called from per_image_backward's parallel loop (numba types a
 # dispatcher held in a global, not an attribute of one).
-_im2col_serial = im2col.serial
 _col2im_serial = col2im.serial
-_channel_epilogue_serial = channel_epilogue.serial
 
 
 @jit(parallel=True)
 def per_image_forward(x, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, weight, blocks,
                       out, address, bits, scale, shift, relu, negative_slope, from_input):
-    """The per-image path's forward on numba's threads (layers/conv.py): each block (s, e) of
-    blocks (B, 2) builds images s..e's columns (im2col, into col as the whole chunk's), then
-    multiplies weight[g] (M/group, K/group) by each image's group-g columns into out[n]'s
-    group-g channels (a cblas_sgemm each, through the function at `address`, integers `bits`
-    wide: kernels/blas.py; BLAS held to one thread), then runs the epilogue on those images,
-    while they are in the thread's cache. The same calls in the same order as the Python
-    threads' path: the same bits. out (N, M, P) C-contiguous. from_input: a 1x1 stride-1
-    unpadded convolution whose columns are the bottom's own planes (x C-contiguous): no
-    im2col, col unused."""
+    """The per-image path's forward on numba's threads (layers/conv.py): each block
+    (s, e, oy0, oy1) of blocks (B, 4) builds the columns of output rows oy0..oy1 of images
+    s..e (im2col, into col as the whole chunk's), then multiplies weight[g] (M/group,
+    K/group) by each image's group-g columns into out[n]'s group-g channels (a cblas_sgemm
+    each, through the function at `address`, integers `bits` wide: kernels/blas.py; BLAS held
+    to one thread), then runs the epilogue on those outputs, while they are in the thread's
+    cache. Whole images (rows 0..ho) make the same calls in the same order as the Python
+    threads' path: the same bits; a lone image's bands of rows (ConvPlan.bands) share it
+    between threads. out (N, M, P) C-contiguous. from_input: a 1x1 stride-1 unpadded
+    convolution whose columns are the bottom's own planes (x C-contiguous): no im2col, col
+    unused."""
     group, mg, kg = weight.shape
     p = ho * wo
     pitch = col.strides[0] // 4
     m_out = out.shape[1]
     channels = x.shape[1]
+    has_scale, has_shift = scale.size > 0, shift.size > 0
     for b in prange(blocks.shape[0]):
-        s, e = blocks[b, 0], blocks[b, 1]
+        s, e, oy0, oy1 = blocks[b, 0], blocks[b, 1], blocks[b, 2], blocks[b, 3]
+        q0, width = oy0 * wo, (oy1 - oy0) * wo   # the band's first output, its outputs
         if not from_input:
-            _im2col_serial(x[s:e], kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, s)
+            im2col_band(x[s:e], kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, s, oy0, oy1)
         for g in range(group):
             for n in range(s, e):
                 if from_input:   # image n's planes, group g's rows
-                    columns, ld = x.ctypes.data + 4 * (n * channels + g * kg) * p, p
+                    columns, ld = x.ctypes.data + 4 * ((n * channels + g * kg) * p + q0), p
                 else:
-                    columns, ld = col.ctypes.data + 4 * (g * kg * pitch + n * p), pitch
-                sgemm(address, bits, NO_TRANS, NO_TRANS, mg, p, kg,
+                    columns, ld = col.ctypes.data + 4 * (g * kg * pitch + n * p + q0), pitch
+                sgemm(address, bits, NO_TRANS, NO_TRANS, mg, width, kg,
                       weight.ctypes.data + 4 * g * mg * kg, kg, columns, ld,
-                      out.ctypes.data + 4 * (n * m_out + g * mg) * p, p)
-        _channel_epilogue_serial(out[s:e], scale, shift, relu, negative_slope)
+                      out.ctypes.data + 4 * ((n * m_out + g * mg) * p + q0), p)
+        for n in range(s, e):
+            for m in range(m_out):
+                a = scale[m] if has_scale else np.float32(1)
+                c = shift[m] if has_shift else np.float32(0)
+                finish_row(out[n, m, q0:q0 + width], a, c, has_scale, has_shift, relu,
+                           negative_slope)
 
 
 @jit(parallel=True)
@@ -160,7 +183,7 @@ def per_image_backward(x, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, weight, t
     for b in prange(blocks.shape[0]):
         s, e = blocks[b, 0], blocks[b, 1]
         if rebuild:
-            _im2col_serial(x[s:e], kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, s)
+            im2col_band(x[s:e], kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, s, 0, ho)
         for m in range(group * mg):
             for n in range(s, e):
                 row = dy_all[m, n * p:(n + 1) * p]

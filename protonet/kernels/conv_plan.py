@@ -45,6 +45,13 @@ class ConvTuning:
     # threads instead: MobileNet v1 20.2 -> 15.6 ms, MobileNet-SSD 38.9 -> 28.9, ResNet-50
     # 86 -> 68, GoogLeNet 40.6 -> 36.0; CIFAR-10 and CaffeNet unchanged.
     per_image_needs_an_image_a_thread: bool = True
+    # A lone image (batch below the threads) with at least band_min_macs multiply-adds is
+    # cut into bands of output rows instead, one or more a thread (so that each band's
+    # columns stay within block_floats): each thread builds its bands' columns, multiplies
+    # them and runs the epilogue, one parallel loop for the layer instead of im2col's, the
+    # split GEMM's and the epilogue's, or a GEMM left to one thread below
+    # gemm_split_min_macs.
+    band_min_macs: int = 1 << 20
     # One GEMM over the batch is split between the threads only from gemm_split_min_macs
     # multiply-adds on: below that, handing half of it to a second thread cost more than
     # it saved. GoogLeNet's layers at batch 1 alone, 2 threads against 1 (an Intel
@@ -160,6 +167,8 @@ class ConvPlan:
     columns_are_input: bool = False
     # Both gradients block by block of images on the per-image forward's columns
     blocked_backward: bool = False
+    # Bands of output rows each image of the per-image forward is cut into (lone images)
+    bands: int = 1
 
     def blocks(self, images: int) -> list:
         """(first, end) of each block of a chunk of `images`: the pieces threads take in
@@ -170,6 +179,12 @@ class ConvPlan:
         """blocks(images) as a read-only (B, 2) int64 array, the bounds the kernels on
         numba's threads take (made once per size, not at every pass)."""
         return _block_array(images, self.block, self.threads)
+
+    def forward_block_array(self, images: int, rows: int):
+        """The per-image forward's pieces for a chunk of `images` of `rows` output rows, as
+        a read-only (B, 4) int64 array of (first image, end image, first row, end row): the
+        blocks of whole images, or each image's bands."""
+        return _forward_block_array(images, rows, self.block, self.threads, self.bands)
 
 
 @functools.lru_cache(maxsize=1024)   # asked at every forward, for a few shapes
@@ -183,6 +198,17 @@ def _block_array(images: int, block: int, threads: int):
     bounds = np.array(_blocks(images, block, threads), np.int64).reshape(-1, 2)
     bounds.flags.writeable = False
     return bounds
+
+
+@functools.lru_cache(maxsize=1024)
+def _forward_block_array(images: int, rows: int, block: int, threads: int, bands: int):
+    if bands > 1:
+        pieces = [(n, n + 1, a, b) for n in range(images) for a, b in split(rows, bands)]
+    else:
+        pieces = [(s, e, 0, rows) for s, e in _blocks(images, block, threads)]
+    array = np.array(pieces, np.int64).reshape(-1, 4)
+    array.flags.writeable = False
+    return array
 
 
 def plan_convolution(batch: int, k: int, pixels: int, group: int, threads: int,
@@ -210,6 +236,12 @@ def plan_convolution(batch: int, k: int, pixels: int, group: int, threads: int,
     per_image_forward = per_image_weight_grad or (
         pixels >= tuning.per_image_min_pixels and k * pixels <= tuning.per_image_max_floats
         and (batch >= threads or not tuning.per_image_needs_an_image_a_thread))
+    bands = 1
+    if (lone_images and threads > 1 and not winograd and out_shape and group == 1
+            and pixels >= threads * outputs
+            and outputs * k * pixels >= tuning.band_min_macs):
+        bands = min(out_shape[0], threads)
+        per_image_forward = per_image_forward or bands > 1
     if (outputs and not (per_image_forward or winograd or direct)
             and outputs * (k // group) * pixels * batch < tuning.gemm_split_min_macs):
         threads = 1
@@ -227,7 +259,8 @@ def plan_convolution(batch: int, k: int, pixels: int, group: int, threads: int,
                     direct_data_grad=direct_data_grad,
                     blocked_backward=(tuning.blocked_backward and per_image_forward
                                       and not per_image_weight_grad and not winograd
-                                      and not direct and chunk == batch))
+                                      and not direct and chunk == batch and bands == 1),
+                    bands=bands)
 
 
 def _direct_plan(k, pixels, group, tuning, geometry, outputs, out_shape):

@@ -296,7 +296,7 @@ class _SingleConvolution(_BaseConvolution):
         bottom_as_columns = self.plan.columns_are_input and self.shares_scratch
         for n0, n1 in self.plan.bounds:
             if self.plan.per_image_forward and self._per_image_on_numba(col, out):
-                blocks = self.plan.block_array(n1 - n0)
+                blocks = self.plan.forward_block_array(n1 - n0, self.ho)
                 with threads.one_blas_thread():
                     per_image_forward.over(len(blocks))(
                         x[n0:n1], *self.geometry(), self.ho, self.wo, col, weight, blocks,

@@ -183,6 +183,29 @@ def test_grouped_gemms_split_between_threads_keep_values_and_gradients(case, eng
     check_gradient(layer, bottom, top, max_elements=120)
 
 
+# One-group cases with more than one output row, for bands.
+BAND_CASES = [case for case in CASES if case[5] == 1]
+
+
+@pytest.mark.parametrize("phase", ["TRAIN", "TEST"])
+@pytest.mark.parametrize("case", BAND_CASES)
+def test_lone_image_in_bands_of_rows_matches_direct_loops(case, phase, monkeypatch):
+    """A lone image (batch below the threads) cut into bands of output rows, one per thread
+    (3 here, so bands of unequal rows): the same values as the loops, the gradient checked,
+    in a TEST net too (whose 1x1 layers multiply the bottom's planes in place of columns)."""
+    from protonet import caffe_pb2
+    monkeypatch.setattr(threads, "compute_threads", lambda: 3)
+    shape = (1, *case[1][1:])
+    layer, bottom, top = build(case[0], [shape], phase=getattr(caffe_pb2, phase))
+    layer.tuning = dataclasses.replace(TUNING, band_min_macs=0, winograd_min_channels=1 << 30)
+    y = run_forward(layer, bottom, top)[0]
+    assert layer.plan.bands == min(3, layer.ho) > 1 and layer.plan.per_image_forward
+    np.testing.assert_allclose(y, expected(layer, bottom, (None, *case[1:]), vision.conv),
+                               rtol=1e-5, atol=1e-5)
+    if phase == "TRAIN":
+        check_gradient(layer, bottom, top, max_elements=120)
+
+
 @pytest.mark.parametrize("backward", ["blocked backward", "per-image weight gradient"])
 @pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[2], CASES[4]])
 def test_per_image_path_on_numba_threads_is_the_python_threads_bit_for_bit(case, backward,
