@@ -221,24 +221,24 @@ def test_plans_follow_the_shapes_they_were_measured_on():
     assert plan_convolution(*mobilenet_1x1, threads=1).per_image_forward
     assert plan_convolution(2, *mobilenet_1x1[1:], threads=2).per_image_forward
     # ... but only a GEMM big enough to repay the second thread: MobileNet's 14 x 14 1x1
-    # (512 x 512 x 196, 51M multiply-adds) is split. GoogLeNet's 14 x 14 pool_proj
-    # (64 x 480 x 196, 6M), whose outputs outnumber its weights' rows, is cut into a band
-    # of rows a thread instead; below band_min_macs it stays on one thread.
+    # (512 x 512 x 196, 51M multiply-adds) is split, GoogLeNet's 14 x 14 pool_proj
+    # (64 x 480 x 196, 6M) stays on one. From band_min_macs on, a layer whose outputs
+    # outnumber its weights' rows is cut into a band of rows a thread instead.
     geometry = (1, 1, 0, 0, 1, 1, 1, 1)
-    pool_proj = plan_convolution(1, 480, 196, 1, 2, geometry=geometry, outputs=64,
+    assert plan_convolution(1, 480, 196, 1, 2, geometry=geometry, outputs=64,
+                            out_shape=(14, 14)).threads == 1
+    more = dataclasses.replace(TUNING, band_min_macs=1 << 20)
+    pool_proj = plan_convolution(1, 480, 196, 1, 2, more, geometry=geometry, outputs=64,
                                  out_shape=(14, 14))
     assert pool_proj.per_image_forward and pool_proj.bands == 2 and pool_proj.threads == 2
     assert [tuple(b) for b in pool_proj.forward_block_array(1, 14)] == [(0, 1, 0, 7),
                                                                        (0, 1, 7, 14)]
     assert not pool_proj.blocked_backward   # the backward's GEMMs split as before
-    few = dataclasses.replace(TUNING, band_min_macs=8 << 20)
-    assert plan_convolution(1, 480, 196, 1, 2, few, geometry=geometry, outputs=64,
-                            out_shape=(14, 14)).threads == 1
     mobilenet = plan_convolution(*mobilenet_1x1, threads=2, geometry=geometry, outputs=512,
                                  out_shape=(14, 14))
     assert mobilenet.threads == 2 and mobilenet.bands == 1
     # Grouped layers share the threads by groups, not bands.
-    assert plan_convolution(1, 480, 196, 2, 2, geometry=geometry, outputs=64,
+    assert plan_convolution(1, 480, 196, 2, 2, more, geometry=geometry, outputs=64,
                             out_shape=(14, 14)).bands == 1
     assert plan_convolution(16, 480, 196, 1, 2, geometry=geometry, outputs=64,
                             out_shape=(14, 14)).threads == 2

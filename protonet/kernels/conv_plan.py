@@ -45,13 +45,18 @@ class ConvTuning:
     # threads instead: MobileNet v1 20.2 -> 15.6 ms, MobileNet-SSD 38.9 -> 28.9, ResNet-50
     # 86 -> 68, GoogLeNet 40.6 -> 36.0; CIFAR-10 and CaffeNet unchanged.
     per_image_needs_an_image_a_thread: bool = True
-    # A lone image (batch below the threads) with at least band_min_macs multiply-adds is
-    # cut into bands of output rows instead, one or more a thread (so that each band's
-    # columns stay within block_floats): each thread builds its bands' columns, multiplies
-    # them and runs the epilogue, one parallel loop for the layer instead of im2col's, the
-    # split GEMM's and the epilogue's, or a GEMM left to one thread below
-    # gemm_split_min_macs.
-    band_min_macs: int = 1 << 20
+    # A lone image (batch below the threads) of one group, with at least band_min_macs
+    # multiply-adds and at least as many outputs a thread as weight rows, is cut into bands
+    # of output rows, one a thread: each thread builds its band's columns, multiplies them
+    # (packing all the weights: hence the rule) and runs the epilogue, one parallel loop for
+    # the layer instead of im2col's, the split GEMM's and the epilogue's, or instead of a GEMM
+    # left to one thread below gemm_split_min_macs. Whole forward at batch 1, 2 threads,
+    # alternating processes against the commit before (with load_channel_block's gain):
+    # GoogLeNet 0.94-0.95 of the time, MobileNet v1 0.89-0.91, MobileNet-SSD 0.92-0.98,
+    # CIFAR-10 quick 0.97-1.03. From 1M multiply-adds CIFAR-10 quick's conv1 and conv2 went
+    # in bands too: 1.06x the time (their threads had fallen asleep in the serial layers
+    # between, so each band loop paid the wake), while GoogLeNet gained 2% more.
+    band_min_macs: int = 8 << 20
     # One GEMM over the batch is split between the threads only from gemm_split_min_macs
     # multiply-adds on: below that, handing half of it to a second thread cost more than
     # it saved. GoogLeNet's layers at batch 1 alone, 2 threads against 1 (an Intel
