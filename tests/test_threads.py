@@ -118,7 +118,18 @@ def test_grouped_products_run_in_turn_on_one_thread_or_when_small(monkeypatch):
 
 def test_small_products_are_not_split():
     assert threads.plan_gemm(20, 64, 25, 2)[1] == [(0, 64)]
-    assert threads.plan_gemm(500, 4096, 500, 1)[1] == [(0, 4096)]
+    assert threads.plan_gemm(500, 4096, 500, 1) == (1, [(0, 4096)])
+
+
+def test_products_of_many_rows_split_along_rows():
+    # LeNet's ip1 weight gradient: in columns, two threads ran it no faster than one.
+    assert threads.plan_gemm(500, 800, 64, 2) == (0, [(0, 240), (240, 500)])
+    # Few rows: the longer side, the columns (LeNet's conv2 forward over the batch).
+    assert threads.plan_gemm(50, 4096, 500, 2) == (1, [(0, 2048), (2048, 4096)])
+    assert threads.plan_gemm(100, 40, 3000, 2)[0] == 0
+    # Many inputs per output, or wide: the columns (CaffeNet's conv3 at batch 16).
+    assert threads.plan_gemm(384, 2704, 2304, 2)[0] == 1
+    assert threads.plan_gemm(128, 12544, 64, 2)[0] == 1
 
 
 def test_split_covers_the_range_once_with_aligned_starts():

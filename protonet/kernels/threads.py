@@ -135,11 +135,24 @@ SPLIT_MIN_MACS = 1 << 22
 PIECES_PER_THREAD = 2
 
 
+# A product of few inputs per output (K up to ROW_SPLIT_MAX_K), at least ROW_SPLIT_MIN_ROWS
+# rows and under ROW_SPLIT_MAX_COLUMNS columns is split along its rows even where its columns
+# are more. Cut into columns, such outputs ran no faster on two threads than on one
+# (OpenBLAS, Intel Sapphire Rapids VM, 2 threads, us): LeNet's ip1 weight gradient (500 x 800,
+# K 64) 351 in columns against 189 in rows, 256 x 800 180 against 107, 1000 x 1000 656
+# against 428, 500 x 800 at K 128 478 against 349. With more inputs per output, or wider,
+# columns ran as fast or 2-7% faster (CaffeNet's conv3 at batch 16, 384 x 2704 x 2304: 23.8
+# against 24.8 ms; 256 x 784 x 2304 4.5 against 4.8; 128 x 12544 x 64 1.27 against 1.35).
+ROW_SPLIT_MIN_ROWS = 128
+ROW_SPLIT_MAX_K = 256
+ROW_SPLIT_MAX_COLUMNS = 4096
+
+
 def plan_gemm(m: int, n: int, k: int, threads: int, groups: int = 1):
     """How out[g] (m, n) = a[g] (m, k) @ b[g] (k, n), for each of `groups` products, is split:
     (axis, [(start, end), ...]), each product cut the same way along its output's rows (axis
-    0) or columns (axis 1), whichever is longer. One piece per product for small work or one
-    thread.
+    0) or columns (axis 1), whichever is longer, but rows for the shapes ROW_SPLIT_* name.
+    One piece per product for small work or one thread.
 
     Each thread gets the same share and no more pieces than that takes: groups whole where
     they go evenly (a grouped convolution's two groups on two threads), else each product in
@@ -148,7 +161,8 @@ def plan_gemm(m: int, n: int, k: int, threads: int, groups: int = 1):
     thread against two: 0.88-0.96 of the time on CaffeNet's, GoogLeNet's, ResNet-50's and
     VGG-16's batch-1 shapes (35-462M multiply-adds); CaffeNet's grouped conv5 (2 x 128 x 1728 x
     169) in 0.72 ms a group a thread, 1.31 ms split within each group, 1.17 ms on one thread."""
-    axis = 1 if n >= m else 0
+    axis = 0 if m > n or (m >= ROW_SPLIT_MIN_ROWS and k <= ROW_SPLIT_MAX_K
+                          and n < ROW_SPLIT_MAX_COLUMNS) else 1
     if threads <= 1 or groups * m * n * k < SPLIT_MIN_MACS:
         return axis, [(0, (m, n)[axis])]
     return axis, split((m, n)[axis], threads // math.gcd(groups, threads), align=16)
