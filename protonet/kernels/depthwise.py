@@ -32,11 +32,13 @@ BLOCK_FLOATS = 2048
 
 def by_channel_blocks(out_width: int) -> bool:
     """Whether depthwise_forward runs on channel blocks (depthwise_forward_by_channel_blocks)
-    rather than phase planes: for output rows up to 20 wide. Per kernel, 2 threads, blocks'
+    rather than phase planes: for output rows up to 40 wide. Per kernel, 2 threads, blocks'
     time / phase planes' (MobileNet's and MobileNet-SSD's 3x3 layers at batch 1): 7 wide
-    0.28-0.54, 10 wide 0.47, 14 wide 0.63-0.84, 19 wide 0.92; 28 wide 1.03-1.12, 38 to 112
-    wide 1.3-1.9 (the transposes in and out cost more than the phase planes' long rows)."""
-    return out_width <= 20
+    0.28-0.54, 10 wide 0.47, 14 wide 0.63-0.84, 19 wide 0.48-0.58; 28 wide 0.70-0.71 (batch 1
+    and 16), 38 wide 0.91-0.98; 56 wide 1.21, 75 1.09-1.10, 112 1.15, 150 2.1 (the transpose
+    in, gathering 16 channels per pixel since load_channel_block's rewrite, still costs more
+    than the phase planes' long rows; before it, 28 wide was 1.03-1.12)."""
+    return out_width <= 40
 
 
 def depthwise_forward(x, w, ph, pw, sh, sw, dh, dw, y):

@@ -105,16 +105,17 @@ def max_pool_forward(x, kh, kw, ph, pw, sh, sw, y, mask):
                         mask[p, r0 + k] = won[k * pitch:k * pitch + wo]
 
 
-def max_pool_by_channel_blocks(out_width: int, stride_w: int) -> bool:
+def max_pool_by_channel_blocks(out_width: int) -> bool:
     """Whether a max pooling forward runs on blocks of 16 planes
     (max_pool_forward_by_channel_blocks) rather than as forward_on_phases says: for output
-    rows up to 16 wide, and up to 28 at stride 1. Per kernel, 2 threads, blocks' time / the
-    kernel forward_on_phases picks, on an Intel Sapphire Rapids VM: GoogLeNet's 3x3 pools
-    14 wide 0.49 (stride 1) and 0.72 (stride 2), 28 wide 0.82 (stride 1) and 1.42 (stride 2,
-    its pool2), CaffeNet's pool1 (27 wide, stride 2) 1.25, CIFAR-10's pool1 (16 wide,
-    stride 2, batch 16) 0.97. (On an AMD EPYC VM, whose numba code runs 16 lanes a register,
-    the strided 27- and 28-wide ones won too: 0.67-0.95.)"""
-    return out_width <= 16 or (out_width <= 28 and stride_w == 1)
+    rows up to 28 wide. Per kernel, 2 threads, blocks' time / the kernel forward_on_phases
+    picks, on an Intel Sapphire Rapids VM, since load_channel_block gathers a pixel's 16
+    channels at once: CaffeNet's pool2 (13 wide, stride 2) 0.38, CIFAR-10's pool1 (16 wide,
+    stride 2, batch 16) 0.49, GoogLeNet's 28-wide stride-1 pools 0.68, its pool2 (28 wide,
+    stride 2) 0.72-0.73 and CaffeNet's pool1 (27 wide, stride 2) 0.70-0.72 at batch 1 and
+    16; GoogLeNet's pool1 (56 wide) 1.04. (Before, strided 27- and 28-wide rows lost: 1.25,
+    1.42.)"""
+    return out_width <= 28
 
 # Output pixels along a row per register tile of the channel-block forward.
 TILE = 4

@@ -103,7 +103,7 @@ class Pooling(Layer):
         self.tiles_2x2 = (self.is_max and (self.kh, self.kw, self.sh, self.sw) == (2, 2, 2, 2)
                           and not (self.ph or self.pw) and (h, w) == (2 * ho, 2 * wo))
         self.by_phases = forward_on_phases(self.is_max, self.sh, self.sw, wo)
-        self.by_channel_blocks = self.is_max and max_pool_by_channel_blocks(wo, self.sw)
+        self.by_channel_blocks = self.is_max and max_pool_by_channel_blocks(wo)
 
     def _mask(self, top):
         """The argmax planes a MAX forward writes, made at the first forward that needs them:

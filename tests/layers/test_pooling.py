@@ -252,11 +252,10 @@ def test_the_forward_runs_on_phase_planes_for_wide_rows_only():
 
 def test_max_pooling_runs_on_channel_blocks_for_narrow_rows():
     from protonet.kernels.pooling import max_pool_by_channel_blocks
-    assert max_pool_by_channel_blocks(7, 1) and max_pool_by_channel_blocks(14, 1)  # inception
-    assert max_pool_by_channel_blocks(28, 1) and max_pool_by_channel_blocks(14, 2)
-    assert max_pool_by_channel_blocks(16, 2)                                     # CIFAR-10's
-    assert not max_pool_by_channel_blocks(28, 2)                      # GoogLeNet's pool2
-    assert not max_pool_by_channel_blocks(56, 2)                      # GoogLeNet's pool1
+    assert max_pool_by_channel_blocks(7) and max_pool_by_channel_blocks(14)    # inception
+    assert max_pool_by_channel_blocks(16)                                      # CIFAR-10's
+    assert max_pool_by_channel_blocks(27) and max_pool_by_channel_blocks(28)  # CaffeNet, GoogLeNet
+    assert not max_pool_by_channel_blocks(56)                                  # GoogLeNet's pool1
 
 
 NET = """
