@@ -23,50 +23,43 @@ def conv_output_size(size: int, kernel: int, pad: int, stride: int, dilation: in
 
 
 @jit(parallel=True)
-def im2col(x, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, first):
+def im2col(x, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, first, oy0, oy1):
     """col[(c, i, j), (first + n)*P + oy*wo + ox] = x[n, c, oy*sh - ph + i*dh, ox*sw - pw + j*dw]
-    (0 outside): `first` places a slice of the batch in a whole batch's columns.
+    (0 outside), for output rows oy0 <= oy < oy1 (0, ho: all of them; fewer: a band of a
+    lone image's, kernels/conv_plan.py): `first` places a slice of the batch in a whole
+    batch's columns.
 
     Parallel over the rows of col; each row is written by one thread only. The bounds test
     per element stays: copying each row's valid span, computed once per kernel column, ran
-    2-6x slower in numba on LeNet's and CIFAR-10's shapes.
+    2-6x slower in numba on LeNet's and CIFAR-10's shapes. One loop nest in one function: with
+    a row's loops in a function of their own the serial compile ran 1.4-2.8x slower.
     """
-    for r in prange(x.shape[1] * kh * kw):
-        _im2col_row(x, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, first, r, 0, ho)
-
-
-@jit()
-def im2col_band(x, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, first, oy0, oy1):
-    """im2col on one thread, of output rows oy0..oy1 only (their columns, where im2col puts
-    them): a band of a lone image's outputs (kernels/conv_plan.py)."""
-    for r in range(x.shape[1] * kh * kw):
-        _im2col_row(x, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, first, r, oy0, oy1)
-
-
-@jit()
-def _im2col_row(x, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, first, r, oy0, oy1):
-    """Row r = (c, i, j) of col, output rows oy0..oy1 of every image of x."""
-    height, width = x.shape[2], x.shape[3]
-    c = r // (kh * kw)
-    i = (r // kw) % kh
-    j = r % kw
-    for n in range(x.shape[0]):
-        # Through a view of the image's part of the row: indexing col[r, ...] directly
-        # ran 2.5-4x slower (numba kept the index arithmetic in the inner loop).
-        dst = col[r, (first + n) * ho * wo:(first + n + 1) * ho * wo]
-        for oy in range(oy0, oy1):
-            iy = oy * sh - ph + i * dh
-            base = oy * wo
-            if iy < 0 or iy >= height:
+    n_img, channels, height, width = x.shape
+    for r in prange(channels * kh * kw):
+        c = r // (kh * kw)
+        i = (r // kw) % kh
+        j = r % kw
+        for n in range(n_img):
+            # Through a view of the image's part of the row: indexing col[r, ...] directly
+            # ran 2.5-4x slower (numba kept the index arithmetic in the inner loop).
+            dst = col[r, (first + n) * ho * wo:(first + n + 1) * ho * wo]
+            # range(ho) with the band's rows picked out: numba's index arithmetic over
+            # range(oy0, oy1) ran this loop 1.5-2x slower.
+            for oy in range(ho):
+                if oy < oy0 or oy >= oy1:
+                    continue
+                iy = oy * sh - ph + i * dh
+                base = oy * wo
+                if iy < 0 or iy >= height:
+                    for ox in range(wo):
+                        dst[base + ox] = 0.0
+                    continue
                 for ox in range(wo):
-                    dst[base + ox] = 0.0
-                continue
-            for ox in range(wo):
-                ix = ox * sw - pw + j * dw
-                if ix >= 0 and ix < width:
-                    dst[base + ox] = x[n, c, iy, ix]
-                else:
-                    dst[base + ox] = 0.0
+                    ix = ox * sw - pw + j * dw
+                    if ix >= 0 and ix < width:
+                        dst[base + ox] = x[n, c, iy, ix]
+                    else:
+                        dst[base + ox] = 0.0
 
 
 @jit(parallel=True)
@@ -119,8 +112,9 @@ def channels_last(dy, out):
                 out[m, n, k] = dy[n, m, k]
 
 
-# The serial compile, called from per_image_backward's parallel loop (numba types a
+# The serial compiles, called from the per-image kernels' parallel loops (numba types a
 # dispatcher held in a global, not an attribute of one).
+_im2col_serial = im2col.serial
 _col2im_serial = col2im.serial
 
 
@@ -148,7 +142,7 @@ def per_image_forward(x, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, weight, bl
         s, e, oy0, oy1 = blocks[b, 0], blocks[b, 1], blocks[b, 2], blocks[b, 3]
         q0, width = oy0 * wo, (oy1 - oy0) * wo   # the band's first output, its outputs
         if not from_input:
-            im2col_band(x[s:e], kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, s, oy0, oy1)
+            _im2col_serial(x[s:e], kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, s, oy0, oy1)
         for g in range(group):
             for n in range(s, e):
                 if from_input:   # image n's planes, group g's rows
@@ -183,7 +177,7 @@ def per_image_backward(x, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, weight, t
     for b in prange(blocks.shape[0]):
         s, e = blocks[b, 0], blocks[b, 1]
         if rebuild:
-            im2col_band(x[s:e], kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, s, 0, ho)
+            _im2col_serial(x[s:e], kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, s, 0, ho)
         for m in range(group * mg):
             for n in range(s, e):
                 row = dy_all[m, n * p:(n + 1) * p]

@@ -312,7 +312,8 @@ class _SingleConvolution(_BaseConvolution):
                         cols = cols.transpose(1, 0, 2, 3)
                     else:
                         (im2col.serial if shared else im2col)(x[s:e], *self.geometry(),
-                                                              self.ho, self.wo, col, s)
+                                                              self.ho, self.wo, col, s, 0,
+                                                              self.ho)
                         cols = self._images_of(col, s, e)
                     for g in range(self.group):
                         np.matmul(weight[g], cols[g], out=out[s:e, g * mg:(g + 1) * mg])
@@ -324,7 +325,7 @@ class _SingleConvolution(_BaseConvolution):
             if bottom_as_columns and n1 - n0 == 1:   # one image: its planes are the matrix
                 col_g = x[n0].reshape(self.group, weight.shape[2], -1)
             else:
-                im2col(x[n0:n1], *self.geometry(), self.ho, self.wo, col, 0)
+                im2col(x[n0:n1], *self.geometry(), self.ho, self.wo, col, 0, 0, self.ho)
                 col_g = col[:, :(n1 - n0) * out.shape[2]].reshape(self.group, weight.shape[2],
                                                                    -1)
             # One image: the GEMM's (M, 1, P) output is laid out as the top's (1, M, P), so
@@ -390,7 +391,7 @@ class _SingleConvolution(_BaseConvolution):
                 # With one chunk in its own matrix the forward's columns are still there;
                 # with several chunks, a matrix other layers share, or Winograd's forward,
                 # they were overwritten (or never made).
-                im2col(x[n0:n1], *self.geometry(), self.ho, self.wo, col, 0)
+                im2col(x[n0:n1], *self.geometry(), self.ho, self.wo, col, 0, 0, self.ho)
             col_g = col[:, :(n1 - n0) * top_diff.shape[2]].reshape(self.group, k_g, -1)
             dy2 = _view(y2_buffer, (self.num_output, n1 - n0, top_diff.shape[2]))
             dy = dy2.reshape(self.group, mg, -1)
@@ -451,7 +452,7 @@ class _SingleConvolution(_BaseConvolution):
         def images(s, e, index, shared):
             if rebuild:
                 (im2col.serial if shared else im2col)(x[s:e], *self.geometry(), self.ho,
-                                                      self.wo, col, s)
+                                                      self.wo, col, s, 0, self.ho)
             dy = dy_all[:, s * p:e * p]
             dy.reshape(group * mg, e - s, p)[...] = top_diff[s:e].transpose(1, 0, 2)
             for g in range(group):
@@ -524,7 +525,8 @@ class _SingleDeconvolution(_BaseConvolution):
         x = _planes(bottom[0].data)
         dx = _planes(bottom[0].diff)
         for n0, n1 in self.plan.bounds:
-            im2col(top[0].diff[n0:n1], *self.geometry(), self.h, self.w, self.col_matrix, 0)
+            im2col(top[0].diff[n0:n1], *self.geometry(), self.h, self.w, self.col_matrix, 0, 0,
+                   self.h)
             col_g = (self.col_matrix[:, :(n1 - n0) * x.shape[2]]
                      .reshape(self.group, weight.shape[2], -1))
             x2 = _view(self.x2, (c, n1 - n0, x.shape[2]))
@@ -626,7 +628,7 @@ class Im2col(Layer):
     def forward(self, bottom, top):
         n, k = top[0].shape[:2]
         col = _view(self.col, (k, n * self.ho * self.wo))
-        im2col(bottom[0].data, *self.geometry(), self.ho, self.wo, col, 0)
+        im2col(bottom[0].data, *self.geometry(), self.ho, self.wo, col, 0, 0, self.ho)
         channels_first(col.reshape(k, n, self.ho * self.wo), _planes(top[0].data))
 
     def backward(self, top, propagate_down, bottom):
