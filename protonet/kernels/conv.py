@@ -29,20 +29,29 @@ def im2col(x, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, first, oy0, oy1):
     lone image's, kernels/conv_plan.py): `first` places a slice of the batch in a whole
     batch's columns.
 
-    Parallel over the rows of col; each row is written by one thread only. The bounds test
-    per element stays: copying each row's valid span, computed once per kernel column, ran
-    2-6x slower in numba on LeNet's and CIFAR-10's shapes. One loop nest in one function: with
-    a row's loops in a function of their own the serial compile ran 1.4-2.8x slower.
+    Parallel over the rows of col; each row is written by one thread only. Rows partly in
+    the padding keep a bounds test per element: copying each row's valid span, computed once
+    per kernel column, ran 2-6x slower in numba on LeNet's and CIFAR-10's shapes (rows of 8 to
+    32 outputs). One loop nest in one function: with a row's loops in a function of their own
+    the serial compile ran 1.4-2.8x slower.
     """
     n_img, channels, height, width = x.shape
+    flat = x.reshape(-1)
     for r in prange(channels * kh * kw):
         c = r // (kh * kw)
         i = (r // kw) % kh
         j = r % kw
+        # A row whose kernel column reads inside the input all along (stride 1; every
+        # column unpadded): a plain copy, with unsigned offsets into the flat input (numba
+        # tests signed ones for wraparound): 1.3-2x faster on LeNet's, GoogLeNet's and
+        # ResNet-50's shapes. Others element by element, with the bounds test.
+        shift = j * dw - pw
+        inside = sw == 1 and shift >= 0 and shift + wo <= width
         for n in range(n_img):
             # Through a view of the image's part of the row: indexing col[r, ...] directly
             # ran 2.5-4x slower (numba kept the index arithmetic in the inner loop).
             dst = col[r, (first + n) * ho * wo:(first + n + 1) * ho * wo]
+            plane = (n * channels + c) * height * width
             # range(ho) with the band's rows picked out: numba's index arithmetic over
             # range(oy0, oy1) ran this loop 1.5-2x slower.
             for oy in range(ho):
@@ -53,6 +62,11 @@ def im2col(x, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, first, oy0, oy1):
                 if iy < 0 or iy >= height:
                     for ox in range(wo):
                         dst[base + ox] = 0.0
+                    continue
+                if inside:
+                    source, target = np.uint64(plane + iy * width + shift), np.uint64(base)
+                    for ox in range(wo):
+                        dst[target + np.uint64(ox)] = flat[source + np.uint64(ox)]
                     continue
                 for ox in range(wo):
                     ix = ox * sw - pw + j * dw
@@ -72,20 +86,31 @@ def col2im(col, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, x, first):
     Parallel over images: each image's slice of x is written by one thread only.
     """
     n_img, channels, height, width = x.shape
+    flat = x.reshape(-1)
     for n in prange(n_img):
         for c in range(channels):
             for y in range(height):
                 for xx in range(width):
                     x[n, c, y, xx] = 0.0
+            plane = (n * channels + c) * height * width
             for i in range(kh):
                 for j in range(kw):
                     src = col[(c * kh + i) * kw + j,
                               (first + n) * ho * wo:(first + n + 1) * ho * wo]
+                    # Rows wholly inside the input as in im2col: one vector add each.
+                    shift = j * dw - pw
+                    inside = sw == 1 and shift >= 0 and shift + wo <= width
                     for oy in range(ho):
                         iy = oy * sh - ph + i * dh
                         if iy < 0 or iy >= height:
                             continue
                         base = oy * wo
+                        if inside:
+                            target = np.uint64(plane + iy * width + shift)
+                            source = np.uint64(base)
+                            for ox in range(wo):
+                                flat[target + np.uint64(ox)] += src[source + np.uint64(ox)]
+                            continue
                         for ox in range(wo):
                             ix = ox * sw - pw + j * dw
                             if ix >= 0 and ix < width:
