@@ -6,6 +6,7 @@ reshape to a smaller or equal count re-views the same memory, so reshaping every
 """
 from __future__ import annotations
 
+import math
 import operator
 
 import numpy as np
@@ -52,7 +53,9 @@ class Blob:
 
     @property
     def count(self) -> int:
-        return int(np.prod(self._shape, dtype=np.int64))
+        # math.prod of Python ints: np.prod took 3 us, a Split's reshape asks 8 times per
+        # forward (GoogLeNet's 13 Splits: 0.3 ms of a 28 ms batch-1 forward).
+        return math.prod(self._shape)
 
     @property
     def num_axes(self) -> int:
@@ -95,6 +98,10 @@ class Blob:
         if other.count != self.count:
             raise ShapeError(f"blob '{self.name}': cannot share data of shape {other.shape} "
                              f"with shape {self.shape}")
+        if self._data_buf is other._data_buf:
+            # Shared already (a Split's tops, shared again before every forward): data is a
+            # view of the buffer's start, as other's, and keeps its identity.
+            return
         self._data_buf = other._data_buf
         self._data = other.data.reshape(self._shape)
 

@@ -109,6 +109,17 @@ def test_split_tops_view_the_bottom_data_and_keep_their_own_diffs():
         + net.blobs["pool1_pool1_0_split_1"].diff)
 
 
+def test_split_tops_keep_their_data_arrays_from_one_forward_to_the_next():
+    # The net's arrays stay (a user or layer holding blob.data sees the next forward's values).
+    net = dsn_net()
+    net.forward()
+    held = [net.blobs[f"pool1_pool1_0_split_{k}"].data for k in range(2)]
+    net.forward()
+    for k in range(2):
+        assert net.blobs[f"pool1_pool1_0_split_{k}"].data is held[k]
+        np.testing.assert_array_equal(held[k], net.blobs["pool1"].data)
+
+
 def test_an_in_place_layer_on_a_blob_another_layer_reads_is_named(tmp_path):
     # The ReLU would read a split top and write a second blob named "x" (the input would be
     # unreachable by name); Caffe stops on it ("produced by multiple sources").
