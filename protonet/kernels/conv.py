@@ -14,7 +14,7 @@ import numpy as np
 
 from ._jit import jit, prange
 from .blas import NO_TRANS, TRANS, sgemm
-from .epilogue import finish_row
+from .epilogue import finish_channel_row
 
 
 def conv_output_size(size: int, kernel: int, pad: int, stride: int, dilation: int) -> int:
@@ -162,7 +162,6 @@ def per_image_forward(x, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, weight, bl
     pitch = col.strides[0] // 4
     m_out = out.shape[1]
     channels = x.shape[1]
-    has_scale, has_shift = scale.size > 0, shift.size > 0
     for b in prange(blocks.shape[0]):
         s, e, oy0, oy1 = blocks[b, 0], blocks[b, 1], blocks[b, 2], blocks[b, 3]
         q0, width = oy0 * wo, (oy1 - oy0) * wo   # the band's first output, its outputs
@@ -179,10 +178,8 @@ def per_image_forward(x, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, weight, bl
                       out.ctypes.data + 4 * ((n * m_out + g * mg) * p + q0), p)
         for n in range(s, e):
             for m in range(m_out):
-                a = scale[m] if has_scale else np.float32(1)
-                c = shift[m] if has_shift else np.float32(0)
-                finish_row(out[n, m, q0:q0 + width], a, c, has_scale, has_shift, relu,
-                           negative_slope)
+                finish_channel_row(out[n, m, q0:q0 + width], m, scale, shift, relu,
+                                   negative_slope)
 
 
 @jit(parallel=True)

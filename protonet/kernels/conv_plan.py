@@ -54,8 +54,10 @@ class ConvTuning:
     # alternating processes against the commit before (with load_channel_block's gain):
     # GoogLeNet 0.94-0.95 of the time, MobileNet v1 0.89-0.91, MobileNet-SSD 0.92-0.98,
     # CIFAR-10 quick 0.97-1.03. From 1M multiply-adds CIFAR-10 quick's conv1 and conv2 went
-    # in bands too: 1.06x the time (their threads had fallen asleep in the serial layers
-    # between, so each band loop paid the wake), while GoogLeNet gained 2% more.
+    # in bands too: 1.06-1.07x the time (their threads had fallen asleep in the serial layers
+    # between, so each band loop paid the wake; a whole batch-1 forward of it is faster on
+    # one thread, 0.47-0.53 ms, than with its pooling on two as well), while GoogLeNet gained
+    # about 2% more.
     band_min_macs: int = 8 << 20
     # One GEMM over the batch is split between the threads only from gemm_split_min_macs
     # multiply-adds on: below that, handing half of it to a second thread cost more than

@@ -38,17 +38,24 @@ def relu_row(row, negative_slope):
         row[k] = v if v > 0 else v * negative_slope
 
 
+@jit()
+def finish_channel_row(row, m, scale, shift, relu, negative_slope):
+    """A row of channel m in place: finish_row with scale[m] and shift[m] (each absent when
+    empty)."""
+    has_scale, has_shift = scale.size > 0, shift.size > 0
+    a = scale[m] if has_scale else np.float32(1)
+    b = shift[m] if has_shift else np.float32(0)
+    finish_row(row, a, b, has_scale, has_shift, relu, negative_slope)
+
+
 @jit(parallel=True)
 def channel_epilogue(y, scale, shift, relu, negative_slope):
     """y (N, M, P) in place, channel m with scale[m] and shift[m]."""
     n_img, m_out, p = y.shape
-    has_scale, has_shift = scale.size > 0, shift.size > 0
     for plane in prange(n_img * m_out):
         n = plane // m_out
         m = plane % m_out
-        a = scale[m] if has_scale else np.float32(1)
-        b = shift[m] if has_shift else np.float32(0)
-        finish_row(y[n, m], a, b, has_scale, has_shift, relu, negative_slope)
+        finish_channel_row(y[n, m], m, scale, shift, relu, negative_slope)
 
 
 @jit(parallel=True)
@@ -56,15 +63,12 @@ def channels_first_epilogue(y2, out, scale, shift, relu, negative_slope):
     """out[n, m, p] = y2[m, n, p] (a GEMM's (M, N, P) output into the blob's (N, M, P)), with
     the epilogue applied in the same pass."""
     m_out, n_img, p = y2.shape
-    has_scale, has_shift = scale.size > 0, shift.size > 0
     for n in prange(n_img):
         for m in range(m_out):
             row = out[n, m]
             for k in range(p):
                 row[k] = y2[m, n, k]
-            a = scale[m] if has_scale else np.float32(1)
-            b = shift[m] if has_shift else np.float32(0)
-            finish_row(row, a, b, has_scale, has_shift, relu, negative_slope)
+            finish_channel_row(row, m, scale, shift, relu, negative_slope)
 
 
 @jit(parallel=True)
