@@ -70,10 +70,12 @@ def test_depthwise_forward_inner_loop_is_vectorized():
     ((1, 5, 2, 3), (3, 3), (1, 1), (1, 1), (1, 1)),      # rows narrower than a tile
     ((2, 20, 9, 11), (5, 3), (3, 1), (2, 0), (1, 2)),
     ((1, 33, 6, 5), (3, 3), (1, 2), (0, 2), (2, 1)),
+    ((1, 3, 21, 19), (3, 3), (1, 1), (1, 1), (1, 1)),    # 3x3 row by row too
+    ((2, 2, 5, 20), (3, 3), (1, 1), (2, 0), (1, 1)),
 ])
 def test_depthwise_forward_by_channel_blocks_gives_the_phase_planes_bits(
         shape, kernel, stride, pad, dilation):
-    """The two forwards depthwise_forward picks between sum in the same order, so a layer's
+    """The forwards depthwise_forward picks between sum in the same order, so a layer's
     outputs do not depend on its width: the same bits, NaN where NaN (which NaN an inf - inf
     meeting a NaN gives depends on the operands' order in the vector add)."""
     from protonet.kernels import depthwise
@@ -89,10 +91,17 @@ def test_depthwise_forward_by_channel_blocks_gives_the_phase_planes_bits(
     geometry = (*pad, *stride, *dilation)
     depthwise.depthwise_forward_on_phases(x, w, *geometry, on_phases)
     depthwise.depthwise_forward_by_channel_blocks(x, w, *geometry, by_blocks)
+    others = [by_blocks]
+    if kernel == (3, 3) and stride == dilation == (1, 1):
+        by_rows = on_phases.copy()
+        depthwise.depthwise_3x3_forward(x, w, *pad, by_rows)
+        others.append(by_rows)
     nan = np.isnan(on_phases)
-    assert nan.any() and np.array_equal(np.isnan(by_blocks), nan)
-    np.testing.assert_array_equal(by_blocks.view(np.uint32)[~nan],
-                                  on_phases.view(np.uint32)[~nan])
+    assert nan.any()
+    for other in others:
+        assert np.array_equal(np.isnan(other), nan)
+        np.testing.assert_array_equal(other.view(np.uint32)[~nan],
+                                      on_phases.view(np.uint32)[~nan])
 
 
 def test_depthwise_channel_blocks_are_for_narrow_outputs_and_vectorized():
@@ -103,9 +112,21 @@ def test_depthwise_channel_blocks_are_for_narrow_outputs_and_vectorized():
     from protonet.kernels import depthwise
     assert depthwise.by_channel_blocks(7) and depthwise.by_channel_blocks(19)  # MobileNet(-SSD)
     assert not depthwise.by_channel_blocks(56) and not depthwise.by_channel_blocks(112)
+    # Stride-1 3x3 layers over 16 wide run row by row; strided, dilated or narrow ones not.
+    assert depthwise.by_rows_3x3((3, 3), (1, 1), (1, 1), 150)
+    assert depthwise.by_rows_3x3((3, 3), (1, 1), (1, 1), 19)
+    assert not depthwise.by_rows_3x3((3, 3), (1, 1), (1, 1), 14)
+    assert not depthwise.by_rows_3x3((3, 3), (2, 2), (1, 1), 75)
+    assert not depthwise.by_rows_3x3((3, 3), (1, 1), (2, 2), 75)
+    assert not depthwise.by_rows_3x3((5, 5), (1, 1), (1, 1), 75)
     kernel = numba.njit(fastmath=False, error_model="numpy")(
         depthwise._depthwise_block.py_func)
     kernel(np.zeros((9, 9, 16), np.float32), np.zeros((3, 3, 16), np.float32), 1, 1, 1, 1,
            np.zeros((7, 7, 16), np.float32))
     # 16 lanes: one zmm, or two ymm where LLVM prefers 256-bit vectors (Intel's AVX-512 cores)
     assert re.search(r"\bvmulps\s+[^\n]*[yz]mm", kernel.inspect_asm(kernel.signatures[0]))
+    # The 3x3 rows: packed along the row.
+    rows = numba.njit(fastmath=False, error_model="numpy")(depthwise._rows_3x3.py_func)
+    rows(np.zeros((22, 22), np.float32), np.zeros((3, 3), np.float32),
+         np.zeros((20, 20), np.float32))
+    assert re.search(r"\bvmulps\s+[^\n]*[yz]mm", rows.inspect_asm(rows.signatures[0]))
