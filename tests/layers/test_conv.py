@@ -187,19 +187,29 @@ def test_grouped_gemms_split_between_threads_keep_values_and_gradients(case, eng
 BAND_CASES = [case for case in CASES if case[5] == 1]
 
 
+@pytest.mark.parametrize("engine", ["numba threads", "python threads"])
 @pytest.mark.parametrize("phase", ["TRAIN", "TEST"])
 @pytest.mark.parametrize("case", BAND_CASES)
-def test_lone_image_in_bands_of_rows_matches_direct_loops(case, phase, monkeypatch):
+def test_lone_image_in_bands_of_rows_matches_direct_loops(case, phase, engine, monkeypatch):
     """A lone image (batch below the threads) cut into bands of output rows, one per thread
     (3 here, so bands of unequal rows): the same values as the loops, the gradient checked,
-    in a TEST net too (whose 1x1 layers multiply the bottom's planes in place of columns)."""
+    in a TEST net too (whose 1x1 layers multiply the bottom's planes in place of columns).
+    Where numpy's BLAS is not OpenBLAS (the Python threads), the plan's bands give way to
+    the split GEMM over the whole image."""
     from protonet import caffe_pb2
     monkeypatch.setattr(threads, "compute_threads", lambda: 3)
+    if engine == "python threads":
+        monkeypatch.setattr(blas, "_found", (0, 0))
+    split_gemms = []
+    grouped_matmul = threads.grouped_matmul
+    monkeypatch.setattr(threads, "grouped_matmul", lambda a, b, out, n_threads=None: (
+        split_gemms.append(n_threads), grouped_matmul(a, b, out, n_threads)))
     shape = (1, *case[1][1:])
     layer, bottom, top = build(case[0], [shape], phase=getattr(caffe_pb2, phase))
     layer.tuning = dataclasses.replace(TUNING, band_min_macs=0, winograd_min_channels=1 << 30)
     y = run_forward(layer, bottom, top)[0]
     assert layer.plan.bands == min(3, layer.ho) > 1 and layer.plan.per_image_forward
+    assert split_gemms == ([] if engine == "numba threads" else [3])
     np.testing.assert_allclose(y, expected(layer, bottom, (None, *case[1:]), vision.conv),
                                rtol=1e-5, atol=1e-5)
     if phase == "TRAIN":
