@@ -4,8 +4,9 @@ x (N, C, H, W), w (C, KH, KW), y (N, C, Ho, Wo); geometry (ph, pw, sh, sw, dh, d
 Caffe's convolution: input row oy * sh - ph + i * dh for filter row i (0 outside). The
 forward works on a zero-padded copy of each plane: row by row for 3x3 filters at stride 1,
 split by stride phase (kernels/phases.py) for other wide outputs, or of 16 planes at once,
-channel-last (kernels/lanes.py), for narrow ones; depthwise_forward picks. The backward loop nests run tap by tap over the output positions whose
-input lies inside the map (_valid), a strided multiply-add without bounds tests.
+channel-last (kernels/lanes.py), for narrow ones; depthwise_forward picks. The backward loop
+nests run tap by tap over the output positions whose input lies inside the map (_valid), a
+strided multiply-add without bounds tests.
 """
 from __future__ import annotations
 
