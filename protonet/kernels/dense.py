@@ -18,6 +18,8 @@ batch 1 the weights are read once, as a matrix-vector product would.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from . import threads
@@ -144,8 +146,16 @@ def dense(w, x, y) -> None:
                           and w.size < SPLIT_MIN_WEIGHTS):
         dense_forward(w, x, y, 0)
         return
-    bounds = threads.split(w.shape[0], n_threads * threads.PIECES_PER_THREAD, align=TILE)
-    _dense_pieces(w, x, y, np.array(bounds, np.int64))
+    _dense_pieces(w, x, y, _piece_bounds(w.shape[0], n_threads * threads.PIECES_PER_THREAD))
+
+
+@functools.lru_cache(maxsize=256)   # asked at every forward, for a few shapes
+def _piece_bounds(rows: int, pieces: int):
+    """threads.split(rows, pieces, align=TILE) as a read-only (B, 2) int64 array, made once
+    per size rather than at every forward."""
+    bounds = np.array(threads.split(rows, pieces, align=TILE), np.int64).reshape(-1, 2)
+    bounds.flags.writeable = False
+    return bounds
 
 
 def lane_ordered_reference(x, w):
