@@ -12,12 +12,16 @@ All three are the same product, "gathered" on one side:
 - data gradient at stride 1: a convolution of the zero-padded top diff with the flipped
   weights, r a bottom pixel, u an (m, i, j), b the weights as (M*kh*kw, C).
 
-The innermost loop runs along b's rows and out's rows (contiguous, width a multiple of LANES:
-the matrices are padded with zero columns), for a tile of 4 r x 4 u whose 16 src values stay
-in registers: LLVM vectorizes it as 16-float multiplies and adds (zmm, or ymm pairs where it
-prefers 256-bit vectors), 4 rows of out loaded and stored per 16 multiply-adds. Summation
-order per output element: u ascending in blocks of 4, fixed, so an image's result does not
-depend on its batch.
+b and out are held in blocks of LANES columns (lane_blocks: (W / LANES, rows, LANES), the last
+block padded with zeros), so that a block's row is one vector. A register tile is 8 rows r by
+32 columns: per u, 8 gathered src values broadcast, two vectors of b, 16 fused multiply-adds
+into 16 accumulators that stay in zmm registers over every u (lanes.prefer_wide_vectors), then
+added into out once. Summation order per output element: u ascending from 0, each product
+fused into the running sum, the sum added to out: fixed, so an image's result does not depend
+on its batch. One thread, CIFAR-10's conv2 / conv3 shapes: 89-102 GMAC/s against 35-50 for the
+4 x 4 tiles of u that loaded and stored out at every step. Compiled for a CPU without AVX-512
+(numba for "haswell" on the same host) the 32 accumulators take two ymm each and spill: 0.7-1.1x
+the old tiles there.
 
 The planner (conv_plan.py) says when: CIFAR-10's conv2 and conv3 (K = 800, 32 and 64 outputs)
 run 1.3-1.4x the im2col + GEMM path's speed; layers/conv.py holds one DirectConvolution per
@@ -28,84 +32,134 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import jit, prange
-
-# Floats per vector register on AVX-512; b's and out's widths are padded to a multiple.
-LANES = 16
+from .lanes import LANES, prefer_wide_vectors, stack_lanes
 
 
 def padded_width(n: int) -> int:
     return -(-n // LANES) * LANES
 
 
+# Rows of out in one register tile: their gathered src values are broadcast across the lanes.
+TILE_ROWS = 8
+
+
 @jit(contract=True)
 def gathered_matmul(src, rows, cols, b, out):
-    """out[r, :] += sum_u src[rows[r] + cols[u]] * b[u, :] (see the module docstring).
+    """out[v, r, :] += sum_u src[rows[r] + cols[u]] * b[v, u, :] (see the module docstring):
+    b (V, U, LANES) and out (V, R, LANES) in blocks of LANES columns.
 
-    rows and cols are uint64: with signed offsets numba tests every gathered index for
-    wraparound (negative indices), which cost a quarter of the time at 32 columns.
-    Multiply-adds contracted into FMAs (jit(contract=True): the sums keep their order):
-    CIFAR-10's conv2 and conv3, batch 100, 1 thread, CPU time, 3 alternating runs: forward
-    18.2 against 19.7 ms and 7.4 against 8.6, backward 37.0 against 41.4 and 17.1 against
-    18.7. Tiles of 4 x 4 ran fastest of 4x4, 6x4, 8x4, 8x2, 4x8 (more spill registers); looping
-    over m in fixed blocks of 16 did not vectorize at all (7-10 GFLOP/s: LLVM's SLP
-    vectorizer cannot rule out that out and b overlap, where the loop vectorizer checks it
-    at run time).
-    """
+    A tile of TILE_ROWS rows by two blocks (32 columns) sums over every u in 16 registers,
+    then adds into out once. rows and cols are uint64: with signed offsets numba tests every
+    gathered index for wraparound (negative indices). Multiply-adds are contracted into FMAs
+    (jit(contract=True): the sums keep their order)."""
+    prefer_wide_vectors()
     n_rows = rows.shape[0]
-    n_cols = cols.shape[0]
-    width = b.shape[1]
-    r4 = n_rows - n_rows % 4
-    u4 = n_cols - n_cols % 4
-    for r in range(0, r4, 4):
-        s0 = rows[r]
-        s1 = rows[r + 1]
-        s2 = rows[r + 2]
-        s3 = rows[r + 3]
-        o0 = out[r]
-        o1 = out[r + 1]
-        o2 = out[r + 2]
-        o3 = out[r + 3]
-        for u in range(0, u4, 4):
-            c0 = cols[u]
-            c1 = cols[u + 1]
-            c2 = cols[u + 2]
-            c3 = cols[u + 3]
-            a00, a01, a02, a03 = src[s0 + c0], src[s0 + c1], src[s0 + c2], src[s0 + c3]
-            a10, a11, a12, a13 = src[s1 + c0], src[s1 + c1], src[s1 + c2], src[s1 + c3]
-            a20, a21, a22, a23 = src[s2 + c0], src[s2 + c1], src[s2 + c2], src[s2 + c3]
-            a30, a31, a32, a33 = src[s3 + c0], src[s3 + c1], src[s3 + c2], src[s3 + c3]
-            b0 = b[u]
-            b1 = b[u + 1]
-            b2 = b[u + 2]
-            b3 = b[u + 3]
-            # Independent lanes and no reduction across them: vectorized without fastmath.
-            for m in range(width):
-                w0 = b0[m]
-                w1 = b1[m]
-                w2 = b2[m]
-                w3 = b3[m]
-                o0[m] += a00 * w0 + a01 * w1 + a02 * w2 + a03 * w3
-                o1[m] += a10 * w0 + a11 * w1 + a12 * w2 + a13 * w3
-                o2[m] += a20 * w0 + a21 * w1 + a22 * w2 + a23 * w3
-                o3[m] += a30 * w0 + a31 * w1 + a32 * w2 + a33 * w3
-        for u in range(u4, n_cols):
-            c0 = cols[u]
-            a0, a1, a2, a3 = src[s0 + c0], src[s1 + c0], src[s2 + c0], src[s3 + c0]
-            b0 = b[u]
-            for m in range(width):
-                w0 = b0[m]
-                o0[m] += a0 * w0
-                o1[m] += a1 * w0
-                o2[m] += a2 * w0
-                o3[m] += a3 * w0
-    for r in range(r4, n_rows):
-        s0 = rows[r]
-        o0 = out[r]
-        for u in range(n_cols):
-            a0 = src[s0 + cols[u]]
-            b0 = b[u]
-            for m in range(width):
-                o0[m] += a0 * b0[m]
+    blocks = b.shape[0]
+    for start in range(0, n_rows, TILE_ROWS):
+        # The last tile ends at the last row, overlapping the one before: the rows it shares
+        # with it are summed again but not added.
+        first = max(0, min(start, n_rows - TILE_ROWS))
+        for v in range(0, blocks - 1, 2):
+            _tile_two_blocks(src, rows, first, start, cols, b[v], b[v + 1], out[v], out[v + 1])
+        if blocks % 2:
+            _tile_one_block(src, rows, first, start, cols, b[blocks - 1], out[blocks - 1])
+
+
+@jit(contract=True)
+def _tile_two_blocks(src, rows, first, start, cols, b0, b1, out0, out1):
+    """out0 / out1[r] += sum_u src[rows[r] + cols[u]] * b0 / b1[u] for the rows r of the tile
+    from `first` (TILE_ROWS of them, fewer at the end of rows) that are not before `start`.
+    Each product is fused into its row's running sum, u ascending from 0: the same order in
+    any tile, so an image's result does not depend on its batch or its place in it."""
+    prefer_wide_vectors()
+    last = rows.shape[0] - 1
+    s0, s1 = rows[min(first, last)], rows[min(first + 1, last)]
+    s2, s3 = rows[min(first + 2, last)], rows[min(first + 3, last)]
+    s4, s5 = rows[min(first + 4, last)], rows[min(first + 5, last)]
+    s6, s7 = rows[min(first + 6, last)], rows[min(first + 7, last)]
+    acc = stack_lanes(16)   # TILE_ROWS x 2 blocks
+    for t in range(16):
+        for lane in range(LANES):
+            acc[t, lane] = 0.0
+    for u in range(cols.shape[0]):
+        c = cols[u]
+        a0, a1, a2, a3 = src[s0 + c], src[s1 + c], src[s2 + c], src[s3 + c]
+        a4, a5, a6, a7 = src[s4 + c], src[s5 + c], src[s6 + c], src[s7 + c]
+        low, high = b0[u], b1[u]
+        # Written out row by row (see kernels/lanes.py): one vector of lanes per row.
+        for lane in range(LANES):
+            w0 = low[lane]
+            w1 = high[lane]
+            acc[0, lane] += a0 * w0
+            acc[1, lane] += a1 * w0
+            acc[2, lane] += a2 * w0
+            acc[3, lane] += a3 * w0
+            acc[4, lane] += a4 * w0
+            acc[5, lane] += a5 * w0
+            acc[6, lane] += a6 * w0
+            acc[7, lane] += a7 * w0
+            acc[8, lane] += a0 * w1
+            acc[9, lane] += a1 * w1
+            acc[10, lane] += a2 * w1
+            acc[11, lane] += a3 * w1
+            acc[12, lane] += a4 * w1
+            acc[13, lane] += a5 * w1
+            acc[14, lane] += a6 * w1
+            acc[15, lane] += a7 * w1
+    # 2-D indices (a view per row cost a reference count), and a trip count LLVM does not
+    # know (out's width is LANES): a loop of LANES is unrolled into scalar adds before the
+    # loop vectorizer sees it, and the vectorizer that comes after cannot tell out from b.
+    width = out0.shape[1]
+    for t in range(TILE_ROWS):
+        if start <= first + t <= last:
+            for lane in range(width):
+                out0[first + t, lane] += acc[t, lane]
+            for lane in range(width):
+                out1[first + t, lane] += acc[TILE_ROWS + t, lane]
+
+
+@jit(contract=True)
+def _tile_one_block(src, rows, first, start, cols, b0, out0):
+    """_tile_two_blocks of one block (the last of an odd number)."""
+    prefer_wide_vectors()
+    last = rows.shape[0] - 1
+    s0, s1 = rows[min(first, last)], rows[min(first + 1, last)]
+    s2, s3 = rows[min(first + 2, last)], rows[min(first + 3, last)]
+    s4, s5 = rows[min(first + 4, last)], rows[min(first + 5, last)]
+    s6, s7 = rows[min(first + 6, last)], rows[min(first + 7, last)]
+    acc = stack_lanes(8)   # TILE_ROWS x 1 block
+    for t in range(8):
+        for lane in range(LANES):
+            acc[t, lane] = 0.0
+    for u in range(cols.shape[0]):
+        c = cols[u]
+        a0, a1, a2, a3 = src[s0 + c], src[s1 + c], src[s2 + c], src[s3 + c]
+        a4, a5, a6, a7 = src[s4 + c], src[s5 + c], src[s6 + c], src[s7 + c]
+        low = b0[u]
+        for lane in range(LANES):
+            w0 = low[lane]
+            acc[0, lane] += a0 * w0
+            acc[1, lane] += a1 * w0
+            acc[2, lane] += a2 * w0
+            acc[3, lane] += a3 * w0
+            acc[4, lane] += a4 * w0
+            acc[5, lane] += a5 * w0
+            acc[6, lane] += a6 * w0
+            acc[7, lane] += a7 * w0
+    width = out0.shape[1]
+    for t in range(TILE_ROWS):
+        if start <= first + t <= last:
+            for lane in range(width):
+                out0[first + t, lane] += acc[t, lane]
+
+
+def lane_blocks(matrix):
+    """matrix (U, W) as (ceil(W / LANES), U, LANES): its columns in blocks of LANES, the last
+    padded with zeros (gathered_matmul's b)."""
+    u, w = matrix.shape
+    padded = np.zeros((u, padded_width(w)), np.float32)
+    padded[:, :w] = matrix
+    return np.ascontiguousarray(padded.reshape(u, -1, LANES).transpose(1, 0, 2))
 
 
 @jit()
@@ -142,42 +196,45 @@ def pixel_offsets(ho: int, wo: int, sh: int, sw: int, width: int):
 
 @jit()
 def forward_images(x, ph, pw, padded_shape, pixels, window, weights_t, bias, out):
-    """out[n] (M, P) = convolution of x[n] (C, H, W): weights_t (K, Mp) the weights as
-    (c*kh*kw, m) with zero columns up to Mp; bias (M,) or empty; pixels/window the offsets
+    """out[n] (M, P) = convolution of x[n] (C, H, W): weights_t the weights (M, K) transposed
+    in lane blocks (lane_blocks); bias (M,) or empty; pixels/window the offsets
     (pixel_offsets, window_offsets) in the padded image. The data gradient is this too: dy
-    padded by the kernel's reach less the pad, convolved with the flipped weights. Split between threads by images
-    only: at batch 1 splitting the pixels cost more in waking a thread than it saved
-    (CIFAR-10's conv3: 153 against 109 us on 2 threads)."""
+    padded by the kernel's reach less the pad, convolved with the flipped weights. Split
+    between threads by images only: at batch 1 splitting the pixels cost more in waking a
+    thread than it saved (CIFAR-10's conv3: 153 against 109 us on 2 threads)."""
     m_out = out.shape[1]
     n_pix = pixels.shape[0]
     image = np.empty(padded_shape, np.float32)
     flat = image.reshape(-1)
-    result = np.empty((n_pix, weights_t.shape[1]), np.float32)
+    result = np.empty((weights_t.shape[0], n_pix, LANES), np.float32)
     for n in range(x.shape[0]):
         _pad_into(x[n], ph, pw, image)
         result[:] = 0.0
         if bias.shape[0]:
-            for p in range(n_pix):
-                result[p, :m_out] = bias
+            for m in range(m_out):
+                result[m // LANES, :, m % LANES] = bias[m]
         gathered_matmul(flat, pixels, window, weights_t, result)
         for m in range(m_out):
+            block, lane = m // LANES, m % LANES
             for p in range(n_pix):
-                out[n, m, p] = result[p, m]
+                out[n, m, p] = result[block, p, lane]
 
 
 @jit()
 def weight_grad_images(x, dy, ph, pw, padded_shape, pixels, window, grad_t):
-    """grad_t (K, Mp) += sum over images of x's windows times dy (N, M, P), pixel-major."""
+    """grad_t (K, Mp) in lane blocks (Mp / LANES, K, LANES) += sum over images of x's windows
+    times dy (N, M, P)."""
     m_out = dy.shape[1]
     n_pix = pixels.shape[0]
     image = np.empty(padded_shape, np.float32)
     flat = image.reshape(-1)
-    dy_t = np.zeros((n_pix, grad_t.shape[1]), np.float32)
+    dy_t = np.zeros((grad_t.shape[0], n_pix, LANES), np.float32)
     for n in range(x.shape[0]):
         _pad_into(x[n], ph, pw, image)
-        for p in range(n_pix):
-            for m in range(m_out):
-                dy_t[p, m] = dy[n, m, p]
+        for m in range(m_out):
+            block, lane = m // LANES, m % LANES
+            for p in range(n_pix):
+                dy_t[block, p, lane] = dy[n, m, p]
         gathered_matmul(flat, window, pixels, dy_t, grad_t)
 
 
@@ -236,9 +293,7 @@ class DirectConvolution:
 
     def forward(self, x, weight, bias, out, plan) -> None:
         """out (N, M, P) = x (N, C, H, W) convolved with weight (M, K) (+ bias (M,) or None)."""
-        outputs = weight.shape[0]
-        weights_t = np.zeros((weight.shape[1], padded_width(outputs)), np.float32)
-        weights_t[:, :outputs] = weight.T
+        weights_t = lane_blocks(weight.T)
         bias = np.empty(0, np.float32) if bias is None else bias
 
         blocks = plan.block_array(x.shape[0])
@@ -252,12 +307,10 @@ class DirectConvolution:
         blocks = plan.block_array(x.shape[0])
         grads = flipped = dy_images = dx_planes = None
         if weight_diff is not None:
-            grads = np.zeros((len(blocks), weight_diff.shape[1], padded_width(outputs)),
-                             np.float32)
+            grads = np.zeros((len(blocks), padded_width(outputs) // LANES, weight_diff.shape[1],
+                              LANES), np.float32)
         if dx is not None:
-            flipped = np.zeros((outputs * weight.shape[2] * weight.shape[3],
-                                padded_width(channels)), np.float32)
-            flipped[:, :channels] = weight.transpose(0, 2, 3, 1).reshape(-1, channels)
+            flipped = lane_blocks(weight.transpose(0, 2, 3, 1).reshape(-1, channels))
             dy_images = dy.reshape(dy.shape[0], *self.top_shape)
             dx_planes = dx.reshape(dx.shape[0], channels, -1)   # a view: dx is contiguous
         backward_blocks.over(len(blocks))(
@@ -265,5 +318,6 @@ class DirectConvolution:
             *self.diff_pad, self.diff_padded, self.bottom_pixels, self.flipped_window, flipped,
             dx_planes, blocks)
         if weight_diff is not None:
-            # Pieces summed in a fixed order.
-            weight_diff += grads.sum(axis=0)[:, :outputs].T
+            # Pieces summed in a fixed order; (Mp / LANES, K, LANES) back to (M, K).
+            total = grads.sum(axis=0)
+            weight_diff += total.transpose(1, 0, 2).reshape(total.shape[1], -1)[:, :outputs].T

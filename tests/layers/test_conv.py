@@ -24,12 +24,17 @@ CASES = [
      f'bias_term: false {F} }}', (2, 1, 9, 8), (1, 1), (1, 1), (2, 2), 1),
     (f'type: "Convolution" convolution_param {{ num_output: 6 kernel_size: 1 group: 3 {F} }}',
      (1, 3, 3, 3), (1, 1), (0, 0), (1, 1), 3),
-    # The direct kernel's 4 x 4 tiles with leftovers both ways (K = 54, 99 pixels), and a pad
-    # wider than the kernel (its data gradient crops the padded top diff).
+    # The direct kernel's tiles of 8 rows with leftovers (K = 54, 99 pixels), one block of
+    # lanes (5 outputs), and a pad wider than the kernel (its data gradient crops the padded
+    # top diff).
     (f'type: "Convolution" convolution_param {{ num_output: 5 kernel_size: 3 pad: 2 {F} }}',
      (2, 6, 7, 9), (1, 1), (2, 2), (1, 1), 1),
     (f'type: "Convolution" convolution_param {{ num_output: 18 kernel_h: 2 kernel_w: 3 pad: 3 '
      f'bias_term: false {F} }}', (1, 3, 4, 5), (1, 1), (3, 3), (1, 1), 1),
+    # Fewer output pixels than a direct tile's rows (6), and 40 outputs: a tile of two blocks
+    # of lanes and one of one.
+    (f'type: "Convolution" convolution_param {{ num_output: 40 kernel_size: 3 {F} }}',
+     (2, 3, 4, 5), (1, 1), (0, 0), (1, 1), 1),
     # 1x1 (a TEST net multiplies the bottom itself).
     (f'type: "Convolution" convolution_param {{ num_output: 7 kernel_size: 1 {F} }}',
      (3, 5, 4, 6), (1, 1), (0, 0), (1, 1), 1),
@@ -183,8 +188,9 @@ def test_grouped_gemms_split_between_threads_keep_values_and_gradients(case, eng
     check_gradient(layer, bottom, top, max_elements=120)
 
 
-# One-group cases with more than one output row, for bands.
-BAND_CASES = [case for case in CASES if case[5] == 1]
+# One-group cases with more than one output row, for bands (not the one of 40 outputs: bands
+# need at least as many output pixels as the threads' weight rows, 3 x 40).
+BAND_CASES = [case for case in CASES if case[5] == 1 and "num_output: 40" not in case[0]]
 
 
 @pytest.mark.parametrize("engine", ["numba threads", "python threads"])
@@ -413,25 +419,28 @@ def test_direct_convolution_of_an_image_does_not_depend_on_its_batch():
 
 
 def test_direct_kernel_inner_loop_is_vectorized():
-    """gathered_matmul's innermost loop compiles to packed fused multiply-adds (vfmadd...ps
-    on xmm, ymm or zmm registers): the loop shape it depends on (no reduction across lanes,
-    contiguous rows, unsigned offsets) must not regress into scalar code, nor its options
-    lose the contraction."""
+    """gathered_matmul's register tiles compile to packed fused multiply-adds (vfmadd...ps),
+    on zmm registers where the CPU has AVX-512 (lanes.prefer_wide_vectors): the loop shape
+    they depend on (one vector of lanes per row, contiguous rows, unsigned offsets) must not
+    regress into scalar code or ymm halves, nor its options lose the contraction."""
     import re
 
+    import llvmlite.binding as llvm
     import numba
 
-    from protonet.kernels.direct_conv import gathered_matmul
+    from protonet.kernels.direct_conv import _tile_two_blocks
     # A fresh compile with protonet's options (one loaded from numba's disk cache has no
     # assembly to show).
-    kernel = numba.njit(fastmath=gathered_matmul.targetoptions["fastmath"],
-                        error_model="numpy")(gathered_matmul.py_func)
-    offsets = np.zeros(4, np.uint64)
-    kernel(np.zeros(64, np.float32), offsets, offsets, np.zeros((4, 16), np.float32),
-           np.zeros((4, 16), np.float32))
-    asm = kernel.inspect_asm(kernel.signatures[0])
+    tile = numba.njit(fastmath=_tile_two_blocks.targetoptions["fastmath"],
+                      error_model="numpy")(_tile_two_blocks.py_func)
+    offsets = np.zeros(8, np.uint64)
+    blocks = np.zeros((2, 8, 16), np.float32)
+    tile(np.zeros(64, np.float32), offsets, 0, 0, offsets, blocks[0], blocks[1], blocks[0],
+         blocks[1])
+    asm = tile.inspect_asm(tile.signatures[0])
     assert re.search(r"\bvfmadd\d+ps\b", asm)
-
+    if "+avx512f" in llvm.get_host_cpu_features().flatten().split(","):
+        assert re.search(r"\bvfmadd\d+ps\s+[^\n]*zmm", asm)
 
 
 def test_planner_multiplies_the_bottom_itself_only_for_1x1_stride_1_unpadded():
