@@ -131,10 +131,10 @@ class ConvTuning:
     # thread where the GEMMs use two. Where Winograd takes a forward, it keeps it.
     direct_max_weights: int = 1 << 16
     direct_max_pixels: int = 1024
-    # ... and, with per_image_needs_an_image_a_thread, only when every thread gets an image:
-    # a lone image ran direct on one thread, where its columns' GEMM is as fast there (CIFAR-10
-    # quick's conv2 at batch 1: 220 us direct; whole forward at batch 1 on 2 threads,
-    # alternating: CIFAR-10 quick 0.94, full 0.95 of the time without the direct path).
+    # ... and, with per_image_needs_an_image_a_thread, a lone image only below band_min_macs
+    # (it runs on one thread). With the 4 x 4 tiles that loaded out at every step, its
+    # columns' GEMM was as fast there; with register tiles (8 x 32 in zmm), whole forward
+    # at batch 1, 2 threads, alternating: CIFAR-10 quick 0.38 against 0.45-0.46 ms.
     # The data gradient runs direct (a stride-1 convolution of the padded top diff with the
     # flipped weights) when the bottom's pixels x channels padded to 16 are at most
     # direct_data_grad_max_work x the top's pixels x channels: CIFAR-10's conv2 and conv3
@@ -236,7 +236,10 @@ def plan_convolution(batch: int, k: int, pixels: int, group: int, threads: int,
     # U (16, group, outputs / group, channels / group), kernels/winograd.py
     winograd_weights_kept = 16 * outputs * (k // (9 * group)) <= tuning.winograd_kept_floats
     lone_images = batch < threads and tuning.per_image_needs_an_image_a_thread
-    direct, direct_data_grad = (False, False) if winograd or lone_images else _direct_plan(
+    # The direct path gives each thread whole images: a lone image runs on one thread, so it
+    # takes only those too small for bands of rows on every thread.
+    lone_and_big = lone_images and outputs * k * pixels >= tuning.band_min_macs
+    direct, direct_data_grad = (False, False) if winograd or lone_and_big else _direct_plan(
         k, pixels, group, tuning, geometry, outputs, out_shape)
     chunk = max(1, min(batch, tuning.col_budget // max(1, k * pixels)))
     per_image_weight_grad = k // group <= tuning.per_image_max_k

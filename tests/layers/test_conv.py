@@ -367,8 +367,11 @@ def test_planner_takes_the_direct_path_where_it_measured_faster():
     assert cifar2.direct and cifar2.direct_data_grad
     cifar3 = _plan(100, 32, 64, 5, 2, 8)
     assert cifar3.direct and cifar3.direct_data_grad
-    # The direct path splits the batch between the threads: a lone image takes the GEMMs.
-    assert _plan(2, 32, 32, 5, 2, 16).direct and not _plan(1, 32, 32, 5, 2, 16).direct
+    # The direct path splits the batch between the threads: a lone image runs direct on one
+    # thread only where it is too small for bands of rows on every thread (52M multiply-adds
+    # here).
+    assert _plan(2, 32, 32, 5, 2, 16).direct and _plan(1, 32, 32, 5, 2, 16).direct
+    assert _plan(2, 64, 32, 5, 2, 32).direct and not _plan(1, 64, 32, 5, 2, 32).direct
     # A bottom bigger than the top (no padding): the data gradient as a GEMM.
     bigger = _plan(64, 20, 64, 5, 0, 12)
     assert bigger.direct and not bigger.direct_data_grad
