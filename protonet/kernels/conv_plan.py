@@ -111,18 +111,23 @@ class ConvTuning:
     winograd_kept_floats: int = 6 << 18
     # Direct convolution (kernels/direct_conv.py: no columns; stride 1, one group), forward
     # and weight gradient, when K = C x kernel is at least direct_min_k and the outputs,
-    # padded to a multiple of 16 lanes, waste at most direct_max_waste of the work. Alone, 1
-    # thread (CPU time, alternating), batch 100: CIFAR-10's conv2 (K 800, 32 outputs) forward
-    # 20.9 against 28.7 ms, backward 41.8 against 56.5 ms; conv3 (800, 64) 8.7 against 11.6
-    # ms, backward the same. Not taken: its conv1 (75, 32), 13.2 against 12.3 ms forward, and
-    # LeNet's conv1 (25, 20 padded to 32), 2.0 against 0.8 ms: too few inputs per output to
-    # repay the gathers; LeNet's conv2 (500, 50 padded to 64): forward 3.5 against 3.9 ms, but
-    # the weight gradient 3.2 ms direct against about 2.1 ms as a GEMM on the columns the
-    # GEMM forward leaves (training step 0.79x).
+    # padded to a multiple of 16 lanes, waste at most direct_max_waste of the work
+    # (direct_max_waste_forward_only in a TEST net). With its register tiles (8 x 32 in zmm),
+    # 2 threads, alternating: CIFAR-10 quick's forward at batch 16 2.28 against 3.51 ms (the
+    # 4 x 4 tiles before), its training step at batch 100 33 against 54.5 ms. LeNet's conv2
+    # (500, 50 outputs padded to 64) forward at batch 64 1.12-1.16x the images/s of its
+    # GEMMs, at batch 1000 1.27-1.36x; its training step 1.01-1.04x (data gradient on the
+    # GEMMs, blocked_backward), but tests/test_mpi.py's LeNet, trained 50 steps on 2 ranks
+    # at batch 32 against one process at 64, then drifted apart by 3.7e-5 instead of 2e-7:
+    # the step-1 differences were the same (4e-9), this trajectory amplified them. Training
+    # keeps LeNet's conv2 on the GEMMs. Not taken: CIFAR-10's conv1 (75, 32): training 0.99,
+    # forward at batch 16 1.04-1.13x the time of its GEMMs; LeNet's conv1 (25, 20 padded to
+    # 32), 2.0 against 0.8 ms with the old tiles.
     direct_min_k: int = 128
     direct_max_waste: float = 0.0
+    direct_max_waste_forward_only: float = 0.3
     # ... and only for small convolutions: at most direct_max_weights weights (K x outputs:
-    # a quarter of L2, since every tile of 4 pixels streams them all), at most
+    # a quarter of L2, since every tile of 8 pixels streams them all), at most
     # direct_max_pixels outputs per image (the direct path splits the batch between threads,
     # the GEMMs split a big image), never 1x1 (its columns are the input: nothing to save).
     # Zoo shapes, 1 thread, CPU time, direct against GEMM: VGG-16 conv3_2 (K 2304 x 256)
@@ -172,7 +177,8 @@ class ConvPlan:
     # A 1x1 kernel at stride 1 without pad: an image's columns are its (C, H*W) planes, so a
     # forward whose columns no backward reads again multiplies the bottom itself.
     columns_are_input: bool = False
-    # Both gradients block by block of images on the per-image forward's columns
+    # Both gradients block by block of images on the per-image forward's columns; after a
+    # direct weight gradient, the data gradient alone
     blocked_backward: bool = False
     # Bands of output rows each image of the per-image forward is cut into (lone images)
     bands: int = 1
@@ -186,6 +192,12 @@ class ConvPlan:
         """blocks(images) as a read-only (B, 2) int64 array, the bounds the kernels on
         numba's threads take (made once per size, not at every pass)."""
         return _block_array(images, self.block, self.threads)
+
+    def direct_block_array(self, images: int):
+        """The direct path's blocks (B, 2), as block_array: no columns to keep in cache, so as
+        few as the threads share (CIFAR-10's conv2 made 100 blocks of 1 image by the columns'
+        rule)."""
+        return _block_array(images, images, self.threads)
 
     def forward_block_array(self, images: int, rows: int):
         """The per-image forward's pieces for a chunk of `images` of `rows` output rows, as
@@ -220,12 +232,12 @@ def _forward_block_array(images: int, rows: int, block: int, threads: int, bands
 
 def plan_convolution(batch: int, k: int, pixels: int, group: int, threads: int,
                      tuning: ConvTuning = TUNING, *, geometry: tuple = (), outputs: int = 0,
-                     out_shape: tuple = ()) -> ConvPlan:
+                     out_shape: tuple = (), forward_only: bool = False) -> ConvPlan:
     """The plan for a batch of `batch` images with K = `k` inputs per output (all groups) and
     `pixels` outputs per image and channel, on `threads` threads. A Convolution also gives
     its `geometry` (kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w, dilation_h,
     dilation_w), `outputs` (num_output) and `out_shape` (Ho, Wo), which may make its forward
-    Winograd's or (forward and backward) direct."""
+    Winograd's or (forward and backward) direct; `forward_only` for a TEST net's."""
     if (tuning.depthwise_direct and geometry and group > 1 and outputs == group
             and k == group * geometry[0] * geometry[1]):
         return ConvPlan(chunk=batch, bounds=((0, batch),), per_image_forward=False,
@@ -240,7 +252,7 @@ def plan_convolution(batch: int, k: int, pixels: int, group: int, threads: int,
     # takes only those too small for bands of rows on every thread.
     lone_and_big = lone_images and outputs * k * pixels >= tuning.band_min_macs
     direct, direct_data_grad = (False, False) if winograd or lone_and_big else _direct_plan(
-        k, pixels, group, tuning, geometry, outputs, out_shape)
+        k, pixels, group, tuning, geometry, outputs, out_shape, forward_only)
     chunk = max(1, min(batch, tuning.col_budget // max(1, k * pixels)))
     per_image_weight_grad = k // group <= tuning.per_image_max_k
     per_image_forward = per_image_weight_grad or (
@@ -260,20 +272,19 @@ def plan_convolution(batch: int, k: int, pixels: int, group: int, threads: int,
                     columns_are_input=tuple(geometry[:6]) == (1, 1, 0, 0, 1, 1),
                     per_image_forward=per_image_forward,
                     per_image_weight_grad=per_image_weight_grad,
-                    # Direct: no columns to keep in cache, so as few pieces as the threads
-                    # share (CIFAR-10's conv2 made 100 pieces of 1 image by the columns' rule).
-                    block=batch if direct else max(1, tuning.block_floats // max(1, k * pixels)),
+                    block=max(1, tuning.block_floats // max(1, k * pixels)),
                     threads=max(1, threads), winograd=winograd,
                     winograd_blocks=winograd_blocks,
                     winograd_weights_kept=winograd_weights_kept, direct=direct,
                     direct_data_grad=direct_data_grad,
-                    blocked_backward=(tuning.blocked_backward and per_image_forward
-                                      and not per_image_weight_grad and not winograd
-                                      and not direct and chunk == batch and bands == 1),
+                    blocked_backward=tuning.blocked_backward and chunk == batch and (
+                        (per_image_forward and not per_image_weight_grad and not winograd
+                         and not direct and bands == 1)
+                        or (direct and not direct_data_grad)),
                     bands=bands)
 
 
-def _direct_plan(k, pixels, group, tuning, geometry, outputs, out_shape):
+def _direct_plan(k, pixels, group, tuning, geometry, outputs, out_shape, forward_only):
     """(direct, direct data gradient) for a Convolution's shape."""
     if not geometry or tuple(geometry[4:6]) != (1, 1) or group != 1:
         return False, False
@@ -281,7 +292,9 @@ def _direct_plan(k, pixels, group, tuning, geometry, outputs, out_shape):
     channels = k // (kh * kw)
     if not (k >= tuning.direct_min_k and kh * kw > 1
             and k * outputs <= tuning.direct_max_weights and pixels <= tuning.direct_max_pixels
-            and padded_width(outputs) <= outputs * (1 + tuning.direct_max_waste)):
+            and padded_width(outputs) <= outputs * (1 + (
+                tuning.direct_max_waste_forward_only if forward_only
+                else tuning.direct_max_waste))):
         return False, False
     # At stride 1 the bottom is the top grown by the kernel's reach, less the pad.
     bottom_pixels = ((out_shape[0] + dh * (kh - 1) - 2 * ph)

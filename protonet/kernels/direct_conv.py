@@ -220,22 +220,50 @@ def forward_images(x, ph, pw, padded_shape, pixels, window, weights_t, bias, out
                 out[n, m, p] = result[block, p, lane]
 
 
+# Floats of padded images and pixel-major top diff the weight gradient sums over at once
+# (256 KB: with the gradient's tile rows they stay in a core's L2).
+WEIGHT_GRAD_FLOATS = 1 << 16
+
+
 @jit()
 def weight_grad_images(x, dy, ph, pw, padded_shape, pixels, window, grad_t):
     """grad_t (K, Mp) in lane blocks (Mp / LANES, K, LANES) += sum over images of x's windows
-    times dy (N, M, P)."""
+    times dy (N, M, P). A few images at a time (WEIGHT_GRAD_FLOATS) are one sum: their padded
+    images side by side, u running over every pixel of each, so that a register tile sums
+    over hundreds of u (an image of LeNet's conv2 or CIFAR-10's conv3 has 64 pixels)."""
     m_out = dy.shape[1]
+    n_img = x.shape[0]
     n_pix = pixels.shape[0]
-    image = np.empty(padded_shape, np.float32)
-    flat = image.reshape(-1)
-    dy_t = np.zeros((grad_t.shape[0], n_pix, LANES), np.float32)
-    for n in range(x.shape[0]):
-        _pad_into(x[n], ph, pw, image)
-        for m in range(m_out):
-            block, lane = m // LANES, m % LANES
-            for p in range(n_pix):
-                dy_t[block, p, lane] = dy[n, m, p]
-        gathered_matmul(flat, window, pixels, dy_t, grad_t)
+    size = padded_shape[0] * padded_shape[1] * padded_shape[2]
+    # A power of two: a batch split at multiples of it (between MPI ranks, or the threads'
+    # blocks) makes the same groups, so the same partial sums, as the whole batch.
+    fits = max(1, WEIGHT_GRAD_FLOATS // (size + n_pix * grad_t.shape[0] * LANES))
+    group = 1
+    while group * 2 <= fits:
+        group *= 2
+    group = min(n_img, group)
+    images = np.empty((group, *padded_shape), np.float32)
+    flat = images.reshape(-1)
+    dy_t = np.zeros((grad_t.shape[0], group * n_pix, LANES), np.float32)
+    cols = np.empty(group * n_pix, np.uint64)
+    for g in range(group):
+        for p in range(n_pix):
+            cols[g * n_pix + p] = g * size + pixels[p]
+    for first in range(0, n_img, group):
+        count = min(group, n_img - first)
+        for g in range(count):
+            n = first + g
+            _pad_into(x[n], ph, pw, images[g])
+            for m in range(m_out):
+                block, lane = m // LANES, m % LANES
+                for p in range(n_pix):
+                    dy_t[block, g * n_pix + p, lane] = dy[n, m, p]
+        if count == group:
+            gathered_matmul(flat, window, cols, dy_t, grad_t)
+        else:   # the last images: contiguous copies (a slice would compile a strided kernel)
+            used = count * n_pix
+            gathered_matmul(flat, window, cols[:used].copy(), np.ascontiguousarray(
+                dy_t[:, :used]), grad_t)
 
 
 @jit(parallel=True)
@@ -296,7 +324,7 @@ class DirectConvolution:
         weights_t = lane_blocks(weight.T)
         bias = np.empty(0, np.float32) if bias is None else bias
 
-        blocks = plan.block_array(x.shape[0])
+        blocks = plan.direct_block_array(x.shape[0])
         forward_blocks.over(len(blocks))(x, *self.pad, self.padded, self.pixels, self.window,
                                          weights_t, bias, out, blocks)
 
@@ -304,7 +332,7 @@ class DirectConvolution:
         """weight_diff (M, K) += the weight gradient (if not None); dx (N, C, H, W) = the
         data gradient (if not None); dy (N, M, P) the top diff, weight (M, C, kh, kw)."""
         outputs, channels = weight.shape[:2]
-        blocks = plan.block_array(x.shape[0])
+        blocks = plan.direct_block_array(x.shape[0])
         grads = flipped = dy_images = dx_planes = None
         if weight_diff is not None:
             grads = np.zeros((len(blocks), padded_width(outputs) // LANES, weight_diff.shape[1],

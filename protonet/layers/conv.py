@@ -158,7 +158,7 @@ class _SingleConvolution(_BaseConvolution):
         top[0].reshape(n, self.num_output, self.ho, self.wo)
         k, p = c * self.kh * self.kw, self.ho * self.wo
         self.make_plan(n, k, p, geometry=self.geometry(), outputs=self.num_output,
-                       out_shape=(self.ho, self.wo))
+                       out_shape=(self.ho, self.wo), forward_only=self.phase == TEST)
         if self.plan.depthwise:   # no column matrix
             self.shares_scratch = False
             return
@@ -439,7 +439,9 @@ class _SingleConvolution(_BaseConvolution):
             grads = self.scratch("block_grads", (len(pieces), group, k_g, mg))
         # The top diff as the GEMMs' (M, images x P), each piece writing its own columns.
         dy_all = self.scratch("block_dy", (group * mg, x.shape[0] * p))
-        rebuild = self.shares_scratch   # the columns were overwritten by other layers
+        # The columns were overwritten by other layers; the data gradient alone (after a
+        # direct weight gradient) overwrites them unread.
+        rebuild = self.shares_scratch and w_diff is not None
         if self._per_image_on_numba(col, top_diff) and dy_all.flags.c_contiguous:
             blocks = self.plan.block_array(x.shape[0])
             with threads.one_blas_thread():

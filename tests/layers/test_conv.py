@@ -54,6 +54,7 @@ DECONV = [
 
 # The direct convolution wherever it applies (Winograd off).
 DIRECT = dataclasses.replace(TUNING, direct_min_k=0, direct_max_waste=1e9,
+                             direct_max_waste_forward_only=1e9,
                              direct_max_weights=1 << 30, direct_max_pixels=1 << 30,
                              direct_data_grad_max_work=1e9, winograd_min_channels=1 << 30,
                              per_image_needs_an_image_a_thread=False, depthwise_direct=False)
@@ -63,19 +64,21 @@ DIRECT = dataclasses.replace(TUNING, direct_min_k=0, direct_max_waste=1e9,
                         "per-image forward, blocked backward", "one GEMM per image",
                         "Winograd F(2x2,3x3) forward",
                         "direct where it applies", "direct, GEMM data gradient",
+                        "direct, batch GEMM data gradient",
                         "depthwise kernels where they apply"])
 def gemm_path(request):
     """Tuning that makes Convolution take each of its ways to multiply (chosen by the layer's
     shape), each checked on every case: a test gives it to the layer it built. Winograd's
     forward is taken by the stride-1 undilated 3x3 cases, the others keep im2col. The direct
     convolution (stride 1, one group, not 1x1) is off on the other paths and taken whatever
-    its padding waste and size on the last two."""
+    its padding waste and size on the direct ones, its data gradient there direct, block by
+    block on the GEMMs (blocked_backward) or one GEMM over the batch."""
     if request.param.startswith("depthwise"):
         return TUNING
     if request.param.startswith("direct"):
         return dataclasses.replace(
             DIRECT, direct_data_grad_max_work=-1 if request.param.endswith("data gradient")
-            else 1e9)
+            else 1e9, blocked_backward="batch GEMM" not in request.param)
     per_image_forward = request.param.startswith("per-image")
     winograd = request.param.startswith("Winograd")
     return dataclasses.replace(
@@ -343,26 +346,34 @@ def test_blocked_backward_tuning_takes_the_blocked_path(case):
 
 @pytest.mark.parametrize("case", [CASES[0], CASES[3], CASES[5], CASES[6]])
 def test_direct_tuning_takes_the_direct_path_on_stride_1_single_group_cases(case):
-    """The fixture's direct paths really run the direct kernels on these cases."""
+    """The fixture's direct paths really run the direct kernels on these cases, and their
+    GEMM data gradients block by block or over the batch."""
     layer, bottom, top = build(case[0], [case[1]])
     layer.tuning = DIRECT
     layer.reshape(bottom, top)
     assert layer.plan.direct and layer.plan.direct_data_grad
+    for blocked in (True, False):
+        layer.tuning = dataclasses.replace(DIRECT, direct_data_grad_max_work=-1,
+                                           blocked_backward=blocked)
+        layer.reshape(bottom, top)
+        assert layer.plan.direct and not layer.plan.direct_data_grad
+        assert layer.plan.blocked_backward == blocked
 
 
-def _plan(batch, channels, outputs, kernel, pad, size, stride=1, group=1):
+def _plan(batch, channels, outputs, kernel, pad, size, stride=1, group=1, forward_only=False):
     """plan_convolution for a square Convolution as the layer asks for it, on 2 threads."""
     ho = (size + 2 * pad - kernel) // stride + 1
     return plan_convolution(batch, channels * kernel * kernel, ho * ho, group, 2,
                             geometry=(kernel, kernel, pad, pad, stride, stride, 1, 1),
-                            outputs=outputs, out_shape=(ho, ho))
+                            outputs=outputs, out_shape=(ho, ho), forward_only=forward_only)
 
 
 def test_planner_takes_the_direct_path_where_it_measured_faster():
-    """Default tuning: CIFAR-10's conv2/conv3 direct; LeNet's conv2 (outputs not a multiple
-    of 16), conv1s (few inputs per output), strided, grouped, 1x1 or big convolutions not,
-    nor where Winograd takes the forward; the data gradient direct only when the bottom is
-    no bigger than the top."""
+    """Default tuning: CIFAR-10's conv2/conv3 direct, LeNet's conv2 (50 outputs in 64
+    lanes) in a TEST net only; conv1s (few inputs per output), outputs wasting many lanes,
+    strided, grouped, 1x1 or big convolutions not, nor where Winograd takes the forward; the
+    data gradient direct only when the bottom is no bigger than the top, else blocked on
+    the GEMMs."""
     cifar2 = _plan(100, 32, 32, 5, 2, 16)
     assert cifar2.direct and cifar2.direct_data_grad
     cifar3 = _plan(100, 32, 64, 5, 2, 8)
@@ -374,10 +385,11 @@ def test_planner_takes_the_direct_path_where_it_measured_faster():
     assert _plan(2, 64, 32, 5, 2, 32).direct and not _plan(1, 64, 32, 5, 2, 32).direct
     # A bottom bigger than the top (no padding): the data gradient as a GEMM.
     bigger = _plan(64, 20, 64, 5, 0, 12)
-    assert bigger.direct and not bigger.direct_data_grad
+    assert bigger.direct and not bigger.direct_data_grad and bigger.blocked_backward
+    assert _plan(64, 20, 50, 5, 0, 12, forward_only=True).direct
     winograd = _plan(100, 32, 32, 3, 1, 16)
     assert winograd.winograd and not winograd.direct
-    for plan in (_plan(64, 20, 50, 5, 0, 12),             # LeNet's conv2
+    for plan in (_plan(64, 20, 50, 5, 0, 12),             # LeNet's conv2 in training
                  _plan(100, 3, 32, 5, 2, 32),             # CIFAR-10's conv1
                  _plan(64, 1, 20, 5, 0, 28),              # LeNet's conv1
                  _plan(100, 32, 32, 5, 2, 16, stride=2),
