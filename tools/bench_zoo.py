@@ -137,8 +137,8 @@ def memory_protonet(proto: str, weights: str) -> dict:
     # numba's runtime, which its first kernel brings in even from the on-disk cache (its
     # typing and lowering modules, LLVM's code and the runtime it compiles); every net's
     # forward would load this one (Winograd's weights' fingerprint) anyway.
-    from protonet.kernels import winograd
-    winograd.fingerprint(np.zeros(1, np.uint32))
+    from protonet.kernels.digest import fingerprint
+    fingerprint(np.zeros(1, np.uint32))
     rss["numba_runtime"] = vm_kib("VmRSS") / 1024
     start = time.perf_counter()
     net = protonet.Net(proto, protonet.TEST, weights=weights)

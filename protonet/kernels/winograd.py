@@ -52,21 +52,6 @@ def scratch_sizes(tiles: int, channels: int, outputs: int):
     return 16 * (tiles * channels + SET_PAD), 16 * (tiles * outputs + SET_PAD)
 
 
-@jit()
-def fingerprint(bits):
-    """A 64-bit digest of an array's bits (its uint32 view, flat): sum of bits[i] times an odd
-    multiplier per position, modulo 2^64. Any change of a single element changes it (odd
-    numbers are invertible modulo 2^64); other changes are missed only when their weighted
-    differences cancel modulo 2^64. It tells a layer its weights changed whatever wrote
-    them, also through an array kept from net.params before (numpy cannot report writes):
-    VGG-16's 3x3 weights (2.4M floats for the biggest layer) in 0.4 ms."""
-    digest = np.uint64(0)
-    for i in range(bits.size):
-        digest += np.uint64(bits[i]) * ((np.uint64(i) * np.uint64(0x9E3779B97F4A7C15))
-                                        | np.uint64(1))
-    return digest
-
-
 def weights_size(group: int, outputs_g: int, channels_g: int) -> int:
     """Floats of the transformed weights U (16, group, K / group, C / group), its 16 matrices
     SET_PAD floats apart as V's and M's (transformed_weights views them)."""

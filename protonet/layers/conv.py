@@ -16,6 +16,7 @@ from ..kernels.conv import (channels_first, channels_last, col2im, conv_output_s
 from ..kernels.conv_plan import TUNING, plan_convolution
 from ..kernels.depthwise import (depthwise_backward_data, depthwise_backward_weight,
                                  depthwise_forward)
+from ..kernels.digest import fingerprint
 from ..kernels.direct_conv import DirectConvolution
 from ..kernels.epilogue import NONE, channel_epilogue, channels_first_epilogue
 from ..registry import register_layer
@@ -221,7 +222,7 @@ class _SingleConvolution(_BaseConvolution):
         size = winograd.weights_size(*shape)
 
         def key():
-            return winograd.fingerprint(weights.reshape(-1).view(np.uint32))
+            return fingerprint(weights.reshape(-1).view(np.uint32))
 
         def fill(buffer):
             winograd.weight_transform(weights, winograd.transformed_weights(buffer, *shape))
@@ -233,11 +234,11 @@ class _SingleConvolution(_BaseConvolution):
                                      (id(self), weights.shape, self.group), key, fill)
         else:
             buffer = self.scratch("winograd_weights", (size,))
-            fingerprint = key()
-            if getattr(self, "winograd_key", None) != fingerprint:
+            digest = key()
+            if getattr(self, "winograd_key", None) != digest:
                 self.winograd_key = None   # not valid while fill writes
                 fill(buffer)
-                self.winograd_key = fingerprint
+                self.winograd_key = digest
         return winograd.transformed_weights(buffer, *shape)
 
     def _split_epilogue(self):

@@ -360,6 +360,23 @@ def test_direct_tuning_takes_the_direct_path_on_stride_1_single_group_cases(case
         assert layer.plan.blocked_backward == blocked
 
 
+def test_direct_forward_uses_weights_changed_in_place():
+    """The direct path keeps its weights in lane blocks across forwards: a change written
+    through an array kept from before (a user's script, a finite-difference check) still
+    reaches the next forward, one element as the whole."""
+    case = CASES[5]
+    layer, bottom, top = build(case[0], [case[1]])
+    layer.tuning = DIRECT
+    kept = layer.blobs[0].data
+    for change in (lambda: None, lambda: kept.__setitem__((1, 2, 0, 2), kept[1, 2, 0, 2] + 0.5),
+                   lambda: kept.__imul__(-1)):
+        change()
+        y = run_forward(layer, bottom, top)[0]
+        assert layer.plan.direct
+        np.testing.assert_allclose(y, expected(layer, bottom, case, vision.conv), rtol=1e-5,
+                                   atol=1e-5)
+
+
 def _plan(batch, channels, outputs, kernel, pad, size, stride=1, group=1, forward_only=False):
     """plan_convolution for a square Convolution as the layer asks for it, on 2 threads."""
     ho = (size + 2 * pad - kernel) // stride + 1
