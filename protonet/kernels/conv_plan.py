@@ -111,8 +111,8 @@ class ConvTuning:
     winograd_kept_floats: int = 6 << 18
     # Direct convolution (kernels/direct_conv.py: no columns; stride 1, one group), forward
     # and weight gradient, when K = C x kernel is at least direct_min_k and the outputs,
-    # padded to a multiple of 16 lanes, waste at most direct_max_waste of the work
-    # (direct_max_waste_forward_only in a TEST net). With its register tiles (8 x 32 in zmm),
+    # padded to a multiple of 16 lanes, waste at most direct_max_waste of the work (in a TEST
+    # net: direct_min_k_forward_only, direct_max_waste_forward_only). With its register tiles (8 x 32 in zmm),
     # 2 threads, alternating: CIFAR-10 quick's forward at batch 16 2.28 against 3.51 ms (the
     # 4 x 4 tiles before), its training step at batch 100 33 against 54.5 ms. LeNet's conv2
     # (500, 50 outputs padded to 64) forward at batch 64 1.12-1.16x the images/s of its
@@ -120,10 +120,13 @@ class ConvTuning:
     # GEMMs, blocked_backward), but tests/test_mpi.py's LeNet, trained 50 steps on 2 ranks
     # at batch 32 against one process at 64, then drifted apart by 3.7e-5 instead of 2e-7:
     # the step-1 differences were the same (4e-9), this trajectory amplified them. Training
-    # keeps LeNet's conv2 on the GEMMs. Not taken: CIFAR-10's conv1 (75, 32): training 0.99,
-    # forward at batch 16 1.04-1.13x the time of its GEMMs; LeNet's conv1 (25, 20 padded to
-    # 32), 2.0 against 0.8 ms with the old tiles.
-    direct_min_k: int = 128
+    # keeps LeNet's conv2 on the GEMMs. CIFAR-10's conv1 (K 75, 32 outputs) runs direct in
+    # training (its weight gradient 4.9 against 6.4 ms at batch 100; training step 0.90-0.97
+    # of the time, cifar10_full 0.98, alternating) but not in a TEST net (K at least
+    # direct_min_k_forward_only: its forward at batch 16 took 1.04-1.13x the time of the
+    # GEMMs'). LeNet's conv1 (25, 20 padded to 32): 2.0 against 0.8 ms with the old tiles.
+    direct_min_k: int = 64
+    direct_min_k_forward_only: int = 128
     direct_max_waste: float = 0.0
     direct_max_waste_forward_only: float = 0.3
     # ... and only for small convolutions: at most direct_max_weights weights (K x outputs:
@@ -290,11 +293,11 @@ def _direct_plan(k, pixels, group, tuning, geometry, outputs, out_shape, forward
         return False, False
     kh, kw, ph, pw, _, _, dh, dw = geometry
     channels = k // (kh * kw)
-    if not (k >= tuning.direct_min_k and kh * kw > 1
+    min_k, max_waste = ((tuning.direct_min_k_forward_only, tuning.direct_max_waste_forward_only)
+                        if forward_only else (tuning.direct_min_k, tuning.direct_max_waste))
+    if not (k >= min_k and kh * kw > 1
             and k * outputs <= tuning.direct_max_weights and pixels <= tuning.direct_max_pixels
-            and padded_width(outputs) <= outputs * (1 + (
-                tuning.direct_max_waste_forward_only if forward_only
-                else tuning.direct_max_waste))):
+            and padded_width(outputs) <= outputs * (1 + max_waste)):
         return False, False
     # At stride 1 the bottom is the top grown by the kernel's reach, less the pad.
     bottom_pixels = ((out_shape[0] + dh * (kh - 1) - 2 * ph)

@@ -52,8 +52,11 @@ DECONV = [
 ]
 
 
+# The direct convolution nowhere (training and TEST nets).
+NO_DIRECT = {"direct_min_k": 1 << 30, "direct_min_k_forward_only": 1 << 30}
 # The direct convolution wherever it applies (Winograd off).
-DIRECT = dataclasses.replace(TUNING, direct_min_k=0, direct_max_waste=1e9,
+DIRECT = dataclasses.replace(TUNING, direct_min_k=0, direct_min_k_forward_only=0,
+                             direct_max_waste=1e9,
                              direct_max_waste_forward_only=1e9,
                              direct_max_weights=1 << 30, direct_max_pixels=1 << 30,
                              direct_data_grad_max_work=1e9, winograd_min_channels=1 << 30,
@@ -87,7 +90,7 @@ def gemm_path(request):
         per_image_needs_an_image_a_thread=False,
         blocked_backward=request.param.endswith("blocked backward"),
         winograd_min_channels=1 if winograd else 1 << 30, winograd_min_tiles=1,
-        direct_min_k=1 << 30, depthwise_direct=False)
+        **NO_DIRECT, depthwise_direct=False)
 
 
 def expected(layer, bottom, case, ref):
@@ -183,7 +186,7 @@ def test_grouped_gemms_split_between_threads_keep_values_and_gradients(case, eng
     layer, bottom, top = build(case[0], [case[1]])
     layer.tuning = dataclasses.replace(
         TUNING, per_image_max_k=0, per_image_max_floats=0, gemm_split_min_macs=0,
-        winograd_min_channels=1 << 30, direct_min_k=1 << 30, depthwise_direct=False)
+        winograd_min_channels=1 << 30, **NO_DIRECT, depthwise_direct=False)
     ref = vision.deconv if "Deconvolution" in case[0] else vision.conv
     np.testing.assert_allclose(run_forward(layer, bottom, top)[0],
                                expected(layer, bottom, case, ref), rtol=1e-5, atol=1e-5)
@@ -240,7 +243,7 @@ def test_per_image_path_on_numba_threads_is_the_python_threads_bit_for_bit(case,
                                  per_image_max_floats=1 << 30, per_image_min_pixels=1,
                                  per_image_needs_an_image_a_thread=False,
                                  blocked_backward=blocked, winograd_min_channels=1 << 30,
-                                 direct_min_k=1 << 30, depthwise_direct=False)
+                                 **NO_DIRECT, depthwise_direct=False)
     kernel_calls = []
     for name in ("per_image_forward", "per_image_backward", "per_image_weight_grads"):
         over = getattr(conv_layers, name).over
@@ -339,7 +342,7 @@ def test_blocked_backward_tuning_takes_the_blocked_path(case):
                                        per_image_min_pixels=1,
                                        per_image_needs_an_image_a_thread=False,
                                        winograd_min_channels=1 << 30,
-                                       direct_min_k=1 << 30, depthwise_direct=False)
+                                       **NO_DIRECT, depthwise_direct=False)
     layer.reshape(bottom, top)
     assert layer.plan.blocked_backward and layer.plan.per_image_forward
 
@@ -387,7 +390,8 @@ def _plan(batch, channels, outputs, kernel, pad, size, stride=1, group=1, forwar
 
 def test_planner_takes_the_direct_path_where_it_measured_faster():
     """Default tuning: CIFAR-10's conv2/conv3 direct, LeNet's conv2 (50 outputs in 64
-    lanes) in a TEST net only; conv1s (few inputs per output), outputs wasting many lanes,
+    lanes) in a TEST net only, CIFAR-10's conv1 in training only; LeNet's conv1 (few inputs
+    per output), outputs wasting many lanes,
     strided, grouped, 1x1 or big convolutions not, nor where Winograd takes the forward; the
     data gradient direct only when the bottom is no bigger than the top, else blocked on
     the GEMMs."""
@@ -406,8 +410,10 @@ def test_planner_takes_the_direct_path_where_it_measured_faster():
     assert _plan(64, 20, 50, 5, 0, 12, forward_only=True).direct
     winograd = _plan(100, 32, 32, 3, 1, 16)
     assert winograd.winograd and not winograd.direct
+    # CIFAR-10's conv1 (K 75) in training, not in a TEST net.
+    assert _plan(100, 3, 32, 5, 2, 32).direct
+    assert not _plan(100, 3, 32, 5, 2, 32, forward_only=True).direct
     for plan in (_plan(64, 20, 50, 5, 0, 12),             # LeNet's conv2 in training
-                 _plan(100, 3, 32, 5, 2, 32),             # CIFAR-10's conv1
                  _plan(64, 1, 20, 5, 0, 28),              # LeNet's conv1
                  _plan(100, 32, 32, 5, 2, 16, stride=2),
                  _plan(100, 32, 32, 5, 2, 16, group=2),
