@@ -130,15 +130,19 @@ class ConvTuning:
     direct_max_waste: float = 0.0
     direct_max_waste_forward_only: float = 0.3
     # ... and only for small convolutions: at most direct_max_weights weights (K x outputs:
-    # a quarter of L2, since every tile of 8 pixels streams them all), at most
-    # direct_max_pixels outputs per image (the direct path splits the batch between threads,
-    # the GEMMs split a big image), never 1x1 (its columns are the input: nothing to save).
-    # Zoo shapes, 1 thread, CPU time, direct against GEMM: VGG-16 conv3_2 (K 2304 x 256)
-    # 0.76x, conv5_2 (4608 x 512) 0.55x, CaffeNet conv3 0.78x, ResNet-50 1x1 0.39-0.75x,
-    # GoogLeNet 1x1 0.84x; VGG-16 conv1_2 (576 x 64, 224x224) 1.03x at batch 1 but on one
-    # thread where the GEMMs use two. Where Winograd takes a forward, it keeps it.
+    # a quarter of L2, since every tile of 8 pixels streams them all), never 1x1 (its
+    # columns are the input: nothing to save), at most direct_max_pixels outputs per image.
+    # Any stride (the data gradient then on the GEMMs): a strided first layer's columns are
+    # many and read once, so im2col is bound by memory (CaffeNet's conv1 at batch 16: 6.5 ms
+    # of columns, 10.6 of GEMM; direct 12.3 ms in all). Pixels up to 1024 only with the 4 x 4
+    # tiles; with the register tiles, up to 65536, whole forward at batch 16, alternating:
+    # CaffeNet 0.94 of the time, GoogLeNet 0.97, ResNet-50 0.97 (their strided conv1s),
+    # CaffeNet's training step at batch 32 0.95-0.96; GoogLeNet at batch 1, MobileNet-SSD at
+    # 16 unchanged. Bigger weights ran slower direct with the 4 x 4 tiles (VGG-16's conv3_2,
+    # K 2304 x 256: 0.76x, conv5_2 0.55x, CaffeNet's conv3 0.78x; not measured again).
+    # Where Winograd takes a forward, it keeps it.
     direct_max_weights: int = 1 << 16
-    direct_max_pixels: int = 1024
+    direct_max_pixels: int = 1 << 16
     # ... and, with per_image_needs_an_image_a_thread, a lone image only below band_min_macs
     # (it runs on one thread). With the 4 x 4 tiles that loaded out at every step, its
     # columns' GEMM was as fast there; with register tiles (8 x 32 in zmm), whole forward
@@ -289,9 +293,9 @@ def plan_convolution(batch: int, k: int, pixels: int, group: int, threads: int,
 
 def _direct_plan(k, pixels, group, tuning, geometry, outputs, out_shape, forward_only):
     """(direct, direct data gradient) for a Convolution's shape."""
-    if not geometry or tuple(geometry[4:6]) != (1, 1) or group != 1:
+    if not geometry or group != 1:
         return False, False
-    kh, kw, ph, pw, _, _, dh, dw = geometry
+    kh, kw, ph, pw, sh, sw, dh, dw = geometry
     channels = k // (kh * kw)
     min_k, max_waste = ((tuning.direct_min_k_forward_only, tuning.direct_max_waste_forward_only)
                         if forward_only else (tuning.direct_min_k, tuning.direct_max_waste))
@@ -299,6 +303,8 @@ def _direct_plan(k, pixels, group, tuning, geometry, outputs, out_shape, forward
             and k * outputs <= tuning.direct_max_weights and pixels <= tuning.direct_max_pixels
             and padded_width(outputs) <= outputs * (1 + max_waste)):
         return False, False
+    if (sh, sw) != (1, 1):   # the data gradient on the GEMMs
+        return True, False
     # At stride 1 the bottom is the top grown by the kernel's reach, less the pad.
     bottom_pixels = ((out_shape[0] + dh * (kh - 1) - 2 * ph)
                      * (out_shape[1] + dw * (kw - 1) - 2 * pw))

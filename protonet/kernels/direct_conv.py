@@ -1,5 +1,6 @@
-"""Direct convolution for small channel counts: no column matrix, one kernel for the forward,
-the weight gradient and (stride 1) the data gradient.
+"""Direct convolution for small channel counts or strided first layers: no column matrix, one
+kernel for the forward and the weight gradient (any stride: an output pixel's window starts
+stride apart) and the data gradient (stride 1).
 
 All three are the same product, "gathered" on one side:
 
@@ -23,9 +24,9 @@ on its batch. One thread, CIFAR-10's conv2 / conv3 shapes: 89-102 GMAC/s against
 (numba for "haswell" on the same host) the 32 accumulators take two ymm each and spill: 0.7-1.1x
 the old tiles there.
 
-The planner (conv_plan.py) says when: CIFAR-10's conv2 and conv3 (K = 800, 32 and 64 outputs)
-run 1.3-1.4x the im2col + GEMM path's speed; layers/conv.py holds one DirectConvolution per
-layer (its offsets) and calls its forward / backward.
+The planner (conv_plan.py) says when (CIFAR-10's conv layers, LeNet's conv2 in a TEST net, the
+strided conv1s of CaffeNet, GoogLeNet and ResNet-50); layers/conv.py holds one
+DirectConvolution per layer (its offsets) and calls its forward / backward.
 """
 from __future__ import annotations
 
@@ -303,17 +304,16 @@ class DirectConvolution:
     def __init__(self, geometry, bottom_shape, top_shape) -> None:
         self.shapes = (geometry, bottom_shape, top_shape)
         kh, kw, ph, pw, sh, sw, dh, dw = geometry
-        if sh != 1 or sw != 1:
-            raise ValueError("the direct convolution runs stride 1 only")
         channels, height, width = bottom_shape
         outputs, ho, wo = top_shape
         self.pad = (ph, pw)
         self.top_shape = (outputs, ho, wo)
         self.padded = (channels, height + 2 * ph, width + 2 * pw)
-        self.pixels = pixel_offsets(ho, wo, 1, 1, self.padded[2])
+        self.pixels = pixel_offsets(ho, wo, sh, sw, self.padded[2])
         self.window = window_offsets(channels, kh, kw, dh, dw, *self.padded[1:])
-        # The data gradient: the top diff padded so that every bottom pixel sees a whole
-        # (flipped) window; negative pads crop it.
+        # The data gradient (stride 1 only): the top diff padded so that every bottom pixel
+        # sees a whole (flipped) window; negative pads crop it.
+        self.stride = (sh, sw)
         self.diff_pad = (dh * (kh - 1) - ph, dw * (kw - 1) - pw)
         self.diff_padded = (outputs, height + dh * (kh - 1), width + dw * (kw - 1))
         self.bottom_pixels = pixel_offsets(height, width, 1, 1, self.diff_padded[2])
@@ -341,6 +341,8 @@ class DirectConvolution:
         """weight_diff (M, K) += the weight gradient (if not None); dx (N, C, H, W) = the
         data gradient (if not None); dy (N, M, P) the top diff, weight (M, C, kh, kw)."""
         outputs, channels = weight.shape[:2]
+        if dx is not None and self.stride != (1, 1):
+            raise ValueError("the direct convolution's data gradient runs at stride 1 only")
         blocks = plan.direct_block_array(x.shape[0])
         grads = flipped = dy_images = dx_planes = None
         if weight_diff is not None:

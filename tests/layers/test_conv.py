@@ -363,6 +363,19 @@ def test_direct_tuning_takes_the_direct_path_on_stride_1_single_group_cases(case
         assert layer.plan.blocked_backward == blocked
 
 
+def test_strided_direct_forward_and_weight_gradient_with_the_data_gradient_on_the_gemms():
+    """At stride 2 (CASES[1]) the direct kernels run the forward and the weight gradient; the
+    data gradient, which the direct kernels make at stride 1 only, runs on the GEMMs."""
+    case = CASES[1]
+    layer, bottom, top = build(case[0], [case[1]])
+    layer.tuning = DIRECT
+    y = run_forward(layer, bottom, top)[0]
+    assert layer.plan.direct and not layer.plan.direct_data_grad and layer.plan.blocked_backward
+    np.testing.assert_allclose(y, expected(layer, bottom, case, vision.conv), rtol=1e-5,
+                               atol=1e-5)
+    check_gradient(layer, bottom, top, max_elements=120)
+
+
 def test_direct_forward_uses_weights_changed_in_place():
     """The direct path keeps its weights in lane blocks across forwards: a change written
     through an array kept from before (a user's script, a finite-difference check) still
@@ -390,9 +403,9 @@ def _plan(batch, channels, outputs, kernel, pad, size, stride=1, group=1, forwar
 
 def test_planner_takes_the_direct_path_where_it_measured_faster():
     """Default tuning: CIFAR-10's conv2/conv3 direct, LeNet's conv2 (50 outputs in 64
-    lanes) in a TEST net only, CIFAR-10's conv1 in training only; LeNet's conv1 (few inputs
-    per output), outputs wasting many lanes,
-    strided, grouped, 1x1 or big convolutions not, nor where Winograd takes the forward; the
+    lanes) in a TEST net only, CIFAR-10's conv1 in training only, strided ones (CaffeNet's
+    conv1); LeNet's conv1 (few inputs per output), outputs wasting many lanes,
+    grouped, 1x1 or big convolutions not, nor where Winograd takes the forward; the
     data gradient direct only when the bottom is no bigger than the top, else blocked on
     the GEMMs."""
     cifar2 = _plan(100, 32, 32, 5, 2, 16)
@@ -410,12 +423,15 @@ def test_planner_takes_the_direct_path_where_it_measured_faster():
     assert _plan(64, 20, 50, 5, 0, 12, forward_only=True).direct
     winograd = _plan(100, 32, 32, 3, 1, 16)
     assert winograd.winograd and not winograd.direct
+    # Strided: the data gradient on the GEMMs. CaffeNet's conv1 (3025 pixels, stride 4).
+    strided = _plan(100, 32, 32, 5, 2, 16, stride=2)
+    assert strided.direct and not strided.direct_data_grad
+    assert _plan(16, 3, 96, 11, 0, 227, stride=4, forward_only=True).direct
     # CIFAR-10's conv1 (K 75) in training, not in a TEST net.
     assert _plan(100, 3, 32, 5, 2, 32).direct
     assert not _plan(100, 3, 32, 5, 2, 32, forward_only=True).direct
     for plan in (_plan(64, 20, 50, 5, 0, 12),             # LeNet's conv2 in training
                  _plan(64, 1, 20, 5, 0, 28),              # LeNet's conv1
-                 _plan(100, 32, 32, 5, 2, 16, stride=2),
                  _plan(100, 32, 32, 5, 2, 16, group=2),
                  _plan(64, 20, 17, 5, 0, 12),             # 17 outputs padded to 32
                  # Zoo shapes where the GEMMs win: big weights, big images, 1x1.
