@@ -109,22 +109,22 @@ class ConvTuning:
     # layer: VGG-16's batch-1 peak 883 -> 814 MB, issue 14's budget 828. CaffeNet's conv3
     # (6 MB) and conv4 keep theirs: its imports alone put it over that budget.
     winograd_kept_floats: int = 6 << 18
-    # Direct convolution (kernels/direct_conv.py: no columns; stride 1, one group), forward
-    # and weight gradient, when K = C x kernel is at least direct_min_k and the outputs,
-    # padded to a multiple of 16 lanes, waste at most direct_max_waste of the work (in a TEST
-    # net: direct_min_k_forward_only, direct_max_waste_forward_only). With its register tiles (8 x 32 in zmm),
-    # 2 threads, alternating: CIFAR-10 quick's forward at batch 16 2.28 against 3.51 ms (the
-    # 4 x 4 tiles before), its training step at batch 100 33 against 54.5 ms. LeNet's conv2
-    # (500, 50 outputs padded to 64) forward at batch 64 1.12-1.16x the images/s of its
-    # GEMMs, at batch 1000 1.27-1.36x; its training step 1.01-1.04x (data gradient on the
-    # GEMMs, blocked_backward), but tests/test_mpi.py's LeNet, trained 50 steps on 2 ranks
-    # at batch 32 against one process at 64, then drifted apart by 3.7e-5 instead of 2e-7:
-    # the step-1 differences were the same (4e-9), this trajectory amplified them. Training
-    # keeps LeNet's conv2 on the GEMMs. CIFAR-10's conv1 (K 75, 32 outputs) runs direct in
-    # training (its weight gradient 4.9 against 6.4 ms at batch 100; training step 0.90-0.97
-    # of the time, cifar10_full 0.98, alternating) but not in a TEST net (K at least
-    # direct_min_k_forward_only: its forward at batch 16 took 1.04-1.13x the time of the
-    # GEMMs'). LeNet's conv1 (25, 20 padded to 32): 2.0 against 0.8 ms with the old tiles.
+    # Direct convolution (kernels/direct_conv.py: no columns; one group), forward and weight
+    # gradient, when K = C x kernel is at least direct_min_k and the outputs, padded to a multiple
+    # of 16 lanes, waste at most direct_max_waste of the work (in a TEST net:
+    # direct_min_k_forward_only, direct_max_waste_forward_only). With its register tiles (8 x 32 in
+    # zmm), 2 threads, alternating: CIFAR-10 quick's forward at batch 16 2.28 against 3.51 ms (the
+    # 4 x 4 tiles before), its training step at batch 100 33 against 54.5 ms. LeNet's conv2 (500,
+    # 50 outputs padded to 64) forward at batch 64 1.12-1.16x the images/s of its GEMMs, at batch
+    # 1000 1.27-1.36x; its training step 1.01-1.04x (data gradient on the GEMMs, blocked_backward),
+    # but tests/test_mpi.py's LeNet, trained 50 steps on 2 ranks at batch 32 against one process at
+    # 64, then drifted apart by 3.7e-5 instead of 2e-7: the step-1 differences were the same
+    # (4e-9), this trajectory amplified them. Training keeps LeNet's conv2 on the GEMMs. CIFAR-10's
+    # conv1 (K 75, 32 outputs) runs direct in training (its weight gradient 4.9 against 6.4 ms at
+    # batch 100; training step 0.90-0.97 of the time, cifar10_full 0.98, alternating) but not in a
+    # TEST net (K at least direct_min_k_forward_only: its forward at batch 16 took 1.04-1.13x the
+    # time of the GEMMs'). LeNet's conv1 (25, 20 padded to 32): 2.0 against 0.8 ms with the old
+    # tiles.
     direct_min_k: int = 64
     direct_min_k_forward_only: int = 128
     direct_max_waste: float = 0.0

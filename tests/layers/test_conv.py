@@ -501,15 +501,14 @@ def test_direct_kernel_inner_loop_is_vectorized():
     import llvmlite.binding as llvm
     import numba
 
-    from protonet.kernels.direct_conv import _tile_two_blocks
+    from protonet.kernels.direct_conv import _tile
     # A fresh compile with protonet's options (one loaded from numba's disk cache has no
     # assembly to show).
-    tile = numba.njit(fastmath=_tile_two_blocks.targetoptions["fastmath"],
-                      error_model="numpy")(_tile_two_blocks.py_func)
+    tile = numba.njit(fastmath=_tile.targetoptions["fastmath"], error_model="numpy")(_tile.py_func)
     offsets = np.zeros(8, np.uint64)
     blocks = np.zeros((2, 8, 16), np.float32)
     tile(np.zeros(64, np.float32), offsets, 0, 0, offsets, blocks[0], blocks[1], blocks[0],
-         blocks[1])
+         blocks[1], True)
     asm = tile.inspect_asm(tile.signatures[0])
     assert re.search(r"\bvfmadd\d+ps\b", asm)
     if "+avx512f" in llvm.get_host_cpu_features().flatten().split(","):
