@@ -185,9 +185,14 @@ def forward_images(x, ph, pw, padded_shape, pixels, window, weights_t, bias, out
     n_pix = pixels.shape[0]
     image = np.empty(padded_shape, np.float32)
     flat = image.reshape(-1)
+    # Unpadded (LeNet's conv2): the windows read the image itself.
+    unpadded = ph == 0 and pw == 0 and x.shape[1:] == padded_shape
     result = np.empty((weights_t.shape[0], n_pix, LANES), np.float32)
     for n in range(x.shape[0]):
-        _pad_into(x[n], ph, pw, image)
+        if unpadded:
+            flat = x[n].reshape(-1)
+        else:
+            _pad_into(x[n], ph, pw, image)
         result[:] = 0.0
         if bias.shape[0]:
             for m in range(m_out):
