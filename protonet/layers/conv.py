@@ -303,11 +303,13 @@ class _SingleConvolution(_BaseConvolution):
                         x[n0:n1], *self.geometry(), self.ho, self.wo, col, weight, blocks,
                         out[n0:n1], *blas.function(), *epilogue, bottom_as_columns)
                 continue
-            if self.plan.per_image_forward and self.plan.bands == 1:
+            if self.plan.per_image_forward and (self.plan.bands == 1
+                                                or n1 - n0 >= self.plan.threads):
                 # Each thread builds a block of images' columns (into the chunk's matrix,
                 # where backward finds them) and multiplies them while they are in its
-                # cache; the products land in the top without a layout move. (A lone
-                # image's bands are for numba's threads; here its GEMM is split below.)
+                # cache; the products land in the top without a layout move. (Bands are for
+                # numba's threads: here whole images, and a lone image's GEMM is split
+                # below.)
                 def images(s, e, shared, x=x[n0:n1], out=out[n0:n1]):
                     if bottom_as_columns:
                         cols = _planes(x[s:e]).reshape(e - s, self.group, -1, out.shape[2])

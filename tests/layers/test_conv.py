@@ -228,12 +228,20 @@ def test_lone_image_in_bands_of_rows_matches_direct_loops(case, phase, engine, m
         check_gradient(layer, bottom, top, max_elements=120)
 
 
+@pytest.mark.parametrize("engine", ["numba threads", "python threads"])
 @pytest.mark.parametrize("case", [CASES[0], CASES[1]])
-def test_images_whose_columns_outgrow_a_block_run_in_bands(case, monkeypatch):
+def test_images_whose_columns_outgrow_a_block_run_in_bands(case, engine, monkeypatch):
     """A batch of images each with more columns than a block (tuning.block_floats) on the
-    per-image path: each image cut into bands of output rows, values and gradients those of
-    the direct loops."""
+    per-image path: each image cut into bands of output rows on numba's threads, whole images
+    on the Python threads (numpy's BLAS not OpenBLAS), never one GEMM over the batch; values
+    and gradients those of the direct loops."""
     monkeypatch.setattr(threads, "compute_threads", lambda: 2)
+    if engine == "python threads":
+        monkeypatch.setattr(blas, "_found", (0, 0))
+    batch_gemms = []
+    grouped_matmul = threads.grouped_matmul
+    monkeypatch.setattr(threads, "grouped_matmul", lambda a, b, out, n_threads=None: (
+        batch_gemms.append(n_threads), grouped_matmul(a, b, out, n_threads)))
     shape = (3, *case[1][1:])
     layer, bottom, top = build(case[0], [shape])
     layer.tuning = dataclasses.replace(TUNING, block_floats=16, winograd_min_channels=1 << 30,
@@ -242,6 +250,7 @@ def test_images_whose_columns_outgrow_a_block_run_in_bands(case, monkeypatch):
     assert layer.plan.per_image_forward and layer.plan.bands == min(
         layer.ho, -(-layer.blobs[0].data[0].size * layer.ho * layer.wo // 16)) > 1
     assert len(layer.plan.forward_block_array(3, layer.ho)) == 3 * layer.plan.bands
+    assert batch_gemms == []
     np.testing.assert_allclose(y, expected(layer, bottom, (None, *case[1:]), vision.conv),
                                rtol=1e-5, atol=1e-5)
     check_gradient(layer, bottom, top, max_elements=120)
