@@ -73,8 +73,8 @@ def gemm_path(request):
     """Tuning that makes Convolution take each of its ways to multiply (chosen by the layer's
     shape), each checked on every case: a test gives it to the layer it built. Winograd's
     forward is taken by the stride-1 undilated 3x3 cases, the others keep im2col. The direct
-    convolution (stride 1, one group, not 1x1) is off on the other paths and taken whatever
-    its padding waste and size on the direct ones, its data gradient there direct, block by
+    convolution (one group, not 1x1) is off on the other paths and taken whatever its padding
+    waste and size on the direct ones, its data gradient there direct (stride 1), block by
     block on the GEMMs (blocked_backward) or one GEMM over the batch."""
     if request.param.startswith("depthwise"):
         return TUNING
