@@ -194,6 +194,20 @@ def test_grouped_gemms_split_between_threads_keep_values_and_gradients(case, eng
     check_gradient(layer, bottom, top, max_elements=120)
 
 
+def _threads_and_split_gemms(monkeypatch, engine, n_threads):
+    """n_threads compute threads on `engine` (numba's, or the Python threads where numpy's
+    BLAS is not OpenBLAS); the list that records the thread count of each GEMM split over
+    a whole batch or image (threads.grouped_matmul)."""
+    monkeypatch.setattr(threads, "compute_threads", lambda: n_threads)
+    if engine == "python threads":
+        monkeypatch.setattr(blas, "_found", (0, 0))
+    calls = []
+    grouped_matmul = threads.grouped_matmul
+    monkeypatch.setattr(threads, "grouped_matmul", lambda a, b, out, n_threads=None: (
+        calls.append(n_threads), grouped_matmul(a, b, out, n_threads)))
+    return calls
+
+
 # One-group cases with more than one output row, for bands (not the one of 40 outputs: bands
 # need at least as many output pixels as the threads' weight rows, 3 x 40).
 BAND_CASES = [case for case in CASES if case[5] == 1 and "num_output: 40" not in case[0]]
@@ -209,13 +223,7 @@ def test_lone_image_in_bands_of_rows_matches_direct_loops(case, phase, engine, m
     Where numpy's BLAS is not OpenBLAS (the Python threads), the plan's bands give way to
     the split GEMM over the whole image."""
     from protonet import caffe_pb2
-    monkeypatch.setattr(threads, "compute_threads", lambda: 3)
-    if engine == "python threads":
-        monkeypatch.setattr(blas, "_found", (0, 0))
-    split_gemms = []
-    grouped_matmul = threads.grouped_matmul
-    monkeypatch.setattr(threads, "grouped_matmul", lambda a, b, out, n_threads=None: (
-        split_gemms.append(n_threads), grouped_matmul(a, b, out, n_threads)))
+    split_gemms = _threads_and_split_gemms(monkeypatch, engine, 3)
     shape = (1, *case[1][1:])
     layer, bottom, top = build(case[0], [shape], phase=getattr(caffe_pb2, phase))
     layer.tuning = dataclasses.replace(TUNING, band_min_macs=0, winograd_min_channels=1 << 30)
@@ -235,13 +243,7 @@ def test_images_whose_columns_outgrow_a_block_run_in_bands(case, engine, monkeyp
     per-image path: each image cut into bands of output rows on numba's threads, whole images
     on the Python threads (numpy's BLAS not OpenBLAS), never one GEMM over the batch; values
     and gradients those of the direct loops."""
-    monkeypatch.setattr(threads, "compute_threads", lambda: 2)
-    if engine == "python threads":
-        monkeypatch.setattr(blas, "_found", (0, 0))
-    batch_gemms = []
-    grouped_matmul = threads.grouped_matmul
-    monkeypatch.setattr(threads, "grouped_matmul", lambda a, b, out, n_threads=None: (
-        batch_gemms.append(n_threads), grouped_matmul(a, b, out, n_threads)))
+    batch_gemms = _threads_and_split_gemms(monkeypatch, engine, 2)
     shape = (3, *case[1][1:])
     layer, bottom, top = build(case[0], [shape])
     layer.tuning = dataclasses.replace(TUNING, block_floats=16, winograd_min_channels=1 << 30,
