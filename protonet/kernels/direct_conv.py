@@ -21,11 +21,11 @@ added into out once. Summation order per output element: u ascending from 0, eac
 fused into the running sum, the sum added to out: fixed, so an image's result does not depend
 on its batch. One thread, CIFAR-10's conv2 / conv3 shapes: 89-102 GMAC/s against 35-50 for the
 4 x 4 tiles of u that loaded and stored out at every step. Compiled for a CPU without AVX-512
-(numba for "haswell" on the same host) the 32 accumulators take two ymm each and spill: 0.7-1.1x
-the old tiles there.
+(numba for "haswell" on the same host) the 16 accumulators take two ymm each, 32 where AVX2 has
+16 registers, and spill: 0.7-1.1x the old tiles there.
 
-The planner (conv_plan.py) says when (CIFAR-10's conv layers, LeNet's conv2 in a TEST net, the
-strided conv1s of CaffeNet, GoogLeNet and ResNet-50); layers/conv.py holds one
+The planner (conv_plan.py) says when (CIFAR-10's conv layers, conv1 in training only; LeNet's
+conv2 in a TEST net; the strided conv1s of CaffeNet, GoogLeNet and ResNet-50); layers/conv.py holds one
 DirectConvolution per layer (its offsets) and calls its forward / backward.
 """
 from __future__ import annotations
