@@ -14,15 +14,15 @@ All three are the same product, "gathered" on one side:
   weights, r a bottom pixel, u an (m, i, j), b the weights as (M*kh*kw, C).
 
 b and out are held in blocks of LANES columns (lane_blocks: (W / LANES, rows, LANES), the last
-block padded with zeros), so that a block's row is one vector. A register tile is 8 rows r by
-32 columns: per u, 8 gathered src values broadcast, two vectors of b, 16 fused multiply-adds
-into 16 accumulators that stay in zmm registers over every u (lanes.prefer_wide_vectors), then
-added into out once. Summation order per output element: u ascending from 0, each product
-fused into the running sum, the sum added to out: fixed, so an image's result does not depend
-on its batch. One thread, CIFAR-10's conv2 / conv3 shapes: 89-102 GMAC/s against 35-50 for the
-4 x 4 tiles of u that loaded and stored out at every step. Compiled for a CPU without AVX-512
-(numba for "haswell" on the same host) the 16 accumulators take two ymm each, 32 where AVX2 has
-16 registers, and spill: 0.7-1.1x the old tiles there.
+block padded with zeros), so that a block's row is one vector. A register tile is TILE_ROWS
+rows r by 32 columns: per u, the rows' gathered src values broadcast, two vectors of b, a fused
+multiply-add into each of the tile's accumulators, which stay in registers over every u, then
+added into out once: 8 rows in 16 zmm on AVX-512 (lanes.prefer_wide_vectors), 3 rows in 12 ymm
+on AVX2. Summation order per output element: u ascending from 0, each product fused into the
+running sum, the sum added to out: fixed, so an image's result does not depend on its batch
+(nor on the tile's shape). One thread, CIFAR-10's conv2 / conv3 shapes: 89-102 GMAC/s on an
+Intel Sapphire Rapids core against 35-50 for the 4 x 4 tiles of u that loaded and stored out at
+every step; on an AMD Zen 3 core (AVX2) 31-33 against 13 for the 8-row tiles, which spilled.
 
 The planner (conv_plan.py) says when (CIFAR-10's conv layers, conv1 in training only; LeNet's
 conv2 in a TEST net; the strided conv1s of CaffeNet, GoogLeNet and ResNet-50); layers/conv.py holds one
@@ -34,15 +34,26 @@ import numpy as np
 
 from ._jit import jit, prange
 from .digest import fingerprint
-from .lanes import LANES, prefer_wide_vectors, stack_lanes
+from .lanes import LANES, compiles_for_avx512, prefer_wide_vectors, stack_lanes
 
 
 def padded_width(n: int) -> int:
     return -(-n // LANES) * LANES
 
 
-# Rows of out in one register tile: their gathered src values are broadcast across the lanes.
-TILE_ROWS = 8
+# A register tile is TILE_ROWS rows of out by two lane blocks (32 columns), its
+# 2 x TILE_ROWS accumulators of LANES floats held in registers over every u, with the tile's
+# gathered src values broadcast and b read per u. With AVX-512 (32 zmm registers of 16
+# floats) 8 rows: 16 accumulators. With AVX2 (16 ymm registers of 8 floats) an accumulator
+# takes two registers: 8 rows spilled (13 GMAC/s on one AMD Zen 3 core, CIFAR-10's conv2),
+# 4 rows x 16 columns ran 28, 6 x 16 17, 2 x 32 26, 3 x 32 (12 registers of sums) 31-32.
+# The shape changes the work per tile, never an output's summation order.
+TILE_ROWS = 8 if compiles_for_avx512() else 3
+TILE_SUMS = 2 * TILE_ROWS
+# A tile of one block (the last of an odd number) with AVX2's 3 rows: LLVM unrolls its 48
+# multiply-adds and leaves them scalar (1.9 GMAC/s for 16 outputs); it runs instead as a pair
+# of that block with itself, the second sums thrown away.
+ONE_BLOCK_TILES = TILE_ROWS == 8
 
 
 @jit(contract=True)
@@ -50,13 +61,14 @@ def gathered_matmul(src, rows, cols, b, out):
     """out[v, r, :] += sum_u src[rows[r] + cols[u]] * b[v, u, :] (see the module docstring):
     b (V, U, LANES) and out (V, R, LANES) in blocks of LANES columns.
 
-    A tile of TILE_ROWS rows by two blocks (32 columns) sums over every u in 16 registers,
+    A tile of TILE_ROWS rows by two blocks (32 columns) sums over every u in registers,
     then adds into out once. rows and cols are uint64: with signed offsets numba tests every
     gathered index for wraparound (negative indices). Multiply-adds are contracted into FMAs
     (jit(contract=True): the sums keep their order)."""
     prefer_wide_vectors()
     n_rows = rows.shape[0]
     blocks = b.shape[0]
+    spare = np.empty((0 if ONE_BLOCK_TILES or blocks % 2 == 0 else n_rows, LANES), np.float32)
     for start in range(0, n_rows, TILE_ROWS):
         # The last tile ends at the last row, overlapping the one before: the rows it shares
         # with it are summed again but not added.
@@ -65,54 +77,48 @@ def gathered_matmul(src, rows, cols, b, out):
             _tile(src, rows, first, start, cols, b[v], b[v + 1], out[v], out[v + 1], True)
         if blocks % 2:   # the last block alone
             v = blocks - 1
-            _tile(src, rows, first, start, cols, b[v], b[v], out[v], out[v], False)
+            if ONE_BLOCK_TILES:
+                _tile(src, rows, first, start, cols, b[v], b[v], out[v], out[v], False)
+            else:
+                _tile(src, rows, first, start, cols, b[v], b[v], out[v], spare, True)
 
 
 @jit(contract=True)
 def _tile(src, rows, first, start, cols, b0, b1, out0, out1, pair):
     """out0 (and out1 if pair) [r] += sum_u src[rows[r] + cols[u]] * b0 (b1) [u] for the rows
-    r of the tile from `first` (TILE_ROWS of them, fewer at the end of rows) that are not
-    before `start`. Each product is fused into its row's running sum, u ascending from 0:
-    the same order in any tile, so an image's result does not depend on its batch or its
-    place in it. LLVM makes two loops of the sum, with and without the pair (the test is the
-    same at every u); without it (the last of an odd number of blocks) the loop runs about
+    r of the tile from `first` (TILE_ROWS of them, the last row repeated past the end of rows)
+    that are not before `start`. Each product is fused into its row's running sum, u ascending
+    from 0: the same order in any tile, so an image's result does not depend on its batch or
+    its place in it. LLVM makes two loops of the sum, with and without the pair (the test is
+    the same at every u); without it (the last of an odd number of blocks) the loop runs about
     10% slower than a tile of one block written on its own did."""
     prefer_wide_vectors()
-    s0, s1, s2, s3, s4, s5, s6, s7 = _tile_offsets(rows, first)
-    acc = stack_lanes(16)   # TILE_ROWS x 2 blocks
-    for t in range(16):
+    last = rows.shape[0] - 1
+    acc = stack_lanes(TILE_SUMS)   # TILE_ROWS x 2 blocks
+    gathered = stack_lanes(1)      # the tile's src values at one u (TILE_ROWS <= LANES)
+    for t in range(TILE_SUMS):
         for lane in range(LANES):
             acc[t, lane] = 0.0
     for u in range(cols.shape[0]):
         c = cols[u]
-        a0, a1, a2, a3 = src[s0 + c], src[s1 + c], src[s2 + c], src[s3 + c]
-        a4, a5, a6, a7 = src[s4 + c], src[s5 + c], src[s6 + c], src[s7 + c]
+        for t in range(TILE_ROWS):
+            gathered[0, t] = src[rows[min(first + t, last)] + c]
         low, high = b0[u], b1[u]
-        # Written out row by row (see kernels/lanes.py): one vector of lanes per row.
+        # Loops over the tile's rows of constant length, inside the loop over lanes: LLVM
+        # unrolls them and vectorizes the lanes, one vector of lanes (a register, or two on
+        # AVX2) per row, the stack arrays in registers.
         for lane in range(LANES):
             w0 = low[lane]
-            acc[0, lane] += a0 * w0
-            acc[1, lane] += a1 * w0
-            acc[2, lane] += a2 * w0
-            acc[3, lane] += a3 * w0
-            acc[4, lane] += a4 * w0
-            acc[5, lane] += a5 * w0
-            acc[6, lane] += a6 * w0
-            acc[7, lane] += a7 * w0
+            for t in range(TILE_ROWS):
+                acc[t, lane] += gathered[0, t] * w0
             if pair:
                 w1 = high[lane]
-                acc[8, lane] += a0 * w1
-                acc[9, lane] += a1 * w1
-                acc[10, lane] += a2 * w1
-                acc[11, lane] += a3 * w1
-                acc[12, lane] += a4 * w1
-                acc[13, lane] += a5 * w1
-                acc[14, lane] += a6 * w1
-                acc[15, lane] += a7 * w1
+                for t in range(TILE_ROWS):
+                    acc[TILE_ROWS + t, lane] += gathered[0, t] * w1
     # 2-D indices (a view per row cost a reference count), and a trip count LLVM does not
     # know (out's width is LANES): a loop of LANES is unrolled into scalar adds before the
     # loop vectorizer sees it, and the vectorizer that comes after cannot tell out from b.
-    width, last = out0.shape[1], rows.shape[0] - 1
+    width = out0.shape[1]
     for t in range(TILE_ROWS):
         if start <= first + t <= last:
             for lane in range(width):
@@ -120,16 +126,6 @@ def _tile(src, rows, first, start, cols, b0, b1, out0, out1, pair):
             if pair:
                 for lane in range(width):
                     out1[first + t, lane] += acc[TILE_ROWS + t, lane]
-
-
-@jit()
-def _tile_offsets(rows, first):
-    """The offsets rows[first .. first + TILE_ROWS - 1] of a tile, the last row repeated past
-    the end of rows."""
-    last = rows.shape[0] - 1
-    return (rows[min(first, last)], rows[min(first + 1, last)], rows[min(first + 2, last)],
-            rows[min(first + 3, last)], rows[min(first + 4, last)], rows[min(first + 5, last)],
-            rows[min(first + 6, last)], rows[min(first + 7, last)])
 
 
 def lane_blocks(matrix):

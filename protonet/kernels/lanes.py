@@ -19,6 +19,8 @@ function: a 16-float loop becomes two ymm halves, and a tile of accumulators tha
 """
 from __future__ import annotations
 
+import llvmlite.binding
+import numba
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
@@ -26,6 +28,15 @@ from numba.extending import intrinsic
 from ._jit import jit
 
 LANES = 16
+
+
+def compiles_for_avx512() -> bool:
+    """Whether numba compiles for a CPU with AVX-512 (32 vector registers of 16 floats; else,
+    with AVX2, 16 of 8): the features it compiles for, NUMBA_CPU_FEATURES or the host's. A
+    register tile's shape follows (kernels/direct_conv.py). numba's disk cache is kept per
+    CPU and features, so a kernel compiled with one shape is never loaded for the other."""
+    features = numba.config.CPU_FEATURES or llvmlite.binding.get_host_cpu_features().flatten()
+    return "+avx512f" in features.split(",")
 
 
 @intrinsic

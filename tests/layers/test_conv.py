@@ -504,28 +504,39 @@ def test_direct_convolution_of_an_image_does_not_depend_on_its_batch():
 
 def test_direct_kernel_inner_loop_is_vectorized():
     """gathered_matmul's register tiles compile to packed fused multiply-adds (vfmadd...ps),
-    on zmm registers where the CPU has AVX-512 (lanes.prefer_wide_vectors): the loop shape
-    they depend on (one vector of lanes per row, contiguous rows, unsigned offsets) must not
-    regress into scalar code or ymm halves, nor its options lose the contraction."""
+    on zmm registers where the CPU has AVX-512 (lanes.prefer_wide_vectors), with every sum in
+    a register across the loop (none stored to the stack: with AVX2, 8-row tiles spilled
+    and ran at 0.4x): the loop shape they depend on (one vector of lanes per row, contiguous
+    rows, unsigned offsets, TILE_ROWS for the CPU) must not regress into scalar code, ymm
+    halves or spills, nor its options lose the contraction."""
     import re
 
-    import llvmlite.binding as llvm
     import numba
 
-    from protonet.kernels.direct_conv import _tile
+    from protonet.kernels.direct_conv import TILE_ROWS, TILE_SUMS, _tile
+    from protonet.kernels.lanes import compiles_for_avx512
     # A fresh compile with protonet's options (one loaded from numba's disk cache has no
-    # assembly to show).
+    # assembly to show), called as gathered_matmul calls it (pair a constant: numba compiles
+    # the tile for the literal).
     tile = numba.njit(fastmath=_tile.targetoptions["fastmath"], error_model="numpy")(_tile.py_func)
-    offsets = np.zeros(8, np.uint64)
-    blocks = np.zeros((2, 8, 16), np.float32)
-    tile(np.zeros(64, np.float32), offsets, 0, 0, offsets, blocks[0], blocks[1], blocks[0],
-         blocks[1], True)
-    asm = tile.inspect_asm(tile.signatures[0])
-    assert re.search(r"\bvfmadd\d+ps\b", asm)
-    # The features numba compiles for (NUMBA_CPU_FEATURES may name others than the host's).
-    features = numba.config.CPU_FEATURES or llvm.get_host_cpu_features().flatten()
-    if "+avx512f" in features.split(","):
-        assert re.search(r"\bvfmadd\d+ps\s+[^\n]*zmm", asm)
+
+    @numba.njit
+    def pair_of_blocks(src, offsets, blocks):
+        tile(src, offsets, 0, 0, offsets, blocks[0], blocks[1], blocks[0], blocks[1], True)
+
+    pair_of_blocks(np.zeros(64, np.float32), np.zeros(8, np.uint64),
+                   np.zeros((2, 8, 16), np.float32))
+    (signature,) = [s for s in tile.signatures if getattr(s[-1], "literal_value", None)]
+    asm = tile.inspect_asm(signature)
+    # The loop over u: the block of code with the most multiply-adds, to its branch back.
+    loop = max(re.split(r"\n\.LBB\d+_\d+:", asm), key=lambda b: len(re.findall("vfmadd", b)))
+    loop = loop[:loop.index("\n\tj", loop.rindex("vfmadd"))]
+    wide = compiles_for_avx512()   # NUMBA_CPU_FEATURES, else the host's
+    register = "zmm" if wide else "[yz]mm"
+    assert len(re.findall(rf"\bvfmadd\d+ps\s+[^\n]*{register}", loop)) == TILE_SUMS * (
+        1 if wide else 2)
+    assert not re.search(r"\bvmov\w+\s+%[xyz]mm\d+, -?\d*\(%rsp\)", loop), loop
+    assert TILE_ROWS == (8 if wide else 3)
 
 
 def test_planner_multiplies_the_bottom_itself_only_for_1x1_stride_1_unpadded():

@@ -86,10 +86,10 @@ def test_lane_kernel_inner_loop_is_vectorized():
     must not regress into scalar code or accumulators kept in memory."""
     import re
 
-    import llvmlite.binding
     import numba
 
     from protonet.kernels import dense
+    from protonet.kernels.lanes import compiles_for_avx512
     # Fresh compiles with protonet's options (one loaded from numba's disk cache has no
     # assembly to show).
     tile = numba.njit(fastmath=False, error_model="numpy")(dense._dot_tile.py_func)
@@ -102,9 +102,7 @@ def test_lane_kernel_inner_loop_is_vectorized():
     # 16 vector registers (AVX2) 16 + 4 accumulators cannot all stay there. AVX-512's 32 hold
     # them as zmm, also where LLVM prefers 256-bit vectors (Intel's cores: the tile asks for
     # wide ones, lanes.prefer_wide_vectors).
-    # The features numba compiles for (NUMBA_CPU_FEATURES may name others than the host's).
-    features = numba.config.CPU_FEATURES or llvmlite.binding.get_host_cpu_features().flatten()
-    if "+avx512f" in features.split(","):
+    if compiles_for_avx512():   # NUMBA_CPU_FEATURES, else the host's
         assert len(re.findall(r"\bv?addps\s+%zmm\d+, %zmm\d+, %zmm\d+", asm)) >= 20
 
 
