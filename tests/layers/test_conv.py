@@ -302,14 +302,17 @@ def test_per_image_path_on_numba_threads_is_the_python_threads_bit_for_bit(case,
                 "per_image_weight_grads"}
         assert set(kernel_calls) == (used if engine == "numba threads" else set())
         kernel_calls.clear()
-    # The forward and the data gradient bit for bit; the weight gradient too, but where a
-    # group has one input (1x1, group = channels) numpy runs its one-row product as a
-    # matrix-vector product, whose last bits may differ from cblas_sgemm's.
-    for numba_result, python_result in zip(results[0][:2], results[1][:2]):
-        np.testing.assert_array_equal(numba_result, python_result)
-    np.testing.assert_allclose(results[0][2], results[1][2], rtol=1e-6, atol=1e-6)
-    if layer.blobs[0].count // layer.num_output > 1:
-        np.testing.assert_array_equal(results[0][2], results[1][2])
+    # The forward bit for bit; both gradients too, but where a group has one input (1x1,
+    # group = channels) their products have one row (the data gradient's W_g.T @ dy, the
+    # weight gradient's dy @ cols.T per output), which numpy runs as a matrix-vector product:
+    # its last bits may differ from cblas_sgemm's (OpenBLAS's Zen kernels: 34 of 135 values
+    # of the data gradient, 2.4e-7 apart).
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    one_input = layer.blobs[0].count // layer.num_output == 1
+    for numba_result, python_result in zip(results[0][1:], results[1][1:]):
+        np.testing.assert_allclose(numba_result, python_result, rtol=1e-6, atol=1e-6)
+        if not one_input:
+            np.testing.assert_array_equal(numba_result, python_result)
     np.testing.assert_allclose(results[0][0], expected(layer, bottom, case, vision.conv),
                                rtol=1e-5, atol=1e-5)
 
