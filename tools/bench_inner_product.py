@@ -1,6 +1,6 @@
-"""InnerProduct forward: the lane kernel (protonet/kernels/dense.py) against the blocked BLAS
-path it replaces, and numpy's matrix-vector product as the floor at batch 1: the
-measurements behind dense.runs_lane_kernel.
+"""InnerProduct forward: the lane kernel (protonet/kernels/dense.py) against one BLAS GEMM over
+the batch (the path it replaced, which did not keep a sample's bits batch-independent), and
+numpy's matrix-vector product as the floor at batch 1.
 
     python tools/bench_inner_product.py layers [--threads 2 1] [--rounds 7]
     python tools/bench_inner_product.py nets [--nets caffenet vgg16] [--batch 1] [--rounds 5]
@@ -42,8 +42,25 @@ def layer_net(k: int, n: int, batch: int):
 
 
 def set_path(layers, lanes: bool, net) -> None:
+    """Every InnerProduct's forward as protonet runs it (the lane kernel), or as one BLAS GEMM
+    over the batch."""
+    from protonet.kernels import threads
+    from protonet.kernels.epilogue import rows_epilogue
     for layer in layers:
-        layer.lane_kernel = lanes and not layer.transpose
+        if lanes:
+            layer.__dict__.pop("forward", None)
+            continue
+
+        def blas_forward(bottom, top, layer=layer):
+            x = bottom[0].data.reshape(layer.m, layer.k)
+            w = layer.blobs[0].data
+            y = top[0].data.reshape(layer.m, layer.num_output)
+            threads.matmul(x, w if layer.transpose else w.T, y)
+            if layer.epilogue is not None:
+                rows_epilogue(y, *layer.epilogue)
+            elif layer.bias_term:
+                y += layer.blobs[1].data
+        layer.forward = blas_forward
     net.reshape()
 
 

@@ -16,6 +16,13 @@ of TILE, so they add in the same order. Threads take pieces of weight rows, each
 its outputs whole, so the thread count changes nothing either; a tile of weight rows visits
 the batch (in bands of rows when the weights fit in cache) while it stays in cache, so at
 batch 1 the weights are read once, as a matrix-vector product would.
+
+Against BLAS (one core, an AMD EPYC with AVX-512): at batch 1 as fast as numpy's
+matrix-vector product (CaffeNet's fc7: 2.8 against 2.9 ms); at batch 16-64 1.1-2.6x a BLAS GEMM
+(CaffeNet's fc6 at 16: 18.3 against 47.5 ms); from batch 256 up about 0.85x one GEMM over the
+batch (fc6 at 256: 253 against 217 ms). InnerProduct runs it for every layer and batch
+(transposed weights from a transposed copy): a path chosen by the batch would give a sample
+different bits in different batches.
 """
 from __future__ import annotations
 
@@ -173,20 +180,3 @@ def lane_ordered_reference(x, w):
     for lane in range(1, LANES):
         total = total + lanes[:, :, lane]
     return total
-
-
-def runs_lane_kernel(k: int, n: int, transpose: bool) -> bool:
-    """Whether an InnerProduct of k inputs, n outputs (weights (k, n) when transpose, else
-    (n, k)) runs dense_forward instead of the blocked BLAS path (layers/inner_product.py).
-    Decided from the layer's shape and weight layout only, never from the batch: a layer that
-    switched paths with the batch size would give a sample different bits in different
-    batches. Transposed weights (rows of w along n) stay on BLAS.
-
-    Measured on one core (CPU time, 2-core AMD EPYC with AVX-512, busy machine): at batch 1
-    the kernel runs at numpy's matrix-vector product's speed (CaffeNet's fc7: 2.8 against
-    2.9 ms), 5-10x the old BLAS path's (it padded the batch to 2 rows and OpenBLAS packed all
-    the weights); at batch 16-64 1.1-2.6x a BLAS GEMM (CaffeNet's fc6 at 16: 18.3 against
-    47.5 ms); from batch 256 up about 0.85x one BLAS GEMM over the batch (fc6 at 256: 253
-    against 217 ms; LeNet's ip1 at 1000: 10.3 against 8.4 ms, but 1.1-1.3x the 64-row blocks
-    the old path multiplied layers that small in). Batch 1 and the zoo's 16 decide."""
-    return not transpose

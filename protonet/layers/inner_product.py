@@ -6,47 +6,20 @@ import numpy as np
 
 from ..errors import NetDefinitionError, ShapeError
 from ..kernels import threads
-from ..kernels.dense import dense, runs_lane_kernel
+from ..kernels.dense import dense
+from ..kernels.digest import fingerprint
 from ..kernels.epilogue import rows_epilogue
 from ..registry import register_layer
 from .base import TRAIN, Layer, canonical_axis, count
 
-# A sample's output must be bitwise the same alone or in any batch (as in Caffe). Layers with
-# weights in Caffe's (num_output, K) layout run kernels/dense.py's lane kernel, whose summation
-# order is written in its code, the same for every row, tile and thread count; the planner
-# (dense.runs_lane_kernel) decides from the layer's shape and layout, never from the batch.
-# Transposed weights go through BLAS, whose kernels do depend on the batch size: numpy hands a
-# single row to GEMV, and OpenBLAS picks small-matrix kernels while M x N x K is small, which
-# changes the summation order (LeNet's ip1, batch 1 against 2: 6e-5 apart). So there:
-# - layers of LARGE_WEIGHTS weights or more run in OpenBLAS's blocked kernels at any batch of
-#   2 or more, where a row's summation order does not depend on the other rows: one GEMM over
-#   the batch, a batch of 1 padded to 2 rows;
-# - smaller layers multiply SAMPLE_BLOCK rows per GEMM call, the last block padded with zero
-#   rows, so every call has one and the same shape (cheap at their size).
-# tests/test_pycaffe_api.py checks the property bitwise for both paths at many batch sizes.
-SAMPLE_BLOCK = 64
-LARGE_WEIGHTS = 1 << 20
-
-
-def gemm_block_rows(m: int, k: int, n: int) -> int:
-    """Rows per GEMM call for an (m, k) x (k, n) product that keeps rows batch-independent."""
-    return max(m, 2) if k * n >= LARGE_WEIGHTS else SAMPLE_BLOCK
-
-
-def blocked_matmul(x, b, out, pad_in, pad_out) -> None:
-    """out = x @ b in calls of gemm_block_rows rows; a last partial block goes through
-    pad_in/pad_out (that many rows each)."""
-    m = x.shape[0]
-    block = gemm_block_rows(m, x.shape[1], b.shape[1])
-    full = m - m % block
-    for i in range(0, full, block):
-        threads.matmul(x[i:i + block], b, out[i:i + block])
-    if full < m:
-        rest = m - full
-        pad_in[:rest] = x[full:]
-        pad_in[rest:] = 0
-        threads.matmul(pad_in, b, pad_out)
-        out[full:] = pad_out[:rest]
+# A sample's output must be bitwise the same alone or in any batch (as in Caffe): the forward
+# runs kernels/dense.py's lane kernel, whose summation order is written in its code, the same
+# for every row, tile and thread count. It reads weights in Caffe's (num_output, K) layout;
+# transposed weights (K, num_output) are kept transposed for it, laid out again only when
+# their fingerprint changes. (They went through BLAS, in blocks of rows padded to one shape,
+# and BLAS's kernels depend on the CPU: on an AMD Zen 3 a sample's output there differed
+# between batch sizes.) tests/test_pycaffe_api.py checks the property bitwise for both layouts
+# at many batch sizes.
 
 
 @register_layer("InnerProduct")
@@ -81,7 +54,7 @@ class InnerProduct(Layer):
         self.learnable_blobs([w_shape, (self.num_output,)][:1 + self.bias_term],
                              [p.weight_filler, p.bias_filler])
         self.k = k
-        self.lane_kernel = runs_lane_kernel(k, self.num_output, self.transpose)
+        self._rows_key = self._rows = None   # transposed weights as (num_output, K)
 
     def _check_inputs(self, bottom, k):
         expected = self.blobs[0].count // self.num_output
@@ -98,19 +71,25 @@ class InnerProduct(Layer):
         top[0].reshape(*bottom[0].shape[:self.axis], self.num_output)
         if self.phase == TRAIN:   # a TEST net makes it at its first backward, if ever
             self.scratch("w_grad", self.blobs[0].shape)   # (VGG-16's: 471 MB)
-        block = gemm_block_rows(self.m, self.k, self.num_output)
-        pad_rows = block if self.m % block and not self.lane_kernel else 0
-        self.scratch("pad_in", (pad_rows, self.k))
-        self.scratch("pad_out", (pad_rows, self.num_output))
+
+    def _weight_rows(self):
+        """The weights as (num_output, K) rows, the lane kernel's layout: the blob itself, or
+        for transposed weights a copy made again when their bits changed (a solver step,
+        net.params, copy_from)."""
+        w = self.blobs[0].data
+        if not self.transpose:
+            return w
+        key = fingerprint(w.reshape(-1).view(np.uint32))
+        if key != self._rows_key:
+            self._rows_key = None   # not valid while the copy is written
+            self._rows = np.ascontiguousarray(w.T)
+            self._rows_key = key
+        return self._rows
 
     def forward(self, bottom, top):
         x = bottom[0].data.reshape(self.m, self.k)
-        w = self.blobs[0].data
         y = top[0].data.reshape(self.m, self.num_output)
-        if self.lane_kernel:
-            dense(w, x, y)
-        else:
-            blocked_matmul(x, w if self.transpose else w.T, y, self.pad_in, self.pad_out)
+        dense(self._weight_rows(), x, y)
         if self.epilogue is not None:   # what the net fused in (protonet/fusion.py)
             rows_epilogue(y, *self.epilogue)
         elif self.bias_term:   # numpy's add: a kernel call costs more at batch 1 (1 vs 7 us)

@@ -106,17 +106,26 @@ def test_lane_kernel_inner_loop_is_vectorized():
         assert len(re.findall(r"\bv?addps\s+%zmm\d+, %zmm\d+, %zmm\d+", asm)) >= 20
 
 
-def test_lane_kernel_plan_depends_on_layout_not_batch():
-    """InnerProduct runs the lane kernel for Caffe's weight layout, BLAS for transposed
-    weights; the rule takes no batch size, and the layer's choice survives a reshape."""
-    import inspect
-
-    from protonet.kernels.dense import runs_lane_kernel
-    assert "m" not in inspect.signature(runs_lane_kernel).parameters
-    assert runs_lane_kernel(25088, 4096, False) and runs_lane_kernel(800, 500, False)
-    assert not runs_lane_kernel(800, 500, True)
-    layer, bottom, top = build(CASES[4][0], [CASES[4][1]])
-    assert layer.lane_kernel
-    bottom[0].reshape(1, 37)
-    layer.reshape(bottom, top)
-    assert layer.lane_kernel
+def test_transposed_weights_run_the_lane_kernel_and_follow_changes():
+    """Transposed weights (K, num_output) give the bits of the same weights in Caffe's layout
+    (both run the lane kernel, from a transposed copy), and the copy follows any change of
+    the blob: one element written through an array kept from before."""
+    from protonet.kernels.dense import lane_ordered_reference
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((5, 37)).astype(np.float32)
+    w = rng.standard_normal((7, 37)).astype(np.float32)
+    outputs = {}
+    for transpose in (False, True):
+        text = (f'type: "InnerProduct" inner_product_param {{ num_output: 7 transpose: '
+                f'{str(transpose).lower()} bias_term: false }}')
+        layer, bottom, top = build(text, [(5, 37)])
+        layer.blobs[0].data[...] = w.T if transpose else w
+        bottom[0].data[...] = x
+        outputs[transpose] = run_forward(layer, bottom, top)[0].copy()
+    np.testing.assert_array_equal(outputs[True], outputs[False])
+    np.testing.assert_array_equal(outputs[True], lane_ordered_reference(x, w))
+    kept = layer.blobs[0].data
+    kept[3, 2] += 1.0
+    w[2, 3] += 1.0
+    np.testing.assert_array_equal(run_forward(layer, bottom, top)[0],
+                                  lane_ordered_reference(x, w))
