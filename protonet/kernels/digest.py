@@ -21,3 +21,21 @@ def fingerprint(bits):
         digest += np.uint64(bits[i]) * ((np.uint64(i) * np.uint64(0x9E3779B97F4A7C15))
                                         | np.uint64(1))
     return digest
+
+
+class KeptLayout:
+    """An array laid out another way for a kernel (transposed weights, lane blocks), made
+    again only when the array's bits change (its fingerprint): a solver step, net.params,
+    copy_from, an element written through an array kept from before."""
+
+    def __init__(self) -> None:
+        self.key = self.value = None
+
+    def of(self, array, make):
+        """make(array), or the one made last if array's bits are the same since."""
+        key = fingerprint(array.reshape(-1).view(np.uint32))
+        if key != self.key:
+            self.key = None   # not valid while make runs
+            self.value = make(array)
+            self.key = key
+        return self.value

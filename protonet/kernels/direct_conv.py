@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import jit, prange
-from .digest import fingerprint
+from .digest import KeptLayout
 from .lanes import LANES, compiles_for_avx512, prefer_wide_vectors, stack_lanes
 
 
@@ -298,18 +298,13 @@ class DirectConvolution:
         self.bottom_pixels = pixel_offsets(height, width, 1, 1, self.diff_padded[2])
         self.flipped_window = window_offsets(outputs, kh, kw, dh, dw, *self.diff_padded[1:],
                                              flip=True)
-        self.weights_key = self.weights_t = None   # forward's weights in lane blocks
+        self.weights_t = KeptLayout()   # the forward's weights in lane blocks
 
     def forward(self, x, weight, bias, out, plan) -> None:
         """out (N, M, P) = x (N, C, H, W) convolved with weight (M, K) (+ bias (M,) or None)."""
         # The weights in lane blocks, laid out again only when they changed (CIFAR-10's conv3
         # at batch 1: 29 of its 74 us were the layout).
-        key = fingerprint(weight.reshape(-1).view(np.uint32))
-        if key != self.weights_key:
-            self.weights_key = None   # not valid while the layout is written
-            self.weights_t = lane_blocks(weight.T)
-            self.weights_key = key
-        weights_t = self.weights_t
+        weights_t = self.weights_t.of(weight, lambda weight: lane_blocks(weight.T))
         bias = np.empty(0, np.float32) if bias is None else bias
 
         blocks = plan.direct_block_array(x.shape[0])

@@ -7,7 +7,7 @@ import numpy as np
 from ..errors import NetDefinitionError, ShapeError
 from ..kernels import threads
 from ..kernels.dense import dense
-from ..kernels.digest import fingerprint
+from ..kernels.digest import KeptLayout
 from ..kernels.epilogue import rows_epilogue
 from ..registry import register_layer
 from .base import TRAIN, Layer, canonical_axis, count
@@ -54,7 +54,7 @@ class InnerProduct(Layer):
         self.learnable_blobs([w_shape, (self.num_output,)][:1 + self.bias_term],
                              [p.weight_filler, p.bias_filler])
         self.k = k
-        self._rows_key = self._rows = None   # transposed weights as (num_output, K)
+        self.weight_rows = KeptLayout()   # transposed weights as (num_output, K)
 
     def _check_inputs(self, bottom, k):
         expected = self.blobs[0].count // self.num_output
@@ -72,24 +72,12 @@ class InnerProduct(Layer):
         if self.phase == TRAIN:   # a TEST net makes it at its first backward, if ever
             self.scratch("w_grad", self.blobs[0].shape)   # (VGG-16's: 471 MB)
 
-    def _weight_rows(self):
-        """The weights as (num_output, K) rows, the lane kernel's layout: the blob itself, or
-        for transposed weights a copy made again when their bits changed (a solver step,
-        net.params, copy_from)."""
-        w = self.blobs[0].data
-        if not self.transpose:
-            return w
-        key = fingerprint(w.reshape(-1).view(np.uint32))
-        if key != self._rows_key:
-            self._rows_key = None   # not valid while the copy is written
-            self._rows = np.ascontiguousarray(w.T)
-            self._rows_key = key
-        return self._rows
-
     def forward(self, bottom, top):
         x = bottom[0].data.reshape(self.m, self.k)
         y = top[0].data.reshape(self.m, self.num_output)
-        dense(self._weight_rows(), x, y)
+        w = self.blobs[0].data
+        dense(self.weight_rows.of(w, lambda w: np.ascontiguousarray(w.T)) if self.transpose
+              else w, x, y)
         if self.epilogue is not None:   # what the net fused in (protonet/fusion.py)
             rows_epilogue(y, *self.epilogue)
         elif self.bias_term:   # numpy's add: a kernel call costs more at batch 1 (1 vs 7 us)
