@@ -89,9 +89,10 @@ def _tile(src, rows, first, start, cols, b0, b1, out0, out1, pair):
     r of the tile from `first` (TILE_ROWS of them, the last row repeated past the end of rows)
     that are not before `start`. Each product is fused into its row's running sum, u ascending
     from 0: the same order in any tile, so an image's result does not depend on its batch or
-    its place in it. LLVM makes two loops of the sum, with and without the pair (the test is
-    the same at every u); without it (the last of an odd number of blocks) the loop runs about
-    10% slower than a tile of one block written on its own did."""
+    its place in it. gathered_matmul passes pair as a constant, and numba compiles the tile
+    for each literal value: two loops, neither testing it. On AVX-512 the one without the
+    pair (the last of an odd number of blocks) ran about 10% slower than a tile of one block
+    written on its own did."""
     prefer_wide_vectors()
     last = rows.shape[0] - 1
     acc = stack_lanes(TILE_SUMS)   # TILE_ROWS x 2 blocks
