@@ -6,13 +6,14 @@ The order, for every y[r, n] whatever tile it falls in: sixteen lane sums, lane 
 x[r, k] * w[n, k] for k = l, l + 16, l + 32, ... in ascending k (products rounded to float32,
 then added: no fused multiply-add), then y = lane 0 + lane 1 + ... + lane 15 left to right.
 
-How it runs: register tiles of TILE batch rows x TILE weight rows (16 accumulators of 16 lanes,
-one zmm register each on AVX-512, asked for where LLVM prefers ymm pairs: 1.3-1.45x their speed
-at batch 16-1000, lanes.prefer_wide_vectors) on a small array on the stack
+How it runs: register tiles of TILE_ROWS batch rows x TILE weight rows (on AVX-512 16
+accumulators of 16 lanes, one zmm register each, asked for where LLVM prefers ymm pairs:
+1.3-1.45x their speed at batch 16-1000, lanes.prefer_wide_vectors; on AVX2 1 x 4) on a small
+array on the stack
 (kernels/lanes.py), which LLVM keeps in registers; lanes are independent, so it vectorizes
 them without reassociating anything (inspect the assembly: packed vmulps / vaddps). Rows left
 over at the batch's or the weights' end go through the same tile code with one row instead
-of TILE, so they add in the same order. Threads take pieces of weight rows, each computing
+of TILE_ROWS, so they add in the same order. Threads take pieces of weight rows, each computing
 its outputs whole, so the thread count changes nothing either; a tile of weight rows visits
 the batch (in bands of rows when the weights fit in cache) while it stays in cache, so at
 batch 1 the weights are read once, as a matrix-vector product would.
@@ -32,9 +33,16 @@ import numpy as np
 
 from . import threads
 from ._jit import jit, prange
-from .lanes import LANES, prefer_wide_vectors, stack_lanes
+from .lanes import LANES, compiles_for_avx512, prefer_wide_vectors, stack_lanes
 
+# A register tile is TILE_ROWS batch rows by TILE weight rows, a sum of 16 lanes for each
+# pair: 4 x 4 in 16 zmm with AVX-512. With AVX2 a sum takes two ymm of its 16 registers and
+# 4 x 4 spilled (LeNet's ip1 at batch 64, 2 threads: 2.37 ms, one BLAS GEMM 1.09); one core of
+# an AMD Zen 3, alternating, time against 4 x 4: 1 x 4 0.68-0.82 at batch 64-1000, 0.90-0.94
+# at 16 (CaffeNet's fc6), 0.95-1.08 at 1; 2 x 4 (which still spilled) 0.87-1.03.
+TILE_ROWS = 4 if compiles_for_avx512() else 1
 TILE = 4
+TILE_SUMS = TILE_ROWS * TILE
 # Floats of input rows a block of weight rows meets at a time (256 KB, a quarter of L2), for
 # weights of at most RESIDENT_WEIGHTS floats (8 MB, a quarter of L3): the whole batch at once
 # read it from L3 for every tile of weight rows (one core, 256 x 4096 by 1000 outputs: 61.0
@@ -49,52 +57,35 @@ SPLIT_MIN_WEIGHTS = 1 << 20
 
 @jit()
 def _dot_tile(x, w, y, first, r, n, rows):
-    """y[r + i, first + n + q] = x[r + i] . w[n + q] for i < rows (1 or TILE), q < TILE, in
-    the module's order. Weight rows past the end repeat the last one (the same sums, computed
-    twice; at most TILE - 1 per layer).
+    """y[r + i, first + n + q] = x[r + i] . w[n + q] for i < rows (1 or TILE_ROWS), q < TILE,
+    in the module's order. Weight rows past the end repeat the last one (the same sums,
+    computed twice; at most TILE - 1 per layer).
 
-    The tile's products are written out one by one: with loops over its rows LLVM kept the
-    accumulators in memory (4 packed multiplies instead of 16)."""
+    The tile's rows are loops of constant length inside the loop over lanes: LLVM unrolls
+    them and vectorizes the lanes, the accumulators on the stack kept in registers."""
     prefer_wide_vectors()
     k = x.shape[1]
     last = w.shape[0] - 1
-    n0, n1, n2, n3 = n, min(n + 1, last), min(n + 2, last), min(n + 3, last)
     whole = k - k % LANES
-    acc = stack_lanes(16)   # TILE x TILE lanes
+    acc = stack_lanes(TILE_SUMS)   # TILE_ROWS x TILE lanes
     for t in range(rows * TILE):
         for lane in range(LANES):
             acc[t, lane] = 0
-    if rows == TILE:
+    if rows == TILE_ROWS:
         for j in range(0, whole, LANES):
             for lane in range(LANES):
                 c = j + lane
-                a0, a1, a2, a3 = x[r, c], x[r + 1, c], x[r + 2, c], x[r + 3, c]
-                b0, b1, b2, b3 = w[n0, c], w[n1, c], w[n2, c], w[n3, c]
-                acc[0, lane] += a0 * b0
-                acc[1, lane] += a0 * b1
-                acc[2, lane] += a0 * b2
-                acc[3, lane] += a0 * b3
-                acc[4, lane] += a1 * b0
-                acc[5, lane] += a1 * b1
-                acc[6, lane] += a1 * b2
-                acc[7, lane] += a1 * b3
-                acc[8, lane] += a2 * b0
-                acc[9, lane] += a2 * b1
-                acc[10, lane] += a2 * b2
-                acc[11, lane] += a2 * b3
-                acc[12, lane] += a3 * b0
-                acc[13, lane] += a3 * b1
-                acc[14, lane] += a3 * b2
-                acc[15, lane] += a3 * b3
+                for i in range(TILE_ROWS):
+                    a = x[r + i, c]
+                    for q in range(TILE):
+                        acc[i * TILE + q, lane] += a * w[min(n + q, last), c]
     else:
         for j in range(0, whole, LANES):
             for lane in range(LANES):
                 c = j + lane
-                a0 = x[r, c]
-                acc[0, lane] += a0 * w[n0, c]
-                acc[1, lane] += a0 * w[n1, c]
-                acc[2, lane] += a0 * w[n2, c]
-                acc[3, lane] += a0 * w[n3, c]
+                a = x[r, c]
+                for q in range(TILE):
+                    acc[q, lane] += a * w[min(n + q, last), c]
     for i in range(rows):
         for q in range(TILE):
             for lane in range(k - whole):
@@ -122,15 +113,15 @@ def dense_forward(w, x, y, first):
     m = x.shape[0]
     # Weights that fit in L3 are swept once per band of input rows (each band read once, in
     # L2); bigger ones are read once, each block meeting the whole batch.
-    band = max(m, TILE)
+    band = max(m, TILE_ROWS)
     if n_out * k <= RESIDENT_WEIGHTS:
-        band = max(TILE, BAND_FLOATS // k // TILE * TILE)
+        band = max(TILE_ROWS, BAND_FLOATS // k // TILE_ROWS * TILE_ROWS)
     for start in range(0, m, band):
         end = min(start + band, m)
-        whole = start + (end - start) // TILE * TILE
+        whole = start + (end - start) // TILE_ROWS * TILE_ROWS
         for n in range(0, n_out, TILE):
-            for r in range(start, whole, TILE):
-                _dot_tile(x, w, y, first, r, n, TILE)
+            for r in range(start, whole, TILE_ROWS):
+                _dot_tile(x, w, y, first, r, n, TILE_ROWS)
             for r in range(whole, end):
                 _dot_tile(x, w, y, first, r, n, 1)
 

@@ -81,30 +81,42 @@ def test_lane_kernel_adds_in_the_documented_order():
 
 
 def test_lane_kernel_inner_loop_is_vectorized():
-    """_dot_tile's tiles compile to packed multiplies and adds on 16 accumulators (mulps on
-    xmm, ymm or zmm registers): the explicit tile and the stack accumulators they depend on
-    must not regress into scalar code or accumulators kept in memory."""
+    """_dot_tile's full tile compiles to packed multiplies (mulps), one per accumulator and
+    vector of lanes (zmm where the CPU has AVX-512, else two ymm a sum), with its sums in
+    registers across the loop (none stored to the stack: AVX2 spilled the 4 x 4 tile): the loop
+    shape and the CPU's TILE_ROWS must not regress into scalar code or accumulators kept in
+    memory."""
     import re
 
     import numba
 
     from protonet.kernels import dense
     from protonet.kernels.lanes import compiles_for_avx512
-    # Fresh compiles with protonet's options (one loaded from numba's disk cache has no
-    # assembly to show).
+    # A fresh compile with protonet's options (one loaded from numba's disk cache has no
+    # assembly to show), called as dense_forward calls it (rows a constant: numba compiles
+    # the tile for the literal).
     tile = numba.njit(fastmath=False, error_model="numpy")(dense._dot_tile.py_func)
-    x = np.zeros((4, 64), np.float32)
-    tile(x, x, np.zeros((4, 4), np.float32), 0, 0, 0, dense.TILE)
-    asm = tile.inspect_asm(tile.signatures[0])
-    # 16 products per step in the 4 x 4 tile, 4 in the 1 x 4 one
-    assert len(re.findall(r"\bv?mulps\b[^\n]*%[xyz]mm", asm)) >= 20
-    # ... added to accumulators held in registers (kept in memory, every add read one). With
-    # 16 vector registers (AVX2) 16 + 4 accumulators cannot all stay there. AVX-512's 32 hold
-    # them as zmm, also where LLVM prefers 256-bit vectors (Intel's cores: the tile asks for
-    # wide ones, lanes.prefer_wide_vectors).
-    if compiles_for_avx512():   # NUMBA_CPU_FEATURES, else the host's
-        assert len(re.findall(r"\bv?addps\s+%zmm\d+, %zmm\d+, %zmm\d+", asm)) >= 20
+    rows = dense.TILE_ROWS   # a constant of the closure, as dense_forward's global is
 
+    @numba.njit
+    def full_tile(x, y):
+        tile(x, x, y, 0, 0, 0, rows)
+
+    full_tile(np.zeros((4, 64), np.float32), np.zeros((4, 4), np.float32))
+    (signature,) = [s for s in tile.signatures
+                    if getattr(s[-1], "literal_value", None) == dense.TILE_ROWS]
+    asm = tile.inspect_asm(signature)
+    # The loop over k: the block of code with the most multiplies, to its branch back.
+    loop = max(re.split(r"\n\.LBB\d+_\d+:", asm), key=lambda b: len(re.findall("vmulps", b)))
+    loop = loop[:loop.index("\n\tj", loop.rindex("vmulps"))]
+    wide = compiles_for_avx512()   # NUMBA_CPU_FEATURES, else the host's
+    register = "zmm" if wide else "[yz]mm"
+    # (LLVM may unroll the loop over k: a whole number of steps.)
+    products = len(re.findall(rf"\bvmulps\s+[^\n]*{register}", loop))
+    step = dense.TILE_SUMS * (1 if wide else 2)
+    assert products >= step and products % step == 0, (products, step)
+    assert not re.search(r"\bvmov\w+\s+%[xyz]mm\d+, -?\d*\(%rsp\)", loop), loop
+    assert dense.TILE_ROWS == (4 if wide else 1)
 
 def test_transposed_weights_run_the_lane_kernel_and_follow_changes():
     """Transposed weights (K, num_output) give the bits of the same weights in Caffe's layout
