@@ -32,8 +32,8 @@ class KeptLayout:
         self.key = self.value = None
 
     def of(self, array, make):
-        """make(array), or the one made last if array's bits are the same since."""
-        key = fingerprint(array.reshape(-1).view(np.uint32))
+        """make(array), or the one made last if array's shape and bits are the same since."""
+        key = (array.shape, fingerprint(array.reshape(-1).view(np.uint32)))
         if key != self.key:
             self.key = None   # not valid while make runs
             self.value = make(array)
