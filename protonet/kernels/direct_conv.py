@@ -53,7 +53,7 @@ TILE_SUMS = 2 * TILE_ROWS
 # A tile of one block (the last of an odd number) with AVX2's 3 rows: LLVM unrolls its 48
 # multiply-adds and leaves them scalar (1.9 GMAC/s for 16 outputs); it runs instead as a pair
 # of that block with itself, the second sums thrown away.
-ONE_BLOCK_TILES = TILE_ROWS == 8
+ONE_BLOCK_TILES = compiles_for_avx512()
 
 
 @jit(contract=True)
