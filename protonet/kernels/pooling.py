@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import jit, prange
-from .lanes import LANES, load_channel_block, stack_int_lanes, stack_lanes, store_channel_block
+from .lanes import LANES, compiles_for_avx512, load_channel_block, stack_int_lanes, stack_lanes, store_channel_block
 from .phases import CHUNKS, phase_shape, tap_source, tap_sums, write_phases
 
 
@@ -40,11 +40,14 @@ def forward_on_phases(is_max: bool, sh: int, sw: int, out_width: int) -> bool:
     from rows of 13 outputs on at any stride (GoogLeNet's pool1 at 56 wide 0.55-0.68, its
     28-wide stride-1 pools 0.33-0.41, CaffeNet's pool2 at 13 wide 0.81-0.87, CIFAR-10's pool1
     at 16 wide 0.72-0.84, 0.96 at 1 thread) and loses on short rows (8 wide 1.2-1.4, 4 wide
-    1.9-2.6, a 7x7 global pool 15x). AVE pays at stride 1 only (14 wide 0.80-0.97, 28 wide
-    0.39-0.79; strided 0.75-2.7)."""
-    if out_width < 12:
-        return False
-    return is_max or (sh, sw) == (1, 1)
+    1.9-2.6, a 7x7 global pool 15x); measured against the windows kernel of before its four
+    planes at a time, and where channel blocks (max_pool_by_channel_blocks) do not take a
+    MAX forward. AVE pays at stride 1 on rows wider than 28 only, against four planes at a
+    time (an AMD Zen 3, 3 x 3 windows, pad 1: 56 wide 0.77-0.80, 28 wide 1.08-1.17, 14
+    wide 1.75-1.90; strided 2.2-13, a 7x7 global pool 130x)."""
+    if is_max:
+        return out_width >= 12
+    return (sh, sw) == (1, 1) and out_width > 28
 
 
 # Output floats of one block of rows at a time (8 KB of maxima or sums: stays in L1).
@@ -108,14 +111,29 @@ def max_pool_forward(x, kh, kw, ph, pw, sh, sw, y, mask):
 def max_pool_by_channel_blocks(out_width: int) -> bool:
     """Whether a max pooling forward runs on blocks of 16 planes
     (max_pool_forward_by_channel_blocks) rather than as forward_on_phases says: for output
-    rows up to 28 wide. Per kernel, 2 threads, blocks' time / the kernel forward_on_phases
-    picks, on an Intel Sapphire Rapids VM, since load_channel_block gathers a pixel's 16
-    channels at once: CaffeNet's pool2 (13 wide, stride 2) 0.38, CIFAR-10's pool1 (16 wide,
-    stride 2, batch 16) 0.49, GoogLeNet's 28-wide stride-1 pools 0.68, its pool2 (28 wide,
-    stride 2) 0.72-0.73 and CaffeNet's pool1 (27 wide, stride 2) 0.70-0.72 at batch 1 and
-    16; GoogLeNet's pool1 (56 wide) 1.04. (Before, strided 27- and 28-wide rows lost: 1.25,
-    1.42.)"""
-    return out_width <= 28
+    rows up to 28 wide with AVX-512, at any width with AVX2. Per kernel, 2 threads, blocks'
+    time / the kernel forward_on_phases picks, on an Intel Sapphire Rapids VM, since
+    load_channel_block gathers a pixel's 16 channels at once: CaffeNet's pool2 (13 wide,
+    stride 2) 0.38, CIFAR-10's pool1 (16 wide, stride 2, batch 16) 0.49, GoogLeNet's 28-wide
+    stride-1 pools 0.68, its pool2 (28 wide, stride 2) 0.72-0.73 and CaffeNet's pool1 (27
+    wide, stride 2) 0.70-0.72 at batch 1 and 16; GoogLeNet's pool1 (56 wide) 1.04. (Before,
+    strided 27- and 28-wide rows lost: 1.25, 1.42.) On an AMD Zen 3 (AVX2) blocks against
+    phases: ResNet-50's pool1 (57 wide, batch 1) 0.46-0.49, GoogLeNet's pool2 0.32-0.34."""
+    return out_width <= 28 or not compiles_for_avx512()
+
+
+def max_pool_by_windows(sh: int, sw: int, out_width: int) -> bool:
+    """Whether a MAX forward that keeps no argmax (a TEST net's) runs window by window
+    (max_pool_windows_forward) rather than on channel blocks: with AVX2, strided, rows up to
+    16 wide. On an AMD Zen 3, whose gathers make a block's load 2 ns a float, windows' time
+    / blocks', 2 threads (1 thread): CIFAR-10's pool1 at batch 16 0.68 (0.57), at 100 0.73
+    (0.74); CaffeNet's pool2 at batch 1 0.87 (0.95), its pool5 at 16 0.78 (0.73);
+    GoogLeNet's pool4 at 1 0.78 (0.84). Not taken: stride 1 (GoogLeNet's 7- to 28-wide
+    pools 1.05-3.4), 27 and 28 wide at batch 1 (CaffeNet's pool1 1.22 (1.12), GoogLeNet's
+    pool2 1.06 (1.02)), an argmax kept (CIFAR-10's pool1 0.94-1.20). Blocks kept with
+    AVX-512, where the same load measured 7 us a block of CIFAR-10's pool1 against 33 here."""
+    return (sh > 1 or sw > 1) and out_width <= 16 and not compiles_for_avx512()
+
 
 # Output pixels along a row per register tile of the channel-block forward.
 TILE = 4
@@ -290,109 +308,147 @@ def ave_pool_forward(x, kh, kw, ph, pw, sh, sw, y):
                         y[p, r0 + k, ox] = sums[k * pitch + ox] / size
 
 
-@jit(parallel=True)
-def max_pool_windows_forward(x, kh, kw, ph, pw, sh, sw, y, mask):
-    """max_pool_forward window by window, for short output rows (forward_on_phases), where
-    writing the phase planes costs more than their vector loops save. Compares as selects,
-    not branches (a branch on random data mispredicts half the time), with unsigned offsets
-    into the plane (numba tests signed ones for wraparound); the windows inside the plane
-    (inner_outputs) with a fixed trip count."""
-    chunks = min(x.shape[0], CHUNKS)
-    for chunk in prange(chunks):
-        for p in range(chunk * x.shape[0] // chunks, (chunk + 1) * x.shape[0] // chunks):
-            if mask is None:
-                _max_pool_plane(x[p], kh, kw, ph, pw, sh, sw, y[p], None)
-            else:
-                _max_pool_plane(x[p], kh, kw, ph, pw, sh, sw, y[p], mask[p])
+# Planes whose same window the window-by-window forwards take at once: a window's taps are a
+# chain of dependent selects or adds (3-4 cycles each); four planes' are four chains in flight.
+WINDOWS = 4
 
 
 @jit()
-def _max_pool_plane(x, kh, kw, ph, pw, sh, sw, y, mask):
-    height, width = x.shape
-    ho, wo = y.shape
-    lo, hi = inner_outputs(width, kw, pw, sw, wo)
-    plane = x.reshape(-1)
+def _windows(kh, kw, ph, pw, sh, sw, height, width, ho, wo):
+    """Each output's window clipped to the plane, outputs row by row: (flat offset of its
+    first input, its taps, Caffe's AVE divisor, offsets) where offsets[o, :taps[o]] hold each
+    input's offset from the first, row by row (Caffe's scan order)."""
+    outputs = ho * wo
+    starts, counts = np.empty(outputs, np.int64), np.empty(outputs, np.int64)
+    sizes = np.empty(outputs, np.float32)
+    offsets = np.zeros((outputs, kh * kw), np.uint64)
     for oy in range(ho):
-        hs = oy * sh - ph
-        he = min(hs + kh, height)
-        hs = max(hs, 0)
-        # Whole windows scan kw columns from the corner; the clipped ones below their own
-        # span. One shared window-scan helper for both ran 1.1-1.25x slower (GoogLeNet's
-        # 7- and 13-wide pools, one thread).
-        for ox in range(lo, hi):   # whole windows
-            corner = ox * sw - pw
-            best = np.float32(-3.4028234663852886e38)
-            idx = -1
-            for iy in range(hs, he):
-                row = np.uint64(iy * width + corner)
-                for j in range(kw):
-                    at = row + np.uint64(j)
-                    v = plane[at]
-                    gt = v > best
-                    best = v if gt else best
-                    idx = np.int64(at) if gt else idx
-            y[oy, ox] = best
-            if mask is not None:
-                mask[oy, ox] = idx
-        for ox in range(wo - hi + lo):   # clipped windows: before lo, from hi on
-            ox = ox if ox < lo else ox - lo + hi
-            ws = ox * sw - pw
-            we = min(ws + kw, width)
-            ws = max(ws, 0)
-            best = np.float32(-3.4028234663852886e38)
-            idx = -1
-            for iy in range(hs, he):
-                row = np.uint64(iy * width)
-                for ix in range(ws, we):
-                    at = row + np.uint64(ix)
-                    v = plane[at]
-                    gt = v > best
-                    best = v if gt else best
-                    idx = np.int64(at) if gt else idx
-            y[oy, ox] = best
-            if mask is not None:
-                mask[oy, ox] = idx
+        for ox in range(wo):
+            o = oy * wo + ox
+            hs, ws = oy * sh - ph, ox * sw - pw
+            # The divisor counts the window clipped to the padding, not to the input.
+            sizes[o] = (min(hs + kh, height + ph) - hs) * (min(ws + kw, width + pw) - ws)
+            he, we = min(hs + kh, height), min(ws + kw, width)
+            hs, ws = max(hs, 0), max(ws, 0)
+            starts[o] = hs * width + ws
+            count = 0
+            for iy in range(he - hs):
+                for ix in range(we - ws):
+                    offsets[o, count] = iy * width + ix
+                    count += 1
+            counts[o] = count
+    return starts, counts, sizes, offsets
+
+
+@jit()
+def _window_chunks(n_planes):
+    """(chunks, groups of WINDOWS planes): chunks of whole groups, for numba's threads."""
+    groups = -(-n_planes // WINDOWS)
+    return min(groups, CHUNKS), groups
+
+
+@jit(parallel=True)
+def max_pool_windows_forward(x, kh, kw, ph, pw, sh, sw, y, mask):
+    """max_pool_forward window by window, for short output rows (forward_on_phases), where
+    writing the phase planes costs more than their vector loops save: each window's taps one
+    flat loop (_windows), the same window of four planes at a time. Compares as selects, not
+    branches (a branch on random data mispredicts half the time), with unsigned offsets
+    (numba tests signed ones for wraparound)."""
+    n_planes, height, width = x.shape
+    ho, wo = y.shape[1], y.shape[2]
+    outputs = ho * wo
+    starts, counts, _, offsets = _windows(kh, kw, ph, pw, sh, sw, height, width, ho, wo)
+    flat, out = x.reshape(-1), y.reshape(-1)
+    won = mask.reshape(-1) if mask is not None else None
+    plane = np.uint64(height * width)
+    chunks, groups = _window_chunks(n_planes)
+    for chunk in prange(chunks):
+        end = min(n_planes, (chunk + 1) * groups // chunks * WINDOWS)
+        for p in range(chunk * groups // chunks * WINDOWS, end, WINDOWS):
+            for o in range(outputs):
+                taps, count, start = offsets[o], counts[o], starts[o]
+                base = np.uint64(p) * plane + np.uint64(start)
+                at = p * outputs + o
+                if end - p < WINDOWS:   # the last planes, one at a time
+                    for k in range(end - p):
+                        b, i = _max_window(flat, base + np.uint64(k) * plane, taps, count)
+                        out[at + k * outputs] = b
+                        if won is not None:
+                            won[at + k * outputs] = start + i if i >= 0 else -1
+                    continue
+                b0 = b1 = b2 = b3 = LOWEST
+                i0 = i1 = i2 = i3 = np.int64(-1)
+                for t in range(count):
+                    a = base + taps[t]
+                    v0, v1, v2, v3 = flat[a], flat[a + plane], flat[a + 2 * plane], flat[
+                        a + 3 * plane]
+                    g0, g1, g2, g3 = v0 > b0, v1 > b1, v2 > b2, v3 > b3
+                    b0, b1 = (v0 if g0 else b0), (v1 if g1 else b1)
+                    b2, b3 = (v2 if g2 else b2), (v3 if g3 else b3)
+                    tap = np.int64(taps[t])
+                    i0, i1 = (tap if g0 else i0), (tap if g1 else i1)
+                    i2, i3 = (tap if g2 else i2), (tap if g3 else i3)
+                out[at], out[at + outputs] = b0, b1
+                out[at + 2 * outputs], out[at + 3 * outputs] = b2, b3
+                if won is not None:
+                    won[at] = start + i0 if i0 >= 0 else -1
+                    won[at + outputs] = start + i1 if i1 >= 0 else -1
+                    won[at + 2 * outputs] = start + i2 if i2 >= 0 else -1
+                    won[at + 3 * outputs] = start + i3 if i3 >= 0 else -1
+
+
+@jit()
+def _max_window(flat, base, taps, count):
+    """(max of one window's taps, offset from base of its first maximum: -1 where nothing
+    beats -FLT_MAX)."""
+    best = LOWEST
+    idx = np.int64(-1)
+    for t in range(count):
+        v = flat[base + taps[t]]
+        gt = v > best
+        best = v if gt else best
+        idx = np.int64(taps[t]) if gt else idx
+    return best, idx
 
 
 @jit(parallel=True)
 def ave_pool_windows_forward(x, kh, kw, ph, pw, sh, sw, y):
     """ave_pool_forward window by window, as max_pool_windows_forward (forward_on_phases
-    says when)."""
-    chunks = min(x.shape[0], CHUNKS)
+    says when): the taps summed in Caffe's order, divided by Caffe's divisor in float32.
+    CIFAR-10's 3 x 3 stride-2 pools, one thread, against a loop per window row over one
+    plane at a time: 16 x 16 planes 0.33-0.35 of the time, 8 x 8 0.22, 32 x 32 0.8-0.85
+    (an AMD Zen 3)."""
+    n_planes, height, width = x.shape
+    ho, wo = y.shape[1], y.shape[2]
+    outputs = ho * wo
+    starts, counts, sizes, offsets = _windows(kh, kw, ph, pw, sh, sw, height, width, ho, wo)
+    flat, out = x.reshape(-1), y.reshape(-1)
+    plane = np.uint64(height * width)
+    chunks, groups = _window_chunks(n_planes)
     for chunk in prange(chunks):
-        for p in range(chunk * x.shape[0] // chunks, (chunk + 1) * x.shape[0] // chunks):
-            _ave_pool_plane(x[p], kh, kw, ph, pw, sh, sw, y[p])
-
-
-@jit()
-def _ave_pool_plane(x, kh, kw, ph, pw, sh, sw, y):
-    height, width = x.shape
-    ho, wo = y.shape
-    lo, hi = inner_outputs(width, kw, pw, sw, wo)
-    plane = x.reshape(-1)
-    for oy in range(ho):
-        hs = oy * sh - ph
-        he = min(hs + kh, height + ph)
-        rows = he - hs
-        hs, he = max(hs, 0), min(he, height)
-        for ox in range(lo, hi):   # whole windows
-            corner = ox * sw - pw
-            total = np.float32(0.0)
-            for iy in range(hs, he):
-                row = np.uint64(iy * width + corner)
-                for j in range(kw):
-                    total += plane[row + np.uint64(j)]
-            y[oy, ox] = total / (rows * kw)
-        for ox in range(wo - hi + lo):   # clipped windows: before lo, from hi on
-            ox = ox if ox < lo else ox - lo + hi
-            ws = ox * sw - pw
-            we = min(ws + kw, width + pw)
-            size = rows * (we - ws)
-            total = np.float32(0.0)
-            for iy in range(hs, he):
-                for ix in range(max(ws, 0), min(we, width)):
-                    total += x[iy, ix]
-            y[oy, ox] = total / size
+        end = min(n_planes, (chunk + 1) * groups // chunks * WINDOWS)
+        for p in range(chunk * groups // chunks * WINDOWS, end, WINDOWS):
+            for o in range(outputs):
+                taps, count, size = offsets[o], counts[o], sizes[o]
+                base = np.uint64(p) * plane + np.uint64(starts[o])
+                at = p * outputs + o
+                if end - p < WINDOWS:   # the last planes, one at a time
+                    for k in range(end - p):
+                        first = base + np.uint64(k) * plane
+                        total = np.float32(0.0)
+                        for t in range(count):
+                            total += flat[first + taps[t]]
+                        out[at + k * outputs] = total / size
+                    continue
+                t0 = t1 = t2 = t3 = np.float32(0.0)
+                for t in range(count):
+                    a = base + taps[t]
+                    t0 += flat[a]
+                    t1 += flat[a + plane]
+                    t2 += flat[a + 2 * plane]
+                    t3 += flat[a + 3 * plane]
+                out[at], out[at + outputs] = t0 / size, t1 / size
+                out[at + 2 * outputs], out[at + 3 * outputs] = t2 / size, t3 / size
 
 
 @jit(parallel=True)

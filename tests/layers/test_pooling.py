@@ -244,18 +244,35 @@ def test_the_forward_runs_on_phase_planes_for_wide_rows_only():
     from protonet.kernels.pooling import forward_on_phases
     assert forward_on_phases(True, 2, 2, 56)       # GoogLeNet's pool1 (MAX, 112 -> 56)
     assert forward_on_phases(True, 2, 2, 16)       # CIFAR-10's pool1
-    assert forward_on_phases(False, 1, 1, 28)      # an inception AVE pool
+    assert forward_on_phases(False, 1, 1, 56)      # a wide stride-1 AVE pool
+    assert not forward_on_phases(False, 1, 1, 28)  # an inception-sized one: window by window
     assert not forward_on_phases(False, 2, 2, 56)  # strided AVE: window by window
     assert not forward_on_phases(True, 2, 2, 8)    # CIFAR-10's pool2
     assert not forward_on_phases(False, 1, 1, 1)   # GoogLeNet's pool5 (7x7 over 7x7)
 
 
-def test_max_pooling_runs_on_channel_blocks_for_narrow_rows():
-    from protonet.kernels.pooling import max_pool_by_channel_blocks
-    assert max_pool_by_channel_blocks(7) and max_pool_by_channel_blocks(14)    # inception
-    assert max_pool_by_channel_blocks(16)                                      # CIFAR-10's
-    assert max_pool_by_channel_blocks(27) and max_pool_by_channel_blocks(28)  # CaffeNet, GoogLeNet
-    assert not max_pool_by_channel_blocks(56)                                  # GoogLeNet's pool1
+@pytest.mark.parametrize("avx512", [True, False])
+def test_max_pooling_runs_on_channel_blocks_for_narrow_rows(monkeypatch, avx512):
+    from protonet.kernels import pooling
+    monkeypatch.setattr(pooling, "compiles_for_avx512", lambda: avx512)
+    blocks = pooling.max_pool_by_channel_blocks
+    assert blocks(7) and blocks(14)    # inception
+    assert blocks(16)                  # CIFAR-10's
+    assert blocks(27) and blocks(28)   # CaffeNet, GoogLeNet
+    # GoogLeNet's pool1: phase planes with AVX-512, blocks with AVX2 (slow gathers there)
+    assert blocks(56) is not avx512
+
+
+@pytest.mark.parametrize("avx512", [True, False])
+def test_a_max_pooling_without_argmax_runs_window_by_window_when_strided_and_narrow(
+        monkeypatch, avx512):
+    from protonet.kernels import pooling
+    monkeypatch.setattr(pooling, "compiles_for_avx512", lambda: avx512)
+    windows = pooling.max_pool_by_windows
+    assert windows(2, 2, 16) is not avx512    # CIFAR-10's pool1
+    assert windows(2, 2, 6) is not avx512     # CaffeNet's pool5
+    assert not windows(1, 1, 14)              # inception's stride-1 pools: channel blocks
+    assert not windows(2, 2, 27)              # CaffeNet's pool1: channel blocks
 
 
 NET = """
