@@ -1,7 +1,8 @@
 """Local response normalisation across channels (Caffe's LRN, ACROSS_CHANNELS).
 
 The window sum over channels runs as Caffe's does (add the head channel, subtract the tail),
-so rounding matches its order. WITHIN_CHANNEL LRN is built from average pooling instead.
+so rounding matches its order. WITHIN_CHANNEL LRN is built from average pooling instead, and
+its power and product (lrn_within_power) are here.
 """
 from __future__ import annotations
 
@@ -52,6 +53,23 @@ def lrn_across_forward(x, size, alpha_over_size, k, neg_beta, scale, y):
             xc, sc, yc = xs[n, c, p0:p1], ss[n, c, p0:p1], ys[n, c, p0:p1]
             for q in range(p1 - p0):
                 yc[q] = xc[q] * sc[q] ** neg_beta
+
+
+@jit(parallel=True, min_elements=LRN_PARALLEL_MIN_ELEMENTS)
+def lrn_within_power(pool, alpha, neg_beta, x, power, y):
+    """power = (1 + alpha * pool)^-beta, y = x * power: WITHIN_CHANNEL LRN's Power and
+    Eltwise PROD layers in Caffe's float32 steps (scale, shift, powf), one pass on the
+    threads. numpy's power ran on one thread: 7 ns an element, 0.96 ms of CIFAR-10 full's
+    norm1 at batch 16 (131K elements)."""
+    ps, xs, ws, ys = pool.reshape(-1), x.reshape(-1), power.reshape(-1), y.reshape(-1)
+    n = ps.shape[0]
+    chunks = min(n, 64)
+    one = np.float32(1)
+    for chunk in prange(chunks):
+        for i in range(chunk * n // chunks, (chunk + 1) * n // chunks):
+            w = (ps[i] * alpha + one) ** neg_beta
+            ws[i] = w
+            ys[i] = xs[i] * w
 
 
 @jit()

@@ -9,8 +9,9 @@ import numpy as np
 
 from .. import caffe_pb2
 from ..errors import NetDefinitionError
-from ..kernels.normalization import lrn_across_backward, lrn_across_forward
-from ..kernels.pooling import ave_pool_backward, ave_pool_forward, planes
+from ..kernels.normalization import lrn_across_backward, lrn_across_forward, lrn_within_power
+from ..kernels.pooling import (ave_pool_backward, ave_pool_forward, ave_pool_windows_forward,
+                               forward_on_phases, planes)
 from ..registry import register_layer
 from .base import TEST, Layer, canonical_axis, count
 
@@ -75,12 +76,11 @@ class LRN(Layer):
             return
         n, pad = self.size, self.pre_pad
         np.multiply(x, x, out=self.square)
-        ave_pool_forward(planes(self.square), n, n, pad, pad, 1, 1, planes(self.pool))
+        pool = (ave_pool_forward if forward_on_phases(False, 1, 1, x.shape[-1])
+                else ave_pool_windows_forward)
+        pool(planes(self.square), n, n, pad, pad, 1, 1, planes(self.pool))
         # Caffe parity: Power layer (shift 1 + alpha * pool)^-beta, then an Eltwise PROD.
-        np.multiply(self.pool, self.alpha, out=self.power)
-        self.power += np.float32(1)
-        np.power(self.power, -self.beta, out=self.power)
-        np.multiply(x, self.power, out=top[0].data)
+        lrn_within_power(self.pool, self.alpha, -self.beta, x, self.power, top[0].data)
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:

@@ -74,6 +74,12 @@ CASES = [
          'k: 7 }', [(2, 2, 5, 6)], lambda x, b: lrn_within(x[0], 3, 2.0, 0.6), False),
     Case('type: "LRN" lrn_param { local_size: 5 norm_region: WITHIN_CHANNEL }', [(1, 2, 6, 7)],
          lambda x, b: lrn_within(x[0], 5), False),
+    # Planes as CIFAR-10 full's norm1 (window by window) and wider ones (phase planes), both
+    # big enough for the threads.
+    Case('type: "LRN" lrn_param { local_size: 3 alpha: 5e-05 norm_region: WITHIN_CHANNEL }',
+         [(2, 8, 24, 24)], lambda x, b: lrn_within(x[0], 3, 5e-5), False, False),
+    Case('type: "LRN" lrn_param { local_size: 3 alpha: 2 norm_region: WITHIN_CHANNEL }',
+         [(2, 4, 33, 40)], lambda x, b: lrn_within(x[0], 3, 2.0), False, False),
     Case('type: "BatchNorm"', [S], lambda x, b: batch_norm(x[0])),
     Case('type: "BatchNorm" batch_norm_param { eps: 0.001 }', [(6, 4)],
          lambda x, b: batch_norm(x[0], 1e-3)),
