@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import llvmlite.binding
 import numba
+import numpy as np
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
@@ -93,31 +94,54 @@ stack_lanes = _stack_array(types.float32)
 stack_int_lanes = _stack_array(types.int32)
 
 
+# Pixels of a row load_channel_block copies per channel at a time: one vector load of the
+# plane's row, then a store into each pixel's lane.
+LOAD_PIXELS = 8
+
+
 @jit()
 def load_channel_block(image, first, top, left, fill, block):
     """block[top + y, left + x, l] = image[first + l, y, x] for the channels first ..
     first + LANES - 1 that image (C, H, W) has; every other entry of block (rows, columns,
-    LANES) is `fill` (the padding around the planes, and the lanes past the last channel)."""
+    LANES) is `fill` (the padding around the planes, and the lanes past the last channel).
+
+    LOAD_PIXELS pixels of a row at a time, channel by channel: a contiguous load from each
+    plane, each value stored into its pixel's lane, the pixels' LANES x 4 bytes staying in
+    L1. A block of 16 planes, against gathering each pixel's 16 channels (one vector gather a
+    pixel), on an AMD Zen 3: 32 x 32 0.33 of the time (16 planes 4 KB apart share 8 ways of
+    L1), 27 x 27 0.62, 56 x 56 0.59, 112 x 112 0.57, 150 x 150 0.58, 16 x 16 0.71."""
     channels, height, width = image.shape
     rows, columns = block.shape[0], block.shape[1]
-    lanes = min(LANES, channels - first)
-    for r in range(rows):
-        for q in range(columns):
-            for lane in range(LANES):
-                block[r, q, lane] = fill
-    # Pixel by pixel, its LANES channels gathered into one contiguous vector: 2.2-3x faster
-    # than plane by plane with every store LANES floats apart (CIFAR-10's pool1: 7 against
-    # 22 us a block). A fixed trip count for a full block lets LLVM use a vector gather.
+    src, dst = image.reshape(-1), block.reshape(-1)
+    pitch = np.uint64(columns * LANES)
+    for r in range(rows):   # the padding: whole rows above and below, the sides between
+        at = r * columns * LANES
+        if r < top or r >= top + height:
+            dst[at:at + columns * LANES] = fill
+        else:
+            dst[at:at + left * LANES] = fill
+            dst[at + (left + width) * LANES:at + columns * LANES] = fill
+    # Always LANES lanes (a fixed trip count: LLVM unrolls the copy), past the last channel
+    # from the last channel, and then those lanes filled.
+    plane = np.uint64(height * width)
+    whole = width - width % LOAD_PIXELS
+    last = channels - 1
     for y in range(height):
-        row = block[top + y]
-        for x in range(width):
-            pixel = row[left + x]
-            if lanes == LANES:
-                for lane in range(LANES):
-                    pixel[lane] = image[first + lane, y, x]
-            else:
-                for lane in range(lanes):
-                    pixel[lane] = image[first + lane, y, x]
+        out = np.uint64(top + y) * pitch + np.uint64(left * LANES)
+        row = np.uint64(y * width)
+        for x0 in range(0, whole, LOAD_PIXELS):
+            for lane in range(LANES):
+                at = row + np.uint64(min(first + lane, last)) * plane + np.uint64(x0)
+                to = out + np.uint64(x0 * LANES + lane)
+                for k in range(LOAD_PIXELS):
+                    dst[to + np.uint64(k * LANES)] = src[at + np.uint64(k)]
+        for x in range(whole, width):
+            for lane in range(LANES):
+                dst[out + np.uint64(x * LANES + lane)] = src[
+                    row + np.uint64(min(first + lane, last)) * plane + np.uint64(x)]
+        for x in range(width if channels - first < LANES else 0):
+            for lane in range(channels - first, LANES):
+                dst[out + np.uint64(x * LANES + lane)] = fill
 
 
 @jit()

@@ -117,22 +117,12 @@ def max_pool_by_channel_blocks(out_width: int) -> bool:
     stride 2) 0.38, CIFAR-10's pool1 (16 wide, stride 2, batch 16) 0.49, GoogLeNet's 28-wide
     stride-1 pools 0.68, its pool2 (28 wide, stride 2) 0.72-0.73 and CaffeNet's pool1 (27
     wide, stride 2) 0.70-0.72 at batch 1 and 16; GoogLeNet's pool1 (56 wide) 1.04. (Before,
-    strided 27- and 28-wide rows lost: 1.25, 1.42.) On an AMD Zen 3 (AVX2) blocks against
-    phases: ResNet-50's pool1 (57 wide, batch 1) 0.46-0.49, GoogLeNet's pool2 0.32-0.34."""
+    strided 27- and 28-wide rows lost: 1.25, 1.42.) On an AMD Zen 3 (AVX2), blocks against
+    phases: ResNet-50's pool1 (57 wide, batch 1) 0.26 (0.32 at 1 thread), GoogLeNet's pool2
+    0.21 (0.17); against window by window (its four planes at a time, no argmax): 0.73 (0.77)
+    for CIFAR-10's pool1 at batch 16, 0.55 (1.04) for CaffeNet's pool1 at batch 1, 0.97-1.04
+    (0.60-1.07) for its pool5 at 16 and GoogLeNet's pool4 at 1."""
     return out_width <= 28 or not compiles_for_avx512()
-
-
-def max_pool_by_windows(sh: int, sw: int, out_width: int) -> bool:
-    """Whether a MAX forward that keeps no argmax (a TEST net's) runs window by window
-    (max_pool_windows_forward) rather than on channel blocks: with AVX2, strided, rows up to
-    16 wide. On an AMD Zen 3, whose gathers make a block's load 2 ns a float, windows' time
-    / blocks', 2 threads (1 thread): CIFAR-10's pool1 at batch 16 0.68 (0.57), at 100 0.73
-    (0.74); CaffeNet's pool2 at batch 1 0.87 (0.95), its pool5 at 16 0.78 (0.73);
-    GoogLeNet's pool4 at 1 0.78 (0.84). Not taken: stride 1 (GoogLeNet's 7- to 28-wide
-    pools 1.05-3.4), 27 and 28 wide at batch 1 (CaffeNet's pool1 1.22 (1.12), GoogLeNet's
-    pool2 1.06 (1.02)), an argmax kept (CIFAR-10's pool1 0.94-1.20). Blocks kept with
-    AVX-512, where the same load measured 7 us a block of CIFAR-10's pool1 against 33 here."""
-    return (sh > 1 or sw > 1) and out_width <= 16 and not compiles_for_avx512()
 
 
 # Output pixels along a row per register tile of the channel-block forward.

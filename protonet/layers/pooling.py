@@ -8,7 +8,7 @@ from ..blob import Blob
 from ..errors import NetDefinitionError
 from ..kernels.pooling import (ave_pool_backward, ave_pool_forward, ave_pool_windows_forward,
                                forward_on_phases, max_pool_2x2_forward, max_pool_backward,
-                               max_pool_by_channel_blocks, max_pool_by_windows, max_pool_forward,
+                               max_pool_by_channel_blocks, max_pool_forward,
                                max_pool_forward_by_channel_blocks, max_pool_windows_forward,
                                planes, pool_output_size)
 from ..registry import register_layer
@@ -104,7 +104,6 @@ class Pooling(Layer):
                           and not (self.ph or self.pw) and (h, w) == (2 * ho, 2 * wo))
         self.by_phases = forward_on_phases(self.is_max, self.sh, self.sw, wo)
         self.by_channel_blocks = self.is_max and max_pool_by_channel_blocks(wo)
-        self.by_windows_without_mask = self.is_max and max_pool_by_windows(self.sh, self.sw, wo)
 
     def _mask(self, top):
         """The argmax planes a MAX forward writes, made at the first forward that needs them:
@@ -123,8 +122,6 @@ class Pooling(Layer):
         self.mask_is_current = mask is not None
         if self.tiles_2x2:
             max_pool_2x2_forward(x, y, mask)
-        elif mask is None and self.by_windows_without_mask:
-            max_pool_windows_forward(x, *window, y, None)
         elif self.by_channel_blocks:
             max_pool_forward_by_channel_blocks(x, *window, y, mask)
         else:

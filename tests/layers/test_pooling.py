@@ -263,18 +263,6 @@ def test_max_pooling_runs_on_channel_blocks_for_narrow_rows(monkeypatch, avx512)
     assert blocks(56) is not avx512
 
 
-@pytest.mark.parametrize("avx512", [True, False])
-def test_a_max_pooling_without_argmax_runs_window_by_window_when_strided_and_narrow(
-        monkeypatch, avx512):
-    from protonet.kernels import pooling
-    monkeypatch.setattr(pooling, "compiles_for_avx512", lambda: avx512)
-    windows = pooling.max_pool_by_windows
-    assert windows(2, 2, 16) is not avx512    # CIFAR-10's pool1
-    assert windows(2, 2, 6) is not avx512     # CaffeNet's pool5
-    assert not windows(1, 1, 14)              # inception's stride-1 pools: channel blocks
-    assert not windows(2, 2, 27)              # CaffeNet's pool1: channel blocks
-
-
 NET = """
 input: "data" input_shape { dim: 2 dim: 3 dim: 9 dim: 9 }
 layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
