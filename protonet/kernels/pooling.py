@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import jit, prange
-from .lanes import LANES, compiles_for_avx512, load_channel_block, stack_int_lanes, stack_lanes, store_channel_block
+from .lanes import (LANES, compiles_for_avx512, load_channel_block, stack_int_lanes, stack_lanes,
+                    store_channel_block)
 from .phases import CHUNKS, phase_shape, tap_source, tap_sums, write_phases
 
 
@@ -48,6 +49,14 @@ def forward_on_phases(is_max: bool, sh: int, sw: int, out_width: int) -> bool:
     if is_max:
         return out_width >= 12
     return (sh, sw) == (1, 1) and out_width > 28
+
+
+def ave_pool(x, kh, kw, ph, pw, sh, sw, y):
+    """y = Caffe's AVE pooling of the planes x, on phase planes or window by window as
+    forward_on_phases says (the Pooling layer's and WITHIN_CHANNEL LRN's sums of squares)."""
+    kernel = (ave_pool_forward if forward_on_phases(False, sh, sw, y.shape[-1])
+              else ave_pool_windows_forward)
+    kernel(x, kh, kw, ph, pw, sh, sw, y)
 
 
 # Output floats of one block of rows at a time (8 KB of maxima or sums: stays in L1).

@@ -10,8 +10,7 @@ import numpy as np
 from .. import caffe_pb2
 from ..errors import NetDefinitionError
 from ..kernels.normalization import lrn_across_backward, lrn_across_forward, lrn_within_power
-from ..kernels.pooling import (ave_pool_backward, ave_pool_forward, ave_pool_windows_forward,
-                               forward_on_phases, planes)
+from ..kernels.pooling import ave_pool, ave_pool_backward, planes
 from ..registry import register_layer
 from .base import TEST, Layer, canonical_axis, count
 
@@ -76,9 +75,7 @@ class LRN(Layer):
             return
         n, pad = self.size, self.pre_pad
         np.multiply(x, x, out=self.square)
-        pool = (ave_pool_forward if forward_on_phases(False, 1, 1, x.shape[-1])
-                else ave_pool_windows_forward)
-        pool(planes(self.square), n, n, pad, pad, 1, 1, planes(self.pool))
+        ave_pool(planes(self.square), n, n, pad, pad, 1, 1, planes(self.pool))
         # Caffe parity: Power layer (shift 1 + alpha * pool)^-beta, then an Eltwise PROD.
         lrn_within_power(self.pool, self.alpha, -self.beta, x, self.power, top[0].data)
 

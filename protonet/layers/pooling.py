@@ -6,8 +6,8 @@ import numpy as np
 from .. import caffe_pb2
 from ..blob import Blob
 from ..errors import NetDefinitionError
-from ..kernels.pooling import (ave_pool_backward, ave_pool_forward, ave_pool_windows_forward,
-                               forward_on_phases, max_pool_2x2_forward, max_pool_backward,
+from ..kernels.pooling import (ave_pool, ave_pool_backward, forward_on_phases,
+                               max_pool_2x2_forward, max_pool_backward,
                                max_pool_by_channel_blocks, max_pool_forward,
                                max_pool_forward_by_channel_blocks, max_pool_windows_forward,
                                planes, pool_output_size)
@@ -26,8 +26,8 @@ class Pooling(Layer):
     global_pooling (false: true pools the whole plane), round_mode (CEIL; FLOOR) or the forks'
     ceil_mode (true; false = FLOOR).
     Bottom: (N, C, H, W). Top: (N, C, Ho, Wo), Ho = ceil((H + 2 pad - kernel) / stride) + 1
-    (floor with FLOOR), less one when the last window would start in the padding; MAX may add a second top, the
-    argmax index of each window (h * W + w) as a float.
+    (floor with FLOOR), less one when the last window would start in the padding; MAX may add
+    a second top, the argmax index of each window (h * W + w) as a float.
     """
 
     # Settings read in setup, public: the ONNX exporter (export/onnx.py) reads them.
@@ -116,7 +116,7 @@ class Pooling(Layer):
         window = (self.kh, self.kw, self.ph, self.pw, self.sh, self.sw)
         x, y = planes(bottom[0].data), planes(top[0].data)
         if not self.is_max:
-            (ave_pool_forward if self.by_phases else ave_pool_windows_forward)(x, *window, y)
+            ave_pool(x, *window, y)
             return
         mask = self._mask(top)
         self.mask_is_current = mask is not None
