@@ -240,6 +240,28 @@ def test_pooling_is_caffe_step_by_step_exactly(kernel, stride, pad, shape, metho
     np.testing.assert_array_equal(bottom[0].diff, backward(top[0].diff))
 
 
+def test_the_threaded_window_kernels_are_caffes_on_many_planes():
+    """The window-by-window kernels on numba's threads (their serial twins run the small
+    cases above): chunks of four planes and a last partial group, as Caffe bit for bit."""
+    from protonet.kernels import pooling
+    g = np.random.default_rng(8)
+    x = np.round(g.random((70, 32, 31)) * 8).astype(np.float32)   # ties
+    window = (3, 3, 1, 1, 2, 2)
+    y_ref, mask_ref, _ = vision.caffe_pool_float32(x[None], (3, 3), (2, 2), (1, 1), "MAX")
+    y, mask = np.zeros_like(y_ref[0]), np.zeros(y_ref[0].shape, np.int32)
+    pooling.max_pool_windows_forward.parallel(x, *window, y, mask)
+    np.testing.assert_array_equal(y, y_ref[0])
+    np.testing.assert_array_equal(mask, mask_ref[0])
+    x = g.standard_normal((70, 32, 31)).astype(np.float32)
+    y_ref, _, backward = vision.caffe_pool_float32(x[None], (3, 3), (2, 2), (1, 1), "AVE")
+    pooling.ave_pool_windows_forward.parallel(x, *window, y)
+    np.testing.assert_array_equal(y, y_ref[0])
+    dy = g.standard_normal(y.shape).astype(np.float32)
+    dx = np.full(x.shape, 7.0, np.float32)
+    pooling.ave_pool_backward.parallel(dy, *window, dx)
+    np.testing.assert_array_equal(dx, backward(dy[None])[0])
+
+
 def test_the_forward_runs_on_phase_planes_for_wide_rows_only():
     from protonet.kernels.pooling import forward_on_phases
     assert forward_on_phases(True, 2, 2, 56)       # GoogLeNet's pool1 (MAX, 112 -> 56)
@@ -259,7 +281,7 @@ def test_max_pooling_runs_on_channel_blocks_for_narrow_rows(monkeypatch, avx512)
     assert blocks(7) and blocks(14)    # inception
     assert blocks(16)                  # CIFAR-10's
     assert blocks(27) and blocks(28)   # CaffeNet, GoogLeNet
-    # GoogLeNet's pool1: phase planes with AVX-512, blocks with AVX2 (slow gathers there)
+    # GoogLeNet's pool1: phase planes with AVX-512, blocks with AVX2 (measured faster there)
     assert blocks(56) is not avx512
 
 
