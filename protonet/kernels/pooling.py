@@ -3,12 +3,12 @@ planes(), with Caffe's windows.
 
 A window starts at o*s - p and ends at min(start + k, H + p) (average: the divisor is that
 clipped-to-padding size) and is then clipped to the input. Output sizes round up (ceil; or
-down, round_mode FLOOR), and a
-last window that would start inside the padding only is dropped (pool_output_size).
-Parallel over chunks of planes; each plane is read and written by one thread. Masks hold the
-flat index h*W + w of each window's maximum within its plane. Two forwards of each kind: on
-phase planes and window by window; forward_on_phases picks; and a max forward on blocks of 16
-planes for narrow outputs (max_pool_by_channel_blocks).
+down, round_mode FLOOR), and a last window that would start inside the padding only is
+dropped (pool_output_size). Parallel over chunks of planes; each plane is read and written by
+one thread. Masks hold the flat index h*W + w of each window's maximum within its plane. Two
+forwards of each kind: on phase planes and window by window (forward_on_phases picks; ave_pool
+for AVE); and a max forward on blocks of 16 planes (max_pool_by_channel_blocks: narrow
+outputs with AVX-512, every width with AVX2).
 """
 from __future__ import annotations
 
