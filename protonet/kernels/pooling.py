@@ -6,9 +6,9 @@ clipped-to-padding size) and is then clipped to the input. Output sizes round up
 down, round_mode FLOOR), and a last window that would start inside the padding only is
 dropped (pool_output_size). Parallel over chunks of planes; each plane is read and written by
 one thread. Masks hold the flat index h*W + w of each window's maximum within its plane. Two
-forwards of each kind: on phase planes and window by window (forward_on_phases picks; ave_pool
-for AVE); and a max forward on blocks of 16 planes (max_pool_by_channel_blocks: narrow
-outputs with AVX-512, every width with AVX2).
+AVE forwards: on phase planes and window by window (forward_on_phases picks, in ave_pool). MAX
+forwards: on blocks of 16 planes (max_pool_by_channel_blocks: narrow outputs with AVX-512,
+every width with AVX2), else on phase planes; 2x2 windows tiling the plane on their own.
 """
 from __future__ import annotations
 
@@ -35,26 +35,20 @@ def pool_output_size(size: int, kernel: int, pad: int, stride: int, ceil: bool =
     return out
 
 
-def forward_on_phases(is_max: bool, sh: int, sw: int, out_width: int) -> bool:
-    """Whether a pooling forward runs on phase planes (max_pool_forward, ave_pool_forward)
-    rather than window by window. Per layer at 2 threads, phase time / window time: MAX pays
-    from rows of 13 outputs on at any stride (GoogLeNet's pool1 at 56 wide 0.55-0.68, its
-    28-wide stride-1 pools 0.33-0.41, CaffeNet's pool2 at 13 wide 0.81-0.87, CIFAR-10's pool1
-    at 16 wide 0.72-0.84, 0.96 at 1 thread) and loses on short rows (8 wide 1.2-1.4, 4 wide
-    1.9-2.6, a 7x7 global pool 15x); measured against the windows kernel of before its four
-    planes at a time, and where channel blocks (max_pool_by_channel_blocks) do not take a
-    MAX forward. AVE pays at stride 1 on rows wider than 28 only, against four planes at a
-    time (an AMD Zen 3, 3 x 3 windows, pad 1: 56 wide 0.77-0.80, 28 wide 1.08-1.17, 14
-    wide 1.75-1.90; strided 2.2-13, a 7x7 global pool 130x)."""
-    if is_max:
-        return out_width >= 12
+def forward_on_phases(sh: int, sw: int, out_width: int) -> bool:
+    """Whether an AVE forward runs on phase planes (ave_pool_forward) rather than window by
+    window (ave_pool_windows_forward): at stride 1 on rows wider than 28 only. Phase time /
+    window time (four planes at a time), an AMD Zen 3, 2 threads (1 thread), 3 x 3 windows,
+    pad 1: 56 wide 0.77 (0.80), 28 wide 1.08 (1.17), 14 wide 1.75 (1.90); strided 2.2-13, a
+    7x7 global pool 130x. (A MAX forward runs on channel blocks, max_pool_by_channel_blocks,
+    or else on phase planes.)"""
     return (sh, sw) == (1, 1) and out_width > 28
 
 
 def ave_pool(x, kh, kw, ph, pw, sh, sw, y):
     """y = Caffe's AVE pooling of the planes x, on phase planes or window by window as
     forward_on_phases says (the Pooling layer's and WITHIN_CHANNEL LRN's sums of squares)."""
-    kernel = (ave_pool_forward if forward_on_phases(False, sh, sw, y.shape[-1])
+    kernel = (ave_pool_forward if forward_on_phases(sh, sw, y.shape[-1])
               else ave_pool_windows_forward)
     kernel(x, kh, kw, ph, pw, sh, sw, y)
 
@@ -73,7 +67,8 @@ def max_pool_forward(x, kh, kw, ph, pw, sh, sw, y, mask):
     On each plane's phase planes (kernels/phases.py, padding -inf: never a maximum), a block
     of output rows takes each tap as one flat loop of selects, which LLVM vectorizes: the
     maximum, and the input's index (the window corner's, the same for every plane, plus the
-    tap's offset). Parallel over chunks of planes. For wide output rows (forward_on_phases)."""
+    tap's offset). Parallel over chunks of planes. For wide output rows, where channel blocks
+    do not take them (max_pool_by_channel_blocks)."""
     n_planes, height, width = x.shape
     ho, wo = y.shape[1], y.shape[2]
     shape = phase_shape(height, width, kh, kw, ph, pw, sh, sw, 1, 1, ho, wo)
@@ -119,9 +114,10 @@ def max_pool_forward(x, kh, kw, ph, pw, sh, sw, y, mask):
 
 def max_pool_by_channel_blocks(out_width: int) -> bool:
     """Whether a max pooling forward runs on blocks of 16 planes
-    (max_pool_forward_by_channel_blocks) rather than as forward_on_phases says: for output
+    (max_pool_forward_by_channel_blocks) rather than on phase planes (max_pool_forward): for output
     rows up to 28 wide with AVX-512, at any width with AVX2. Per kernel, 2 threads, blocks'
-    time / the kernel forward_on_phases picks, on an Intel Sapphire Rapids VM, since
+    time / phase planes' (or, below 12 wide, the windows kernel's of before), on an Intel
+    Sapphire Rapids VM, since
     load_channel_block gathers a pixel's 16 channels at once: CaffeNet's pool2 (13 wide,
     stride 2) 0.38, CIFAR-10's pool1 (16 wide, stride 2, batch 16) 0.49, GoogLeNet's 28-wide
     stride-1 pools 0.68, its pool2 (28 wide, stride 2) 0.72-0.73 and CaffeNet's pool1 (27
@@ -307,8 +303,8 @@ def ave_pool_forward(x, kh, kw, ph, pw, sh, sw, y):
                         y[p, r0 + k, ox] = sums[k * pitch + ox] / size
 
 
-# Planes whose same window the window-by-window forwards take at once: a window's taps are a
-# chain of dependent selects or adds (3-4 cycles each); four planes' are four chains in flight.
+# Planes whose same window ave_pool_windows_forward and ave_pool_backward take at once: a
+# window's taps are a chain of dependent adds (3 cycles each); four planes' are four in flight.
 WINDOWS = 4
 
 
@@ -347,73 +343,12 @@ def _window_chunks(n_planes):
 
 
 @jit(parallel=True)
-def max_pool_windows_forward(x, kh, kw, ph, pw, sh, sw, y, mask):
-    """max_pool_forward window by window, for short output rows (forward_on_phases), where
-    writing the phase planes costs more than their vector loops save: each window's taps one
-    flat loop (_windows), the same window of four planes at a time. Compares as selects, not
-    branches (a branch on random data mispredicts half the time), with unsigned offsets
-    (numba tests signed ones for wraparound)."""
-    n_planes, height, width = x.shape
-    ho, wo = y.shape[1], y.shape[2]
-    outputs = ho * wo
-    starts, counts, _, offsets = _windows(kh, kw, ph, pw, sh, sw, height, width, ho, wo)
-    flat, out = x.reshape(-1), y.reshape(-1)
-    won = mask.reshape(-1) if mask is not None else None
-    plane = np.uint64(height * width)
-    chunks, groups = _window_chunks(n_planes)
-    for chunk in prange(chunks):
-        end = min(n_planes, (chunk + 1) * groups // chunks * WINDOWS)
-        for p in range(chunk * groups // chunks * WINDOWS, end, WINDOWS):
-            for o in range(outputs):
-                taps, count, start = offsets[o], counts[o], starts[o]
-                base = np.uint64(p) * plane + np.uint64(start)
-                at = p * outputs + o
-                if end - p < WINDOWS:   # the last planes, one at a time
-                    for k in range(end - p):
-                        b, i = _max_window(flat, base + np.uint64(k) * plane, taps, count)
-                        out[at + k * outputs] = b
-                        if won is not None:
-                            won[at + k * outputs] = start + i if i >= 0 else -1
-                    continue
-                b0 = b1 = b2 = b3 = LOWEST
-                i0 = i1 = i2 = i3 = np.int64(-1)
-                for t in range(count):
-                    a = base + taps[t]
-                    v0, v1, v2, v3 = flat[a], flat[a + plane], flat[a + 2 * plane], flat[
-                        a + 3 * plane]
-                    g0, g1, g2, g3 = v0 > b0, v1 > b1, v2 > b2, v3 > b3
-                    b0, b1 = (v0 if g0 else b0), (v1 if g1 else b1)
-                    b2, b3 = (v2 if g2 else b2), (v3 if g3 else b3)
-                    tap = np.int64(taps[t])
-                    i0, i1 = (tap if g0 else i0), (tap if g1 else i1)
-                    i2, i3 = (tap if g2 else i2), (tap if g3 else i3)
-                out[at], out[at + outputs] = b0, b1
-                out[at + 2 * outputs], out[at + 3 * outputs] = b2, b3
-                if won is not None:
-                    won[at] = start + i0 if i0 >= 0 else -1
-                    won[at + outputs] = start + i1 if i1 >= 0 else -1
-                    won[at + 2 * outputs] = start + i2 if i2 >= 0 else -1
-                    won[at + 3 * outputs] = start + i3 if i3 >= 0 else -1
-
-
-@jit()
-def _max_window(flat, base, taps, count):
-    """(max of one window's taps, offset from base of its first maximum: -1 where nothing
-    beats -FLT_MAX)."""
-    best = LOWEST
-    idx = np.int64(-1)
-    for t in range(count):
-        v = flat[base + taps[t]]
-        gt = v > best
-        best = v if gt else best
-        idx = np.int64(taps[t]) if gt else idx
-    return best, idx
-
-
-@jit(parallel=True)
 def ave_pool_windows_forward(x, kh, kw, ph, pw, sh, sw, y):
-    """ave_pool_forward window by window, as max_pool_windows_forward (forward_on_phases
-    says when): the taps summed in Caffe's order, divided by Caffe's divisor in float32.
+    """ave_pool_forward window by window, for short output rows (forward_on_phases), where
+    writing the phase planes costs more than their vector loops save: each window's taps one
+    flat loop (_windows, unsigned offsets: numba tests signed ones for wraparound), the same
+    window of four planes at a time, summed in Caffe's order and divided by Caffe's divisor
+    in float32.
     CIFAR-10's 3 x 3 stride-2 pools, one thread, against a loop per window row over one
     plane at a time: 16 x 16 planes 0.33-0.35 of the time, 8 x 8 0.22, 32 x 32 0.8-0.85
     (an AMD Zen 3)."""
@@ -456,7 +391,7 @@ def ave_pool_backward(dy, kh, kw, ph, pw, sh, sw, dx):
     of the sums: Caffe adds dy / divisor into the window's inputs output by output (row by
     row), so an input's sum runs over the outputs whose windows hold it in that order. Here
     each input gathers them so (_input_windows) and is written once, four planes at a time
-    as the windows forwards, from their dy / divisor. 2 threads, batch 100, against the
+    as ave_pool_windows_forward, from their dy / divisor. 2 threads, batch 100, against the
     scatter plane by plane: CIFAR-10 full's norm1 (3 x 3 at stride 1 over 16 x 16 planes)
     0.35-0.48 of the time, its norm2 (8 x 8) 0.30-0.38, CIFAR-10's pool2 (stride 2) 0.55-0.60,
     its pool3 0.38-0.41 (an AMD Zen 3)."""

@@ -6,11 +6,9 @@ import numpy as np
 from .. import caffe_pb2
 from ..blob import Blob
 from ..errors import NetDefinitionError
-from ..kernels.pooling import (ave_pool, ave_pool_backward, forward_on_phases,
-                               max_pool_2x2_forward, max_pool_backward,
-                               max_pool_by_channel_blocks, max_pool_forward,
-                               max_pool_forward_by_channel_blocks, max_pool_windows_forward,
-                               planes, pool_output_size)
+from ..kernels.pooling import (ave_pool, ave_pool_backward, max_pool_2x2_forward,
+                               max_pool_backward, max_pool_by_channel_blocks, max_pool_forward,
+                               max_pool_forward_by_channel_blocks, planes, pool_output_size)
 from ..registry import register_layer
 from .base import Layer
 
@@ -102,7 +100,6 @@ class Pooling(Layer):
         # 2x2 windows at stride 2 tiling the plane exactly: the vectorized forward.
         self.tiles_2x2 = (self.is_max and (self.kh, self.kw, self.sh, self.sw) == (2, 2, 2, 2)
                           and not (self.ph or self.pw) and (h, w) == (2 * ho, 2 * wo))
-        self.by_phases = forward_on_phases(self.is_max, self.sh, self.sw, wo)
         self.by_channel_blocks = self.is_max and max_pool_by_channel_blocks(wo)
 
     def _mask(self, top):
@@ -125,8 +122,7 @@ class Pooling(Layer):
         elif self.by_channel_blocks:
             max_pool_forward_by_channel_blocks(x, *window, y, mask)
         else:
-            (max_pool_forward if self.by_phases else max_pool_windows_forward)(
-                x, *window, y, mask)
+            max_pool_forward(x, *window, y, mask)
         if len(top) == 2:
             top[1].data[...] = self.mask
 

@@ -118,6 +118,7 @@ def test_lane_kernel_inner_loop_is_vectorized():
     assert not re.search(r"\bvmov\w+\s+%[xyz]mm\d+, -?\d*\(%rsp\)", loop), loop
     assert dense.TILE_ROWS == (4 if wide else 1)
 
+
 def test_transposed_weights_run_the_lane_kernel_and_follow_changes():
     """Transposed weights (K, num_output) give the bits of the same weights in Caffe's layout
     (both run the lane kernel, from a transposed copy), and the copy follows any change of

@@ -142,8 +142,7 @@ def test_max_pool_2x2_forward_matches_caffe_step_by_step(shape):
     ((37, 5, 6), (3, 3), (1, 1), (1, 1)),     # two blocks of 16 planes and part of one
     ((18, 4, 3), (3, 3), (2, 3), (1, 1)),     # rows narrower than a tile
 ])
-@pytest.mark.parametrize("kernel_name", ["max_pool_forward", "max_pool_windows_forward",
-                                         "max_pool_forward_by_channel_blocks"])
+@pytest.mark.parametrize("kernel_name", ["max_pool_forward", "max_pool_forward_by_channel_blocks"])
 def test_max_pool_values_and_first_maximum_index_are_caffes(shape, kernel, stride, pad,
                                                             kernel_name):
     from protonet.kernels import pooling
@@ -240,16 +239,17 @@ def test_pooling_is_caffe_step_by_step_exactly(kernel, stride, pad, shape, metho
     np.testing.assert_array_equal(bottom[0].diff, backward(top[0].diff))
 
 
-def test_the_threaded_window_kernels_are_caffes_on_many_planes():
-    """The window-by-window kernels on numba's threads (their serial twins run the small
-    cases above): chunks of four planes and a last partial group, as Caffe bit for bit."""
+def test_the_threaded_pooling_kernels_are_caffes_on_many_planes():
+    """The window-by-window AVE kernels and the channel-block MAX forward on numba's threads
+    (their serial twins run the small cases above): chunks of four planes and a last partial
+    group, blocks of 16 planes and a last partial one, as Caffe bit for bit."""
     from protonet.kernels import pooling
     g = np.random.default_rng(8)
     x = np.round(g.random((70, 32, 31)) * 8).astype(np.float32)   # ties
     window = (3, 3, 1, 1, 2, 2)
     y_ref, mask_ref, _ = vision.caffe_pool_float32(x[None], (3, 3), (2, 2), (1, 1), "MAX")
     y, mask = np.zeros_like(y_ref[0]), np.zeros(y_ref[0].shape, np.int32)
-    pooling.max_pool_windows_forward.parallel(x, *window, y, mask)
+    pooling.max_pool_forward_by_channel_blocks.parallel(x, *window, y, mask)
     np.testing.assert_array_equal(y, y_ref[0])
     np.testing.assert_array_equal(mask, mask_ref[0])
     x = g.standard_normal((70, 32, 31)).astype(np.float32)
@@ -262,15 +262,13 @@ def test_the_threaded_window_kernels_are_caffes_on_many_planes():
     np.testing.assert_array_equal(dx, backward(dy[None])[0])
 
 
-def test_the_forward_runs_on_phase_planes_for_wide_rows_only():
+def test_an_ave_forward_runs_on_phase_planes_for_wide_stride_1_rows_only():
     from protonet.kernels.pooling import forward_on_phases
-    assert forward_on_phases(True, 2, 2, 56)       # GoogLeNet's pool1 (MAX, 112 -> 56)
-    assert forward_on_phases(True, 2, 2, 16)       # CIFAR-10's pool1
-    assert forward_on_phases(False, 1, 1, 56)      # a wide stride-1 AVE pool
-    assert not forward_on_phases(False, 1, 1, 28)  # an inception-sized one: window by window
-    assert not forward_on_phases(False, 2, 2, 56)  # strided AVE: window by window
-    assert not forward_on_phases(True, 2, 2, 8)    # CIFAR-10's pool2
-    assert not forward_on_phases(False, 1, 1, 1)   # GoogLeNet's pool5 (7x7 over 7x7)
+    assert forward_on_phases(1, 1, 56)       # a wide stride-1 AVE pool
+    assert not forward_on_phases(1, 1, 28)   # an inception-sized one: window by window
+    assert not forward_on_phases(2, 2, 56)   # strided: window by window
+    assert not forward_on_phases(2, 2, 8)    # CIFAR-10's pool2
+    assert not forward_on_phases(1, 1, 1)    # GoogLeNet's pool5 (7x7 over 7x7)
 
 
 @pytest.mark.parametrize("avx512", [True, False])
