@@ -6,18 +6,17 @@ clipped-to-padding size) and is then clipped to the input. Output sizes round up
 down, round_mode FLOOR), and a last window that would start inside the padding only is
 dropped (pool_output_size). Parallel over chunks of planes; each plane is read and written by
 one thread. Masks hold the flat index h*W + w of each window's maximum within its plane. Two
-AVE forwards: on phase planes and window by window (forward_on_phases picks, in ave_pool). MAX
-forwards: on blocks of 16 planes (max_pool_by_channel_blocks: narrow outputs with AVX-512,
-every width with AVX2), else on phase planes; 2x2 windows tiling the plane on their own.
+AVE forwards: on phase planes and window by window (forward_on_phases picks, in ave_pool). The
+MAX forward: on blocks of 16 planes, channel-last; 2x2 windows tiling the plane on their own.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ._jit import jit, prange
-from .lanes import (LANES, compiles_for_avx512, load_channel_block, stack_int_lanes, stack_lanes,
+from .lanes import (LANES, load_channel_block, stack_int_lanes, stack_lanes,
                     store_channel_block)
-from .phases import CHUNKS, phase_shape, tap_source, tap_sums, write_phases
+from .phases import CHUNKS, phase_shape, tap_sums, write_phases
 
 
 def planes(a):
@@ -40,8 +39,7 @@ def forward_on_phases(sh: int, sw: int, out_width: int) -> bool:
     window (ave_pool_windows_forward): at stride 1 on rows wider than 28 only. Phase time /
     window time (four planes at a time), an AMD Zen 3, 2 threads (1 thread), 3 x 3 windows,
     pad 1: 56 wide 0.77 (0.80), 28 wide 1.08 (1.17), 14 wide 1.75 (1.90); strided 2.2-13, a
-    7x7 global pool 130x. (A MAX forward runs on channel blocks, max_pool_by_channel_blocks,
-    or else on phase planes.)"""
+    7x7 global pool 130x. (MAX forwards run on channel blocks: max_pool_forward.)"""
     return (sh, sw) == (1, 1) and out_width > 28
 
 
@@ -58,78 +56,6 @@ BLOCK_FLOATS = 2048
 LOWEST = np.float32(-3.4028234663852886e38)   # Caffe's -FLT_MAX start
 
 
-@jit(parallel=True)
-def max_pool_forward(x, kh, kw, ph, pw, sh, sw, y, mask):
-    """y = window max; mask = flat index h*W + w of the first maximum (Caffe's scan order,
-    row by row, strict > from -FLT_MAX: -1 where nothing beats it), or None when no backward
-    will read it (the selects of the indices then go: 0.6-0.8 of the time, every max kernel).
-
-    On each plane's phase planes (kernels/phases.py, padding -inf: never a maximum), a block
-    of output rows takes each tap as one flat loop of selects, which LLVM vectorizes: the
-    maximum, and the input's index (the window corner's, the same for every plane, plus the
-    tap's offset). Parallel over chunks of planes. For wide output rows, where channel blocks
-    do not take them (max_pool_by_channel_blocks)."""
-    n_planes, height, width = x.shape
-    ho, wo = y.shape[1], y.shape[2]
-    shape = phase_shape(height, width, kh, kw, ph, pw, sh, sw, 1, 1, ho, wo)
-    pitch = shape[3]
-    block = max(1, min(ho, BLOCK_FLOATS // pitch))
-    chunks = min(n_planes, CHUNKS)
-    for chunk in prange(chunks):
-        phased = np.full(shape, -np.inf, np.float32)
-        best = np.empty(block * pitch, np.float32)
-        if mask is not None:
-            won = np.empty(block * pitch, np.int32)
-            # Flat input index of each output's window corner, at the planes' pitch.
-            corner = np.zeros(ho * pitch, np.int32)
-            for oy in range(ho):
-                for ox in range(wo):
-                    corner[oy * pitch + ox] = (oy * sh - ph) * width + ox * sw - pw
-        for p in range(chunk * n_planes // chunks, (chunk + 1) * n_planes // chunks):
-            write_phases(x[p], ph, pw, phased)
-            for r0 in range(0, ho, block):
-                rows = min(block, ho - r0)
-                length = (rows - 1) * pitch + wo
-                top = best[:length]
-                top[:] = LOWEST
-                if mask is not None:
-                    arg = won[:length]
-                    at = corner[r0 * pitch:r0 * pitch + length]
-                    arg[:] = -1
-                for i in range(kh):
-                    for j in range(kw):
-                        src = tap_source(phased, i, j, 1, 1, r0, length)
-                        offset = np.int32(i * width + j)
-                        for e in range(length):
-                            v = src[e]
-                            gt = v > top[e]
-                            top[e] = v if gt else top[e]
-                            if mask is not None:
-                                arg[e] = at[e] + offset if gt else arg[e]
-                for k in range(rows):
-                    y[p, r0 + k] = best[k * pitch:k * pitch + wo]
-                    if mask is not None:
-                        mask[p, r0 + k] = won[k * pitch:k * pitch + wo]
-
-
-def max_pool_by_channel_blocks(out_width: int) -> bool:
-    """Whether a max pooling forward runs on blocks of 16 planes
-    (max_pool_forward_by_channel_blocks) rather than on phase planes (max_pool_forward): for output
-    rows up to 28 wide with AVX-512, at any width with AVX2. Per kernel, 2 threads, blocks'
-    time / phase planes' (or, below 12 wide, the windows kernel's of before), on an Intel
-    Sapphire Rapids VM, since
-    load_channel_block gathers a pixel's 16 channels at once: CaffeNet's pool2 (13 wide,
-    stride 2) 0.38, CIFAR-10's pool1 (16 wide, stride 2, batch 16) 0.49, GoogLeNet's 28-wide
-    stride-1 pools 0.68, its pool2 (28 wide, stride 2) 0.72-0.73 and CaffeNet's pool1 (27
-    wide, stride 2) 0.70-0.72 at batch 1 and 16; GoogLeNet's pool1 (56 wide) 1.04. (Before,
-    strided 27- and 28-wide rows lost: 1.25, 1.42.) On an AMD Zen 3 (AVX2), blocks against
-    phases: ResNet-50's pool1 (57 wide, batch 1) 0.26 (0.32 at 1 thread), GoogLeNet's pool2
-    0.21 (0.17); against window by window (its four planes at a time, no argmax): 0.73 (0.77)
-    for CIFAR-10's pool1 at batch 16, 0.55 (1.04) for CaffeNet's pool1 at batch 1, 0.97-1.04
-    (0.60-1.07) for its pool5 at 16 and GoogLeNet's pool4 at 1."""
-    return out_width <= 28 or not compiles_for_avx512()
-
-
 # Output pixels along a row per register tile of the channel-block forward.
 TILE = 4
 
@@ -139,7 +65,7 @@ def _max_pool_block(block, kh, kw, ph, pw, sh, sw, width, best, won):
     """best (Ho, Wo, LANES) = the window maxima of 16 planes held channel-last in block
     (padded by ph, pw with -inf: never a maximum), won = the flat index h*width + w of each
     first maximum (-1 where nothing beats -FLT_MAX; won None: not wanted): the windows'
-    taps row by row, strict >, as max_pool_forward. TILE output pixels of a row at a time in
+    taps row by row, strict > (Caffe's first maximum). TILE output pixels of a row at a time in
     registers; a row's last tile is its last TILE pixels (overlapping: the same comparisons
     again)."""
     out_h, out_w = best.shape[0], best.shape[1]
@@ -188,10 +114,20 @@ def _max_pool_block(block, kh, kw, ph, pw, sh, sw, width, best, won):
 
 
 @jit(parallel=True)
-def max_pool_forward_by_channel_blocks(x, kh, kw, ph, pw, sh, sw, y, mask):
-    """max_pool_forward on blocks of 16 planes (kernels/lanes.py), for narrow outputs: each
-    block's planes padded with -inf channel-last, every tap of every output pixel one compare
-    and two selects of 16 lanes. Parallel over the blocks."""
+def max_pool_forward(x, kh, kw, ph, pw, sh, sw, y, mask):
+    """y = window max; mask = flat index h*W + w of the first maximum (Caffe's scan order,
+    row by row, strict > from -FLT_MAX: -1 where nothing beats it), or None when no backward
+    will read it (the selects of the indices then go).
+
+    On blocks of 16 planes (kernels/lanes.py): each block's planes padded with -inf
+    channel-last, every tap of every output pixel one compare and two selects of 16 lanes.
+    Parallel over the blocks. Since load_channel_block copies rows (d9aa5af) this beats the
+    phase planes the wide rows ran on before at every width measured, with AVX-512 too
+    (an AMD Zen 4, 2 threads, blocks' time / phase planes', TEST and TRAIN): ResNet-50's
+    pool1 (112 -> 56, 3x3 stride 2) 0.59-0.64 at batch 1, 0.58 at 16; GoogLeNet's pool1
+    0.66-0.67 and 0.59-0.60; 2x2 windows with a pad (VGG-16's shapes, 224 wide) 0.88-0.89 at
+    batch 1, 0.90-1.01 at 16; 128 x 112 x 112 0.77-0.83; 3x3 stride 1 on 56 wide 0.87-0.91.
+    (On an AMD Zen 3, AVX2: 0.26 for ResNet-50's pool1, 0.21 for GoogLeNet's pool2.)"""
     n_planes, height, width = x.shape
     ho, wo = y.shape[1], y.shape[2]
     rows = max(height + 2 * ph, (ho - 1) * sh + kh)
@@ -277,8 +213,9 @@ def max_pool_2x2_forward(x, y, mask):
 @jit(parallel=True)
 def ave_pool_forward(x, kh, kw, ph, pw, sh, sw, y):
     """y = window sum / the window's size clipped to the padding (not to the input), Caffe's
-    divisor. Summed tap by tap in Caffe's order (row by row) on zero-padded phase planes, as
-    max_pool_forward: the padding adds +0."""
+    divisor. Summed tap by tap in Caffe's order (row by row) on zero-padded phase planes
+    (kernels/phases.py), each tap one flat loop over a block of output rows: the padding adds
+    +0."""
     n_planes, height, width = x.shape
     ho, wo = y.shape[1], y.shape[2]
     shape = phase_shape(height, width, kh, kw, ph, pw, sh, sw, 1, 1, ho, wo)

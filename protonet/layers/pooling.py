@@ -7,8 +7,8 @@ from .. import caffe_pb2
 from ..blob import Blob
 from ..errors import NetDefinitionError
 from ..kernels.pooling import (ave_pool, ave_pool_backward, max_pool_2x2_forward,
-                               max_pool_backward, max_pool_by_channel_blocks, max_pool_forward,
-                               max_pool_forward_by_channel_blocks, planes, pool_output_size)
+                               max_pool_backward, max_pool_forward, planes,
+                               pool_output_size)
 from ..registry import register_layer
 from .base import Layer
 
@@ -100,7 +100,6 @@ class Pooling(Layer):
         # 2x2 windows at stride 2 tiling the plane exactly: the vectorized forward.
         self.tiles_2x2 = (self.is_max and (self.kh, self.kw, self.sh, self.sw) == (2, 2, 2, 2)
                           and not (self.ph or self.pw) and (h, w) == (2 * ho, 2 * wo))
-        self.by_channel_blocks = self.is_max and max_pool_by_channel_blocks(wo)
 
     def _mask(self, top):
         """The argmax planes a MAX forward writes, made at the first forward that needs them:
@@ -119,8 +118,6 @@ class Pooling(Layer):
         self.mask_is_current = mask is not None
         if self.tiles_2x2:
             max_pool_2x2_forward(x, y, mask)
-        elif self.by_channel_blocks:
-            max_pool_forward_by_channel_blocks(x, *window, y, mask)
         else:
             max_pool_forward(x, *window, y, mask)
         if len(top) == 2:

@@ -142,11 +142,8 @@ def test_max_pool_2x2_forward_matches_caffe_step_by_step(shape):
     ((37, 5, 6), (3, 3), (1, 1), (1, 1)),     # two blocks of 16 planes and part of one
     ((18, 4, 3), (3, 3), (2, 3), (1, 1)),     # rows narrower than a tile
 ])
-@pytest.mark.parametrize("kernel_name", ["max_pool_forward", "max_pool_forward_by_channel_blocks"])
-def test_max_pool_values_and_first_maximum_index_are_caffes(shape, kernel, stride, pad,
-                                                            kernel_name):
-    from protonet.kernels import pooling
-    max_pool_forward = getattr(pooling, kernel_name)
+def test_max_pool_values_and_first_maximum_index_are_caffes(shape, kernel, stride, pad):
+    from protonet.kernels.pooling import max_pool_forward
     rng = np.random.default_rng(4)
     x = rng.integers(0, 4, shape).astype(np.float32)   # ties everywhere: the first one wins
     x[0, :3, :3] = np.nan      # never a maximum (Caffe's >)
@@ -249,7 +246,7 @@ def test_the_threaded_pooling_kernels_are_caffes_on_many_planes():
     window = (3, 3, 1, 1, 2, 2)
     y_ref, mask_ref, _ = vision.caffe_pool_float32(x[None], (3, 3), (2, 2), (1, 1), "MAX")
     y, mask = np.zeros_like(y_ref[0]), np.zeros(y_ref[0].shape, np.int32)
-    pooling.max_pool_forward_by_channel_blocks.parallel(x, *window, y, mask)
+    pooling.max_pool_forward.parallel(x, *window, y, mask)
     np.testing.assert_array_equal(y, y_ref[0])
     np.testing.assert_array_equal(mask, mask_ref[0])
     x = g.standard_normal((70, 32, 31)).astype(np.float32)
@@ -269,18 +266,6 @@ def test_an_ave_forward_runs_on_phase_planes_for_wide_stride_1_rows_only():
     assert not forward_on_phases(2, 2, 56)   # strided: window by window
     assert not forward_on_phases(2, 2, 8)    # CIFAR-10's pool2
     assert not forward_on_phases(1, 1, 1)    # GoogLeNet's pool5 (7x7 over 7x7)
-
-
-@pytest.mark.parametrize("avx512", [True, False])
-def test_max_pooling_runs_on_channel_blocks_for_narrow_rows(monkeypatch, avx512):
-    from protonet.kernels import pooling
-    monkeypatch.setattr(pooling, "compiles_for_avx512", lambda: avx512)
-    blocks = pooling.max_pool_by_channel_blocks
-    assert blocks(7) and blocks(14)    # inception
-    assert blocks(16)                  # CIFAR-10's
-    assert blocks(27) and blocks(28)   # CaffeNet, GoogLeNet
-    # GoogLeNet's pool1: phase planes with AVX-512, blocks with AVX2 (measured faster there)
-    assert blocks(56) is not avx512
 
 
 NET = """
