@@ -4,7 +4,8 @@ x (N, C, H, W), w (C, KH, KW), y (N, C, Ho, Wo); geometry (ph, pw, sh, sw, dh, d
 Caffe's convolution: input row oy * sh - ph + i * dh for filter row i (0 outside). The
 forward works on a zero-padded copy of each plane: row by row for 3x3 filters at stride 1,
 split by stride phase (kernels/phases.py) for other wide outputs, or of 16 planes at once,
-channel-last (kernels/lanes.py), for narrow ones; depthwise_forward picks. The backward loop
+channel-last (kernels/lanes.py), for narrow ones and, with AVX-512, strided ones;
+depthwise_forward picks. The backward loop
 nests run tap by tap over the output positions whose input lies inside the map (_valid), a
 strided multiply-add without bounds tests.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import jit, prange
-from .lanes import LANES, load_channel_block, stack_lanes, store_channel_block
+from .lanes import LANES, compiles_for_avx512, load_channel_block, stack_lanes, store_channel_block
 from .phases import CHUNKS, phase_shape, tap_sums, write_phases
 
 
@@ -31,15 +32,18 @@ def _valid(out_size, in_size, pad, stride, offset):
 BLOCK_FLOATS = 2048
 
 
-def by_channel_blocks(out_width: int) -> bool:
+def by_channel_blocks(out_width: int, stride: tuple) -> bool:
     """Whether depthwise_forward runs on channel blocks (depthwise_forward_by_channel_blocks)
-    rather than phase planes: for output rows up to 40 wide. Per kernel, 2 threads, blocks'
-    time / phase planes' (MobileNet's and MobileNet-SSD's 3x3 layers at batch 1): 7 wide
-    0.28-0.54, 10 wide 0.47, 14 wide 0.63-0.84, 19 wide 0.48-0.58; 28 wide 0.70-0.71 (batch 1
-    and 16), 38 wide 0.91-0.98; 56 wide 1.21, 75 1.09-1.10, 112 1.15, 150 2.1 (the transpose
-    in, gathering 16 channels per pixel since load_channel_block's rewrite, still costs more
-    than the phase planes' long rows; before it, 28 wide was 1.03-1.12)."""
-    return out_width <= 40
+    rather than phase planes: for output rows up to 40 wide, and with AVX-512 for strided
+    layers at any width. Per kernel, 2 threads, blocks' time / phase planes' (MobileNet's and
+    MobileNet-SSD's 3x3 layers), on an AMD Zen 3 (AVX2): 7 wide 0.28-0.54, 10 wide 0.47, 14
+    wide 0.63-0.84, 19 wide 0.48-0.58; 28 wide 0.70-0.71 (batch 1 and 16), 38 wide 0.91-0.98;
+    strided 56 and 75 wide 0.82 and 0.92 at batch 1 but 1.35 for 112 -> 56 at batch 16; at
+    stride 1 56 wide 1.21, 75 1.09-1.10, 112 1.15, 150 2.1 (most of those run row by row,
+    by_rows_3x3). On an AMD Zen 4 (AVX-512, a block of 16 lanes one register), strided:
+    112 -> 56 0.56 at batch 1 and 0.51 at 16, 150 -> 75 0.60 and 0.62, 56 -> 28 0.43,
+    75 -> 38 0.52; at stride 1 112 wide still 1.18."""
+    return out_width <= 40 or (tuple(stride) != (1, 1) and compiles_for_avx512())
 
 
 def by_rows_3x3(kernel: tuple, stride: tuple, dilation: tuple, out_width: int) -> bool:
@@ -61,7 +65,7 @@ def depthwise_forward(x, w, ph, pw, sh, sw, dh, dw, y):
     if by_rows_3x3(w.shape[1:], (sh, sw), (dh, dw), y.shape[3]):
         depthwise_3x3_forward(x, w, ph, pw, y)
         return
-    kernel = (depthwise_forward_by_channel_blocks if by_channel_blocks(y.shape[3])
+    kernel = (depthwise_forward_by_channel_blocks if by_channel_blocks(y.shape[3], (sh, sw))
               else depthwise_forward_on_phases)
     kernel(x, w, ph, pw, sh, sw, dh, dw, y)
 

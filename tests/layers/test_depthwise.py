@@ -104,14 +104,20 @@ def test_depthwise_forward_by_channel_blocks_gives_the_phase_planes_bits(
                                       on_phases.view(np.uint32)[~nan])
 
 
-def test_depthwise_channel_blocks_are_for_narrow_outputs_and_vectorized():
+@pytest.mark.parametrize("avx512", [True, False])
+def test_depthwise_channel_blocks_are_for_narrow_or_strided_outputs_and_vectorized(
+        monkeypatch, avx512):
     import re
 
     import numba
 
     from protonet.kernels import depthwise
-    assert depthwise.by_channel_blocks(7) and depthwise.by_channel_blocks(19)  # MobileNet(-SSD)
-    assert not depthwise.by_channel_blocks(56) and not depthwise.by_channel_blocks(112)
+    monkeypatch.setattr(depthwise, "compiles_for_avx512", lambda: avx512)
+    blocks = depthwise.by_channel_blocks
+    assert blocks(7, (1, 1)) and blocks(19, (2, 2)) and blocks(38, (2, 2))  # MobileNet(-SSD)
+    assert not blocks(56, (1, 1)) and not blocks(112, (1, 1))
+    # Wide strided rows (MobileNet's 112 -> 56, MobileNet-SSD's 150 -> 75): with AVX-512 only
+    assert blocks(56, (2, 2)) is avx512 and blocks(75, (2, 2)) is avx512
     # Stride-1 3x3 layers over 16 wide run row by row; strided, dilated or narrow ones not.
     assert depthwise.by_rows_3x3((3, 3), (1, 1), (1, 1), 150)
     assert depthwise.by_rows_3x3((3, 3), (1, 1), (1, 1), 19)
