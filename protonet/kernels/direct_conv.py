@@ -24,7 +24,13 @@ running sum, the sum added to out: fixed, so an image's result does not depend o
 Intel Sapphire Rapids core against 35-50 for the 4 x 4 tiles of u that loaded and stored out at
 every step; on an AMD Zen 3 core (AVX2) 31-33 against 13 for the 8-row tiles, which spilled.
 
-The planner (conv_plan.py) says when (CIFAR-10's conv layers, conv1 in training only; LeNet's
+At stride 1, where the output rows fill runs of 16 pixels (run_lanes_used), the forward
+and the data gradient put the pixels in the lanes instead (forward_image_rows): a tile is
+TILE_ROWS outputs by two runs, each u broadcasts the outputs' weights and reads a run's inputs
+as one vector, and the sums land in out's (M, P) rows, with the same order and bits; no
+pixel-major block to fill with the bias before and to lay out as planes after.
+
+The planner (conv_plan.py) says when (CIFAR-10's conv layers; LeNet's
 conv2 in a TEST net; the strided conv1s of CaffeNet, GoogLeNet and ResNet-50); layers/conv.py holds one
 DirectConvolution per layer (its offsets) and calls its forward / backward.
 """
@@ -202,6 +208,102 @@ def forward_images(x, ph, pw, padded_shape, pixels, window, weights_t, bias, out
                 out[n, m, p] = result[block, p, lane]
 
 
+# forward_image_rows takes rows whose runs of LANES pixels (one vector) hold at least this
+# share of outputs (run_lanes_used): the rest of their lanes are computed and thrown away.
+# One core, against forward_images: 32 wide (CIFAR-10's conv1) 0.50-0.58 of the time, 16
+# wide (its conv2) 0.92-0.95, 29 wide 0.45, 13 wide (3 outputs) 0.53; 8 wide (its conv3,
+# half the lanes) 1.73-1.85, LeNet's conv2 (8 wide) 1.58.
+RUN_MIN_LANES_USED = 0.8
+
+
+def run_lanes_used(out_width: int) -> float:
+    """The share of forward_image_rows' lanes that hold outputs, for rows out_width wide."""
+    return out_width / (-(-out_width // LANES) * LANES)
+
+
+def row_runs(ho: int, wo: int, padded_width: int):
+    """(first output pixel, its window corner's flat offset in the padded image, length) of
+    each run of up to LANES pixels along the output rows, at stride 1."""
+    runs = [(oy * wo + ox, oy * padded_width + ox, min(LANES, wo - ox))
+            for oy in range(ho) for ox in range(0, wo, LANES)]
+    # uint64, as the offsets: with signed ones numba tests every read index for wraparound
+    return np.array(runs, np.uint64).reshape(-1, 3)
+
+
+@jit(contract=True)
+def _run_tile(src, runs, r0, r1, cols, wt, first, start, out, pair):
+    """out[m, p + l] += sum_u wt[u, m] * src[corner + cols[u] + l] for the runs r0 and r1
+    (if pair) of runs (p, corner, length; l < length) and the TILE_ROWS outputs m from
+    `first` (the last output repeated past the end) that are not before `start`. The same
+    sums as _tile's, in the same order, with the pixels in the lanes: each u broadcasts the
+    tile's weights and reads a run's inputs as one vector, and the sums land in out's rows
+    (M, P) with no layout pass after."""
+    prefer_wide_vectors()
+    last = wt.shape[1] - 1
+    acc = stack_lanes(TILE_SUMS)   # TILE_ROWS outputs x 2 runs
+    weights = stack_lanes(1)       # the tile's weights at one u (TILE_ROWS <= LANES)
+    for t in range(TILE_SUMS):
+        for lane in range(LANES):
+            acc[t, lane] = 0.0
+    corner0, corner1 = runs[r0, 1], runs[r1, 1]
+    for u in range(cols.shape[0]):
+        c = cols[u]
+        for t in range(TILE_ROWS):
+            weights[0, t] = wt[u, min(first + t, last)]
+        a0, a1 = corner0 + c, corner1 + c
+        # uint64 lanes: uint64 plus int64 is float64 in numba
+        for lane in range(np.uint64(LANES)):
+            x0 = src[a0 + lane]
+            for t in range(TILE_ROWS):
+                acc[t, lane] += weights[0, t] * x0
+            if pair:
+                x1 = src[a1 + lane]
+                for t in range(TILE_ROWS):
+                    acc[TILE_ROWS + t, lane] += weights[0, t] * x1
+    p0, n0, p1, n1 = runs[r0, 0], runs[r0, 2], runs[r1, 0], runs[r1, 2]
+    for t in range(TILE_ROWS):
+        m = first + t
+        if start <= m <= last:
+            for lane in range(n0):
+                out[m, p0 + lane] += acc[t, lane]
+            if pair:
+                for lane in range(n1):
+                    out[m, p1 + lane] += acc[TILE_ROWS + t, lane]
+
+
+@jit()
+def forward_image_rows(x, ph, pw, padded_shape, runs, window, wt, bias, out):
+    """forward_images at stride 1 with the output pixels in the lanes: runs (row_runs) of up
+    to LANES pixels of an output row, each u one vector read of the padded image; wt the
+    weights (K, M). Each output is bias + its sum over u (ascending, fused multiply-adds):
+    the same bits as forward_images. Taken where the runs fill their lanes
+    (run_lanes_used): forward_images' layout around its product (its bias written into
+    pixel-major blocks, the blocks turned into out's planes) took 44% of its time for
+    CIFAR-10's conv1 (32 x 32 outputs, K 75), 8-10% for its conv2 and conv3."""
+    m_out = out.shape[1]
+    size = padded_shape[0] * padded_shape[1] * padded_shape[2]
+    # LANES zeros past the image: a short run's spare lanes read them.
+    flat = np.zeros(size + LANES, np.float32)
+    image = flat[:size].reshape(padded_shape)
+    n_runs = runs.shape[0]
+    for n in range(x.shape[0]):
+        _pad_into(x[n], ph, pw, image)
+        planes = out[n]
+        for m in range(m_out):
+            start = bias[m] if bias.shape[0] else np.float32(0.0)
+            for p in range(planes.shape[1]):
+                planes[m, p] = start
+        for r in range(0, n_runs - 1, 2):
+            for start in range(0, m_out, TILE_ROWS):
+                first = max(0, min(start, m_out - TILE_ROWS))
+                _run_tile(flat, runs, r, r + 1, window, wt, first, start, planes, True)
+        if n_runs % 2:
+            for start in range(0, m_out, TILE_ROWS):
+                first = max(0, min(start, m_out - TILE_ROWS))
+                _run_tile(flat, runs, n_runs - 1, n_runs - 1, window, wt, first, start,
+                          planes, False)
+
+
 # Floats of padded images and pixel-major top diff the weight gradient sums over at once
 # (256 KB: with the gradient's tile rows they stay in a core's L2).
 WEIGHT_GRAD_FLOATS = 1 << 16
@@ -248,31 +350,48 @@ def weight_grad_images(x, dy, ph, pw, padded_shape, pixels, window, grad_t):
                 dy_t[:, :used]), grad_t)
 
 
+# Stand-ins for the weight layout a pass does not use (forward_blocks, backward_blocks).
+NO_LANE_BLOCKS = np.zeros((0, 0, LANES), np.float32)
+NO_MATRIX = np.zeros((0, 0), np.float32)
+NO_RUNS = np.zeros((0, 3), np.uint64)
+
+
+@jit()
+def _convolve_images(x, ph, pw, padded_shape, pixels, runs, window, weights_t, wt, bias, out):
+    """forward_image_rows where there are runs (wt its weights), else forward_images."""
+    if runs.shape[0]:
+        forward_image_rows(x, ph, pw, padded_shape, runs, window, wt, bias, out)
+    else:
+        forward_images(x, ph, pw, padded_shape, pixels, window, weights_t, bias, out)
+
+
 @jit(parallel=True)
-def forward_blocks(x, ph, pw, padded_shape, pixels, window, weights_t, bias, out, blocks):
-    """forward_images of each block (s, e) of images (blocks (B, 2)), the blocks shared by
+def forward_blocks(x, ph, pw, padded_shape, pixels, runs, window, weights_t, wt, bias, out,
+                   blocks):
+    """_convolve_images of each block (s, e) of images (blocks (B, 2)), the blocks shared by
     numba's threads (one region per pass)."""
     for b in prange(blocks.shape[0]):
         s, e = blocks[b, 0], blocks[b, 1]
-        forward_images(x[s:e], ph, pw, padded_shape, pixels, window, weights_t, bias, out[s:e])
+        _convolve_images(x[s:e], ph, pw, padded_shape, pixels, runs, window, weights_t, wt,
+                         bias, out[s:e])
 
 
 @jit(parallel=True)
 def backward_blocks(x, dy, ph, pw, padded_shape, pixels, window, grads, dy_images, diff_pad_h,
-                    diff_pad_w, diff_padded_shape, bottom_pixels, flipped_window, flipped,
-                    dx_planes, blocks):
+                    diff_pad_w, diff_padded_shape, bottom_pixels, bottom_runs, flipped_window,
+                    flipped, flipped_rows, dx_planes, blocks):
     """Per block (s, e) of images (blocks (B, 2)), on numba's threads: block b's share of
     the weight gradient into grads[b] (grads None: not wanted), and the data gradient of its
-    images into dx_planes (None: not wanted) as forward_images of the padded top diff with
-    the flipped weights."""
+    images into dx_planes (None: not wanted) as _convolve_images of the padded top diff with
+    the flipped weights (flipped in lane blocks, flipped_rows as a matrix for the runs)."""
     for b in prange(blocks.shape[0]):
         s, e = blocks[b, 0], blocks[b, 1]
         if grads is not None:
             weight_grad_images(x[s:e], dy[s:e], ph, pw, padded_shape, pixels, window, grads[b])
         if dx_planes is not None:
-            forward_images(dy_images[s:e], diff_pad_h, diff_pad_w, diff_padded_shape,
-                           bottom_pixels, flipped_window, flipped, np.empty(0, np.float32),
-                           dx_planes[s:e])
+            _convolve_images(dy_images[s:e], diff_pad_h, diff_pad_w, diff_padded_shape,
+                             bottom_pixels, bottom_runs, flipped_window, flipped, flipped_rows,
+                             np.empty(0, np.float32), dx_planes[s:e])
 
 
 class DirectConvolution:
@@ -299,18 +418,29 @@ class DirectConvolution:
         self.bottom_pixels = pixel_offsets(height, width, 1, 1, self.diff_padded[2])
         self.flipped_window = window_offsets(outputs, kh, kw, dh, dw, *self.diff_padded[1:],
                                              flip=True)
-        self.weights_t = KeptLayout()   # the forward's weights in lane blocks
+        # Output rows whose runs fill their lanes go pixels-in-lanes (forward_image_rows),
+        # the forward at stride 1 and the data gradient (always a stride-1 convolution).
+        self.runs = (row_runs(ho, wo, self.padded[2]) if (sh, sw) == (1, 1)
+                     and run_lanes_used(wo) >= RUN_MIN_LANES_USED else None)
+        self.bottom_runs = (row_runs(height, width, self.diff_padded[2])
+                            if run_lanes_used(width) >= RUN_MIN_LANES_USED else None)
+        self.weights_t = KeptLayout()   # the forward's weights in lane blocks or as (K, M)
 
     def forward(self, x, weight, bias, out, plan) -> None:
         """out (N, M, P) = x (N, C, H, W) convolved with weight (M, K) (+ bias (M,) or None)."""
         # The weights in lane blocks, laid out again only when they changed (CIFAR-10's conv3
         # at batch 1: 29 of its 74 us were the layout).
-        weights_t = self.weights_t.of(weight, lambda weight: lane_blocks(weight.T))
+        if self.runs is None:
+            weights_t = self.weights_t.of(weight, lambda weight: lane_blocks(weight.T))
+            wt, runs = NO_MATRIX, NO_RUNS
+        else:
+            wt = self.weights_t.of(weight, lambda weight: np.ascontiguousarray(weight.T))
+            weights_t, runs = NO_LANE_BLOCKS, self.runs
         bias = np.empty(0, np.float32) if bias is None else bias
 
         blocks = plan.direct_block_array(x.shape[0])
-        forward_blocks.over(len(blocks))(x, *self.pad, self.padded, self.pixels, self.window,
-                                         weights_t, bias, out, blocks)
+        forward_blocks.over(len(blocks))(x, *self.pad, self.padded, self.pixels, runs,
+                                         self.window, weights_t, wt, bias, out, blocks)
 
     def backward(self, x, dy, weight, weight_diff, dx, plan) -> None:
         """weight_diff (M, K) += the weight gradient (if not None); dx (N, C, H, W) = the
@@ -319,18 +449,23 @@ class DirectConvolution:
         if dx is not None and self.stride != (1, 1):
             raise ValueError("the direct convolution's data gradient runs at stride 1 only")
         blocks = plan.direct_block_array(x.shape[0])
-        grads = flipped = dy_images = dx_planes = None
+        grads = dy_images = dx_planes = None
+        flipped, flipped_rows, bottom_runs = NO_LANE_BLOCKS, NO_MATRIX, NO_RUNS
         if weight_diff is not None:
             grads = np.zeros((len(blocks), padded_width(outputs) // LANES, weight_diff.shape[1],
                               LANES), np.float32)
         if dx is not None:
-            flipped = lane_blocks(weight.transpose(0, 2, 3, 1).reshape(-1, channels))
+            rows = np.ascontiguousarray(weight.transpose(0, 2, 3, 1).reshape(-1, channels))
+            if self.bottom_runs is None:
+                flipped = lane_blocks(rows)
+            else:
+                flipped_rows, bottom_runs = rows, self.bottom_runs
             dy_images = dy.reshape(dy.shape[0], *self.top_shape)
             dx_planes = dx.reshape(dx.shape[0], channels, -1)   # a view: dx is contiguous
         backward_blocks.over(len(blocks))(
             x, dy, *self.pad, self.padded, self.pixels, self.window, grads, dy_images,
-            *self.diff_pad, self.diff_padded, self.bottom_pixels, self.flipped_window, flipped,
-            dx_planes, blocks)
+            *self.diff_pad, self.diff_padded, self.bottom_pixels, bottom_runs,
+            self.flipped_window, flipped, flipped_rows, dx_planes, blocks)
         if weight_diff is not None:
             # Pieces summed in a fixed order; (Mp / LANES, K, LANES) back to (M, K).
             total = grads.sum(axis=0)

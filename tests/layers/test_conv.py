@@ -35,6 +35,11 @@ CASES = [
     # of lanes and one of one.
     (f'type: "Convolution" convolution_param {{ num_output: 40 kernel_size: 3 {F} }}',
      (2, 3, 4, 5), (1, 1), (0, 0), (1, 1), 1),
+    # Rows 13 wide: the direct forward and data gradient with the pixels in the lanes
+    # (forward_image_rows): runs of 13 of 16 lanes, an odd number of them (5), 11 outputs
+    # (a tile of 8 and an overlapping one).
+    (f'type: "Convolution" convolution_param {{ num_output: 11 kernel_size: 3 pad: 1 {F} }}',
+     (2, 3, 5, 13), (1, 1), (1, 1), (1, 1), 1),
     # 1x1 (a TEST net multiplies the bottom itself).
     (f'type: "Convolution" convolution_param {{ num_output: 7 kernel_size: 1 {F} }}',
      (3, 5, 4, 6), (1, 1), (0, 0), (1, 1), 1),
@@ -380,7 +385,7 @@ def test_blocked_backward_tuning_takes_the_blocked_path(case):
     assert layer.plan.blocked_backward and layer.plan.per_image_forward
 
 
-@pytest.mark.parametrize("case", [CASES[0], CASES[3], CASES[5], CASES[6]])
+@pytest.mark.parametrize("case", [CASES[0], CASES[3], CASES[5], CASES[6], CASES[8]])
 def test_direct_tuning_takes_the_direct_path_on_stride_1_single_group_cases(case):
     """The fixture's direct paths really run the direct kernels on these cases, and their
     GEMM data gradients block by block or over the batch."""
@@ -436,7 +441,7 @@ def _plan(batch, channels, outputs, kernel, pad, size, stride=1, group=1, forwar
 
 def test_planner_takes_the_direct_path_where_it_measured_faster():
     """Default tuning: CIFAR-10's conv2/conv3 direct, LeNet's conv2 (50 outputs in 64
-    lanes) in a TEST net only, CIFAR-10's conv1 in training only, strided ones (CaffeNet's
+    lanes) in a TEST net only, CIFAR-10's conv1, strided ones (CaffeNet's
     conv1); LeNet's conv1 (few inputs per output), outputs wasting many lanes,
     grouped, 1x1 or big convolutions not, nor where Winograd takes the forward; the
     data gradient direct only when the bottom is no bigger than the top, else blocked on
@@ -460,9 +465,12 @@ def test_planner_takes_the_direct_path_where_it_measured_faster():
     strided = _plan(100, 32, 32, 5, 2, 16, stride=2)
     assert strided.direct and not strided.direct_data_grad
     assert _plan(16, 3, 96, 11, 0, 227, stride=4, forward_only=True).direct
-    # CIFAR-10's conv1 (K 75) in training, not in a TEST net.
+    # CIFAR-10's conv1 (K 75, 32 wide: the pixels in the lanes) in training and in a TEST
+    # net; K 75 on rows 8 wide (half of each run's lanes) only in training.
     assert _plan(100, 3, 32, 5, 2, 32).direct
-    assert not _plan(100, 3, 32, 5, 2, 32, forward_only=True).direct
+    assert _plan(16, 3, 32, 5, 2, 32, forward_only=True).direct
+    assert _plan(100, 3, 32, 5, 2, 8).direct
+    assert not _plan(16, 3, 32, 5, 2, 8, forward_only=True).direct
     for plan in (_plan(64, 20, 50, 5, 0, 12),             # LeNet's conv2 in training
                  _plan(64, 1, 20, 5, 0, 28),              # LeNet's conv1
                  _plan(100, 32, 32, 5, 2, 16, group=2),
@@ -505,6 +513,41 @@ def test_direct_convolution_of_an_image_does_not_depend_on_its_batch():
     np.testing.assert_array_equal(outputs[0], outputs[1])
 
 
+@pytest.mark.parametrize("outputs, channels, size, kernel, pad", [
+    (32, 3, 32, 5, 2),    # CIFAR-10's conv1: two runs a row, four tiles of outputs
+    (3, 4, 16, 3, 1),     # fewer outputs than a tile
+    (21, 5, 29, 3, 1),    # a short run each row, a tile overlapping the one before
+    (9, 2, 13, 2, 3),     # a pad wider than the kernel; an odd number of runs
+])
+def test_direct_rows_give_the_pixel_major_kernels_bits(outputs, channels, size, kernel, pad):
+    """forward_image_rows (the pixels in the lanes) sums each output as forward_images does
+    (bias, then the products u by u fused in): the same bits, with and without a bias."""
+    from protonet.kernels import direct_conv as dc
+    g = np.random.default_rng(11)
+    x = g.standard_normal((3, channels, size, size)).astype(np.float32)
+    w = g.standard_normal((outputs, channels * kernel * kernel)).astype(np.float32)
+    ho = size + 2 * pad - kernel + 1
+    conv = dc.DirectConvolution((kernel, kernel, pad, pad, 1, 1, 1, 1), (channels, size, size),
+                                (outputs, ho, ho))
+    runs = dc.row_runs(ho, ho, conv.padded[2])
+    for bias in (g.standard_normal(outputs).astype(np.float32), np.empty(0, np.float32)):
+        by_pixels = np.full((3, outputs, ho * ho), 7.0, np.float32)
+        by_rows = np.full_like(by_pixels, -7.0)
+        dc.forward_images(x, pad, pad, conv.padded, conv.pixels, conv.window,
+                          dc.lane_blocks(w.T), bias, by_pixels)
+        dc.forward_image_rows(x, pad, pad, conv.padded, runs, conv.window,
+                              np.ascontiguousarray(w.T), bias, by_rows)
+        np.testing.assert_array_equal(by_rows.view(np.uint32), by_pixels.view(np.uint32))
+
+
+def test_direct_rows_run_where_the_runs_fill_their_lanes():
+    from protonet.kernels.direct_conv import RUN_MIN_LANES_USED, run_lanes_used
+    for width in (13, 16, 27, 29, 32, 64):   # CIFAR-10's conv1 and conv2: 32 and 16
+        assert run_lanes_used(width) >= RUN_MIN_LANES_USED
+    for width in (8, 12, 17, 20):            # CIFAR-10's conv3 and LeNet's conv2: 8
+        assert run_lanes_used(width) < RUN_MIN_LANES_USED
+
+
 def test_direct_kernel_inner_loop_is_vectorized():
     """gathered_matmul's register tiles compile to packed fused multiply-adds (vfmadd...ps),
     on zmm registers where the CPU has AVX-512 (lanes.prefer_wide_vectors), with every sum in
@@ -540,6 +583,36 @@ def test_direct_kernel_inner_loop_is_vectorized():
         1 if wide else 2)
     assert not re.search(r"\bvmov\w+\s+%[xyz]mm\d+, -?\d*\(%rsp\)", loop), loop
     assert TILE_ROWS == (8 if wide else 3)
+
+
+def test_direct_rows_inner_loop_is_vectorized():
+    """_run_tile (forward_image_rows' tile) as _tile above: packed multiply-adds of whole
+    registers over every u, the sums never on the stack (its pixel offsets unsigned, lanes
+    included: uint64 plus int64 is float64 in numba and the loop went 4-9x slower)."""
+    import re
+
+    import numba
+
+    from protonet.kernels.direct_conv import TILE_SUMS, _run_tile
+    from protonet.kernels.lanes import compiles_for_avx512
+    tile = numba.njit(fastmath=_run_tile.targetoptions["fastmath"],
+                      error_model="numpy")(_run_tile.py_func)
+
+    @numba.njit
+    def pair_of_runs(src, runs, cols, wt, out):
+        tile(src, runs, 0, 1, cols, wt, 0, 0, out, True)
+
+    pair_of_runs(np.zeros(64, np.float32), np.zeros((2, 3), np.uint64), np.zeros(8, np.uint64),
+                 np.zeros((8, 8), np.float32), np.zeros((8, 32), np.float32))
+    (signature,) = [s for s in tile.signatures if getattr(s[-1], "literal_value", None)]
+    asm = tile.inspect_asm(signature)
+    loop = max(re.split(r"\n\.LBB\d+_\d+:", asm), key=lambda b: len(re.findall("vfmadd", b)))
+    loop = loop[:loop.index("\n\tj", loop.rindex("vfmadd"))]
+    wide = compiles_for_avx512()
+    register = "zmm" if wide else "[yz]mm"
+    assert len(re.findall(rf"\bvfmadd\d+ps\s+[^\n]*{register}", loop)) == TILE_SUMS * (
+        1 if wide else 2)
+    assert not re.search(r"\bvmov\w+\s+%[xyz]mm\d+, -?\d*\(%rsp\)", loop), loop
 
 
 def test_planner_multiplies_the_bottom_itself_only_for_1x1_stride_1_unpadded():
