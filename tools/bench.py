@@ -19,6 +19,9 @@ load (OMP_NUM_THREADS = N: BLAS, torch's intra-op pool and protonet's numba loop
 Each row runs protonet, PyTorch NCHW and PyTorch channels_last in turn, --rounds times (5), each
 run the median of --repeats timed runs after warm-up. A row shows the median images/s of each
 framework and the median of the per-round ratios protonet/PyTorch. PyTorch is optional (pip install torch==2.13.0): without it only protonet runs.
+The zoo, latency and train rows run one process per framework, --pair-rounds times (2), the
+order reversed every other round; their ratios are the median of the rounds' ratios (a single
+pass of each was 10-15% off on this shared host, so a near-1.0 ratio could flip).
 Writes benchmarks/results.json and benchmarks/bench.png for the default sections; a run of
 other sections writes benchmarks/results-<sections>.json and leaves the full run's files alone.
 """
@@ -398,6 +401,10 @@ def main(argv=None):
     p.add_argument("--train-nets", default="cifar10_quick:100,cifar10_full:100,caffenet:32",
                    help="the train section's nets and batches (name:batch,...)")
     p.add_argument("--fusion-nets", default="resnet50,mobilenet_v1,mobilenet_ssd,googlenet")
+    p.add_argument("--pair-rounds", type=int, default=2,
+                   help="zoo, latency and train rows: rounds of one process per framework, "
+                        "the order reversed every other round; ratios are the median of the "
+                        "rounds'")
     p.add_argument("--seconds", type=float, default=3.0,
                    help="timed seconds per zoo/train/latency measurement (after a warm-up)")
     p.add_argument("--quick", action="store_true")
@@ -634,6 +641,25 @@ def summarized(value, longest: int = 50):
     return value
 
 
+def paired_rounds(rounds: int, frameworks: list, measure) -> list:
+    """measure(framework) for each framework, `rounds` times, the order reversed every other
+    round so that neither side always runs first after a quiet (or busy) spell: a list of
+    {framework: result} per round."""
+    out = []
+    for r in range(rounds):
+        order = frameworks if r % 2 == 0 else frameworks[::-1]
+        out.append({fw: measure(fw) for fw in order})
+    return out
+
+
+def round_ratio(got: list, theirs: str, ours: str, key: str):
+    """The median over rounds of median(theirs' `key` timings) / median(ours'): protonet's
+    speed ratio pair by pair (None if no round has both)."""
+    ratios = [statistics.median(g[theirs][key]) / statistics.median(g[ours][key])
+              for g in got if g.get(theirs) and g.get(ours)]
+    return statistics.median(ratios) if ratios else None
+
+
 def section_zoo(args, results, nets=None, batches=None, key="zoo"):
     """Forward of zoo nets (random weights, native input size) in protonet, PyTorch
     channels_last (the same layers in torch.nn, weights copied) and OpenCV dnn, milliseconds
@@ -653,18 +679,23 @@ def section_zoo(args, results, nets=None, batches=None, key="zoo"):
           " " + " ".join(f"{'vs ' + f:>9s}" for f in frameworks[1:]) + " " +
           " ".join(f"{f[:5] + ' MB':>9s}" for f in frameworks) +
           f" {'weights+pair MB':>15s}")
+    rounds = 1 if args.quick else max(1, args.pair_rounds)
     rows = []
     for net, batch, files in prepared_zoo(threads, nets, batches):
         row = {"net": net, "batch": batch}
+        got = paired_rounds(rounds, frameworks, lambda fw: zoo_job(
+            threads, f"forward_{fw}", files["prototxt"], files["weights"],
+            *([threads] if fw == "opencv" else []), seconds))
+        ms = {}
         for fw in frameworks:
-            extra = [threads] if fw == "opencv" else []
-            row[fw] = zoo_job(threads, f"forward_{fw}", files["prototxt"],
-                              files["weights"], *extra, seconds)
-        ms = {fw: statistics.median(row[fw]["ms"]) if row[fw] else None
-              for fw in frameworks}
+            runs = [g[fw] for g in got if g[fw]]
+            row[fw] = runs and {**runs[0], "ms": [t for r in runs for t in r["ms"]],
+                                "round_ms": [statistics.median(r["ms"]) for r in runs],
+                                "peak_rss_mb": max(r["peak_rss_mb"] for r in runs)}
+            ms[fw] = statistics.median(row[fw]["round_ms"]) if runs else None
         ours = row["protonet"] or {}
-        row["ratio"] = {fw: ms[fw] / ms["protonet"] for fw in frameworks[1:]
-                        if ms[fw] and ms["protonet"]}
+        row["ratio"] = {fw: r for fw in frameworks[1:]
+                        if (r := round_ratio(got, fw, "protonet", "ms")) is not None}
         rows.append(row)
         budget = (ours.get("weights_mb", 0) + ours.get("largest_pair_mb", 0))
         print(f"{net:14s} {batch:5d} " +
@@ -745,17 +776,22 @@ def section_train(args, results):
     rows = []
     print(f"{threads} threads; {'net':14s} {'batch':>5s} {'protonet img/s':>15s} "
           f"{'torch ch-last':>14s} {'ratio':>6s}")
+    rounds = 1 if args.quick else max(1, args.pair_rounds)
+    frameworks = ["protonet"] + (["torch"] if have("torch") else [])
     for net, batch in (item.split(":") for item in args.train_nets.split(",")):
         batch = int(batch)
-        ours = zoo_job(threads, "train_protonet", net, batch, seconds)
-        theirs = zoo_job(threads, "train_torch", net, batch, seconds) if have("torch") else None
-        rate = {k: batch * 1e3 / statistics.median(v["ms"]) if v else None
-                for k, v in (("protonet", ours), ("torch_cl", theirs))}
-        ratio = rate["protonet"] / rate["torch_cl"] if rate["protonet"] and rate["torch_cl"] \
-            else None
-        rows.append({"net": net, "batch": batch, **rate, "ratio": ratio})
-        print(f"{'':11s} {net:14s} {batch:5d} {fmt(rate['protonet']):>15s} "
-              f"{fmt(rate['torch_cl']):>14s} {fmt(ratio, '.2f'):>6s}", flush=True)
+        got = paired_rounds(rounds, frameworks,
+                            lambda fw: zoo_job(threads, f"train_{fw}", net, batch, seconds))
+
+        def rate(fw):
+            per_round = [batch * 1e3 / statistics.median(g[fw]["ms"]) for g in got if g.get(fw)]
+            return statistics.median(per_round) if per_round else None
+        rows.append({"net": net, "batch": batch, "protonet": rate("protonet"),
+                     "torch_cl": rate("torch") if "torch" in frameworks else None,
+                     "ratio": round_ratio(got, "torch", "protonet", "ms")})
+        row = rows[-1]
+        print(f"{'':11s} {net:14s} {batch:5d} {fmt(row['protonet']):>15s} "
+              f"{fmt(row['torch_cl']):>14s} {fmt(row['ratio'], '.2f'):>6s}", flush=True)
     results["train"] = rows
 
 
