@@ -310,6 +310,27 @@ WEIGHT_GRAD_FLOATS = 1 << 16
 
 
 @jit()
+def _lane_blocks_of_rows(rows, blocks, offset):
+    """blocks[m // LANES, offset + p, m % LANES] = rows[m, p] (rows (M, P)): squares of
+    LANES rows by LANES pixels at a time, the whole rows of a block's last pixels after.
+    Row by row, each write took a new cache line of a block bigger than L1 for wide images
+    (64 KB for CIFAR-10's conv1): 30% of its weight gradient's time, the squares half that."""
+    m_out, n_pix = rows.shape
+    full = m_out - m_out % LANES
+    whole = n_pix - n_pix % LANES
+    for block in range(full // LANES):
+        for p0 in range(0, whole, LANES):
+            for lane in range(LANES):
+                row = rows[block * LANES + lane]
+                for q in range(LANES):
+                    blocks[block, offset + p0 + q, lane] = row[p0 + q]
+    for m in range(m_out):
+        block, lane = m // LANES, m % LANES
+        for p in range(whole if m < full else 0, n_pix):
+            blocks[block, offset + p, lane] = rows[m, p]
+
+
+@jit()
 def weight_grad_images(x, dy, ph, pw, padded_shape, pixels, window, grad_t):
     """grad_t (K, Mp) in lane blocks (Mp / LANES, K, LANES) += sum over images of x's windows
     times dy (N, M, P). A few images at a time (WEIGHT_GRAD_FLOATS) are one sum: their padded
@@ -338,10 +359,7 @@ def weight_grad_images(x, dy, ph, pw, padded_shape, pixels, window, grad_t):
         for g in range(count):
             n = first + g
             _pad_into(x[n], ph, pw, images[g])
-            for m in range(m_out):
-                block, lane = m // LANES, m % LANES
-                for p in range(n_pix):
-                    dy_t[block, g * n_pix + p, lane] = dy[n, m, p]
+            _lane_blocks_of_rows(dy[n], dy_t, g * n_pix)
         if count == group:
             gathered_matmul(flat, window, cols, dy_t, grad_t)
         else:   # the last images: contiguous copies (a slice would compile a strided kernel)

@@ -540,6 +540,20 @@ def test_direct_rows_give_the_pixel_major_kernels_bits(outputs, channels, size, 
         np.testing.assert_array_equal(by_rows.view(np.uint32), by_pixels.view(np.uint32))
 
 
+@pytest.mark.parametrize("outputs, pixels", [(32, 1024), (40, 37), (5, 9), (16, 16)])
+def test_top_diff_goes_into_lane_blocks_whole(outputs, pixels):
+    """The weight gradient's top diff in lane blocks, squares and leftovers: every element
+    where it belongs, the padding lanes untouched (they stay zero)."""
+    from protonet.kernels.direct_conv import LANES, _lane_blocks_of_rows, padded_width
+    rows = np.arange(outputs * pixels, dtype=np.float32).reshape(outputs, pixels) + 1
+    blocks = np.zeros((padded_width(outputs) // LANES, 3 + pixels, LANES), np.float32)
+    _lane_blocks_of_rows(rows, blocks, 3)
+    expected = np.zeros((padded_width(outputs), pixels), np.float32)
+    expected[:outputs] = rows
+    np.testing.assert_array_equal(blocks[:, 3:].transpose(0, 2, 1).reshape(-1, pixels), expected)
+    assert not blocks[:, :3].any()
+
+
 def test_direct_rows_run_where_the_runs_fill_their_lanes():
     from protonet.kernels.direct_conv import RUN_MIN_LANES_USED, run_lanes_used
     for width in (13, 16, 27, 29, 32, 64):   # CIFAR-10's conv1 and conv2: 32 and 16
