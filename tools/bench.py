@@ -689,9 +689,9 @@ def section_zoo(args, results, nets=None, batches=None, key="zoo"):
         ms = {}
         for fw in frameworks:
             runs = [g[fw] for g in got if g[fw]]
-            row[fw] = runs and {**runs[0], "ms": [t for r in runs for t in r["ms"]],
-                                "round_ms": [statistics.median(r["ms"]) for r in runs],
-                                "peak_rss_mb": max(r["peak_rss_mb"] for r in runs)}
+            row[fw] = {**runs[0], "ms": [t for r in runs for t in r["ms"]],
+                       "round_ms": [statistics.median(r["ms"]) for r in runs],
+                       "peak_rss_mb": max(r["peak_rss_mb"] for r in runs)} if runs else None
             ms[fw] = statistics.median(row[fw]["round_ms"]) if runs else None
         ours = row["protonet"] or {}
         row["ratio"] = {fw: r for fw in frameworks[1:]

@@ -290,9 +290,9 @@ def forward_image_rows(x, ph, pw, padded_shape, runs, window, wt, bias, out):
         _pad_into(x[n], ph, pw, image)
         planes = out[n]
         for m in range(m_out):
-            start = bias[m] if bias.shape[0] else np.float32(0.0)
+            value = bias[m] if bias.shape[0] else np.float32(0.0)
             for p in range(planes.shape[1]):
-                planes[m, p] = start
+                planes[m, p] = value
         for r in range(0, n_runs - 1, 2):
             for start in range(0, m_out, TILE_ROWS):
                 first = max(0, min(start, m_out - TILE_ROWS))
