@@ -13,7 +13,7 @@ import functools
 
 import numpy as np
 
-from .direct_conv import RUN_MIN_LANES_USED, padded_width, run_lanes_used
+from .direct_conv import by_runs, padded_width
 from .threads import PIECES_PER_THREAD, split
 
 
@@ -125,7 +125,7 @@ class ConvTuning:
     # TEST net (K at least direct_min_k_forward_only: its forward at batch 16 took 1.04-1.13x the
     # time of the GEMMs' with the pixels-major tiles). LeNet's conv1 (25, 20 padded to 32): 2.0
     # against 0.8 ms with the old tiles. A forward whose output rows fill runs of 16 lanes
-    # (direct_conv.run_lanes_used: the pixels in the lanes, forward_image_rows) needs only
+    # (direct_conv.by_runs: the pixels in the lanes, forward_image_rows) needs only
     # direct_min_k in a TEST net too: CIFAR-10's conv1 at batch 16, 2 threads, 0.56 against
     # 0.93 ms for the GEMMs (an AMD Zen 4), at batch 1 0.06 against 0.094.
     direct_min_k: int = 64
@@ -309,7 +309,7 @@ def _direct_plan(k, pixels, group, tuning, geometry, outputs, out_shape, forward
     channels = k // (kh * kw)
     min_k, max_waste = ((tuning.direct_min_k_forward_only, tuning.direct_max_waste_forward_only)
                         if forward_only else (tuning.direct_min_k, tuning.direct_max_waste))
-    if (sh, sw) == (1, 1) and run_lanes_used(out_shape[1]) >= RUN_MIN_LANES_USED:
+    if by_runs((sh, sw), out_shape[1]):
         min_k = min(min_k, tuning.direct_min_k)   # the forward in runs along the rows
     if not (k >= min_k and kh * kw > 1
             and k * outputs <= tuning.direct_max_weights and pixels <= tuning.direct_max_pixels

@@ -221,6 +221,13 @@ def run_lanes_used(out_width: int) -> float:
     return out_width / (-(-out_width // LANES) * LANES)
 
 
+def by_runs(stride: tuple, out_width: int) -> bool:
+    """Whether a direct pass of this stride onto rows out_width wide runs forward_image_rows
+    (stride 1, runs at least RUN_MIN_LANES_USED full) rather than forward_images: the one
+    rule for DirectConvolution's passes and for the planner."""
+    return tuple(stride) == (1, 1) and run_lanes_used(out_width) >= RUN_MIN_LANES_USED
+
+
 def row_runs(ho: int, wo: int, padded_width: int):
     """(first output pixel, its window corner's flat offset in the padded image, length) of
     each run of up to LANES pixels along the output rows, at stride 1."""
@@ -438,10 +445,9 @@ class DirectConvolution:
                                              flip=True)
         # Output rows whose runs fill their lanes go pixels-in-lanes (forward_image_rows),
         # the forward at stride 1 and the data gradient (always a stride-1 convolution).
-        self.runs = (row_runs(ho, wo, self.padded[2]) if (sh, sw) == (1, 1)
-                     and run_lanes_used(wo) >= RUN_MIN_LANES_USED else None)
+        self.runs = row_runs(ho, wo, self.padded[2]) if by_runs((sh, sw), wo) else None
         self.bottom_runs = (row_runs(height, width, self.diff_padded[2])
-                            if run_lanes_used(width) >= RUN_MIN_LANES_USED else None)
+                            if by_runs((1, 1), width) else None)
         self.weights_t = KeptLayout()   # the forward's weights in lane blocks or as (K, M)
 
     def forward(self, x, weight, bias, out, plan) -> None:

@@ -555,11 +555,12 @@ def test_top_diff_goes_into_lane_blocks_whole(outputs, pixels):
 
 
 def test_direct_rows_run_where_the_runs_fill_their_lanes():
-    from protonet.kernels.direct_conv import RUN_MIN_LANES_USED, run_lanes_used
+    from protonet.kernels.direct_conv import RUN_MIN_LANES_USED, by_runs, run_lanes_used
     for width in (13, 16, 27, 29, 32, 64):   # CIFAR-10's conv1 and conv2: 32 and 16
-        assert run_lanes_used(width) >= RUN_MIN_LANES_USED
+        assert run_lanes_used(width) >= RUN_MIN_LANES_USED and by_runs((1, 1), width)
+        assert not by_runs((2, 2), width) and not by_runs((1, 2), width)
     for width in (8, 12, 17, 20):            # CIFAR-10's conv3 and LeNet's conv2: 8
-        assert run_lanes_used(width) < RUN_MIN_LANES_USED
+        assert run_lanes_used(width) < RUN_MIN_LANES_USED and not by_runs((1, 1), width)
 
 
 def test_direct_kernel_inner_loop_is_vectorized():
