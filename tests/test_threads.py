@@ -88,6 +88,30 @@ def test_gemm_pieces_on_numba_threads_are_numpys_own_products(trans_a, trans_b, 
     assert (big[untouched] == -7.0).all()
 
 
+@pytest.mark.parametrize("engine", ["numba threads", "python threads"])
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("m, k, n", [(500, 64, 800), (64, 500, 800), (10, 20, 30)])
+def test_accumulating_products_add_into_the_output(m, k, n, n_threads, engine, monkeypatch):
+    """InnerProduct's weight gradient is added into the diff by the GEMM (cblas's beta 1):
+    into zeros the very bits of the product alone (a fresh iteration's diff), into values
+    already there (iter_size > 1) their sum, on any number of threads and without cblas."""
+    if engine == "python threads":
+        monkeypatch.setattr(blas, "_found", (0, 0))
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((k, m), dtype=np.float32).T   # a transposed view, as dy.T
+    b = rng.standard_normal((k, n), dtype=np.float32)
+    alone = np.empty((m, n), np.float32)
+    threads.matmul(a, b, alone, threads=n_threads)
+    into_zeros = np.zeros((m, n), np.float32)
+    threads.matmul(a, b, into_zeros, threads=n_threads, accumulate=True)
+    np.testing.assert_array_equal(into_zeros, alone)
+    before = rng.standard_normal((m, n), dtype=np.float32)
+    summed = before.copy()
+    threads.matmul(a, b, summed, threads=n_threads, accumulate=True)
+    np.testing.assert_allclose(summed, before + alone, rtol=1e-6, atol=1e-5)
+    assert not np.array_equal(summed, alone)
+
+
 def test_operands_cblas_cannot_take_go_to_numpy():
     """A view with no unit stride (every other column) has no cblas layout: no table, and
     grouped_matmul multiplies it with np.matmul instead."""

@@ -27,7 +27,7 @@ from ._jit import jit
 
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
 # Columns of a piece's row in gemm_pieces' table.
-FIELDS = ("trans_a", "trans_b", "m", "n", "k", "a", "lda", "b", "ldb", "c", "ldc")
+FIELDS = ("trans_a", "trans_b", "m", "n", "k", "a", "lda", "b", "ldb", "c", "ldc", "beta")
 
 # (address of cblas_sgemm, bits of its integers) once looked up; (0, 0) when there is none.
 _found: tuple | None = None
@@ -88,13 +88,14 @@ def _layout(x):
     return None
 
 
-def piece_table(a, b, out, axis: int, bounds) -> np.ndarray | None:
-    """The table gemm_pieces runs for out[i] = a[i] @ b[i], every matrix i of the stacks a
-    (..., m, k), b (..., k, n), out (..., m, n) (the same leading axes), each product cut into
-    its rows (axis 0) or columns (axis 1) start..end for every (start, end) of bounds: one row
-    (FIELDS) a piece, matrix by matrix. None when an operand has a layout cblas cannot take
-    (then np.matmul does it). Python integers throughout: it runs at every forward (numpy
-    operations on these few numbers cost twice as much)."""
+def piece_table(a, b, out, axis: int, bounds, accumulate: bool = False) -> np.ndarray | None:
+    """The table gemm_pieces runs for out[i] = a[i] @ b[i] (out[i] += a[i] @ b[i] with
+    accumulate: cblas's beta 1), every matrix i of the stacks a (..., m, k), b (..., k, n),
+    out (..., m, n) (the same leading axes), each product cut into its rows (axis 0) or
+    columns (axis 1) start..end for every (start, end) of bounds: one row (FIELDS) a piece,
+    matrix by matrix. None when an operand has a layout cblas cannot take (then np.matmul
+    does it). Python integers throughout: it runs at every forward (numpy operations on
+    these few numbers cost twice as much)."""
     if any(x.dtype != np.float32 or x.ndim < 2 for x in (a, b, out)):
         return None
     layouts = _layout(a), _layout(b), _layout(out)
@@ -105,46 +106,55 @@ def piece_table(a, b, out, axis: int, bounds) -> np.ndarray | None:
     m, n = out.shape[-2:]
     lead = out.shape[:-2]
     bases = [(x.__array_interface__["data"][0], x.strides[:-2]) for x in (a, b, out)]
-    rows = []
+    rows, beta = [], int(accumulate)
     for index in itertools.product(*map(range, lead)):
         pa, pb, pc = (base + sum(i * stride for i, stride in zip(index, strides))
                       for base, strides in bases)
         for start, end in bounds:
             if axis == 0:    # rows start..end of a and of out
                 rows.append((ta, tb, end - start, n, k, pa + start * a.strides[-2], lda, pb,
-                             ldb, pc + start * out.strides[-2], ldc))
+                             ldb, pc + start * out.strides[-2], ldc, beta))
             else:            # columns start..end of b and of out
                 rows.append((ta, tb, m, end - start, k, pa, lda, pb + start * b.strides[-1],
-                             ldb, pc + start * out.strides[-1], ldc))
+                             ldb, pc + start * out.strides[-1], ldc, beta))
     return np.array(rows, np.int64)
 
 
-@intrinsic
-def sgemm(typingctx, address, bits, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
-    """cblas_sgemm(RowMajor, trans_a, trans_b, m, n, k, 1, a, lda, b, ldb, 0, c, ldc) through
-    the function at `address`, whose integers are `bits` (64 or 32) wide."""
+def _sgemm_intrinsic(beta: float):
+    """An intrinsic calling cblas_sgemm(RowMajor, trans_a, trans_b, m, n, k, 1, a, lda, b,
+    ldb, beta, c, ldc) through the function at `address`, whose integers are `bits` (64 or
+    32) wide."""
 
-    def codegen(context, builder, signature, args):
-        i32, i64, f32 = ir.IntType(32), ir.IntType(64), ir.FloatType()
-        ptr = ir.IntType(8).as_pointer()
-        ta, tb, mm, nn, kk, pa, la, pb, lb, pc, lc = args[2:]
-        wide = builder.icmp_signed("==", args[1], ir.Constant(args[1].type, 64))
-        with builder.if_else(wide) as (ilp64, lp64):
-            for branch, iw in ((ilp64, i64), (lp64, i32)):
-                with branch:
-                    fnty = ir.FunctionType(ir.VoidType(), [i32, i32, i32, iw, iw, iw, f32, ptr,
-                                                           iw, ptr, iw, f32, ptr, iw])
-                    fn = builder.inttoptr(args[0], fnty.as_pointer())
-                    size = (lambda v: v) if iw is i64 else (lambda v: builder.trunc(v, i32))
-                    builder.call(fn, [ir.Constant(i32, ROW_MAJOR), builder.trunc(ta, i32),
-                                      builder.trunc(tb, i32), size(mm), size(nn), size(kk),
-                                      ir.Constant(f32, 1.0), builder.inttoptr(pa, ptr),
-                                      size(la), builder.inttoptr(pb, ptr), size(lb),
-                                      ir.Constant(f32, 0.0), builder.inttoptr(pc, ptr),
-                                      size(lc)])
-        return context.get_dummy_value()
+    def sgemm(typingctx, address, bits, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
+        def codegen(context, builder, signature, args):
+            i32, i64, f32 = ir.IntType(32), ir.IntType(64), ir.FloatType()
+            ptr = ir.IntType(8).as_pointer()
+            ta, tb, mm, nn, kk, pa, la, pb, lb, pc, lc = args[2:]
+            wide = builder.icmp_signed("==", args[1], ir.Constant(args[1].type, 64))
+            with builder.if_else(wide) as (ilp64, lp64):
+                for branch, iw in ((ilp64, i64), (lp64, i32)):
+                    with branch:
+                        fnty = ir.FunctionType(ir.VoidType(), [i32, i32, i32, iw, iw, iw, f32,
+                                                               ptr, iw, ptr, iw, f32, ptr, iw])
+                        fn = builder.inttoptr(args[0], fnty.as_pointer())
+                        size = (lambda v: v) if iw is i64 else (lambda v: builder.trunc(v, i32))
+                        builder.call(fn, [ir.Constant(i32, ROW_MAJOR), builder.trunc(ta, i32),
+                                          builder.trunc(tb, i32), size(mm), size(nn), size(kk),
+                                          ir.Constant(f32, 1.0), builder.inttoptr(pa, ptr),
+                                          size(la), builder.inttoptr(pb, ptr), size(lb),
+                                          ir.Constant(f32, beta), builder.inttoptr(pc, ptr),
+                                          size(lc)])
+            return context.get_dummy_value()
 
-    return types.void(*([types.int64] * 13)), codegen
+        return types.void(*([types.int64] * 13)), codegen
+
+    return sgemm
+
+
+# c = a @ b, and c += a @ b (a layer's weight gradient added into its diff, as Caffe's own
+# GEMMs do: no product in a buffer of its own to add after).
+sgemm = intrinsic(_sgemm_intrinsic(0.0))
+sgemm_accumulate = intrinsic(_sgemm_intrinsic(1.0))
 
 
 @jit(parallel=True, min_elements=1)
@@ -152,14 +162,18 @@ def _run_table(table, address, bits):
     """Every row of the table (FIELDS) one cblas_sgemm call, the rows shared by the threads."""
     for p in prange(table.shape[0]):
         r = table[p]
-        sgemm(address, bits, r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9],
-               r[10])
+        if r[11]:
+            sgemm_accumulate(address, bits, r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7],
+                             r[8], r[9], r[10])
+        else:
+            sgemm(address, bits, r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9],
+                  r[10])
 
 
 def gemm_pieces(table: np.ndarray) -> None:
     """Run every piece of a piece_table at once on numba's threads (BLAS itself must be held
-    to one thread: kernels/threads.one_blas_thread)."""
-    _run_table(table, *function())
+    to one thread: kernels/threads.one_blas_thread); a table of one piece on this thread."""
+    _run_table.over(len(table))(table, *function())
 
 
 def function() -> tuple:

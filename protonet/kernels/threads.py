@@ -168,37 +168,51 @@ def plan_gemm(m: int, n: int, k: int, threads: int, groups: int = 1):
     return axis, split((m, n)[axis], threads // math.gcd(groups, threads), align=16)
 
 
-def grouped_matmul(a, b, out, threads: int | None = None) -> None:
-    """out[i] = a[i] @ b[i] for every matrix i of the float32 stacks a (..., m, k), b (..., k,
-    n) and out (..., m, n) (the same leading axes: a convolution's groups, Winograd's 16 x
-    groups), each out[i] C-contiguous or a slice of rows or columns of such, on protonet's
-    threads with BLAS on one thread (see the module docstring)."""
+def grouped_matmul(a, b, out, threads: int | None = None, accumulate: bool = False) -> None:
+    """out[i] = a[i] @ b[i] (with accumulate, out[i] += a[i] @ b[i]) for every matrix i of
+    the float32 stacks a (..., m, k), b (..., k, n) and out (..., m, n) (the same leading
+    axes: a convolution's groups, Winograd's 16 x groups), each out[i] C-contiguous or a slice
+    of rows or columns of such, on protonet's threads with BLAS on one thread (see the module
+    docstring). Accumulating is cblas's beta 1 where numpy's BLAS is called directly: into an
+    out of zeros the same bits as the product alone."""
     threads = compute_threads() if threads is None else threads
     lead = out.shape[:-2]
     m, n = out.shape[-2:]
     if threads <= 1 or out.size * a.shape[-1] < SPLIT_MIN_MACS:
         # One thread, or too little work to repay waking another: the products in turn.
-        with one_blas_thread():
-            for i in np.ndindex(lead):
-                np.matmul(a[i], b[i], out=out[i])
-        return
-    axis, bounds = plan_gemm(m, n, a.shape[-1], threads, math.prod(lead))
-    if blas.available():
-        table = blas.piece_table(a, b, out, axis, bounds)
+        bounds = [(0, n)]
+        axis = 1
+    else:
+        axis, bounds = plan_gemm(m, n, a.shape[-1], threads, math.prod(lead))
+    if blas.available() and (accumulate or len(bounds) > 1):
+        table = blas.piece_table(a, b, out, axis, bounds, accumulate)
         if table is not None:
             with one_blas_thread():
                 blas.gemm_pieces(table)
             return
+
+    def product(i, rows, columns):
+        if accumulate:
+            out[i][rows, columns] += np.matmul(a[i][rows], b[i][:, columns])
+        else:
+            np.matmul(a[i][rows], b[i][:, columns], out=out[i][rows, columns])
+
+    if len(bounds) == 1:
+        with one_blas_thread():
+            for i in np.ndindex(lead):
+                product(i, slice(None), slice(None))
+        return
     if axis == 1:
         def work(i, s, e, shared):
-            np.matmul(a[i], b[i][:, s:e], out=out[i][:, s:e])
+            product(i, slice(None), slice(s, e))
     else:
         def work(i, s, e, shared):
-            np.matmul(a[i][s:e], b[i], out=out[i][s:e])
+            product(i, slice(s, e), slice(None))
     run_pieces(work, [(i, s, e) for i in np.ndindex(lead) for s, e in bounds], threads)
 
 
-def matmul(a, b, out, threads: int | None = None) -> None:
-    """out[...] = a @ b (2D float32, out C-contiguous or a slice of rows or columns of such),
-    on protonet's threads with BLAS on one thread: grouped_matmul of one matrix."""
-    grouped_matmul(a[None], b[None], out[None], threads)
+def matmul(a, b, out, threads: int | None = None, accumulate: bool = False) -> None:
+    """out[...] = a @ b (with accumulate, out += a @ b; 2D float32, out C-contiguous or a
+    slice of rows or columns of such), on protonet's threads with BLAS on one thread:
+    grouped_matmul of one matrix."""
+    grouped_matmul(a[None], b[None], out[None], threads, accumulate)
