@@ -170,10 +170,11 @@ def _run_table(table, address, bits):
                   r[10])
 
 
-def gemm_pieces(table: np.ndarray) -> None:
+def gemm_pieces(table: np.ndarray, in_turn: bool = False) -> None:
     """Run every piece of a piece_table at once on numba's threads (BLAS itself must be held
-    to one thread: kernels/threads.one_blas_thread); a table of one piece on this thread."""
-    _run_table.over(len(table))(table, *function())
+    to one thread: kernels/threads.one_blas_thread); with in_turn, or a table of one piece,
+    one after the other on this thread."""
+    _run_table.over(1 if in_turn else len(table))(table, *function())
 
 
 def function() -> tuple:

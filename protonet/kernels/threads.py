@@ -178,17 +178,15 @@ def grouped_matmul(a, b, out, threads: int | None = None, accumulate: bool = Fal
     threads = compute_threads() if threads is None else threads
     lead = out.shape[:-2]
     m, n = out.shape[-2:]
-    if threads <= 1 or out.size * a.shape[-1] < SPLIT_MIN_MACS:
-        # One thread, or too little work to repay waking another: the products in turn.
-        bounds = [(0, n)]
-        axis = 1
-    else:
-        axis, bounds = plan_gemm(m, n, a.shape[-1], threads, math.prod(lead))
-    if blas.available() and (accumulate or len(bounds) > 1):
+    # One thread, or too little work to repay waking another: the products in turn.
+    in_turn = threads <= 1 or out.size * a.shape[-1] < SPLIT_MIN_MACS
+    axis, bounds = (1, [(0, n)]) if in_turn else plan_gemm(m, n, a.shape[-1], threads,
+                                                          math.prod(lead))
+    if blas.available() and (accumulate or not in_turn):
         table = blas.piece_table(a, b, out, axis, bounds, accumulate)
         if table is not None:
             with one_blas_thread():
-                blas.gemm_pieces(table)
+                blas.gemm_pieces(table, in_turn)
             return
 
     def product(i, rows, columns):
@@ -197,7 +195,7 @@ def grouped_matmul(a, b, out, threads: int | None = None, accumulate: bool = Fal
         else:
             np.matmul(a[i][rows], b[i][:, columns], out=out[i][rows, columns])
 
-    if len(bounds) == 1:
+    if in_turn:
         with one_blas_thread():
             for i in np.ndindex(lead):
                 product(i, slice(None), slice(None))
