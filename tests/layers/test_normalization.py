@@ -317,3 +317,23 @@ def test_batch_norm_channel_change_is_an_error():
     with pytest.raises(ShapeError, match=r"\(BatchNorm\): bottom shape \(2, 4, 4, 5\) has 4 "
                                          "channels"):
         layer.reshape(bottom, top)
+
+
+@pytest.mark.parametrize("beta", [0.75, 0.6, 1.0])
+def test_lrn_scale_powers_are_float32_powers(beta):
+    """LRN's scale^-beta: for Caffe's default beta 0.75 the correctly rounded float32 power
+    (float64's, rounded once) bit for bit, in place of powf's one-ulp slips; for any other
+    beta float32's pow itself (here within 2 ulp of the correctly rounded power)."""
+    from protonet.kernels.normalization import powers
+    rng = np.random.default_rng(5)
+    # LRN's scales: 1 (k) plus up to large window sums, and ones just above 1 (alpha 5e-5)
+    s = np.concatenate([1 + rng.random(50_000, dtype=np.float32) * 50,
+                        1 + rng.random(50_000, dtype=np.float32) * np.float32(1e-4),
+                        np.float32([1.0, 2.0, 3e4])])
+    out = np.empty_like(s)
+    powers(s, np.float32(-beta), out)
+    correctly_rounded = (s.astype(np.float64) ** -beta).astype(np.float32)
+    if beta == 0.75:
+        np.testing.assert_array_equal(out, correctly_rounded)
+    else:
+        np.testing.assert_array_max_ulp(out, correctly_rounded, maxulp=2)
