@@ -277,6 +277,11 @@ def test_plans_follow_the_shapes_they_were_measured_on():
                             out_shape=(14, 14)).bands == 1
     assert plan_convolution(16, 480, 196, 1, 2, geometry=geometry, outputs=64,
                             out_shape=(14, 14)).threads == 2
+    # A TEST net's 1x1 layer on big planes (MobileNet-SSD's conv3: 128 x 128 on 75 x 75) has
+    # no columns to keep in L2: image by image, where a TRAIN net's takes one GEMM.
+    ssd_conv3 = dict(geometry=geometry, outputs=128, out_shape=(75, 75))
+    assert plan_convolution(16, 128, 5625, 1, 2, forward_only=True, **ssd_conv3).per_image_forward
+    assert not plan_convolution(16, 128, 5625, 1, 2, **ssd_conv3).per_image_forward
     vgg = plan_convolution(*VGG_CONV1_2, threads=2)
     assert not vgg.per_image_forward and not vgg.per_image_weight_grad
     # An image's columns (576 x 50,176 floats) pass the budget alone: one image at a time.

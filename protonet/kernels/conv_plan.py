@@ -39,6 +39,12 @@ class ConvTuning:
     # (1 thread); cifar10_full's training step 124 against 146 ms.
     per_image_max_floats: int = 1 << 18
     per_image_min_pixels: int = 64
+    # A TEST net's 1x1 stride-1 unpadded layer has no columns (the GEMMs read the bottom's
+    # planes): image by image whatever its size, rather than one GEMM over the batch whose
+    # (K, N x P) operand and output are laid out through memory. MobileNet-SSD's pointwise
+    # layers on 75 x 75 and 38 x 38 at batch 16 (64-256 channels, 36-51% of GEMM peak as one
+    # GEMM).
+    per_image_input_columns: bool = True
     # ... and, that far, only when every thread gets an image (batch >= threads): a lone
     # image's GEMMs ran on one thread while the other waited. Batch 1, 2 threads, whole TEST
     # forward, 5 alternating rounds on a quiet machine, with the GEMM split between the
@@ -266,8 +272,11 @@ def plan_convolution(batch: int, k: int, pixels: int, group: int, threads: int,
         k, pixels, group, tuning, geometry, outputs, out_shape, forward_only)
     chunk = max(1, min(batch, tuning.col_budget // max(1, k * pixels)))
     per_image_weight_grad = k // group <= tuning.per_image_max_k
+    columns_are_input = tuple(geometry[:6]) == (1, 1, 0, 0, 1, 1)
     per_image_forward = per_image_weight_grad or (
-        pixels >= tuning.per_image_min_pixels and k * pixels <= tuning.per_image_max_floats
+        pixels >= tuning.per_image_min_pixels
+        and (k * pixels <= tuning.per_image_max_floats
+             or (columns_are_input and forward_only and tuning.per_image_input_columns))
         and (batch >= threads or not tuning.per_image_needs_an_image_a_thread))
     bands = 1
     if (lone_images and threads > 1 and not winograd and out_shape and group == 1
@@ -286,7 +295,7 @@ def plan_convolution(batch: int, k: int, pixels: int, group: int, threads: int,
         threads = 1
     return ConvPlan(chunk=chunk,
                     bounds=tuple((a, min(batch, a + chunk)) for a in range(0, batch, chunk)),
-                    columns_are_input=tuple(geometry[:6]) == (1, 1, 0, 0, 1, 1),
+                    columns_are_input=columns_are_input,
                     per_image_forward=per_image_forward,
                     per_image_weight_grad=per_image_weight_grad,
                     block=max(1, tuning.block_floats // max(1, k * pixels)),
