@@ -70,7 +70,7 @@ def lrn_across_forward(x, size, alpha_over_size, k, neg_beta, scale, y):
             if c - 1 - pre_pad >= 0:
                 _add_squares(s, xs[n, c - 1 - pre_pad, p0:p1], alpha_over_size, False)
             ss[n, c, p0:p1] = s
-        for c in range(channels):
+        for c in range(channels):   # s, the window's running sum, now holds the powers
             xc, yc = xs[n, c, p0:p1], ys[n, c, p0:p1]
             powers(ss[n, c, p0:p1], neg_beta, s)
             for q in range(p1 - p0):
