@@ -10,7 +10,7 @@ import pytest
 import protonet
 from protonet import prototxt
 from protonet.kernels.epilogue import (NONE, channel_epilogue, channels_first_epilogue,
-                                       rows_epilogue)
+                                       rows_epilogue, sum_epilogue)
 
 # conv1 -> bn1 -> scale1 -> relu1 in place; ip (bias off) -> bn_ip -> relu_ip (slope 0.1) in
 # place; conv2 (no bias) -> scale2 (with bias) in place.
@@ -258,6 +258,67 @@ def test_fused_relu_matches_the_separate_layer_bit_for_bit(producer, slope):
             np.testing.assert_array_equal(b, a)
 
 
+# Two convolutions summed by an Eltwise (ResNet's shortcut), then what follows the sum in
+# place; the sum's bottoms from layers so that backward reaches both.
+ELTWISE_NET = """
+force_backward: true
+input: "data" input_shape {{ dim: 2 dim: 3 dim: 6 dim: 6 }}
+layer {{ name: "a" type: "Convolution" bottom: "data" top: "a"
+  convolution_param {{ num_output: 4 kernel_size: 3 pad: 1 }} }}
+layer {{ name: "b" type: "Convolution" bottom: "data" top: "b"
+  convolution_param {{ num_output: 4 kernel_size: 1 }} }}
+{extra_bottom}
+layer {{ name: "sum" type: "Eltwise" {bottoms} top: "sum" {param} }}
+{after}
+"""
+RELU_AFTER_SUM = 'layer { name: "relu" type: "ReLU" bottom: "sum" top: "sum" }'
+THIRD = """layer { name: "c" type: "Convolution" bottom: "data" top: "c"
+  convolution_param { num_output: 4 kernel_size: 1 } }"""
+
+
+@pytest.mark.parametrize("bottoms, param", [
+    (2, ""), (2, "eltwise_param { coeff: 1 coeff: -0.5 }"), (3, "")])
+def test_an_eltwise_sum_fuses_its_relu_bit_for_bit_forward_and_backward(bottoms, param):
+    text = ELTWISE_NET.format(
+        extra_bottom=THIRD if bottoms == 3 else "", param=param, after=RELU_AFTER_SUM,
+        bottoms=" ".join(f'bottom: "{n}"' for n in "abc"[:bottoms]))
+    for phase in (protonet.TRAIN, protonet.TEST):
+        net = chain_net(phase, text)
+        assert absorbed_names(net) == ["relu"]
+        outs = []
+        for fuse in (False, True):
+            net.fuse = fuse
+            net.clear_param_diffs()
+            top = net.forward(data=data((2, 3, 6, 6)))["sum"].copy()
+            assert (top == 0).any() and (top > 0).any()   # the ReLU cuts some, not all
+            dx = net.backward(sum=np.ones_like(top))["data"].copy()
+            outs.append((top, dx, [b.diff.copy() for b in net.learnable_params]))
+        np.testing.assert_array_equal(outs[1][0], outs[0][0])
+        np.testing.assert_array_equal(outs[1][1], outs[0][1])
+        for a, b in zip(outs[0][2], outs[1][2]):
+            np.testing.assert_array_equal(b, a)
+
+
+def test_an_eltwise_sum_folds_batchnorm_scale_relu_after_it_within_1e5():
+    text = ELTWISE_NET.format(extra_bottom="", param="", bottoms='bottom: "a" bottom: "b"',
+                              after="""
+    layer { name: "bn" type: "BatchNorm" bottom: "sum" top: "sum" }
+    layer { name: "scale" type: "Scale" bottom: "sum" top: "sum" scale_param { bias_term: true } }
+    """ + RELU_AFTER_SUM).replace("force_backward: true", "")
+    net = chain_net(text=text)
+    assert absorbed_names(net) == ["bn", "relu", "scale"]
+    plain, fused = forward_both(net, data((2, 3, 6, 6)))
+    assert worst_relative(plain, fused) <= 1e-5
+
+
+def test_eltwise_product_and_max_keep_their_relu_as_a_layer():
+    for operation in ("PROD", "MAX"):
+        text = ELTWISE_NET.format(extra_bottom="", bottoms='bottom: "a" bottom: "b"',
+                                  param=f"eltwise_param {{ operation: {operation} }}",
+                                  after=RELU_AFTER_SUM)
+        assert absorbed_names(chain_net(text=text)) == []
+
+
 def test_epilogue_kernels_against_numpy():
     rng = np.random.default_rng(3)
     y = rng.standard_normal((2, 5, 11)).astype(np.float32)
@@ -278,6 +339,16 @@ def test_epilogue_kernels_against_numpy():
     np.testing.assert_array_equal(out, want)
     channels_first_epilogue(y2, out, NONE, NONE, False, np.float32(0))
     np.testing.assert_array_equal(out, y)
+    other = rng.standard_normal((2, 5, 11)).astype(np.float32)   # an Eltwise SUM's
+    total = y + other
+    sum_epilogue(y, other, out, scale, shift, True, slope)
+    np.testing.assert_array_equal(
+        out, np.where(total * scale[:, None] + shift[:, None] > 0,
+                      total * scale[:, None] + shift[:, None],
+                      (total * scale[:, None] + shift[:, None]) * slope))
+    got = y.copy()   # in place on a bottom, nothing fused: numpy's sum, bit for bit
+    sum_epilogue(got, other, got, NONE, NONE, False, np.float32(0))
+    np.testing.assert_array_equal(got, total)
     rows = np.ascontiguousarray(y[:, :, 0])   # an InnerProduct's (N, M)
     got = rows.copy()
     rows_epilogue(got, scale, shift, True, slope)

@@ -204,7 +204,10 @@ def worker_gemm():
         t = time.perf_counter()
         np.matmul(a, b)
         best = max(best, 2 * 2048 ** 3 / (time.perf_counter() - t))
-    return {"gflops": best / 1e9}
+    from threadpoolctl import threadpool_info
+    cores = [lib.get("architecture") for lib in threadpool_info()
+             if lib.get("internal_api") == "openblas"]
+    return {"gflops": best / 1e9, "openblas_core": cores[0] if cores else None}
 
 
 # Convolutions the direct path was planned for, and the conv1s it was measured against:
@@ -414,6 +417,15 @@ def main(argv=None):
     DEADLINE[0] = time.monotonic() + args.budget * 60
     started = time.monotonic()
     results = {"machine": f"{os.cpu_count()} cores, {sys.platform}"}
+    # A machine may pin OpenBLAS's kernels (some images set OPENBLAS_CORETYPE=Haswell for old
+    # OpenBLAS builds): numpy's GEMMs then run at half speed on an AVX-512 CPU, which users of
+    # a current numpy do not see. The figures say so.
+    pinned = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+              if k in os.environ}
+    if pinned:
+        print(f"note: OpenBLAS pinned by {pinned}: protonet's GEMMs run those kernels; "
+              "`env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE` measures what OpenBLAS picks itself")
+    results["openblas_env"] = pinned
     for name in args.only.split(","):
         if name not in SECTIONS:
             p.error(f"unknown section {name!r} (sections: {', '.join(SECTIONS)})")
@@ -498,7 +510,9 @@ def section_lenet(args, results):
         best = max((r["protonet"] or 0) for r in results["rows"]
                    if r["net"] == "lenet" and r["mode"] == "train")
         frac = best * LENET_TRAIN_FLOP / (gemm["gflops"] * 1e9)
-        print(f"\nnumpy float32 GEMM peak: {gemm['gflops']:.1f} GFLOP/s; LeNet training at "
+        core = gemm.get("openblas_core")
+        core = f" (OpenBLAS's {core} kernels)" if core else ""
+        print(f"\nnumpy float32 GEMM peak: {gemm['gflops']:.1f} GFLOP/s{core}; LeNet training at "
               f"{best:,.0f} img/s x {LENET_TRAIN_FLOP / 1e6:.1f} MFLOP = {frac:.1%} of it")
         results["lenet_fraction_of_gemm_peak"] = frac
     if layer_table:

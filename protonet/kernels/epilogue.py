@@ -59,6 +59,22 @@ def channel_epilogue(y, scale, shift, relu, negative_slope):
 
 
 @jit(parallel=True)
+def sum_epilogue(a, b, y, scale, shift, relu, negative_slope):
+    """y = a + b (all (N, M, P); y may be a or b), then channel m's epilogue with scale[m]
+    and shift[m], plane by plane in one pass on numba's threads: an Eltwise SUM with what the
+    net fused after it (ResNet's ReLU after each shortcut sum). The sum is numpy's a + b,
+    bit for bit."""
+    n_img, m_out, p = y.shape
+    for plane in prange(n_img * m_out):
+        n = plane // m_out
+        m = plane % m_out
+        row, first, second = y[n, m], a[n, m], b[n, m]
+        for k in range(p):
+            row[k] = first[k] + second[k]
+        finish_channel_row(row, m, scale, shift, relu, negative_slope)
+
+
+@jit(parallel=True)
 def channels_first_epilogue(y2, out, scale, shift, relu, negative_slope):
     """out[n, m, p] = y2[m, n, p] (a GEMM's (M, N, P) output into the blob's (N, M, P)), with
     the epilogue applied in the same pass."""
