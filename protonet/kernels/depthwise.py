@@ -156,16 +156,32 @@ def _depthwise_block(block, taps, sh, sw, dh, dw, out):
                     pixel[lane] = acc[t, lane]
 
 
+# Floats of a channel block's padded input rows at a time (256 KB): a band of output rows
+# whose block and outputs stay in a core's L2. MobileNet-SSD's conv2/dw (150 -> 75, stride 2)
+# took its planes whole: 1.5 MB a block, written by the load and read back from memory.
+BAND_FLOATS = 1 << 16
+
+
+@jit()
+def channel_block_bands(out_h, columns, reach, stride):
+    """(output rows a band, bands) for blocks `columns` wide whose output row needs `reach`
+    input rows, `stride` apart: bands of at most BAND_FLOATS (one band when a plane fits)."""
+    rows = BAND_FLOATS // (columns * LANES)
+    band = max(1, min(out_h, (rows - reach) // stride + 1))
+    return band, -(-out_h // band)
+
+
 @jit(parallel=True)
 def depthwise_forward_by_channel_blocks(x, w, ph, pw, sh, sw, dh, dw, y):
     """depthwise_forward on blocks of 16 channels (kernels/lanes.py): each block's planes
     zero-padded channel-last, every tap of every output pixel one multiply-add of 16 lanes.
-    Parallel over (image, block)."""
+    Parallel over (image, block, band of output rows: channel_block_bands)."""
     n_img, channels, height, width = x.shape
     kh, kw = w.shape[1], w.shape[2]
     out_h, out_w = y.shape[2], y.shape[3]
-    rows = max(height + 2 * ph, (out_h - 1) * sh + (kh - 1) * dh + 1)
     columns = max(width + 2 * pw, (max(out_w, TILE) - 1) * sw + (kw - 1) * dw + 1)
+    band, bands = channel_block_bands(out_h, columns, (kh - 1) * dh + 1, sh)
+    rows = (band - 1) * sh + (kh - 1) * dh + 1
     blocks = -(-channels // LANES)
     taps = np.zeros((blocks, kh, kw, LANES), np.float32)
     # Element by element: a slice assignment here would be a parallel region of its own,
@@ -174,13 +190,15 @@ def depthwise_forward_by_channel_blocks(x, w, ph, pw, sh, sw, dh, dw, y):
         for i in range(kh):
             for j in range(kw):
                 taps[c // LANES, i, j, c % LANES] = w[c, i, j]
-    for task in prange(n_img * blocks):
-        n, b = task // blocks, task % blocks
+    for task in prange(n_img * blocks * bands):
+        n, b, k = task // (blocks * bands), (task // bands) % blocks, task % bands
+        oy0 = k * band
+        height_k = min(band, out_h - oy0)
         block = np.empty((rows, columns, LANES), np.float32)
-        out = np.empty((out_h, out_w, LANES), np.float32)
-        load_channel_block(x[n], b * LANES, ph, pw, np.float32(0), block)
+        out = np.empty((height_k, out_w, LANES), np.float32)
+        load_channel_block(x[n], b * LANES, ph, pw, np.float32(0), block, oy0 * sh)
         _depthwise_block(block, taps[b], sh, sw, dh, dw, out)
-        store_channel_block(out, b * LANES, y[n])
+        store_channel_block(out, b * LANES, y[n, :, oy0:oy0 + height_k])
 
 
 @jit(parallel=True)

@@ -100,10 +100,13 @@ LOAD_PIXELS = 8
 
 
 @jit()
-def load_channel_block(image, first, top, left, fill, block):
-    """block[top + y, left + x, l] = image[first + l, y, x] for the channels first ..
-    first + LANES - 1 that image (C, H, W) has; every other entry of block (rows, columns,
-    LANES) is `fill` (the padding around the planes, and the lanes past the last channel).
+def load_channel_block(image, first, top, left, fill, block, skip=0):
+    """block[r, left + x, l] = image[first + l, skip + r - top, x] for the channels first ..
+    first + LANES - 1 that image (C, H, W) has and the rows it has; every other entry of
+    block (rows, columns, LANES) is `fill` (the padding around the planes, and the lanes past
+    the last channel). With skip 0 the block holds the whole padded planes from their top
+    (`top` rows of padding); with skip > 0 it starts `skip` rows further down them: a band of
+    rows, for an output band whose planes would not stay in L2 whole.
 
     LOAD_PIXELS pixels of a row at a time, channel by channel: a contiguous load from each
     plane, each value stored into its pixel's lane, the pixels' LANES x 4 bytes staying in
@@ -114,9 +117,10 @@ def load_channel_block(image, first, top, left, fill, block):
     rows, columns = block.shape[0], block.shape[1]
     src, dst = image.reshape(-1), block.reshape(-1)
     pitch = np.uint64(columns * LANES)
+    shift = skip - top   # the image row of block row r is r + shift
     for r in range(rows):   # the padding: whole rows above and below, the sides between
         at = r * columns * LANES
-        if r < top or r >= top + height:
+        if r + shift < 0 or r + shift >= height:
             dst[at:at + columns * LANES] = fill
         else:
             dst[at:at + left * LANES] = fill
@@ -126,8 +130,8 @@ def load_channel_block(image, first, top, left, fill, block):
     plane = np.uint64(height * width)
     whole = width - width % LOAD_PIXELS
     last = channels - 1
-    for y in range(height):
-        out = np.uint64(top + y) * pitch + np.uint64(left * LANES)
+    for y in range(max(0, shift), min(height, rows + shift)):
+        out = np.uint64(y - shift) * pitch + np.uint64(left * LANES)
         row = np.uint64(y * width)
         for x0 in range(0, whole, LOAD_PIXELS):
             for lane in range(LANES):

@@ -72,6 +72,10 @@ def test_depthwise_forward_inner_loop_is_vectorized():
     ((1, 33, 6, 5), (3, 3), (1, 2), (0, 2), (2, 1)),
     ((1, 3, 21, 19), (3, 3), (1, 1), (1, 1), (1, 1)),    # 3x3 row by row too
     ((2, 2, 5, 20), (3, 3), (1, 1), (2, 0), (1, 1)),
+    # Planes too big for one block: bands of output rows (MobileNet-SSD's conv2/dw, 150 ->
+    # 75 at stride 2, 7 bands; a dilated 5 x 3 filter whose bands' rows overlap by 8)
+    ((1, 18, 150, 150), (3, 3), (2, 2), (1, 1), (1, 1)),
+    ((1, 4, 120, 100), (5, 3), (2, 1), (2, 0), (2, 1)),
 ])
 def test_depthwise_forward_by_channel_blocks_gives_the_phase_planes_bits(
         shape, kernel, stride, pad, dilation):
@@ -96,6 +100,10 @@ def test_depthwise_forward_by_channel_blocks_gives_the_phase_planes_bits(
         by_rows = on_phases.copy()
         depthwise.depthwise_3x3_forward(x, w, *pad, by_rows)
         others.append(by_rows)
+    if shape[2] > 100:
+        reach = [(k - 1) * d + 1 for k, d in zip(kernel, dilation)]
+        columns = max(shape[3] + 2 * pad[1], (out[1] - 1) * stride[1] + reach[1])
+        assert depthwise.channel_block_bands(out[0], columns, reach[0], stride[0])[1] > 1
     nan = np.isnan(on_phases)
     assert nan.any()
     for other in others:
