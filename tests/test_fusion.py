@@ -244,18 +244,24 @@ def test_fused_relu_matches_the_separate_layer_bit_for_bit(producer, slope):
     for phase in (protonet.TRAIN, protonet.TEST):
         net = chain_net(phase, text)
         assert absorbed_names(net) == ["relu"]
-        x = data((3, 3, 7, 7))
-        outs = []
-        for fuse in (False, True):
-            net.fuse = fuse
-            net.clear_param_diffs()
-            top = net.forward(data=x)["p"].copy()
-            dx = net.backward(p=np.ones_like(top))["data"].copy()
-            outs.append((top, dx, [b.diff.copy() for b in net.learnable_params]))
-        np.testing.assert_array_equal(outs[1][0], outs[0][0])
-        np.testing.assert_array_equal(outs[1][1], outs[0][1])
-        for a, b in zip(outs[0][2], outs[1][2]):
-            np.testing.assert_array_equal(b, a)
+        assert_fused_bit_for_bit(net, data((3, 3, 7, 7)), "p")
+
+
+def assert_fused_bit_for_bit(net, x, name):
+    """A forward and backward (top diff 1 on blob `name`) with fusion off and on give the same
+    top, data diff and parameter diffs, bit for bit; the ReLU met inputs on both sides of 0."""
+    outs = []
+    for fuse in (False, True):
+        net.fuse = fuse
+        net.clear_param_diffs()
+        top = net.forward(data=x)[name].copy()
+        assert (top <= 0).any() and (top > 0).any()
+        dx = net.backward(**{name: np.ones_like(top)})["data"].copy()
+        outs.append((top, dx, [b.diff.copy() for b in net.learnable_params]))
+    np.testing.assert_array_equal(outs[1][0], outs[0][0])
+    np.testing.assert_array_equal(outs[1][1], outs[0][1])
+    for a, b in zip(outs[0][2], outs[1][2]):
+        np.testing.assert_array_equal(b, a)
 
 
 # Two convolutions summed by an Eltwise (ResNet's shortcut), then what follows the sum in
@@ -285,18 +291,7 @@ def test_an_eltwise_sum_fuses_its_relu_bit_for_bit_forward_and_backward(bottoms,
     for phase in (protonet.TRAIN, protonet.TEST):
         net = chain_net(phase, text)
         assert absorbed_names(net) == ["relu"]
-        outs = []
-        for fuse in (False, True):
-            net.fuse = fuse
-            net.clear_param_diffs()
-            top = net.forward(data=data((2, 3, 6, 6)))["sum"].copy()
-            assert (top == 0).any() and (top > 0).any()   # the ReLU cuts some, not all
-            dx = net.backward(sum=np.ones_like(top))["data"].copy()
-            outs.append((top, dx, [b.diff.copy() for b in net.learnable_params]))
-        np.testing.assert_array_equal(outs[1][0], outs[0][0])
-        np.testing.assert_array_equal(outs[1][1], outs[0][1])
-        for a, b in zip(outs[0][2], outs[1][2]):
-            np.testing.assert_array_equal(b, a)
+        assert_fused_bit_for_bit(net, data((2, 3, 6, 6)), "sum")
 
 
 def test_an_eltwise_sum_folds_batchnorm_scale_relu_after_it_within_1e5():
