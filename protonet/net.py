@@ -18,6 +18,7 @@ from . import caffe_pb2, fusion, graph, memory, prototxt
 from .blob import Blob
 from .errors import NetDefinitionError, ProtonetError, ShapeError, clip
 from .io import caffemodel, hdf5_weights
+from .kernels import blas
 from .kernels._jit import configure_threads
 from .kernels.threads import one_blas_thread
 from .registry import layer_class
@@ -84,6 +85,7 @@ class Net:
     # -- construction ------------------------------------------------------------------------
     def _build(self, param, state, weights_follow=frozenset()) -> None:
         configure_threads()
+        blas.warn_if_pinned()
         filtered = graph.filter_net(param, state)
         if not len(filtered.layer):
             phase = caffe_pb2.Phase.Name(state.phase)

@@ -207,6 +207,44 @@ def test_blas_is_on_one_thread_only_inside_and_numpy_first_changes_nothing():
 
 
 
+AVX512 = {name: True for name in blas.AVX512}
+
+
+@pytest.mark.parametrize("pinned, core, features, warns", [
+    ("Haswell", "Haswell", AVX512, True),            # an image's pin on an AVX-512 CPU
+    ("zen", "Zen", {**AVX512, "sse2": True}, True),
+    (None, "Haswell", AVX512, False),                 # OpenBLAS's own choice: not ours to judge
+    ("Haswell", "Haswell", {**AVX512, "avx512bw": False}, False),   # an AVX2 CPU
+    ("SkylakeX", "SkylakeX", AVX512, False),          # AVX-512 kernels already
+    ("Haswell", None, AVX512, False)])                # no OpenBLAS found
+def test_a_pin_to_avx2_kernels_on_an_avx512_cpu_is_named(pinned, core, features, warns):
+    note = blas.pinned_kernels_note(pinned, core, features)
+    assert (note is not None) is warns
+    if warns:
+        assert f"OPENBLAS_CORETYPE={pinned}" in note and core in note and "half" in note
+
+
+def test_a_net_built_under_a_pin_logs_the_warning_once():
+    script = (
+        "import logging, protonet\n"
+        "from llvmlite import binding\n"
+        "from protonet.kernels import blas\n"
+        "seen = []\n"
+        "logging.getLogger('protonet').warning = seen.append\n"
+        "text = 'input: \"x\" input_shape { dim: 1 dim: 2 }'\n"
+        "for _ in range(2):\n"
+        "    protonet.Net(param=protonet.prototxt.parse_net_text(text), phase=protonet.TEST)\n"
+        "avx512 = all(binding.get_host_cpu_features().get(n, False) for n in blas.AVX512)\n"
+        "core = blas._numpy_openblas().architecture\n"
+        "print(len(seen), avx512, core.lower() in blas.AVX2_CORES)\n")
+    env = {**os.environ, "OPENBLAS_CORETYPE": "Haswell"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, env=env)
+    count, avx512, avx2_core = out.stdout.split()
+    assert avx2_core == "True"   # OpenBLAS took the pin
+    assert count == ("1" if avx512 == "True" else "0")
+
+
 @pytest.mark.parametrize("user_env, expected", [
     ({}, "3000"),                                   # a short spin before sleeping
     ({"OMP_WAIT_POLICY": "PASSIVE"}, "None"),       # the user's choice stands

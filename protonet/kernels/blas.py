@@ -16,7 +16,10 @@ the others. available() is False where numpy's BLAS is not an OpenBLAS with a CB
 from __future__ import annotations
 
 import ctypes
+import functools
 import itertools
+import logging
+import os
 
 import numpy as np
 from llvmlite import ir
@@ -42,25 +45,80 @@ def _lookup():
     global _found
     if _found is None:
         _found = (0, 0)
-        # numpy's own BLAS: the symbol as numpy's extension module sees it (a process holds
-        # others, scipy's among them, loaded with numba's import; they are not held to one
-        # thread while they are not found by threadpoolctl, and an OpenBLAS that runs on
-        # two threads spins). Taken only if it is an OpenBLAS that threadpoolctl controls.
-        try:
-            from numpy._core import _multiarray_umath as numpy_core
-        except ImportError:   # numpy 1
-            from numpy.core import _multiarray_umath as numpy_core
-        from threadpoolctl import ThreadpoolController
-        numpy_side = ctypes.CDLL(numpy_core.__file__)
-        openblas = [ctypes.CDLL(lib.filepath) for lib in
-                    ThreadpoolController().select(user_api="blas").lib_controllers
-                    if lib.internal_api == "openblas"]
-        for name, bits in _SYMBOLS:
-            address = _address(numpy_side, name)
-            if address and any(_address(lib, name) == address for lib in openblas):
-                _found = (address, bits)
-                break
+        library = _numpy_openblas()
+        if library is not None:
+            numpy_side = ctypes.CDLL(_numpy_core_file())
+            for name, bits in _SYMBOLS:
+                address = _address(numpy_side, name)
+                if address and address == _address(library.dynlib, name):
+                    _found = (address, bits)
+                    break
     return _found
+
+
+def _numpy_openblas():
+    """threadpoolctl's controller of the OpenBLAS whose cblas_sgemm numpy calls, or None.
+
+    numpy's own BLAS: the symbol as numpy's extension module sees it (a process holds others,
+    scipy's among them, loaded with numba's import; they are not held to one thread while
+    they are not found by threadpoolctl, and an OpenBLAS that runs on two threads spins).
+    Taken only if it is an OpenBLAS that threadpoolctl controls."""
+    from threadpoolctl import ThreadpoolController
+    numpy_side = ctypes.CDLL(_numpy_core_file())
+    for library in ThreadpoolController().select(user_api="blas").lib_controllers:
+        if library.internal_api != "openblas":
+            continue
+        for name, _ in _SYMBOLS:
+            address = _address(numpy_side, name)
+            if address and address == _address(library.dynlib, name):
+                return library
+    return None
+
+
+def _numpy_core_file() -> str:
+    try:
+        from numpy._core import _multiarray_umath as numpy_core
+    except ImportError:   # numpy 1
+        from numpy.core import _multiarray_umath as numpy_core
+    return numpy_core.__file__
+
+
+# OpenBLAS's names of the cores whose kernels use AVX2 at most (lower case).
+AVX2_CORES = frozenset({"haswell", "zen", "sandybridge", "nehalem", "prescott", "core2",
+                        "penryn", "dunnington", "atom", "barcelona", "bulldozer",
+                        "piledriver", "steamroller", "excavator", "opteron"})
+AVX512 = ("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl")
+
+
+def pinned_kernels_note(pinned: str | None, core: str | None, features) -> str | None:
+    """The warning for an environment that pins numpy's OpenBLAS (OPENBLAS_CORETYPE =
+    `pinned`) to `core`, a core of AVX2 kernels at most, on a CPU whose `features` (LLVM's
+    names, true or false) include AVX-512; else None. Some machine images pin Haswell's
+    kernels for old OpenBLAS builds that crash on newer CPUs; a current OpenBLAS left to
+    itself takes its AVX-512 (SkylakeX) kernels there, and pinned it multiplies at about
+    half speed (an AMD Zen 5: a 2048^3 product 105 against 203 GFLOP/s on one thread)."""
+    if not pinned or not core or core.lower() not in AVX2_CORES:
+        return None
+    if not all(features.get(name, False) for name in AVX512):
+        return None
+    return (f"OPENBLAS_CORETYPE={pinned} holds numpy's OpenBLAS to its {core} kernels (AVX2) "
+            "on a CPU with AVX-512: protonet's convolutions and InnerProducts multiply at about "
+            "half speed. Unset OPENBLAS_CORETYPE (and OPENBLAS_L2_SIZE) unless your OpenBLAS "
+            "needs it.")
+
+
+@functools.cache
+def warn_if_pinned() -> str | None:
+    """Log pinned_kernels_note's warning for this process, once (the first Net built)."""
+    library = _numpy_openblas()
+    if library is None:
+        return None
+    from llvmlite import binding
+    note = pinned_kernels_note(os.environ.get("OPENBLAS_CORETYPE"), library.architecture,
+                               binding.get_host_cpu_features())
+    if note:
+        logging.getLogger("protonet").warning(note)
+    return note
 
 
 def _address(library, name):
