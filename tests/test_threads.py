@@ -238,7 +238,7 @@ def test_a_net_built_under_a_pin_logs_the_warning_once():
         "for _ in range(2):\n"
         "    protonet.Net(param=protonet.prototxt.parse_net_text(text), phase=protonet.TEST)\n"
         "avx512 = all(binding.get_host_cpu_features().get(n, False) for n in blas.AVX512)\n"
-        "library = blas._numpy_openblas()\n"
+        "library = blas._numpy_cblas()[0]\n"
         "core = library.architecture if library else 'none'\n"
         "print(len(seen), avx512, core.lower() in blas.AVX2_CORES, core)\n")
     env = {**os.environ, "OPENBLAS_CORETYPE": "Haswell"}

@@ -44,20 +44,14 @@ _SYMBOLS = (("scipy_cblas_sgemm64_", 64), ("cblas_sgemm64_", 64), ("scipy_cblas_
 def _lookup():
     global _found
     if _found is None:
-        _found = (0, 0)
-        library = _numpy_openblas()
-        if library is not None:
-            numpy_side = ctypes.CDLL(_numpy_core_file())
-            for name, bits in _SYMBOLS:
-                address = _address(numpy_side, name)
-                if address and address == _address(library.dynlib, name):
-                    _found = (address, bits)
-                    break
+        _found = _numpy_cblas()[1:]
     return _found
 
 
-def _numpy_openblas():
-    """threadpoolctl's controller of the OpenBLAS whose cblas_sgemm numpy calls, or None.
+@functools.cache
+def _numpy_cblas() -> tuple:
+    """(threadpoolctl's controller of the OpenBLAS whose cblas_sgemm numpy calls, that
+    function's address, the bits of its integers), or (None, 0, 0).
 
     numpy's own BLAS: the symbol as numpy's extension module sees it (a process holds others,
     scipy's among them, loaded with numba's import; they are not held to one thread while
@@ -68,11 +62,11 @@ def _numpy_openblas():
     for library in ThreadpoolController().select(user_api="blas").lib_controllers:
         if library.internal_api != "openblas":
             continue
-        for name, _ in _SYMBOLS:
+        for name, bits in _SYMBOLS:
             address = _address(numpy_side, name)
             if address and address == _address(library.dynlib, name):
-                return library
-    return None
+                return library, address, bits
+    return None, 0, 0
 
 
 def _numpy_core_file() -> str:
@@ -110,7 +104,7 @@ def pinned_kernels_note(pinned: str | None, core: str | None, features) -> str |
 @functools.cache
 def warn_if_pinned() -> str | None:
     """Log pinned_kernels_note's warning for this process, once (the first Net built)."""
-    library = _numpy_openblas()
+    library = _numpy_cblas()[0]
     if library is None:
         return None
     from llvmlite import binding

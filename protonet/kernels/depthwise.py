@@ -175,7 +175,7 @@ def channel_block_bands(out_h, columns, reach, stride):
 def depthwise_forward_by_channel_blocks(x, w, ph, pw, sh, sw, dh, dw, y):
     """depthwise_forward on blocks of 16 channels (kernels/lanes.py): each block's planes
     zero-padded channel-last, every tap of every output pixel one multiply-add of 16 lanes.
-    Parallel over (image, block, band of output rows: channel_block_bands)."""
+    Parallel over chunks of (image, block, band of output rows: channel_block_bands)."""
     n_img, channels, height, width = x.shape
     kh, kw = w.shape[1], w.shape[2]
     out_h, out_w = y.shape[2], y.shape[3]
@@ -190,15 +190,20 @@ def depthwise_forward_by_channel_blocks(x, w, ph, pw, sh, sw, dh, dw, y):
         for i in range(kh):
             for j in range(kw):
                 taps[c // LANES, i, j, c % LANES] = w[c, i, j]
-    for task in prange(n_img * blocks * bands):
-        n, b, k = task // (blocks * bands), (task // bands) % blocks, task % bands
-        oy0 = k * band
-        height_k = min(band, out_h - oy0)
+    tasks = n_img * blocks * bands
+    chunks = min(tasks, CHUNKS)
+    # Chunks of tasks, so each thread allocates its block and outputs once.
+    for chunk in prange(chunks):
         block = np.empty((rows, columns, LANES), np.float32)
-        out = np.empty((height_k, out_w, LANES), np.float32)
-        load_channel_block(x[n], b * LANES, ph, pw, np.float32(0), block, oy0 * sh)
-        _depthwise_block(block, taps[b], sh, sw, dh, dw, out)
-        store_channel_block(out, b * LANES, y[n, :, oy0:oy0 + height_k])
+        outputs = np.empty((band, out_w, LANES), np.float32)
+        for task in range(chunk * tasks // chunks, (chunk + 1) * tasks // chunks):
+            n, b, k = task // (blocks * bands), (task // bands) % blocks, task % bands
+            oy0 = k * band
+            height_k = min(band, out_h - oy0)
+            out = outputs[:height_k]
+            load_channel_block(x[n], b * LANES, ph, pw, np.float32(0), block, oy0 * sh)
+            _depthwise_block(block, taps[b], sh, sw, dh, dw, out)
+            store_channel_block(out, b * LANES, y[n, :, oy0:oy0 + height_k])
 
 
 @jit(parallel=True)

@@ -9,11 +9,23 @@ contraction into FMA), so a bias + ReLU gives the same bits as the two layers.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ._jit import jit, prange
 
 NONE = np.zeros(0, np.float32)   # an absent scale or shift
+
+
+def channel_planes(array):
+    """An array with its channels on axis 1 as (N, C, the rest), the layout of the kernels
+    below (a vector as one plane). The sizes are spelt out, so that an empty batch (N = 0,
+    e.g. after a Filter layer) reshapes too."""
+    if array.ndim < 2:
+        return array.reshape(1, 1, array.size)
+    n, c = array.shape[:2]
+    return array.reshape(n, c, math.prod(array.shape[2:]))
 
 
 @jit()

@@ -18,7 +18,8 @@ from ..kernels.depthwise import (depthwise_backward_data, depthwise_backward_wei
                                  depthwise_forward)
 from ..kernels.digest import fingerprint
 from ..kernels.direct_conv import DirectConvolution
-from ..kernels.epilogue import NONE, channel_epilogue, channels_first_epilogue
+from ..kernels.epilogue import (NONE, channel_epilogue, channel_planes,
+                                 channels_first_epilogue)
 from ..registry import register_layer
 from ..scratch import shared_buffer, shared_contents
 from .base import TEST, Layer, canonical_axis
@@ -110,13 +111,6 @@ class _BaseConvolution(Layer):
         """self.plan for a batch of n images (kernels/conv_plan.py), from self.tuning."""
         self.plan = plan_convolution(n, k, pixels, self.group, threads.compute_threads(),
                                      self.tuning, **shape)
-
-
-def _planes(array):
-    """An (N, C, H, W) array as (N, C, H*W), with the sizes spelt out so that an empty
-    batch (N = 0, e.g. after a Filter layer) reshapes too."""
-    n, c, h, w = array.shape
-    return array.reshape(n, c, h * w)
 
 
 def _view(buffer, shape):
@@ -268,7 +262,7 @@ class _SingleConvolution(_BaseConvolution):
             winograd.convolve(x[n0:n1], u, bias, self.ph, self.pw, first_row, rows, v, m,
                               y[n0:n1], self.plan.threads)
         if rest:
-            channel_epilogue(_planes(y), *rest)
+            channel_epilogue(channel_planes(y), *rest)
 
     def forward(self, bottom, top):
         if self.plan.winograd:
@@ -277,13 +271,13 @@ class _SingleConvolution(_BaseConvolution):
         if self.plan.depthwise:
             depthwise_forward(bottom[0].data, self.blobs[0].data.reshape(-1, self.kh, self.kw),
                               *self.geometry()[2:], top[0].data)
-            channel_epilogue(_planes(top[0].data), *self.output_epilogue())
+            channel_epilogue(channel_planes(top[0].data), *self.output_epilogue())
             return
         mg = self.num_output // self.group
         weight = self.blobs[0].data.reshape(self.group, mg, -1)
         epilogue = self.output_epilogue()   # the bias, or what the net fused in
         x = bottom[0].data
-        out = _planes(top[0].data)
+        out = channel_planes(top[0].data)
         if self.plan.direct:
             bias, rest = self._split_epilogue()
             self.direct.forward(x, weight[0], bias, out, self.plan)
@@ -312,7 +306,7 @@ class _SingleConvolution(_BaseConvolution):
                 # below.)
                 def images(s, e, shared, x=x[n0:n1], out=out[n0:n1]):
                     if bottom_as_columns:
-                        cols = _planes(x[s:e]).reshape(e - s, self.group, -1, out.shape[2])
+                        cols = channel_planes(x[s:e]).reshape(e - s, self.group, -1, out.shape[2])
                         cols = cols.transpose(1, 0, 2, 3)
                     else:
                         (im2col.serial if shared else im2col)(x[s:e], *self.geometry(),
@@ -354,7 +348,7 @@ class _SingleConvolution(_BaseConvolution):
                 and self.blobs[0].data.flags.c_contiguous)
 
     def backward(self, top, propagate_down, bottom):
-        top_diff = _planes(top[0].diff)
+        top_diff = channel_planes(top[0].diff)
         if self.bias_term and self.param_propagate_down[1]:
             self.blobs[1].diff += top_diff.sum(axis=(0, 2), dtype=np.float32)
         if not (self.param_propagate_down[0] or propagate_down[0]):
@@ -507,7 +501,7 @@ class _SingleDeconvolution(_BaseConvolution):
         n, c = bottom[0].shape[:2]
         cg = c // self.group
         weight = self.blobs[0].data.reshape(self.group, cg, -1)
-        x = _planes(bottom[0].data)
+        x = channel_planes(bottom[0].data)
         for n0, n1 in self.plan.bounds:
             x2 = _view(self.x2, (c, n1 - n0, x.shape[2]))
             channels_last(x[n0:n1], x2)
@@ -518,7 +512,7 @@ class _SingleDeconvolution(_BaseConvolution):
             # Convolution's geometry with input and output swapped: scatter the columns.
             col2im(self.col_matrix, *self.geometry(), self.h, self.w, top[0].data[n0:n1],
                    0)
-        channel_epilogue(_planes(top[0].data), *self.output_epilogue())
+        channel_epilogue(channel_planes(top[0].data), *self.output_epilogue())
 
     def backward(self, top, propagate_down, bottom):
         n, c = bottom[0].shape[:2]
@@ -528,8 +522,8 @@ class _SingleDeconvolution(_BaseConvolution):
             return
         cg = c // self.group
         weight = self.blobs[0].data.reshape(self.group, cg, -1)
-        x = _planes(bottom[0].data)
-        dx = _planes(bottom[0].diff)
+        x = channel_planes(bottom[0].data)
+        dx = channel_planes(bottom[0].diff)
         for n0, n1 in self.plan.bounds:
             im2col(top[0].diff[n0:n1], *self.geometry(), self.h, self.w, self.col_matrix, 0, 0,
                    self.h)
@@ -635,11 +629,11 @@ class Im2col(Layer):
         n, k = top[0].shape[:2]
         col = _view(self.col, (k, n * self.ho * self.wo))
         im2col(bottom[0].data, *self.geometry(), self.ho, self.wo, col, 0, 0, self.ho)
-        channels_first(col.reshape(k, n, self.ho * self.wo), _planes(top[0].data))
+        channels_first(col.reshape(k, n, self.ho * self.wo), channel_planes(top[0].data))
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
             n, k = top[0].shape[:2]
             col = _view(self.col, (k, n * self.ho * self.wo))
-            channels_last(_planes(top[0].diff), col.reshape(k, n, self.ho * self.wo))
+            channels_last(channel_planes(top[0].diff), col.reshape(k, n, self.ho * self.wo))
             col2im(col, *self.geometry(), self.ho, self.wo, bottom[0].diff, 0)

@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import caffe_pb2
 from ..errors import NetDefinitionError, ShapeError
-from ..kernels.epilogue import channel_epilogue, sum_epilogue
+from ..kernels.epilogue import channel_epilogue, channel_planes, sum_epilogue
 from ..registry import register_layer
 from .base import Layer, canonical_axis, count
 
@@ -245,15 +245,6 @@ class Silence(Layer):
 E = caffe_pb2.EltwiseParameter
 
 
-def _channel_planes(array):
-    """An array of channels on axis 1 as (N, C, the rest), the epilogue kernels' layout (a
-    vector as one plane)."""
-    if array.ndim < 2:
-        return array.reshape(1, 1, array.size)
-    n, c = array.shape[:2]
-    return array.reshape(n, c, math.prod(array.shape[2:]))
-
-
 @register_layer("Eltwise")
 class Eltwise(Layer):
     """Elementwise PROD, SUM (with one coeff per bottom) or MAX of same-shaped bottoms,
@@ -297,14 +288,14 @@ class Eltwise(Layer):
             epilogue = self.output_epilogue()   # what the net fused after it, if anything
             if len(bottom) == 2 and self.coeff == [1.0, 1.0]:
                 # ResNet's shortcut sums: one pass (x * 1 is x, so the same bits).
-                sum_epilogue(*(_channel_planes(b.data) for b in (bottom[0], bottom[1], top[0])),
+                sum_epilogue(*(channel_planes(b.data) for b in (bottom[0], bottom[1], top[0])),
                              *epilogue)
                 return
             np.multiply(bottom[0].data, self.coeff[0], out=out)
             for blob, c in zip(bottom[1:], self.coeff[1:]):
                 out += c * blob.data if c != 1 else blob.data
             if self.epilogue is not None:
-                channel_epilogue(_channel_planes(out), *epilogue)
+                channel_epilogue(channel_planes(out), *epilogue)
         elif self.op == E.PROD:
             np.multiply(bottom[0].data, bottom[1].data, out=out)
             for blob in bottom[2:]:
