@@ -1,7 +1,8 @@
 """Normalization layers: LRN, BatchNorm, Scale, Bias, MVN.
 
 Statistics are taken in float32 as Caffe does. Cross-channel LRN runs the kernels of
-protonet/kernels/normalization.py; within-channel LRN reuses the average-pooling kernels.
+protonet/kernels/normalization.py; within-channel LRN runs Caffe's composition of square, AVE
+pooling, Power and Eltwise PROD fused there too.
 """
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import numpy as np
 
 from .. import caffe_pb2
 from ..errors import NetDefinitionError
-from ..kernels.normalization import lrn_across_backward, lrn_across_forward, lrn_within_power
-from ..kernels.pooling import ave_pool, ave_pool_backward, planes
+from ..kernels.normalization import (lrn_across_backward, lrn_across_forward,
+                                     lrn_within_backward, lrn_within_forward)
 from ..registry import register_layer
 from .base import TEST, Layer, canonical_axis, count
 
@@ -43,13 +44,14 @@ class LRN(Layer):
         if p.local_size % 2 == 0:
             raise self.error(f"local_size must be odd, got {p.local_size}", NetDefinitionError)
         self.size = p.local_size
-        self.pre_pad = (p.local_size - 1) // 2
         self.alpha, self.beta, self.k = np.float32(p.alpha), np.float32(p.beta), np.float32(p.k)
         self.across = p.norm_region == LRNP.ACROSS_CHANNELS
         self.alpha_over_size = self.alpha / np.float32(self.size)
         # Caffe computes this one in double, then stores it as float.
         self.cache_ratio = np.float32(2.0 * float(self.alpha) * float(self.beta) / self.size)
-        self.scale = self.square = self.pool = self.power = self.work = None
+        # Power's derivative factor in Caffe's within-channel backward, a float32 product
+        self.diff_scale = -self.beta * self.alpha
+        self.scale = self.pool = self.power = None
 
     def reshape(self, bottom, top):
         if bottom[0].num_axes != 4:
@@ -62,10 +64,8 @@ class LRN(Layer):
         if self.across:
             self.scratch("scale", shape)
         else:
-            self.scratch("square", shape)
             self.scratch("pool", shape)
             self.scratch("power", shape)
-            self.scratch("work", shape)
 
     def forward(self, bottom, top):
         x = bottom[0].data
@@ -73,11 +73,8 @@ class LRN(Layer):
             lrn_across_forward(x, self.size, self.alpha_over_size, self.k, -self.beta,
                                 self.scale, top[0].data)
             return
-        n, pad = self.size, self.pre_pad
-        np.multiply(x, x, out=self.square)
-        ave_pool(planes(self.square), n, n, pad, pad, 1, 1, planes(self.pool))
-        # Caffe parity: Power layer (shift 1 + alpha * pool)^-beta, then an Eltwise PROD.
-        lrn_within_power(self.pool, self.alpha, -self.beta, x, self.power, top[0].data)
+        lrn_within_forward(x, self.size, self.alpha, -self.beta, self.pool, self.power,
+                           top[0].data)
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
@@ -88,19 +85,8 @@ class LRN(Layer):
                                  self.cache_ratio, dx)
             return
         # Caffe's composed backward: Eltwise PROD, Power, AVE pooling, square, Split.
-        n, pad = self.size, self.pre_pad
-        t = self.work
-        np.multiply(self.pool, self.alpha, out=t)
-        t += np.float32(1)
-        np.divide(self.power, t, out=t)
-        t *= -self.beta * self.alpha
-        np.multiply(dy, x, out=self.square)       # gradient reaching the power output
-        t *= self.square                          # gradient reaching the pooled sums
-        ave_pool_backward(planes(t), n, n, pad, pad, 1, 1, planes(self.square))
-        np.multiply(dy, self.power, out=dx)
-        np.multiply(x, np.float32(2), out=t)
-        t *= self.square
-        dx += t
+        lrn_within_backward(x, dy, self.pool, self.power, self.size, self.alpha,
+                            self.diff_scale, dx)
 
 
 # -- BatchNorm -------------------------------------------------------------------------------

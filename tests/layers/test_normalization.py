@@ -231,6 +231,62 @@ def test_lrn_refuses_in_place():
         build('type: "LRN"', [S], in_place=True)
 
 
+def caffe_within_channel_steps(x, dy, n, alpha, beta):
+    """WITHIN_CHANNEL LRN forward and backward as Caffe runs its composition (Split, Power
+    square, AVE Pooling, Power, Eltwise PROD), each step in float32 and its order: the pool's
+    sums window by window, its backward scattered output by output. beta 0.75: the power
+    correctly rounded."""
+    f32 = np.float32
+    alpha, neg_beta = f32(alpha), -f32(beta)
+    _, _, height, width = x.shape
+    pad = (n - 1) // 2
+
+    def windows():
+        for h in range(height):
+            for w in range(width):
+                hs, ws = h - pad, w - pad
+                size = f32((min(hs + n, height + pad) - hs) * (min(ws + n, width + pad) - ws))
+                yield (h, w, size, range(max(hs, 0), min(hs + n, height)),
+                       range(max(ws, 0), min(ws + n, width)))
+
+    square = x * x
+    pool = np.zeros_like(x)
+    for h, w, size, rows, cols in windows():
+        for hh in rows:
+            for ww in cols:
+                pool[:, :, h, w] += square[:, :, hh, ww]
+        pool[:, :, h, w] /= size
+    base = pool * alpha + f32(1)
+    power = (base.astype(np.float64) ** float(neg_beta)).astype(f32)
+    y = x * power
+    t = power / (pool * alpha + f32(1)) * (neg_beta * alpha) * (dy * x)
+    pooled_diff = np.zeros_like(x)
+    for h, w, size, rows, cols in windows():
+        share = t[:, :, h, w] / size
+        for hh in rows:
+            for ww in cols:
+                pooled_diff[:, :, hh, ww] += share
+    return y, dy * power + (x * f32(2)) * pooled_diff
+
+
+@pytest.mark.parametrize("shape, n, alpha", [
+    ((3, 5, 7, 6), 3, 2.0),             # small: the serial compile
+    ((4, 40, 9, 10), 5, 0.3),           # threads, several stacks of planes, a partial last one
+    ((100, 4, 8, 8), 3, 5e-5),          # CIFAR-10 full's norm2 planes
+    ((2, 3, 1, 1), 3, 1.0)])            # windows wider than the plane
+def test_within_channel_lrn_is_caffes_composition_bit_for_bit(shape, n, alpha):
+    layer, bottom, top = build('type: "LRN" lrn_param { local_size: %d alpha: %g '
+                               'norm_region: WITHIN_CHANNEL }' % (n, alpha), [shape])
+    rng = np.random.default_rng(3)
+    bottom[0].data[...] = rng.standard_normal(shape, dtype=np.float32) * 3
+    top[0].diff[...] = rng.standard_normal(shape, dtype=np.float32)
+    layer.forward(bottom, top)
+    layer.backward(top, [True], bottom)
+    y, dx = caffe_within_channel_steps(bottom[0].data, top[0].diff, n, alpha, 0.75)
+    np.testing.assert_array_equal(top[0].data, y)
+    np.testing.assert_array_equal(bottom[0].diff, dx)
+
+
 # -- BatchNorm --------------------------------------------------------------------------------
 def bn_blobs(layer, mean_sum, var_sum, factor):
     for blob, value in zip(layer.blobs, (mean_sum, var_sum, [factor])):
