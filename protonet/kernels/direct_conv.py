@@ -30,6 +30,13 @@ TILE_ROWS outputs by two runs, each u broadcasts the outputs' weights and reads 
 as one vector, and the sums land in out's (M, P) rows, with the same order and bits; no
 pixel-major block to fill with the bias before and to lay out as planes after.
 
+A gathered tile skips the u whose inputs are padding for every one of its rows (live_taps,
+in runs of u): their products are zeros, and adding a zero changes no sum (but a -0 sum's
+sign, or the NaN an infinite weight times a padding zero would make, where Caffe multiplies
+the zeros). Over an 8 x 8 image, 5 x 5 window, pad 2 (CIFAR-10's conv3), a tile of an output
+row sums over 0.85 of the window: its forward and its backward at batch 100 took 0.83-0.84 of
+the time on one core, 0.79-0.93 on two (alternating in one process). oneDNN skips them too.
+
 The planner (conv_plan.py) says when (CIFAR-10's conv layers; LeNet's
 conv2 in a TEST net; the strided conv1s of CaffeNet, GoogLeNet and ResNet-50); layers/conv.py holds one
 DirectConvolution per layer (its offsets) and calls its forward / backward.
@@ -63,9 +70,11 @@ ONE_BLOCK_TILES = compiles_for_avx512()
 
 
 @jit(contract=True)
-def gathered_matmul(src, rows, cols, b, out):
+def gathered_matmul(src, rows, cols, taps, counts, b, out):
     """out[v, r, :] += sum_u src[rows[r] + cols[u]] * b[v, u, :] (see the module docstring):
-    b (V, U, LANES) and out (V, R, LANES) in blocks of LANES columns.
+    b (V, U, LANES) and out (V, R, LANES) in blocks of LANES columns. The tile of rows from
+    row i * TILE_ROWS sums over the spans of u taps[i, :counts[i]] only (live_taps: the other
+    u read padding zeros for all of its rows).
 
     A tile of TILE_ROWS rows by two blocks (32 columns) sums over every u in registers,
     then adds into out once. rows and cols are uint64: with signed offsets numba tests every
@@ -79,19 +88,21 @@ def gathered_matmul(src, rows, cols, b, out):
         # The last tile ends at the last row, overlapping the one before: the rows it shares
         # with it are summed again but not added.
         first = max(0, min(start, n_rows - TILE_ROWS))
+        spans = taps[start // TILE_ROWS, :counts[start // TILE_ROWS]]
         for v in range(0, blocks - 1, 2):
-            _tile(src, rows, first, start, cols, b[v], b[v + 1], out[v], out[v + 1], True)
+            _tile(src, rows, first, start, cols, spans, b[v], b[v + 1], out[v], out[v + 1], True)
         if blocks % 2:   # the last block alone
             v = blocks - 1
             if ONE_BLOCK_TILES:
-                _tile(src, rows, first, start, cols, b[v], b[v], out[v], out[v], False)
+                _tile(src, rows, first, start, cols, spans, b[v], b[v], out[v], out[v], False)
             else:
-                _tile(src, rows, first, start, cols, b[v], b[v], out[v], spare, True)
+                _tile(src, rows, first, start, cols, spans, b[v], b[v], out[v], spare, True)
 
 
 @jit(contract=True)
-def _tile(src, rows, first, start, cols, b0, b1, out0, out1, pair):
-    """out0 (and out1 if pair) [r] += sum_u src[rows[r] + cols[u]] * b0 (b1) [u] for the rows
+def _tile(src, rows, first, start, cols, spans, b0, b1, out0, out1, pair):
+    """out0 (and out1 if pair) [r] += sum over the u of spans (each [first, end)) of
+    src[rows[r] + cols[u]] * b0 (b1) [u] for the rows
     r of the tile from `first` (TILE_ROWS of them, the last row repeated past the end of rows)
     that are not before `start`. Each product is fused into its row's running sum, u ascending
     from 0: the same order in any tile, so an image's result does not depend on its batch or
@@ -106,22 +117,23 @@ def _tile(src, rows, first, start, cols, b0, b1, out0, out1, pair):
     for t in range(TILE_SUMS):
         for lane in range(LANES):
             acc[t, lane] = 0.0
-    for u in range(cols.shape[0]):
-        c = cols[u]
-        for t in range(TILE_ROWS):
-            gathered[0, t] = src[rows[min(first + t, last)] + c]
-        low, high = b0[u], b1[u]
-        # Loops over the tile's rows of constant length, inside the loop over lanes: LLVM
-        # unrolls them and vectorizes the lanes, one vector of lanes (a register, or two on
-        # AVX2) per row, the stack arrays in registers.
-        for lane in range(LANES):
-            w0 = low[lane]
+    for span in range(spans.shape[0]):
+        for u in range(spans[span, 0], spans[span, 1]):
+            c = cols[u]
             for t in range(TILE_ROWS):
-                acc[t, lane] += gathered[0, t] * w0
-            if pair:
-                w1 = high[lane]
+                gathered[0, t] = src[rows[min(first + t, last)] + c]
+            low, high = b0[u], b1[u]
+            # Loops over the tile's rows of constant length, inside the loop over lanes: LLVM
+            # unrolls them and vectorizes the lanes, one vector of lanes (a register, or two
+            # on AVX2) per row, the stack arrays in registers.
+            for lane in range(LANES):
+                w0 = low[lane]
                 for t in range(TILE_ROWS):
-                    acc[TILE_ROWS + t, lane] += gathered[0, t] * w1
+                    acc[t, lane] += gathered[0, t] * w0
+                if pair:
+                    w1 = high[lane]
+                    for t in range(TILE_ROWS):
+                        acc[TILE_ROWS + t, lane] += gathered[0, t] * w1
     # 2-D indices (a view per row cost a reference count), and a trip count LLVM does not
     # know (out's width is LANES): a loop of LANES is unrolled into scalar adds before the
     # loop vectorizer sees it, and the vectorizer that comes after cannot tell out from b.
@@ -142,6 +154,53 @@ def lane_blocks(matrix):
     padded = np.zeros((u, padded_width(w)), np.float32)
     padded[:, :w] = matrix
     return np.ascontiguousarray(padded.reshape(u, -1, LANES).transpose(1, 0, 2))
+
+
+@jit()
+def live_taps(mask, reads, cols):
+    """(spans (G, S, 2) uint64, counts (G,) int64): for each group g of reads (reads (G, R):
+    flat offsets into mask, a padded image's zeros and ones), the runs [first, end) of u, in
+    ascending order, at which some read reads[g, r] + cols[u] lands on a one, in
+    spans[g, :counts[g]]. Runs, so that a tile's loop over each is a plain range (a list of
+    u to look up cost more in address arithmetic than the skipped zeros saved)."""
+    groups, n_cols = reads.shape[0], cols.shape[0]
+    live = np.zeros((groups, n_cols + 1), np.bool_)
+    counts = np.zeros(groups, np.int64)
+    for g in range(groups):
+        for u in range(n_cols):
+            for r in range(reads.shape[1]):
+                if mask[reads[g, r] + cols[u]] != 0:
+                    live[g, u] = True
+                    break
+            if live[g, u] and (u == 0 or not live[g, u - 1]):
+                counts[g] += 1
+    spans = np.zeros((groups, max(1, counts.max() if groups else 1), 2), np.uint64)
+    for g in range(groups):
+        k = 0
+        for u in range(n_cols):
+            if live[g, u] and (u == 0 or not live[g, u - 1]):
+                spans[g, k, 0] = u
+            if live[g, u] and not live[g, u + 1]:
+                spans[g, k, 1] = u + 1
+                k += 1
+    return spans, counts
+
+
+def tile_reads(rows):
+    """The reads of each of gathered_matmul's tiles of TILE_ROWS rows (the last tile's
+    first row at most len(rows) - TILE_ROWS, the last row repeated past the end)."""
+    n_rows = len(rows)
+    firsts = [max(0, min(start, n_rows - TILE_ROWS)) for start in range(0, n_rows, TILE_ROWS)]
+    index = np.minimum(np.add.outer(firsts, np.arange(TILE_ROWS)), n_rows - 1)
+    return rows[index]
+
+
+def padding_mask(shape, pad_h, pad_w, padded_shape):
+    """A padded image of an input of shape (C, H, W) that is 1 at the input's values and 0
+    at the padding, flat (_pad_into's layout; negative pads crop)."""
+    mask = np.empty(padded_shape, np.float32)
+    _pad_into(np.ones(shape, np.float32), pad_h, pad_w, mask)
+    return mask.reshape(-1)
 
 
 @jit()
@@ -177,10 +236,12 @@ def pixel_offsets(ho: int, wo: int, sh: int, sw: int, width: int):
 
 
 @jit()
-def forward_images(x, ph, pw, padded_shape, pixels, window, weights_t, bias, out):
+def forward_images(x, ph, pw, padded_shape, pixels, window, taps, counts, weights_t, bias,
+                   out):
     """out[n] (M, P) = convolution of x[n] (C, H, W): weights_t the weights (M, K) transposed
     in lane blocks (lane_blocks); bias (M,) or empty; pixels/window the offsets
-    (pixel_offsets, window_offsets) in the padded image. The data gradient is this too: dy
+    (pixel_offsets, window_offsets) in the padded image, taps and counts each tile's live u
+    (live_taps). The data gradient is this too: dy
     padded by the kernel's reach less the pad, convolved with the flipped weights. Split
     between threads by images only: at batch 1 splitting the pixels cost more in waking a
     thread than it saved (CIFAR-10's conv3: 153 against 109 us on 2 threads)."""
@@ -201,7 +262,7 @@ def forward_images(x, ph, pw, padded_shape, pixels, window, weights_t, bias, out
         if bias.shape[0]:
             for m in range(m_out):
                 result[m // LANES, :, m % LANES] = bias[m]
-        gathered_matmul(flat, pixels, window, weights_t, result)
+        gathered_matmul(flat, pixels, window, taps, counts, weights_t, result)
         for m in range(m_out):
             block, lane = m // LANES, m % LANES
             for p in range(n_pix):
@@ -286,7 +347,10 @@ def forward_image_rows(x, ph, pw, padded_shape, runs, window, wt, bias, out):
     the same bits as forward_images. Taken where the runs fill their lanes
     (run_lanes_used): forward_images' layout around its product (its bias written into
     pixel-major blocks, the blocks turned into out's planes) took 44% of its time for
-    CIFAR-10's conv1 (32 x 32 outputs, K 75), 8-10% for its conv2 and conv3."""
+    CIFAR-10's conv1 (32 x 32 outputs, K 75), 8-10% for its conv2 and conv3. Its tiles sum
+    over every u: skipping the padding's (live_taps) gained nothing on CIFAR-10's conv1 and
+    conv2 (their runs' pairs span two output rows) and made conv1's forward 1.0-1.19x the
+    time."""
     m_out = out.shape[1]
     size = padded_shape[0] * padded_shape[1] * padded_shape[2]
     # LANES zeros past the image: a short run's spare lanes read them.
@@ -338,11 +402,14 @@ def _lane_blocks_of_rows(rows, blocks, offset):
 
 
 @jit()
-def weight_grad_images(x, dy, ph, pw, padded_shape, pixels, window, grad_t):
+def weight_grad_images(x, dy, ph, pw, padded_shape, pixels, window, pixel_taps, pixel_counts,
+                       grad_t):
     """grad_t (K, Mp) in lane blocks (Mp / LANES, K, LANES) += sum over images of x's windows
     times dy (N, M, P). A few images at a time (WEIGHT_GRAD_FLOATS) are one sum: their padded
     images side by side, u running over every pixel of each, so that a register tile sums
-    over hundreds of u (an image of LeNet's conv2 or CIFAR-10's conv3 has 64 pixels)."""
+    over hundreds of u (an image of LeNet's conv2 or CIFAR-10's conv3 has 64 pixels). A tile
+    of window entries sums over the pixels pixel_taps and pixel_counts name (live_taps over
+    one image), in each image of the group."""
     m_out = dy.shape[1]
     n_img = x.shape[0]
     n_pix = pixels.shape[0]
@@ -361,50 +428,68 @@ def weight_grad_images(x, dy, ph, pw, padded_shape, pixels, window, grad_t):
     for g in range(group):
         for p in range(n_pix):
             cols[g * n_pix + p] = g * size + pixels[p]
+    # Each tile's spans of live pixels, image after image of the group: ascending u, and
+    # those of the first `count` images a prefix.
+    tiles = pixel_taps.shape[0]
+    taps = np.empty((tiles, group * pixel_taps.shape[1], 2), np.uint64)
+    counts = np.empty(tiles, np.int64)
+    for t in range(tiles):
+        live = pixel_counts[t]
+        for g in range(group):
+            for k in range(live):
+                for end in range(2):
+                    taps[t, g * live + k, end] = g * n_pix + pixel_taps[t, k, end]
     for first in range(0, n_img, group):
         count = min(group, n_img - first)
         for g in range(count):
             n = first + g
             _pad_into(x[n], ph, pw, images[g])
             _lane_blocks_of_rows(dy[n], dy_t, g * n_pix)
+        for t in range(tiles):
+            counts[t] = count * pixel_counts[t]
         if count == group:
-            gathered_matmul(flat, window, cols, dy_t, grad_t)
+            gathered_matmul(flat, window, cols, taps, counts, dy_t, grad_t)
         else:   # the last images: contiguous copies (a slice would compile a strided kernel)
             used = count * n_pix
-            gathered_matmul(flat, window, cols[:used].copy(), np.ascontiguousarray(
-                dy_t[:, :used]), grad_t)
+            gathered_matmul(flat, window, cols[:used].copy(), taps, counts,
+                            np.ascontiguousarray(dy_t[:, :used]), grad_t)
 
 
 # Stand-ins for the weight layout a pass does not use (forward_blocks, backward_blocks).
 NO_LANE_BLOCKS = np.zeros((0, 0, LANES), np.float32)
 NO_MATRIX = np.zeros((0, 0), np.float32)
 NO_RUNS = np.zeros((0, 3), np.uint64)
+NO_TAPS = (np.zeros((0, 1, 2), np.uint64), np.zeros(0, np.int64))
 
 
 @jit()
-def _convolve_images(x, ph, pw, padded_shape, pixels, runs, window, weights_t, wt, bias, out):
-    """forward_image_rows where there are runs (wt its weights), else forward_images."""
+def _convolve_images(x, ph, pw, padded_shape, pixels, runs, window, taps, counts, weights_t,
+                     wt, bias, out):
+    """forward_image_rows where there are runs (wt its weights), else forward_images (taps
+    and counts: its tiles' live u)."""
     if runs.shape[0]:
         forward_image_rows(x, ph, pw, padded_shape, runs, window, wt, bias, out)
     else:
-        forward_images(x, ph, pw, padded_shape, pixels, window, weights_t, bias, out)
+        forward_images(x, ph, pw, padded_shape, pixels, window, taps, counts, weights_t, bias,
+                       out)
 
 
 @jit(parallel=True)
-def forward_blocks(x, ph, pw, padded_shape, pixels, runs, window, weights_t, wt, bias, out,
-                   blocks):
+def forward_blocks(x, ph, pw, padded_shape, pixels, runs, window, taps, counts, weights_t, wt,
+                   bias, out, blocks):
     """_convolve_images of each block (s, e) of images (blocks (B, 2)), the blocks shared by
     numba's threads (one region per pass)."""
     for b in prange(blocks.shape[0]):
         s, e = blocks[b, 0], blocks[b, 1]
-        _convolve_images(x[s:e], ph, pw, padded_shape, pixels, runs, window, weights_t, wt,
-                         bias, out[s:e])
+        _convolve_images(x[s:e], ph, pw, padded_shape, pixels, runs, window, taps, counts,
+                         weights_t, wt, bias, out[s:e])
 
 
 @jit(parallel=True)
-def backward_blocks(x, dy, ph, pw, padded_shape, pixels, window, grads, dy_images, diff_pad_h,
-                    diff_pad_w, diff_padded_shape, bottom_pixels, bottom_runs, flipped_window,
-                    flipped, flipped_rows, dx_planes, blocks):
+def backward_blocks(x, dy, ph, pw, padded_shape, pixels, window, pixel_taps, pixel_counts,
+                    grads, dy_images, diff_pad_h, diff_pad_w, diff_padded_shape, bottom_pixels,
+                    bottom_runs, flipped_window, flipped_taps, flipped_counts, flipped,
+                    flipped_rows, dx_planes, blocks):
     """Per block (s, e) of images (blocks (B, 2)), on numba's threads: block b's share of
     the weight gradient into grads[b] (grads None: not wanted), and the data gradient of its
     images into dx_planes (None: not wanted) as _convolve_images of the padded top diff with
@@ -412,11 +497,13 @@ def backward_blocks(x, dy, ph, pw, padded_shape, pixels, window, grads, dy_image
     for b in prange(blocks.shape[0]):
         s, e = blocks[b, 0], blocks[b, 1]
         if grads is not None:
-            weight_grad_images(x[s:e], dy[s:e], ph, pw, padded_shape, pixels, window, grads[b])
+            weight_grad_images(x[s:e], dy[s:e], ph, pw, padded_shape, pixels, window,
+                               pixel_taps, pixel_counts, grads[b])
         if dx_planes is not None:
             _convolve_images(dy_images[s:e], diff_pad_h, diff_pad_w, diff_padded_shape,
-                             bottom_pixels, bottom_runs, flipped_window, flipped, flipped_rows,
-                             np.empty(0, np.float32), dx_planes[s:e])
+                             bottom_pixels, bottom_runs, flipped_window, flipped_taps,
+                             flipped_counts, flipped, flipped_rows, np.empty(0, np.float32),
+                             dx_planes[s:e])
 
 
 class DirectConvolution:
@@ -448,6 +535,18 @@ class DirectConvolution:
         self.runs = row_runs(ho, wo, self.padded[2]) if by_runs((sh, sw), wo) else None
         self.bottom_runs = (row_runs(height, width, self.diff_padded[2])
                             if by_runs((1, 1), width) else None)
+        # Each gathered tile's live u (live_taps): the forward's (tiles of pixels, over the
+        # window), the weight gradient's (tiles of the window, over an image's pixels) and
+        # the data gradient's (as the forward's, in the padded top diff).
+        mask = padding_mask(bottom_shape, ph, pw, self.padded)
+        self.forward_taps = (NO_TAPS if self.runs is not None
+                             else live_taps(mask, tile_reads(self.pixels), self.window))
+        self.pixel_taps = live_taps(mask, tile_reads(self.window), self.pixels)
+        self.flipped_taps = NO_TAPS
+        if (sh, sw) == (1, 1) and self.bottom_runs is None:
+            diff_mask = padding_mask(top_shape, *self.diff_pad, self.diff_padded)
+            self.flipped_taps = live_taps(diff_mask, tile_reads(self.bottom_pixels),
+                                          self.flipped_window)
         self.weights_t = KeptLayout()   # the forward's weights in lane blocks or as (K, M)
 
     def forward(self, x, weight, bias, out, plan) -> None:
@@ -464,7 +563,8 @@ class DirectConvolution:
 
         blocks = plan.direct_block_array(x.shape[0])
         forward_blocks.over(len(blocks))(x, *self.pad, self.padded, self.pixels, runs,
-                                         self.window, weights_t, wt, bias, out, blocks)
+                                         self.window, *self.forward_taps, weights_t, wt, bias,
+                                         out, blocks)
 
     def backward(self, x, dy, weight, weight_diff, dx, plan) -> None:
         """weight_diff (M, K) += the weight gradient (if not None); dx (N, C, H, W) = the
@@ -487,9 +587,9 @@ class DirectConvolution:
             dy_images = dy.reshape(dy.shape[0], *self.top_shape)
             dx_planes = dx.reshape(dx.shape[0], channels, -1)   # a view: dx is contiguous
         backward_blocks.over(len(blocks))(
-            x, dy, *self.pad, self.padded, self.pixels, self.window, grads, dy_images,
-            *self.diff_pad, self.diff_padded, self.bottom_pixels, bottom_runs,
-            self.flipped_window, flipped, flipped_rows, dx_planes, blocks)
+            x, dy, *self.pad, self.padded, self.pixels, self.window, *self.pixel_taps, grads,
+            dy_images, *self.diff_pad, self.diff_padded, self.bottom_pixels, bottom_runs,
+            self.flipped_window, *self.flipped_taps, flipped, flipped_rows, dx_planes, blocks)
         if weight_diff is not None:
             # Pieces summed in a fixed order; (Mp / LANES, K, LANES) back to (M, K).
             total = grads.sum(axis=0)

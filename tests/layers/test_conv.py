@@ -533,11 +533,67 @@ def test_direct_rows_give_the_pixel_major_kernels_bits(outputs, channels, size, 
     for bias in (g.standard_normal(outputs).astype(np.float32), np.empty(0, np.float32)):
         by_pixels = np.full((3, outputs, ho * ho), 7.0, np.float32)
         by_rows = np.full_like(by_pixels, -7.0)
-        dc.forward_images(x, pad, pad, conv.padded, conv.pixels, conv.window,
+        taps = dc.live_taps(dc.padding_mask(x.shape[1:], pad, pad, conv.padded),
+                            dc.tile_reads(conv.pixels), conv.window)
+        dc.forward_images(x, pad, pad, conv.padded, conv.pixels, conv.window, *taps,
                           dc.lane_blocks(w.T), bias, by_pixels)
         dc.forward_image_rows(x, pad, pad, conv.padded, runs, conv.window,
                               np.ascontiguousarray(w.T), bias, by_rows)
         np.testing.assert_array_equal(by_rows.view(np.uint32), by_pixels.view(np.uint32))
+
+
+def every_tap(taps, total):
+    """Spans of every u, one per tile: the tiles as they were before padding was skipped."""
+    spans = np.zeros((len(taps[1]), 1, 2), np.uint64)
+    spans[:, 0, 1] = total
+    return spans, np.ones(len(taps[1]), np.int64)
+
+
+@pytest.mark.parametrize("outputs, channels, size, kernel, pad, stride", [
+    (40, 6, 8, 5, 2, 1),     # CIFAR-10's conv3 shape: output rows of 8, a tile each
+    (20, 3, 12, 5, 0, 1),    # LeNet's conv2 shape: no pad, but its data gradient's 4
+    (9, 2, 10, 3, 4, 1),     # a pad wider than the kernel: tiles wholly in the padding
+    (17, 3, 19, 7, 3, 2),    # a strided first layer (forward and weight gradient)
+])
+def test_direct_tiles_skip_padding_taps_and_keep_the_bits(outputs, channels, size, kernel, pad,
+                                                          stride):
+    """The gathered tiles sum only over the u some of their rows read outside the padding
+    (live_taps): the forward, weight gradient and data gradient bits are those of tiles
+    summing every u, and some u are skipped."""
+    from protonet.kernels import direct_conv as dc
+    from protonet.kernels.conv_plan import plan_convolution
+    g = np.random.default_rng(5)
+    n = 5
+    ho = (size + 2 * pad - kernel) // stride + 1
+    geometry = (kernel, kernel, pad, pad, stride, stride, 1, 1)
+    conv = dc.DirectConvolution(geometry, (channels, size, size), (outputs, ho, ho))
+    k = channels * kernel * kernel
+    plan = plan_convolution(n, k, ho * ho, 1, 2, geometry=geometry, outputs=outputs,
+                            out_shape=(ho, ho))
+    x = g.standard_normal((n, channels, size, size)).astype(np.float32)
+    w = g.standard_normal((outputs, k)).astype(np.float32)
+    bias = g.standard_normal(outputs).astype(np.float32)
+    dy = g.standard_normal((n, outputs, ho * ho)).astype(np.float32)
+
+    def run():
+        out = np.empty((n, outputs, ho * ho), np.float32)
+        grad = np.zeros((outputs, k), np.float32)
+        dx = np.empty_like(x) if stride == 1 else None
+        conv.forward(x, w, bias, out, plan)
+        conv.backward(x, dy, w.reshape(outputs, channels, kernel, kernel), grad, dx, plan)
+        return [a.view(np.uint32) for a in (out, grad, dx) if a is not None]
+
+    live = [conv.forward_taps, conv.pixel_taps, conv.flipped_taps]
+    skipped = run()
+    totals = [len(conv.window), ho * ho, len(conv.flipped_window)]
+    spans = [taps[0][:, :, 1].astype(np.int64) - taps[0][:, :, 0].astype(np.int64)
+             for taps in live]
+    summed = [sum(s[t, :c].sum() for t, c in enumerate(taps[1])) for s, taps in zip(spans, live)]
+    assert any(s < total * len(taps[1]) for s, total, taps in zip(summed, totals, live))
+    conv.forward_taps, conv.pixel_taps, conv.flipped_taps = (
+        every_tap(taps, total) for taps, total in zip(live, totals))
+    for a, b in zip(skipped, run()):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("outputs, pixels", [(32, 1024), (40, 37), (5, 9), (16, 16)])
@@ -582,11 +638,12 @@ def test_direct_kernel_inner_loop_is_vectorized():
     tile = numba.njit(fastmath=_tile.targetoptions["fastmath"], error_model="numpy")(_tile.py_func)
 
     @numba.njit
-    def pair_of_blocks(src, offsets, blocks):
-        tile(src, offsets, 0, 0, offsets, blocks[0], blocks[1], blocks[0], blocks[1], True)
+    def pair_of_blocks(src, offsets, spans, blocks):
+        tile(src, offsets, 0, 0, offsets, spans, blocks[0], blocks[1], blocks[0], blocks[1],
+             True)
 
     pair_of_blocks(np.zeros(64, np.float32), np.zeros(8, np.uint64),
-                   np.zeros((2, 8, 16), np.float32))
+                   np.array([[0, 8]], np.uint64), np.zeros((2, 8, 16), np.float32))
     (signature,) = [s for s in tile.signatures if getattr(s[-1], "literal_value", None)]
     asm = tile.inspect_asm(signature)
     # The loop over u: the block of code with the most multiply-adds, to its branch back.
