@@ -1,8 +1,10 @@
-"""Local response normalisation across channels (Caffe's LRN, ACROSS_CHANNELS).
+"""Local response normalisation (Caffe's LRN), across channels and within a channel.
 
-The window sum over channels runs as Caffe's does (add the head channel, subtract the tail),
-so rounding matches its order. WITHIN_CHANNEL LRN is built from average pooling instead, and
-its power and product (lrn_within_power) are here.
+ACROSS_CHANNELS: the window sum over channels runs as Caffe's does (add the head channel,
+subtract the tail), so rounding matches its order. WITHIN_CHANNEL: Caffe composes it of
+layers (square, AVE pooling, Power, Eltwise PROD); lrn_within_forward and
+lrn_within_backward run those steps in their float32 order, fused in one pass over blocks of
+planes.
 
 scale^-beta is float32's pow (powers), as Caffe's powx, but for beta 0.75 (Caffe's default,
 and AlexNet's, GoogLeNet's and CIFAR-10 full's): 1 / (sqrt(s) sqrt(sqrt(s))) in float64,
