@@ -80,30 +80,49 @@ def lrn_across_forward(x, size, alpha_over_size, k, neg_beta, scale, y):
                 yc[q] = xc[q] * s[q]
 
 
-# Planes of a within-channel LRN stacked in one zero-padded buffer (see _stacked_rows): as
+# Planes of a within-channel LRN stacked in one zero-padded buffer (see _stack_plan): as
 # many as fill about this many floats, so each tap's sum is one long vector loop over them
 # (CIFAR-10 full's 8 x 8 planes one at a time left short loops and their remainders).
 STACK_FLOATS = 4096
 
 
 @jit()
-def _stacked_rows(height, width, pad):
-    """(planes a stack, row pitch, buffer rows): planes stacked `pad` zero rows apart (a
-    window at stride 1 reaches `pad` rows past its plane, and the gap serves the planes on
-    both sides) and padded by `pad` zero columns each side, so every output's window is a
-    fixed set of offsets from its own position in the buffer."""
+def _stack_plan(n_planes, height, width, size):
+    """(planes a stack, row pitch, buffer rows, blocks, chunks) for windows of size x size at
+    pad (size - 1) / 2: planes stacked pad zero rows apart (a window at stride 1 reaches pad
+    rows past its plane, and the gap serves the planes on both sides) and padded by pad zero
+    columns each side, so every output's window is a fixed set of offsets from its own
+    position in the buffer; the planes in blocks of a stack, the blocks in chunks for the
+    threads."""
+    pad = (size - 1) // 2
     pitch = width + 2 * pad
     stack = max(1, STACK_FLOATS // ((height + pad) * pitch))
-    return stack, pitch, pad + stack * (height + pad) + pad
+    blocks = -(-n_planes // stack)
+    return stack, pitch, pad + stack * (height + pad) + pad, blocks, min(blocks, CHUNKS)
 
 
 @jit()
-def _write_stack(values, pad, pitch, stride, first, count, height, width, buf):
-    """The planes values[first:first + count], each (height, width), into the stack buffer's
-    interior: plane k's row h at buffer row pad + k * stride + h, from column pad on."""
+def _window_sums(planes, count, taps, buf, sums, out):
+    """out[:count] = each of planes[:count]'s sums over the taps' size x size windows at
+    stride 1, pad (size - 1) / 2, in Caffe's order (row by row, from 0; the padding adds +0):
+    the planes stacked into buf (1, 1, rows, pitch; its padding zero, see _stack_plan) and
+    each tap one vector loop over the stack into sums (kernels/phases.tap_sums)."""
+    height, width = planes.shape[1], planes.shape[2]
+    pad = (taps.shape[0] - 1) // 2
+    pitch = buf.shape[3]
+    stride = height + pad
+    _write_stack(planes, pad, pitch, stride, count, height, width, buf.reshape(-1))
+    tap_sums(buf, taps, 1, 1, 0, ((count - 1) * stride + height - 1) * pitch + width, sums)
+    _read_stack(sums, pitch, stride, count, height, width, out)
+
+
+@jit()
+def _write_stack(values, pad, pitch, stride, count, height, width, buf):
+    """The planes values[:count], each (height, width), into the stack buffer's interior:
+    plane k's row h at buffer row pad + k * stride + h, from column pad on."""
     for k in range(count):
         for h in range(height):
-            row = values[first + k, h]
+            row = values[k, h]
             start = (pad + k * stride + h) * pitch + pad
             dst = buf[start:start + width]
             for w in range(width):
@@ -130,24 +149,19 @@ def lrn_within_forward(x, size, alpha, neg_beta, pool, power, y):
     with x. pool and power are kept for the backward. Blocks of planes are stacked in one
     zero-padded buffer that stays in L1, so each tap is one vector loop (kernels/phases.py's
     tap_sums); the elementwise steps run flat over the block's contiguous planes.
-    CIFAR-10 full's norm1 at batch 100, 2 threads: 0.56 against 2.8 ms for the square, AVE
-    pooling and power kernels in turn."""
+    CIFAR-10 full's norm1 at batch 100, 2 threads: 1.1 against 3.5-3.7 ms for the square,
+    AVE pooling and power kernels in turn."""
     n_img, channels, height, width = x.shape
     n_planes = n_img * channels
     xs, ps = x.reshape(n_planes, height, width), pool.reshape(n_planes, height, width)
     ws, ys = power.reshape(n_planes, height, width), y.reshape(n_planes, height, width)
-    pad = (size - 1) // 2
-    stack, pitch, rows = _stacked_rows(height, width, pad)
-    stride = height + pad
+    stack, pitch, rows, blocks, chunks = _stack_plan(n_planes, height, width, size)
     divisor = np.float32(size * size)
     one = np.float32(1)
     taps = np.ones((size, size), np.float32)
-    blocks = -(-n_planes // stack)
-    chunks = min(blocks, CHUNKS)
     plane = height * width
     for chunk in prange(chunks):
         buf = np.zeros((1, 1, rows, pitch), np.float32)
-        flat_buf = buf.reshape(-1)
         sums = np.empty(rows * pitch, np.float32)
         squares = np.empty((stack, height, width), np.float32)
         for b in range(chunk * blocks // chunks, (chunk + 1) * blocks // chunks):
@@ -158,10 +172,7 @@ def lrn_within_forward(x, size, alpha, neg_beta, pool, power, y):
             sq = squares.reshape(-1)[:here]
             for i in range(here):
                 sq[i] = xb[i] * xb[i]
-            _write_stack(squares, pad, pitch, stride, 0, count, height, width, flat_buf)
-            tap_sums(buf, taps, 1, 1, 0, ((count - 1) * stride + height - 1) * pitch + width,
-                     sums)
-            _read_stack(sums, pitch, stride, count, height, width, ps[first:first + count])
+            _window_sums(squares, count, taps, buf, sums, ps[first:first + count])
             pb = ps[first:first + count].reshape(-1)
             wb = ws[first:first + count].reshape(-1)
             yb = ys[first:first + count].reshape(-1)
@@ -188,18 +199,13 @@ def lrn_within_backward(x, dy, pool, power, size, alpha, diff_scale, dx):
     xs, dys = x.reshape(n_planes, height, width), dy.reshape(n_planes, height, width)
     ps, ws = pool.reshape(n_planes, height, width), power.reshape(n_planes, height, width)
     dxs = dx.reshape(n_planes, height, width)
-    pad = (size - 1) // 2
-    stack, pitch, rows = _stacked_rows(height, width, pad)
-    stride = height + pad
+    stack, pitch, rows, blocks, chunks = _stack_plan(n_planes, height, width, size)
     divisor = np.float32(size * size)
     one, two = np.float32(1), np.float32(2)
     taps = np.ones((size, size), np.float32)
-    blocks = -(-n_planes // stack)
-    chunks = min(blocks, CHUNKS)
     plane = height * width
     for chunk in prange(chunks):
         buf = np.zeros((1, 1, rows, pitch), np.float32)
-        flat_buf = buf.reshape(-1)
         sums = np.empty(rows * pitch, np.float32)
         work = np.empty((stack, height, width), np.float32)
         grad = np.empty(stack * plane, np.float32)
@@ -224,10 +230,7 @@ def lrn_within_backward(x, dy, pool, power, size, alpha, diff_scale, dx):
                 g[i] = dyb[i] * xb[i]          # the gradient reaching the Power output
             for i in range(here):
                 t[i] = (t[i] * g[i]) / divisor  # an output's share of its window
-            _write_stack(work, pad, pitch, stride, 0, count, height, width, flat_buf)
-            tap_sums(buf, taps, 1, 1, 0, ((count - 1) * stride + height - 1) * pitch + width,
-                     sums)
-            _read_stack(sums, pitch, stride, count, height, width, work)
+            _window_sums(work, count, taps, buf, sums, work)
             dxb = dxs[first:first + count].reshape(-1)
             for i in range(here):
                 dxb[i] = dyb[i] * wb[i] + (xb[i] * two) * t[i]
