@@ -105,8 +105,8 @@ def _tile(src, rows, first, start, cols, spans, b0, b1, out0, out1, pair):
     src[rows[r] + cols[u]] * b0 (b1) [u] for the rows
     r of the tile from `first` (TILE_ROWS of them, the last row repeated past the end of rows)
     that are not before `start`. Each product is fused into its row's running sum, u ascending
-    from 0: the same order in any tile, so an image's result does not depend on its batch or
-    its place in it. gathered_matmul passes pair as a constant, and numba compiles the tile
+    over the spans (which depend on the geometry alone): the same order in any tile, so an
+    image's result does not depend on its batch or its place in it. gathered_matmul passes pair as a constant, and numba compiles the tile
     for each literal value: two loops, neither testing it. On AVX-512 the one without the
     pair (the last of an odd number of blocks) ran about 10% slower than a tile of one block
     written on its own did."""
