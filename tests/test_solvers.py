@@ -215,3 +215,45 @@ def test_nonfinite_loss_stops_with_iteration_and_layer(tmp_path):
     solver = make_solver(tmp_path, "base_lr: 1e30 momentum: 0")
     with pytest.raises(NonFiniteError, match=r"iteration \d+: loss is (nan|inf); first non-finite output: layer '(ip|loss)'"):
         solver.step(10)
+
+
+# Adam divides the infinite moment by its square root: numpy warns on the way.
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("extra, counted_by_kernel", [
+    ("momentum: 0.9 weight_decay: 0.01", True),                                # SGD's pass
+    ('momentum: 0.9 weight_decay: 0.01 regularization_type: "L1"', False),   # numpy steps
+    ('type: "Adam" momentum: 0.9 momentum2: 0.999', False)])
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+def test_step_stops_on_a_parameter_the_update_left_nonfinite(tmp_path, extra, counted_by_kernel,
+                                                             bad):
+    """A gradient that turns one weight NaN or infinite (the loss still finite) stops
+    step() after that update, naming the parameter, whether SGD's pass counted it or the
+    weights are read again."""
+    solver = make_solver(tmp_path, extra)
+    solver.step(2)   # finite: no error
+    bias = solver.net.params["ip"][1]
+    solver.add_callback(lambda: None, lambda: bias.diff.__setitem__(1, bad))
+    with pytest.raises(NonFiniteError, match=r"iteration 3: parameter ip\[1\] holds NaN or Inf "
+                                             r"after the update"):
+        solver.step(1)
+    assert solver.iter == 3 and not np.isfinite(bias.data[1])
+    assert solver._nonfinite_after_update[1] == (1 if counted_by_kernel else None)
+
+
+def test_sgd_pass_counts_the_weights_it_leaves_nonfinite():
+    from protonet.kernels.sgd import sgd_momentum_step
+    n = 1 << 17   # the threads' compile as well as the serial one
+    for size in (10, n):
+        data = np.ones(size, np.float32)
+        diff = np.zeros(size, np.float32)
+        diff[[1, 3, size - 1]] = [np.inf, np.nan, -np.inf]
+        history = np.zeros(size, np.float32)
+        data[5] = np.float32(3e38)
+        diff[5] = np.float32(-3e38)   # finite gradient, the sum overflows
+        f32 = np.float32
+        assert sgd_momentum_step(data, diff, history, f32(0), f32(1), f32(0.9)) == 4
+        assert np.isfinite(data).sum() == size - 4
+        diff[:] = 0
+        data[:] = 1
+        history[:] = 0
+        assert sgd_momentum_step(data, diff, history, f32(0), f32(1), f32(0)) == 0

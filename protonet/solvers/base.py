@@ -66,6 +66,9 @@ class Solver:
         self._losses: list[float] = []
         self._stop_requested = False
         self._snapshot_requested = False
+        # Per parameter, the NaN or Inf entries its last update in this step() left, as the
+        # update's kernel counted them (None: not counted); spares the check a pass.
+        self._nonfinite_after_update: list[int | None] = []
         # Set by restore when this rank's own random stream came from the snapshot.
         self.random_stream_restored = False
         # (iteration, {output blob: value}) of every training iteration and every test pass,
@@ -179,6 +182,7 @@ class Solver:
         stop_iter = self.iter + iters
         self._losses = []
         self.smoothed_loss = 0.0
+        self._nonfinite_after_update = []
         timer, last_iter = time.perf_counter(), self.iter
         while self.iter < stop_iter:
             self.net.clear_param_diffs()
@@ -223,7 +227,8 @@ class Solver:
             if self._stop_requested:
                 break
         if self.iter > start_iter:
-            self._check_params_finite()
+            # The update's own counts, unless a callback ran after it (it may change weights).
+            self._check_params_finite([] if self.callbacks else self._nonfinite_after_update)
 
     def add_callback(self, on_start, on_gradients_ready=None) -> None:
         """pycaffe's Solver.add_callback: on_start() runs at the start of every iteration
@@ -300,12 +305,15 @@ class Solver:
         self._clip_gradients()
         p, net = self.param, self.net
         pending = []
+        counted: list[int | None] = []
         for i, blob in enumerate(net.learnable_params):
             if p.iter_size > 1:
                 blob.diff *= np.float32(1.0 / p.iter_size)
             decay = p.weight_decay * net.params_weight_decay[i]
-            if p.regularization_type == "L2" and self.fused_step(i, decay,
-                                                                 rate * net.params_lr[i]):
+            nonfinite = (self.fused_step(i, decay, rate * net.params_lr[i])
+                         if p.regularization_type == "L2" else None)
+            counted.append(nonfinite)
+            if nonfinite is not None:
                 continue
             if decay:
                 if p.regularization_type == "L2":
@@ -316,12 +324,14 @@ class Solver:
             pending.append(blob)
         for blob in pending:
             blob.data -= blob.diff
+        self._nonfinite_after_update = counted
 
-    def fused_step(self, param_id: int, decay: float, rate: float) -> bool:
+    def fused_step(self, param_id: int, decay: float, rate: float) -> int | None:
         """L2 regularization, the rule's update and data -= diff for one parameter in one
-        pass, where the rule has such a kernel (SGD); False leaves the steps to
-        apply_update. Same float32 arithmetic either way."""
-        return False
+        pass, where the rule has such a kernel (SGD), returning how many of its values the
+        step left NaN or infinite; None leaves the steps to apply_update. Same float32
+        arithmetic either way."""
+        return None
 
     def _clip_gradients(self) -> None:
         clip = self.param.clip_gradients
@@ -473,11 +483,16 @@ class Solver:
             log.info("Removed %d temporary files left by an interrupted snapshot in %s",
                      len(removed), probe.parent)
 
-    def _check_params_finite(self) -> None:
-        for name, blob in zip(self.net.learnable_param_names, self.net.learnable_params):
-            if not np.isfinite(blob.data).all():
-                raise NonFiniteError(f"iteration {self.iter}: parameter {name} holds NaN or Inf "
-                                     f"after the update (learning rate {self.learning_rate():g})")
+    def _check_params_finite(self, counted=()) -> None:
+        """NonFiniteError naming the first parameter with a NaN or Inf; `counted[i]`, where
+        given and not None, is how many parameter i holds (the update's kernel counted)."""
+        params = zip(self.net.learnable_param_names, self.net.learnable_params)
+        for i, (name, blob) in enumerate(params):
+            known = counted[i] if i < len(counted) else None
+            if known == 0 or (known is None and np.isfinite(blob.data).all()):
+                continue
+            raise NonFiniteError(f"iteration {self.iter}: parameter {name} holds NaN or Inf "
+                                 f"after the update (learning rate {self.learning_rate():g})")
 
     def restore(self, path) -> None:
         """Continue from a .solverstate: iteration, weights, histories, data positions, random

@@ -18,9 +18,8 @@ class SGDSolver(Solver):
         history += np.float32(rate) * diff
         diff[...] = history
 
-    def fused_step(self, param_id: int, decay: float, rate: float) -> bool:
+    def fused_step(self, param_id: int, decay: float, rate: float) -> int:
         blob = self.net.learnable_params[param_id]
-        sgd_momentum_step(blob.data.reshape(-1), blob.diff.reshape(-1),
-                          self.history_of(param_id).reshape(-1), np.float32(decay),
-                          np.float32(rate), np.float32(self.param.momentum))
-        return True
+        return sgd_momentum_step(blob.data.reshape(-1), blob.diff.reshape(-1),
+                                 self.history_of(param_id).reshape(-1), np.float32(decay),
+                                 np.float32(rate), np.float32(self.param.momentum))
