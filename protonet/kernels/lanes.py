@@ -95,8 +95,12 @@ stack_int_lanes = _stack_array(types.int32)
 
 
 # Pixels of a row load_channel_block copies per channel at a time: one vector load of the
-# plane's row, then a store into each pixel's lane.
-LOAD_PIXELS = 8
+# plane's row, then a store into each pixel's lane. 8 was measured with AVX2 (an AMD Zen 3).
+# With AVX-512 (an AMD Zen 5), 4 against 8, alternating in one process, kernel time:
+# MobileNet-SSD's conv2/dw (64 x 150 x 150, stride 2) 0.67 at batch 16 and 0.93 at 1, its
+# conv4/dw 0.91, ResNet-50's pool1 at batch 1 0.76, CIFAR-10's pool1 at batch 100 0.98, a
+# 14 x 14 depthwise layer 1.00; 2 ran as 4, 16 slower than 8.
+LOAD_PIXELS = 4 if compiles_for_avx512() else 8
 
 
 @jit()
