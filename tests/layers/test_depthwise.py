@@ -76,6 +76,12 @@ def test_depthwise_forward_inner_loop_is_vectorized():
     # 75 at stride 2, 7 bands; a dilated 5 x 3 filter whose bands' rows overlap by 8)
     ((1, 18, 150, 150), (3, 3), (2, 2), (1, 1), (1, 1)),
     ((1, 4, 120, 100), (5, 3), (2, 1), (2, 0), (2, 1)),
+    # 3x3, pad 1, read in place: odd widths (the last window reaches the padding), a plane
+    # one pixel wide or tall
+    ((2, 3, 15, 75), (3, 3), (2, 2), (1, 1), (1, 1)),
+    ((1, 2, 6, 70), (3, 3), (1, 1), (1, 1), (1, 1)),
+    ((1, 2, 3, 1), (3, 3), (2, 2), (1, 1), (1, 1)),
+    ((1, 2, 1, 4), (3, 3), (1, 1), (1, 1), (1, 1)),
 ])
 def test_depthwise_forward_by_channel_blocks_gives_the_phase_planes_bits(
         shape, kernel, stride, pad, dilation):
@@ -100,6 +106,10 @@ def test_depthwise_forward_by_channel_blocks_gives_the_phase_planes_bits(
         by_rows = on_phases.copy()
         depthwise.depthwise_3x3_forward(x, w, *pad, by_rows)
         others.append(by_rows)
+    if kernel == (3, 3) and pad == dilation == (1, 1) and stride in ((1, 1), (2, 2)):
+        in_place = on_phases.copy()
+        depthwise.depthwise_3x3_in_place(x, w, stride[0], in_place)
+        others.append(in_place)
     if shape[2] > 100:
         reach = [(k - 1) * d + 1 for k, d in zip(kernel, dilation)]
         columns = max(shape[3] + 2 * pad[1], (out[1] - 1) * stride[1] + reach[1])
@@ -133,6 +143,15 @@ def test_depthwise_channel_blocks_are_for_narrow_or_strided_outputs_and_vectoriz
     assert not depthwise.by_rows_3x3((3, 3), (2, 2), (1, 1), 75)
     assert not depthwise.by_rows_3x3((3, 3), (1, 1), (2, 2), 75)
     assert not depthwise.by_rows_3x3((5, 5), (1, 1), (1, 1), 75)
+    # 3x3 with a pad of 1 in place: strided from 28 outputs wide, stride 1 from 64
+    in_place = depthwise.in_place_3x3
+    assert in_place((3, 3), (2, 2), (1, 1), (1, 1), 75) and in_place((3, 3), (2, 2), (1, 1), (1, 1), 28)
+    assert not in_place((3, 3), (2, 2), (1, 1), (1, 1), 19)
+    assert in_place((3, 3), (1, 1), (1, 1), (1, 1), 150) and not in_place((3, 3), (1, 1), (1, 1), (1, 1), 56)
+    assert not in_place((3, 3), (2, 2), (0, 0), (1, 1), 75)
+    assert not in_place((3, 3), (1, 2), (1, 1), (1, 1), 75)
+    assert not in_place((3, 3), (1, 1), (1, 1), (2, 2), 75)
+    assert not in_place((5, 5), (2, 2), (1, 1), (1, 1), 75)
     kernel = numba.njit(fastmath=False, error_model="numpy")(
         depthwise._depthwise_block.py_func)
     kernel(np.zeros((9, 9, 16), np.float32), np.zeros((3, 3, 16), np.float32), 1, 1, 1, 1,
