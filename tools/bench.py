@@ -630,8 +630,22 @@ ZOO_NETS = ["cifar10_quick", "cifar10_full", "caffenet", "googlenet", "vgg16", "
             "mobilenet_v1", "mobilenet_ssd"]
 
 
+# glibc's malloc in the timed forward and training workers, every framework alike: memory a
+# framework frees stays mapped for its next allocation. By default glibc maps blocks over its
+# threshold (32 MB at most) afresh and gives back what is freed at the top of its heap, so a
+# framework that allocates its activations at every forward (PyTorch) faults their pages in
+# again each time. MobileNet-SSD at batch 16 in PyTorch's worker, 2 threads: 356-457 ms by
+# default, 173-204 in a heap a protonet Net had left warm (until protonet's big arrays became
+# mappings of their own, 9bbaf9e), 185-193 with these settings. They give PyTorch its best
+# case whatever else its process did; protonet allocates its arrays once. The memory
+# section keeps glibc's defaults.
+TIMING_MALLOC = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 40)}
+
+
 def zoo_job(threads, fn, *job_args):
-    return run_worker(threads, "--job", json.dumps({"fn": fn, "args": list(job_args)}))
+    timed = fn.startswith(("forward_", "train_"))
+    return run_worker(threads, "--job", json.dumps({"fn": fn, "args": list(job_args)}),
+                      env_extra=TIMING_MALLOC if timed else None)
 
 
 def _zoo_frameworks():
