@@ -112,7 +112,7 @@ def allocate(shape, dtype, what: str, copies: int = 1, zero: bool = False) -> li
     nbytes = element_count(shape, what) * dtype.itemsize * copies
     check_bytes(nbytes, what)
     try:
-        if nbytes >= MAPPED_BYTES * copies:
+        if nbytes >= MAPPED_BYTES * copies and _CAN_MAP:
             return [_mapped(shape, dtype) for _ in range(copies)]
         make = np.zeros if zero else np.empty
         return [_cache_line_aligned(make, shape, dtype) for _ in range(copies)]
@@ -127,6 +127,8 @@ def allocate(shape, dtype, what: str, copies: int = 1, zero: bool = False) -> li
 # ResNet-50 at batch 1 held 191 MB after loading 98 MB of weights. A private anonymous
 # mapping is zero without being written, and goes back to the system when its array does.
 MAPPED_BYTES = 1 << 18
+# Private anonymous mappings as POSIX has them (not on Windows: malloc's memory there).
+_CAN_MAP = hasattr(mmap, "MAP_PRIVATE") and hasattr(mmap, "MAP_ANONYMOUS")
 
 
 def _mapped(shape, dtype):

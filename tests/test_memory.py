@@ -179,6 +179,7 @@ def test_a_test_nets_diffs_take_no_memory():
         assert _resident_pages(blob.data) > 0, name
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork(2)")
 def test_big_arrays_are_zero_and_private_to_a_forked_process():
     (a,) = memory.allocate((1 << 20,), np.float32, "test array", zero=True)
     assert a.nbytes >= memory.MAPPED_BYTES and not a.any() and a.flags.writeable
