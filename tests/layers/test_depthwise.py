@@ -145,9 +145,11 @@ def test_depthwise_channel_blocks_are_for_narrow_or_strided_outputs_and_vectoriz
     assert not depthwise.by_rows_3x3((5, 5), (1, 1), (1, 1), 75)
     # 3x3 with a pad of 1 in place: strided from 28 outputs wide, stride 1 from 64
     in_place = depthwise.in_place_3x3
-    assert in_place((3, 3), (2, 2), (1, 1), (1, 1), 75) and in_place((3, 3), (2, 2), (1, 1), (1, 1), 28)
+    assert in_place((3, 3), (2, 2), (1, 1), (1, 1), 75)
+    assert in_place((3, 3), (2, 2), (1, 1), (1, 1), 28)
     assert not in_place((3, 3), (2, 2), (1, 1), (1, 1), 19)
-    assert in_place((3, 3), (1, 1), (1, 1), (1, 1), 150) and not in_place((3, 3), (1, 1), (1, 1), (1, 1), 56)
+    assert in_place((3, 3), (1, 1), (1, 1), (1, 1), 150)
+    assert not in_place((3, 3), (1, 1), (1, 1), (1, 1), 56)
     assert not in_place((3, 3), (2, 2), (0, 0), (1, 1), 75)
     assert not in_place((3, 3), (1, 2), (1, 1), (1, 1), 75)
     assert not in_place((3, 3), (1, 1), (1, 1), (2, 2), 75)
