@@ -91,6 +91,31 @@ def depthwise_forward(x, w, ph, pw, sh, sw, dh, dw, y):
     kernel(x, w, ph, pw, sh, sw, dh, dw, y)
 
 
+@jit()
+def _taps_3x3(taps):
+    """The nine weights of a 3x3 filter (3, 3) as a tuple, read once before a row's loop."""
+    return (taps[0, 0], taps[0, 1], taps[0, 2], taps[1, 0], taps[1, 1], taps[1, 2],
+            taps[2, 0], taps[2, 1], taps[2, 2])
+
+
+@jit()
+def _window_3x3(t, x00, x01, x02, x10, x11, x12, x20, x21, x22):
+    """A 3x3 window's sum: each of the nine weights t (_taps_3x3) times its input, added in
+    the (i, j) order from 0 to a float32 zero, each product rounded (no FMA): Caffe's order,
+    the same bits in every depthwise forward. LLVM inlines it into the row loops."""
+    total = np.float32(0.0)
+    total += t[0] * x00
+    total += t[1] * x01
+    total += t[2] * x02
+    total += t[3] * x10
+    total += t[4] * x11
+    total += t[5] * x12
+    total += t[6] * x20
+    total += t[7] * x21
+    total += t[8] * x22
+    return total
+
+
 @jit(parallel=True)
 def depthwise_3x3_in_place(x, w, stride, y):
     """depthwise_forward of 3x3 filters with a pad of 1 at stride 1 or 2, undilated, reading
@@ -125,41 +150,20 @@ def _row_3x3(r0, r1, r2, taps, out):
     at the output (a recurrence LLVM vectorizes with a shuffle), 0 at the first: the loads
     are the rows themselves, no padded copy."""
     prefer_wide_vectors()
-    t00, t01, t02 = taps[0, 0], taps[0, 1], taps[0, 2]
-    t10, t11, t12 = taps[1, 0], taps[1, 1], taps[1, 2]
-    t20, t21, t22 = taps[2, 0], taps[2, 1], taps[2, 2]
+    t = _taps_3x3(taps)
     width = out.shape[0]
     left0 = left1 = left2 = np.float32(0.0)
     for ox in range(width - 1):
         at0, at1, at2 = r0[ox], r1[ox], r2[ox]
-        total = np.float32(0.0)
-        total += t00 * left0
-        total += t01 * at0
-        total += t02 * r0[ox + 1]
-        total += t10 * left1
-        total += t11 * at1
-        total += t12 * r1[ox + 1]
-        total += t20 * left2
-        total += t21 * at2
-        total += t22 * r2[ox + 1]
-        out[ox] = total
+        out[ox] = _window_3x3(t, left0, at0, r0[ox + 1], left1, at1, r1[ox + 1],
+                              left2, at2, r2[ox + 1])
         left0, left1, left2 = at0, at1, at2
     # The last output: the padding column on its right.
     ox = width - 1
     zero = np.float32(0.0)
     if ox > 0:
         left0, left1, left2 = r0[ox - 1], r1[ox - 1], r2[ox - 1]
-    total = np.float32(0.0)
-    total += t00 * left0
-    total += t01 * r0[ox]
-    total += t02 * zero
-    total += t10 * left1
-    total += t11 * r1[ox]
-    total += t12 * zero
-    total += t20 * left2
-    total += t21 * r2[ox]
-    total += t22 * zero
-    out[ox] = total
+    out[ox] = _window_3x3(t, left0, r0[ox], zero, left1, r1[ox], zero, left2, r2[ox], zero)
 
 
 @jit()
@@ -170,9 +174,7 @@ def _row_3x3_stride_2(r0, r1, r2, taps, out):
     the odd column the iteration before read (0 at the first: the padding). Reading it
     again as r[2 ox - 1] made LLVM gather it instead."""
     prefer_wide_vectors()
-    t00, t01, t02 = taps[0, 0], taps[0, 1], taps[0, 2]
-    t10, t11, t12 = taps[1, 0], taps[1, 1], taps[1, 2]
-    t20, t21, t22 = taps[2, 0], taps[2, 1], taps[2, 2]
+    t = _taps_3x3(taps)
     out_w = out.shape[0]
     # Outputs whose windows end inside the row; an odd-width row's last reaches the padding.
     inside = min(out_w, r0.shape[0] // 2)
@@ -181,33 +183,14 @@ def _row_3x3_stride_2(r0, r1, r2, taps, out):
         even0, odd0 = r0[2 * ox], r0[2 * ox + 1]
         even1, odd1 = r1[2 * ox], r1[2 * ox + 1]
         even2, odd2 = r2[2 * ox], r2[2 * ox + 1]
-        total = np.float32(0.0)
-        total += t00 * left0
-        total += t01 * even0
-        total += t02 * odd0
-        total += t10 * left1
-        total += t11 * even1
-        total += t12 * odd1
-        total += t20 * left2
-        total += t21 * even2
-        total += t22 * odd2
-        out[ox] = total
+        out[ox] = _window_3x3(t, left0, even0, odd0, left1, even1, odd1, left2, even2, odd2)
         left0, left1, left2 = odd0, odd1, odd2
     zero = np.float32(0.0)
     for ox in range(inside, out_w):
         if ox > 0:
             left0, left1, left2 = r0[2 * ox - 1], r1[2 * ox - 1], r2[2 * ox - 1]
-        total = np.float32(0.0)
-        total += t00 * left0
-        total += t01 * r0[2 * ox]
-        total += t02 * zero
-        total += t10 * left1
-        total += t11 * r1[2 * ox]
-        total += t12 * zero
-        total += t20 * left2
-        total += t21 * r2[2 * ox]
-        total += t22 * zero
-        out[ox] = total
+        out[ox] = _window_3x3(t, left0, r0[2 * ox], zero, left1, r1[2 * ox], zero,
+                              left2, r2[2 * ox], zero)
 
 
 @jit(parallel=True)
@@ -238,24 +221,13 @@ def depthwise_3x3_forward(x, w, ph, pw, y):
 @jit()
 def _rows_3x3(padded, taps, out):
     """out (Ho, Wo) = taps (3, 3) over padded at stride 1, in the (i, j) order from 0."""
-    t00, t01, t02 = taps[0, 0], taps[0, 1], taps[0, 2]
-    t10, t11, t12 = taps[1, 0], taps[1, 1], taps[1, 2]
-    t20, t21, t22 = taps[2, 0], taps[2, 1], taps[2, 2]
+    t = _taps_3x3(taps)
     for oy in range(out.shape[0]):
         r0, r1, r2 = padded[oy], padded[oy + 1], padded[oy + 2]
         row = out[oy]
         for ox in range(out.shape[1]):
-            total = np.float32(0.0)
-            total += t00 * r0[ox]
-            total += t01 * r0[ox + 1]
-            total += t02 * r0[ox + 2]
-            total += t10 * r1[ox]
-            total += t11 * r1[ox + 1]
-            total += t12 * r1[ox + 2]
-            total += t20 * r2[ox]
-            total += t21 * r2[ox + 1]
-            total += t22 * r2[ox + 2]
-            row[ox] = total
+            row[ox] = _window_3x3(t, r0[ox], r0[ox + 1], r0[ox + 2], r1[ox], r1[ox + 1],
+                                  r1[ox + 2], r2[ox], r2[ox + 1], r2[ox + 2])
 
 
 # Output pixels along a row per register tile of the channel-block forward.
