@@ -189,3 +189,12 @@ def test_big_arrays_are_zero_and_private_to_a_forked_process():
         os._exit(0 if a.all() else 1)
     assert os.waitpid(pid, 0)[1] == 0
     assert not a.any()
+
+
+def test_a_mapping_the_system_refuses_is_the_memory_error_naming_the_array(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError(12, "Cannot allocate memory")
+    monkeypatch.setattr(memory.mmap, "mmap", refuse)
+    with pytest.raises(MemoryLimitError, match=r"blob 'x' .*needs 8\.0 MiB, which could not be "
+                                               r"allocated \(.*Cannot allocate memory\)"):
+        Net(param=_net((1024, 1024)), phase=TEST)
