@@ -88,28 +88,38 @@ def gathered_matmul(src, rows, cols, taps, counts, b, out):
         # The last tile ends at the last row, overlapping the one before: the rows it shares
         # with it are summed again but not added.
         first = max(0, min(start, n_rows - TILE_ROWS))
-        spans = taps[start // TILE_ROWS, :counts[start // TILE_ROWS]]
+        tile = start // TILE_ROWS
         for v in range(0, blocks - 1, 2):
-            _tile(src, rows, first, start, cols, spans, b[v], b[v + 1], out[v], out[v + 1], True)
+            _tile(src, rows, cols, taps, counts, tile, first, start, b, v, v + 1, out, v, out,
+                  v + 1, True)
         if blocks % 2:   # the last block alone
             v = blocks - 1
             if ONE_BLOCK_TILES:
-                _tile(src, rows, first, start, cols, spans, b[v], b[v], out[v], out[v], False)
+                _tile(src, rows, cols, taps, counts, tile, first, start, b, v, v, out, v, out,
+                      v, False)
             else:
-                _tile(src, rows, first, start, cols, spans, b[v], b[v], out[v], spare, True)
+                _tile(src, rows, cols, taps, counts, tile, first, start, b, v, v, out, v,
+                      spare.reshape(1, n_rows, LANES), 0, True)
 
 
 @jit(contract=True)
-def _tile(src, rows, first, start, cols, spans, b0, b1, out0, out1, pair):
-    """out0 (and out1 if pair) [r] += sum over the u of spans (each [first, end)) of
-    src[rows[r] + cols[u]] * b0 (b1) [u] for the rows
+def _tile(src, rows, cols, taps, counts, tile, first, start, b, v0, v1, out0, i0, out1, i1,
+          pair):
+    """out0[i0] (and out1[i1] if pair) [r] += sum over u of src[rows[r] + cols[u]] * b[v0]
+    (b[v1]) [u], u over the spans taps[tile, :counts[tile]] (each [first, end)), for the rows
     r of the tile from `first` (TILE_ROWS of them, the last row repeated past the end of rows)
     that are not before `start`. Each product is fused into its row's running sum, u ascending
     over the spans (which depend on the geometry alone): the same order in any tile, so an
-    image's result does not depend on its batch or its place in it. gathered_matmul passes pair as a constant, and numba compiles the tile
-    for each literal value: two loops, neither testing it. On AVX-512 the one without the
-    pair (the last of an odd number of blocks) ran about 10% slower than a tile of one block
-    written on its own did."""
+    image's result does not depend on its batch or its place in it. gathered_matmul passes
+    pair as a constant, and numba compiles the tile for each literal value: two loops, neither
+    testing it. On AVX-512 the one without the pair (the last of an odd number of blocks) ran
+    about 10% slower than a tile of one block written on its own did.
+
+    Whole arrays and indices, not views (b[v], out[v], a row of taps): making a view of an
+    array counts a reference on it, an atomic add on a line of memory every thread writes when
+    the array is shared (the weights, the offsets). At a few views a tile, both threads
+    queued on that line: CIFAR-10's conv3 forward at batch 100 took 2.3 ms on 2 threads
+    against 1.46 ms for half the batch on one; 1.7-1.8 ms with indices."""
     prefer_wide_vectors()
     last = rows.shape[0] - 1
     acc = stack_lanes(TILE_SUMS)   # TILE_ROWS x 2 blocks
@@ -117,34 +127,33 @@ def _tile(src, rows, first, start, cols, spans, b0, b1, out0, out1, pair):
     for t in range(TILE_SUMS):
         for lane in range(LANES):
             acc[t, lane] = 0.0
-    for span in range(spans.shape[0]):
-        for u in range(spans[span, 0], spans[span, 1]):
+    for span in range(counts[tile]):
+        for u in range(taps[tile, span, 0], taps[tile, span, 1]):
             c = cols[u]
             for t in range(TILE_ROWS):
                 gathered[0, t] = src[rows[min(first + t, last)] + c]
-            low, high = b0[u], b1[u]
             # Loops over the tile's rows of constant length, inside the loop over lanes: LLVM
             # unrolls them and vectorizes the lanes, one vector of lanes (a register, or two
             # on AVX2) per row, the stack arrays in registers.
             for lane in range(LANES):
-                w0 = low[lane]
+                w0 = b[v0, u, lane]
                 for t in range(TILE_ROWS):
                     acc[t, lane] += gathered[0, t] * w0
                 if pair:
-                    w1 = high[lane]
+                    w1 = b[v1, u, lane]
                     for t in range(TILE_ROWS):
                         acc[TILE_ROWS + t, lane] += gathered[0, t] * w1
     # 2-D indices (a view per row cost a reference count), and a trip count LLVM does not
     # know (out's width is LANES): a loop of LANES is unrolled into scalar adds before the
     # loop vectorizer sees it, and the vectorizer that comes after cannot tell out from b.
-    width = out0.shape[1]
+    width = out0.shape[2]
     for t in range(TILE_ROWS):
         if start <= first + t <= last:
             for lane in range(width):
-                out0[first + t, lane] += acc[t, lane]
+                out0[i0, first + t, lane] += acc[t, lane]
             if pair:
                 for lane in range(width):
-                    out1[first + t, lane] += acc[TILE_ROWS + t, lane]
+                    out1[i1, first + t, lane] += acc[TILE_ROWS + t, lane]
 
 
 def lane_blocks(matrix):

@@ -638,12 +638,13 @@ def test_direct_kernel_inner_loop_is_vectorized():
     tile = numba.njit(fastmath=_tile.targetoptions["fastmath"], error_model="numpy")(_tile.py_func)
 
     @numba.njit
-    def pair_of_blocks(src, offsets, spans, blocks):
-        tile(src, offsets, 0, 0, offsets, spans, blocks[0], blocks[1], blocks[0], blocks[1],
+    def pair_of_blocks(src, offsets, taps, counts, blocks):
+        tile(src, offsets, offsets, taps, counts, 0, 0, 0, blocks, 0, 1, blocks, 0, blocks, 1,
              True)
 
     pair_of_blocks(np.zeros(64, np.float32), np.zeros(8, np.uint64),
-                   np.array([[0, 8]], np.uint64), np.zeros((2, 8, 16), np.float32))
+                   np.array([[[0, 8]]], np.uint64), np.ones(1, np.int64),
+                   np.zeros((2, 8, 16), np.float32))
     (signature,) = [s for s in tile.signatures if getattr(s[-1], "literal_value", None)]
     asm = tile.inspect_asm(signature)
     # The loop over u: the block of code with the most multiply-adds, to its branch back.
