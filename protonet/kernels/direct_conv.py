@@ -83,7 +83,9 @@ def gathered_matmul(src, rows, cols, taps, counts, b, out):
     prefer_wide_vectors()
     n_rows = rows.shape[0]
     blocks = b.shape[0]
-    spare = np.empty((0 if ONE_BLOCK_TILES or blocks % 2 == 0 else n_rows, LANES), np.float32)
+    # Where a lone block is tiled as a pair with itself, the second sums land here.
+    paired_alone = not ONE_BLOCK_TILES and blocks % 2 == 1
+    spare = np.empty((1 if paired_alone else 0, n_rows, LANES), np.float32)
     for start in range(0, n_rows, TILE_ROWS):
         # The last tile ends at the last row, overlapping the one before: the rows it shares
         # with it are summed again but not added.
@@ -98,8 +100,8 @@ def gathered_matmul(src, rows, cols, taps, counts, b, out):
                 _tile(src, rows, cols, taps, counts, tile, first, start, b, v, v, out, v, out,
                       v, False)
             else:
-                _tile(src, rows, cols, taps, counts, tile, first, start, b, v, v, out, v,
-                      spare.reshape(1, n_rows, LANES), 0, True)
+                _tile(src, rows, cols, taps, counts, tile, first, start, b, v, v, out, v, spare,
+                      0, True)
 
 
 @jit(contract=True)
@@ -117,9 +119,9 @@ def _tile(src, rows, cols, taps, counts, tile, first, start, b, v0, v1, out0, i0
 
     Whole arrays and indices, not views (b[v], out[v], a row of taps): making a view of an
     array counts a reference on it, an atomic add on a line of memory every thread writes when
-    the array is shared (the weights, the offsets). At a few views a tile, both threads
-    queued on that line: CIFAR-10's conv3 forward at batch 100 took 2.3 ms on 2 threads
-    against 1.46 ms for half the batch on one; 1.7-1.8 ms with indices."""
+    the array is shared (the weights, the offsets). At five views a tile, both threads
+    queued on that line: CIFAR-10's conv3 forward at batch 100 took 2.2-2.4 ms on 2 threads
+    against 1.5 ms for half the batch on one thread; 1.6-1.8 ms with indices."""
     prefer_wide_vectors()
     last = rows.shape[0] - 1
     acc = stack_lanes(TILE_SUMS)   # TILE_ROWS x 2 blocks
