@@ -145,9 +145,9 @@ def _tile(src, rows, cols, taps, counts, tile, first, start, b, v0, v1, out0, i0
                     w1 = b[v1, u, lane]
                     for t in range(TILE_ROWS):
                         acc[TILE_ROWS + t, lane] += gathered[0, t] * w1
-    # 2-D indices (a view per row cost a reference count), and a trip count LLVM does not
-    # know (out's width is LANES): a loop of LANES is unrolled into scalar adds before the
-    # loop vectorizer sees it, and the vectorizer that comes after cannot tell out from b.
+    # Indices, not row views (a view per row cost a reference count), and a trip count LLVM
+    # does not know (out's width is LANES): a loop of LANES is unrolled into scalar adds
+    # before the loop vectorizer sees it, and the vectorizer after cannot tell out from b.
     width = out0.shape[2]
     for t in range(TILE_ROWS):
         if start <= first + t <= last:
