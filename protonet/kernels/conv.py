@@ -22,6 +22,81 @@ def conv_output_size(size: int, kernel: int, pad: int, stride: int, dilation: in
     return (size + 2 * pad - (dilation * (kernel - 1) + 1)) // stride + 1
 
 
+# Output rows narrower than this go through by_shifts' copies (stride_h 1, at least two
+# images): one core, 16 images' columns against the row-by-row loop below, alternating:
+# LeNet's conv2 (8 wide) 0.70-0.76 of the time, CIFAR-10's conv3 (8) 0.70-0.73, 13 wide
+# (CaffeNet's conv3-5) 0.49-0.55, 7 wide (GoogLeNet's inception 5) 0.40-0.53; at 16 wide
+# (CIFAR-10's conv2) 1.05-1.12, slower. With col2im's shifts too, whole training steps, 2
+# threads, old and new kernels alternating in one process: CaffeNet at batch 32 0.954 of the
+# time (8 rounds), LeNet at 64 0.961 (20 rounds).
+SHIFTS_BELOW_WIDTH = 16
+# Pieces of the batch im2col's threads take on that path, each with its own shifts buffer
+# (a fixed count, as numba.get_num_threads() in a kernel keeps numba from caching it).
+SHIFT_PIECES = 8
+
+
+@jit()
+def by_shifts(n_img, sh, wo, oy0, oy1, ho):
+    """Whether im2col builds each image's columns from its kernel-column shifts
+    (_image_columns_by_shifts) rather than row by row: narrow output rows at stride_h 1,
+    whole images, two or more (one image keeps the rows' loop, which its threads share)."""
+    return sh == 1 and wo < SHIFTS_BELOW_WIDTH and oy0 == 0 and oy1 == ho and n_img > 1
+
+
+@jit()
+def _image_columns_by_shifts(x, n, kh, kw, ph, pw, sw, dh, dw, ho, wo, col, first, shifts):
+    """Image n's columns at stride_h 1, in two passes of long copies instead of one short
+    copy per output row and kernel tap. First the image shifted by each kernel column j,
+    cropped to the output's width: shifts[c, j, y, ox] = x[n, c, y - ph, ox*sw + j*dw - pw]
+    (0 in the padding), y over the padded rows. Then each column row (c, i, j) is one run
+    of P = ho*wo values: shifts[c, j, i*dh : i*dh + ho, :], the output rows one after the
+    other as the columns hold them. Every value lands where the row loop puts it: the same
+    columns, bit for bit."""
+    _, channels, height, width = x.shape
+    hp = height + 2 * ph
+    p = ho * wo
+    flat = x.reshape(-1)
+    out = col.reshape(-1)
+    pitch = col.strides[0] // 4
+    for c in range(channels):
+        plane = np.uint64((n * channels + c) * height * width)
+        for j in range(kw):
+            shift = j * dw - pw
+            lo = 0   # outputs lo <= ox < hi read inside the row
+            while lo < wo and lo * sw + shift < 0:
+                lo += 1
+            hi = lo
+            while hi < wo and hi * sw + shift < width:
+                hi += 1
+            for y in range(hp):
+                # unsigned offsets: numba tests signed ones for wraparound at every access
+                d = np.uint64(((c * kw + j) * hp + y) * wo)
+                sy = y - ph
+                if sy < 0 or sy >= height:
+                    for ox in range(np.uint64(wo)):
+                        shifts[d + ox] = 0.0
+                    continue
+                source = plane + np.uint64(sy * width)
+                for ox in range(np.uint64(lo)):
+                    shifts[d + ox] = 0.0
+                if sw == 1:
+                    source += np.uint64(shift)
+                    for ox in range(np.uint64(lo), np.uint64(hi)):
+                        shifts[d + ox] = flat[source + ox]
+                else:
+                    for ox in range(lo, hi):
+                        shifts[d + np.uint64(ox)] = flat[source + np.uint64(ox * sw + shift)]
+                for ox in range(np.uint64(hi), np.uint64(wo)):
+                    shifts[d + ox] = 0.0
+    for c in range(channels):
+        for i in range(kh):
+            for j in range(kw):
+                d = np.uint64(((c * kh + i) * kw + j) * pitch + (first + n) * p)
+                s = np.uint64(((c * kw + j) * hp + i * dh) * wo)
+                for q in range(np.uint64(p)):
+                    out[d + q] = shifts[s + q]
+
+
 @jit(parallel=True)
 def im2col(x, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, first, oy0, oy1):
     """col[(c, i, j), (first + n)*P + oy*wo + ox] = x[n, c, oy*sh - ph + i*dh, ox*sw - pw + j*dw]
@@ -29,14 +104,23 @@ def im2col(x, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, first, oy0, oy1):
     lone image's, kernels/conv_plan.py): `first` places a slice of the batch in a whole
     batch's columns.
 
-    Parallel over the rows of col; each row is written by one thread only. Rows partly in
-    the padding keep a bounds test per element: copying each row's valid span, computed once
-    per kernel column, ran 2-6x slower in numba on LeNet's and CIFAR-10's shapes (rows of 8 to
-    32 outputs). One loop nest in one function: with a row's loops in a function of their own
-    the serial compile ran 1.4-2.8x slower.
+    Narrow output rows (by_shifts) go image by image, the batch's pieces shared by the
+    threads. Otherwise parallel over the rows of col; each row is written by one thread
+    only. Rows partly in the padding keep a bounds test per element: copying each row's
+    valid span, computed once per kernel column, ran 2-6x slower in numba on LeNet's and
+    CIFAR-10's shapes (rows of 8 to 32 outputs). One loop nest in one function: with a row's
+    loops in a function of their own the serial compile ran 1.4-2.8x slower.
     """
     n_img, channels, height, width = x.shape
     flat = x.reshape(-1)
+    if by_shifts(n_img, sh, wo, oy0, oy1, ho):
+        pieces = min(n_img, SHIFT_PIECES)
+        for piece in prange(pieces):
+            shifts = np.empty(channels * kw * (height + 2 * ph) * wo, np.float32)
+            for n in range(piece * n_img // pieces, (piece + 1) * n_img // pieces):
+                _image_columns_by_shifts(x, n, kh, kw, ph, pw, sw, dh, dw, ho, wo, col,
+                                         first, shifts)
+        return
     for r in prange(channels * kh * kw):
         c = r // (kh * kw)
         i = (r // kw) % kh
@@ -76,6 +160,52 @@ def im2col(x, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, first, oy0, oy1):
                         dst[base + ox] = 0.0
 
 
+@jit()
+def _image_from_columns_by_shifts(col, n, kh, kw, ph, pw, sw, dh, dw, ho, wo, x, first,
+                                  shifts):
+    """col2im of image n at stride_h 1 through its kernel-column shifts, the reverse of
+    _image_columns_by_shifts: each column row (c, i, j) added as one run of P values into
+    shifts[c, j, i*dh : i*dh + ho, :], then each shift's rows added into x[n] where they
+    came from. An input value is the sum over j of its sums over i (the row loop adds i by
+    i, j by j: the same terms, rounded in another order)."""
+    _, channels, height, width = x.shape
+    hp = height + 2 * ph
+    p = ho * wo
+    flat = x.reshape(-1)
+    source = col.reshape(-1)
+    pitch = col.strides[0] // 4
+    shifts[:] = 0.0
+    for c in range(channels):
+        for i in range(kh):
+            for j in range(kw):
+                s = np.uint64(((c * kh + i) * kw + j) * pitch + (first + n) * p)
+                d = np.uint64(((c * kw + j) * hp + i * dh) * wo)
+                for q in range(np.uint64(p)):
+                    shifts[d + q] += source[s + q]
+    for c in range(channels):
+        plane = np.uint64((n * channels + c) * height * width)
+        for q in range(np.uint64(height * width)):
+            flat[plane + q] = 0.0
+        for j in range(kw):
+            shift = j * dw - pw
+            lo = 0   # outputs lo <= ox < hi came from inside the row
+            while lo < wo and lo * sw + shift < 0:
+                lo += 1
+            hi = lo
+            while hi < wo and hi * sw + shift < width:
+                hi += 1
+            for y in range(height):
+                d = np.uint64(((c * kw + j) * hp + y + ph) * wo)
+                target = plane + np.uint64(y * width)
+                if sw == 1:
+                    target += np.uint64(shift)
+                    for ox in range(np.uint64(lo), np.uint64(hi)):
+                        flat[target + ox] += shifts[d + ox]
+                else:
+                    for ox in range(lo, hi):
+                        flat[target + np.uint64(ox * sw + shift)] += shifts[d + np.uint64(ox)]
+
+
 @jit(parallel=True)
 def col2im(col, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, x, first):
     """The adjoint of im2col: x (overwritten) = sum of col entries over the windows, image n
@@ -83,10 +213,20 @@ def col2im(col, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, x, first):
     passed, never a slice of its columns, which numba would compile for any strides and run
     1.3x slower).
 
-    Parallel over images: each image's slice of x is written by one thread only.
+    Parallel over images: each image's slice of x is written by one thread only. Narrow
+    output rows (by_shifts) gather each image's column rows into its kernel-column shifts
+    first (_image_from_columns_by_shifts).
     """
     n_img, channels, height, width = x.shape
     flat = x.reshape(-1)
+    if by_shifts(n_img, sh, wo, 0, ho, ho):
+        pieces = min(n_img, SHIFT_PIECES)
+        for piece in prange(pieces):
+            shifts = np.empty(channels * kw * (height + 2 * ph) * wo, np.float32)
+            for n in range(piece * n_img // pieces, (piece + 1) * n_img // pieces):
+                _image_from_columns_by_shifts(col, n, kh, kw, ph, pw, sw, dh, dw, ho, wo, x,
+                                              first, shifts)
+        return
     for n in prange(n_img):
         for c in range(channels):
             for y in range(height):

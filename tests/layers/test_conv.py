@@ -610,6 +610,53 @@ def test_top_diff_goes_into_lane_blocks_whole(outputs, pixels):
     assert not blocks[:, :3].any()
 
 
+@pytest.mark.parametrize("shape, kernel, pad, stride_w, dilation", [
+    ((3, 20, 12, 12), (5, 5), (0, 0), 1, (1, 1)),   # LeNet's conv2
+    ((2, 4, 8, 8), (5, 5), (2, 2), 1, (1, 1)),      # CIFAR-10's conv3, padded past the row
+    ((3, 3, 13, 13), (3, 3), (1, 1), 1, (1, 1)),    # CaffeNet's conv3-5
+    ((2, 2, 6, 11), (3, 2), (2, 1), 2, (2, 2)),     # strided columns, dilated, pad > kernel
+    ((2, 1, 5, 4), (1, 3), (0, 3), 1, (1, 1)),      # a pad wider than the input
+])
+@pytest.mark.parametrize("compile_", ["parallel", "serial"])
+def test_narrow_rows_go_through_kernel_column_shifts(shape, kernel, pad, stride_w, dilation,
+                                                     compile_):
+    """im2col of two or more images with narrow output rows copies each image's
+    kernel-column shifts (by_shifts): the same columns as the row loop a lone image takes,
+    bit for bit, nothing written outside the images' own columns; col2im adds through the
+    shifts the same sums as its row loop, and stays im2col's adjoint."""
+    from protonet.kernels import conv as kernels
+    n, c, h, w = shape
+    geometry = (*kernel, *pad, 1, stride_w, *dilation)
+    ho = kernels.conv_output_size(h, kernel[0], pad[0], 1, dilation[0])
+    wo = kernels.conv_output_size(w, kernel[1], pad[1], stride_w, dilation[1])
+    assert kernels.by_shifts(n, 1, wo, 0, ho, ho) and not kernels.by_shifts(1, 1, wo, 0, ho, ho)
+    x = np.random.default_rng(3).standard_normal(shape, dtype=np.float32)
+    rows, p = c * kernel[0] * kernel[1], ho * wo
+    shifted = np.full((rows, (n + 2) * p + 5), 7.0, np.float32)
+    by_rows = shifted.copy()
+    getattr(kernels.im2col, compile_)(x, *geometry, ho, wo, shifted, 1, 0, ho)
+    for i in range(n):
+        getattr(kernels.im2col, compile_)(x[i:i + 1], *geometry, ho, wo, by_rows, 1 + i, 0, ho)
+    np.testing.assert_array_equal(shifted, by_rows)
+    assert (shifted[:, :p] == 7).all() and (shifted[:, (n + 1) * p:] == 7).all()
+    # and the row loop's columns are the convolution's windows
+    padded = np.pad(x, ((0, 0), (0, 0), (pad[0],) * 2, (pad[1],) * 2))
+    i, j = kernel[0] - 1, kernel[1] - 1
+    window = padded[:, 0, i * dilation[0]:i * dilation[0] + ho,
+                    j * dilation[1]:j * dilation[1] + (wo - 1) * stride_w + 1:stride_w]
+    np.testing.assert_array_equal(by_rows[i * kernel[1] + j, p:(n + 1) * p], window.reshape(-1))
+    # col2im, its adjoint, through the same shifts: the row loop's sums (in another order)
+    columns = np.random.default_rng(4).standard_normal(shifted.shape, dtype=np.float32)
+    summed, looped = np.full(shape, 5.0, np.float32), np.full(shape, 5.0, np.float32)
+    getattr(kernels.col2im, compile_)(columns, *geometry, ho, wo, summed, 1)
+    for i in range(n):
+        getattr(kernels.col2im, compile_)(columns, *geometry, ho, wo, looped[i:i + 1], 1 + i)
+    np.testing.assert_allclose(summed, looped, rtol=1e-6, atol=1e-6)
+    images = slice(p, (n + 1) * p)
+    assert np.isclose(np.vdot(summed, x), np.vdot(columns[:, images], by_rows[:, images]),
+                      rtol=1e-5)
+
+
 def test_direct_rows_run_where_the_runs_fill_their_lanes():
     from protonet.kernels.direct_conv import RUN_MIN_LANES_USED, by_runs, run_lanes_used
     for width in (13, 16, 27, 29, 32, 64):   # CIFAR-10's conv1 and conv2: 32 and 16
