@@ -14,7 +14,10 @@ import numpy as np
 
 from ._jit import jit, prange
 from .blas import NO_TRANS, TRANS, sgemm
+from .digest import KeptLayout
+from .direct_conv import run_tiles
 from .epilogue import finish_channel_row
+from .lanes import LANES
 
 
 def conv_output_size(size: int, kernel: int, pad: int, stride: int, dilation: int) -> int:
@@ -43,21 +46,48 @@ def by_shifts(n_img, sh, wo, oy0, oy1, ho):
     return sh == 1 and wo < SHIFTS_BELOW_WIDTH and oy0 == 0 and oy1 == ho and n_img > 1
 
 
+def shift_offsets(channels: int, height: int, kh: int, kw: int, ph: int, dh: int, wo: int):
+    """Where each column row (c, i, j) starts in an image's shifts (image_shifts), uint64:
+    the window offsets of run_tiles (kernels/direct_conv.py) over the shifts."""
+    c, i, j = np.meshgrid(np.arange(channels), np.arange(kh), np.arange(kw), indexing="ij")
+    return (((c * kw + j) * (height + 2 * ph) + i * dh) * wo).reshape(-1).astype(np.uint64)
+
+
+class ShiftTiles:
+    """What per_image_forward's register tiles over kernel-column shifts (ConvPlan.tiles)
+    take besides the image: the shifts' offsets of every column row (made once per shape),
+    the pixels in runs of LANES, and the weights as (K, M), laid out again only when they
+    change."""
+
+    def __init__(self, geometry, bottom_shape, top_shape) -> None:
+        self.shapes = (geometry, bottom_shape, top_shape)
+        kh, kw, ph, _, _, _, dh, _ = geometry
+        channels, height, _ = bottom_shape
+        _, ho, wo = top_shape
+        self.window = shift_offsets(channels, height, kh, kw, ph, dh, wo)
+        p = ho * wo
+        # (first pixel, its offset in the shifts, length): an image's pixels are the shifts'
+        # run of rows from the window's offset on, as the columns hold them
+        self.runs = np.array([(q, q, min(LANES, p - q)) for q in range(0, p, LANES)],
+                             np.uint64).reshape(-1, 3)
+        self._weights = KeptLayout()
+
+    def weights(self, weight):
+        """weight (M, K) as (K, M), C-contiguous."""
+        return self._weights.of(weight, lambda weight: np.ascontiguousarray(weight.T))
+
+
+NO_TILES = (np.zeros((0, 0), np.float32), np.zeros(0, np.uint64), np.zeros((0, 3), np.uint64))
+
+
 @jit()
-def _image_columns_by_shifts(x, n, kh, kw, ph, pw, sw, dh, dw, ho, wo, col, first, shifts):
-    """Image n's columns at stride_h 1, in two passes of long copies instead of one short
-    copy per output row and kernel tap. First the image shifted by each kernel column j,
-    cropped to the output's width: shifts[c, j, y, ox] = x[n, c, y - ph, ox*sw + j*dw - pw]
-    (0 in the padding), y over the padded rows. Then each column row (c, i, j) is one run
-    of P = ho*wo values: shifts[c, j, i*dh : i*dh + ho, :], the output rows one after the
-    other as the columns hold them. Every value lands where the row loop puts it: the same
-    columns, bit for bit."""
+def image_shifts(x, n, kw, ph, pw, sw, dw, wo, shifts):
+    """Image n shifted by each kernel column j and cropped to the output's width:
+    shifts[c, j, y, ox] = x[n, c, y - ph, ox*sw + j*dw - pw] (0 in the padding), y over the
+    padded rows, flat."""
     _, channels, height, width = x.shape
     hp = height + 2 * ph
-    p = ho * wo
     flat = x.reshape(-1)
-    out = col.reshape(-1)
-    pitch = col.strides[0] // 4
     for c in range(channels):
         plane = np.uint64((n * channels + c) * height * width)
         for j in range(kw):
@@ -88,6 +118,20 @@ def _image_columns_by_shifts(x, n, kh, kw, ph, pw, sw, dh, dw, ho, wo, col, firs
                         shifts[d + np.uint64(ox)] = flat[source + np.uint64(ox * sw + shift)]
                 for ox in range(np.uint64(hi), np.uint64(wo)):
                     shifts[d + ox] = 0.0
+
+
+@jit()
+def _image_columns_by_shifts(x, n, kh, kw, ph, pw, sw, dh, dw, ho, wo, col, first, shifts):
+    """Image n's columns at stride_h 1, in two passes of long copies instead of one short
+    copy per output row and kernel tap: its kernel-column shifts (image_shifts), then each
+    column row (c, i, j) as one run of P = ho*wo values, shifts[c, j, i*dh : i*dh + ho, :],
+    the output rows one after the other as the columns hold them. Every value lands where
+    the row loop puts it: the same columns, bit for bit."""
+    image_shifts(x, n, kw, ph, pw, sw, dw, wo, shifts)
+    channels, hp = x.shape[1], x.shape[2] + 2 * ph
+    p = ho * wo
+    out = col.reshape(-1)
+    pitch = col.strides[0] // 4
     for c in range(channels):
         for i in range(kh):
             for j in range(kw):
@@ -285,7 +329,8 @@ _col2im_serial = col2im.serial
 
 @jit(parallel=True)
 def per_image_forward(x, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, weight, blocks,
-                      out, address, bits, scale, shift, relu, negative_slope, from_input):
+                      out, address, bits, scale, shift, relu, negative_slope, from_input,
+                      wt, window, runs, keep_columns):
     """The per-image path's forward on numba's threads (layers/conv.py): each block
     (s, e, oy0, oy1) of blocks (B, 4) builds the columns of output rows oy0..oy1 of images
     s..e (im2col, into col as the whole chunk's), then multiplies weight[g] (M/group,
@@ -296,15 +341,37 @@ def per_image_forward(x, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, weight, bl
     threads' path: the same bits; a lone image's bands of rows (ConvPlan.bands) share it
     between threads. out (N, M, P) C-contiguous. from_input: a 1x1 stride-1 unpadded
     convolution whose columns are the bottom's own planes (x C-contiguous): no im2col, col
-    unused."""
+    unused.
+
+    With weights wt (K, M) (ConvPlan.tiles; else wt is empty), each image's products are
+    run_tiles' register tiles (kernels/direct_conv.py) over its kernel-column shifts
+    (image_shifts: window their offsets, runs the image's pixels in runs of LANES), which
+    stay in L1 where the columns would not: the columns are written only if keep_columns
+    (for the backward)."""
     group, mg, kg = weight.shape
     p = ho * wo
     pitch = col.strides[0] // 4
     m_out = out.shape[1]
     channels = x.shape[1]
+    tiles = wt.shape[0] > 0
     for b in prange(blocks.shape[0]):
         s, e, oy0, oy1 = blocks[b, 0], blocks[b, 1], blocks[b, 2], blocks[b, 3]
         q0, width = oy0 * wo, (oy1 - oy0) * wo   # the band's first output, its outputs
+        if tiles:
+            # LANES floats past the shifts: the last run's spare lanes read them.
+            shifts = np.empty(channels * kw * (x.shape[2] + 2 * ph) * wo + LANES, np.float32)
+            for n in range(s, e):
+                if keep_columns:
+                    _image_columns_by_shifts(x, n, kh, kw, ph, pw, sw, dh, dw, ho, wo, col, 0,
+                                             shifts)
+                else:
+                    image_shifts(x, n, kw, ph, pw, sw, dw, wo, shifts)
+                planes = out[n]
+                planes[:] = 0.0
+                run_tiles(shifts, runs, window, wt, planes)
+                for m in range(m_out):
+                    finish_channel_row(planes[m], m, scale, shift, relu, negative_slope)
+            continue
         if not from_input:
             _im2col_serial(x[s:e], kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, s, oy0, oy1)
         for g in range(group):

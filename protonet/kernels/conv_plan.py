@@ -13,6 +13,7 @@ import functools
 
 import numpy as np
 
+from .conv import SHIFTS_BELOW_WIDTH
 from .direct_conv import by_runs, padded_width
 from .threads import PIECES_PER_THREAD, split
 
@@ -168,6 +169,15 @@ class ConvTuning:
     # forward, TEST, 2 threads, alternating in one process: MobileNet v1 1.63x at batch 1 and
     # 1.50x at 16, MobileNet-SSD 1.14x and 1.33x.
     depthwise_direct: bool = True
+    # The per-image forward of narrow output rows (stride_h 1, under SHIFTS_BELOW_WIDTH wide)
+    # with at most direct_max_weights weights multiplies each image by register tiles over
+    # its kernel-column shifts (ConvPlan.tiles) instead of a cblas_sgemm on its columns:
+    # OpenBLAS runs LeNet's conv2 (50 x 500 by 500 x 64) at 68 GMAC/s on one core, the tiles
+    # over shifts that stay in L1 at about 95 (over the columns, 2 KB apart, 68). LeNet's
+    # training step at batch 64, 2 threads, alternating in one process: 0.958 of the time.
+    # (A TEST net's LeNet conv2 and GoogLeNet's 5x5 layers run direct; CIFAR-10's layers
+    # direct in training too.)
+    tiles_on_shifts: bool = True
 
 
 TUNING = ConvTuning()
@@ -199,6 +209,9 @@ class ConvPlan:
     # Bands of output rows each image of the per-image forward is cut into (lone images, or
     # images whose columns outgrow a block)
     bands: int = 1
+    # The per-image forward's products by register tiles over each image's kernel-column
+    # shifts (kernels/conv.per_image_forward) instead of cblas_sgemm on its columns
+    tiles: bool = False
 
     def blocks(self, images: int) -> list:
         """(first, end) of each block of a chunk of `images`: the pieces threads take in
@@ -293,6 +306,10 @@ def plan_convolution(batch: int, k: int, pixels: int, group: int, threads: int,
     if (outputs and not (per_image_forward or winograd or direct)
             and outputs * (k // group) * pixels * batch < tuning.gemm_split_min_macs):
         threads = 1
+    tiles = (tuning.tiles_on_shifts and per_image_forward and bands == 1 and group == 1
+             and not (winograd or direct or columns_are_input) and bool(out_shape)
+             and geometry[4] == 1 and out_shape[1] < SHIFTS_BELOW_WIDTH
+             and k * outputs <= tuning.direct_max_weights)
     return ConvPlan(chunk=chunk,
                     bounds=tuple((a, min(batch, a + chunk)) for a in range(0, batch, chunk)),
                     columns_are_input=columns_are_input,
@@ -307,7 +324,7 @@ def plan_convolution(batch: int, k: int, pixels: int, group: int, threads: int,
                         (per_image_forward and not per_image_weight_grad and not winograd
                          and not direct and bands == 1)
                         or (direct and not direct_data_grad)),
-                    bands=bands)
+                    bands=bands, tiles=tiles)
 
 
 def _direct_plan(k, pixels, group, tuning, geometry, outputs, out_shape, forward_only):

@@ -351,6 +351,25 @@ def _run_tile(src, runs, r0, r1, cols, wt, first, start, out, pair):
 
 
 @jit()
+def run_tiles(src, runs, window, wt, out):
+    """out (M, P) += the sums of _run_tile over every run of `runs` (in pairs, the last
+    alone if odd) and every tile of TILE_ROWS outputs: each output's sum over u of
+    wt[u, m] * src[corner + window[u] + lane]. src holds LANES readable floats past the last
+    run's inputs (a short run's spare lanes read them, their sums thrown away)."""
+    m_out = out.shape[0]
+    n_runs = runs.shape[0]
+    for r in range(0, n_runs - 1, 2):
+        for start in range(0, m_out, TILE_ROWS):
+            first = max(0, min(start, m_out - TILE_ROWS))
+            _run_tile(src, runs, r, r + 1, window, wt, first, start, out, True)
+    if n_runs % 2:
+        for start in range(0, m_out, TILE_ROWS):
+            first = max(0, min(start, m_out - TILE_ROWS))
+            _run_tile(src, runs, n_runs - 1, n_runs - 1, window, wt, first, start, out,
+                      False)
+
+
+@jit()
 def forward_image_rows(x, ph, pw, padded_shape, runs, window, wt, bias, out):
     """forward_images at stride 1 with the output pixels in the lanes: runs (row_runs) of up
     to LANES pixels of an output row, each u one vector read of the padded image; wt the
@@ -367,7 +386,6 @@ def forward_image_rows(x, ph, pw, padded_shape, runs, window, wt, bias, out):
     # LANES zeros past the image: a short run's spare lanes read them.
     flat = np.zeros(size + LANES, np.float32)
     image = flat[:size].reshape(padded_shape)
-    n_runs = runs.shape[0]
     for n in range(x.shape[0]):
         _pad_into(x[n], ph, pw, image)
         planes = out[n]
@@ -375,15 +393,7 @@ def forward_image_rows(x, ph, pw, padded_shape, runs, window, wt, bias, out):
             value = bias[m] if bias.shape[0] else np.float32(0.0)
             for p in range(planes.shape[1]):
                 planes[m, p] = value
-        for r in range(0, n_runs - 1, 2):
-            for start in range(0, m_out, TILE_ROWS):
-                first = max(0, min(start, m_out - TILE_ROWS))
-                _run_tile(flat, runs, r, r + 1, window, wt, first, start, planes, True)
-        if n_runs % 2:
-            for start in range(0, m_out, TILE_ROWS):
-                first = max(0, min(start, m_out - TILE_ROWS))
-                _run_tile(flat, runs, n_runs - 1, n_runs - 1, window, wt, first, start,
-                          planes, False)
+        run_tiles(flat, runs, window, wt, planes)
 
 
 # Floats of padded images and pixel-major top diff the weight gradient sums over at once

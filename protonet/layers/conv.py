@@ -11,8 +11,9 @@ import numpy as np
 from ..blob import Blob
 from ..errors import NetDefinitionError
 from ..kernels import blas, threads, winograd
-from ..kernels.conv import (channels_first, channels_last, col2im, conv_output_size, im2col,
-                            per_image_backward, per_image_forward, per_image_weight_grads)
+from ..kernels.conv import (NO_TILES, ShiftTiles, channels_first, channels_last, col2im,
+                            conv_output_size, im2col, per_image_backward, per_image_forward,
+                            per_image_weight_grads)
 from ..kernels.conv_plan import TUNING, plan_convolution
 from ..kernels.depthwise import (depthwise_backward_data, depthwise_backward_weight,
                                  depthwise_forward)
@@ -166,6 +167,10 @@ class _SingleConvolution(_BaseConvolution):
             if self.plan.direct_data_grad:   # no column matrix at all
                 self.shares_scratch = False
                 return
+        if self.plan.tiles:
+            shapes = (self.geometry(), (c, h, w), (self.num_output, self.ho, self.wo))
+            if getattr(self, "shift_tiles", None) is None or self.shift_tiles.shapes != shapes:
+                self.shift_tiles = ShiftTiles(*shapes)
         self.col_shape = (k, self.plan.chunk * p + COL_ROW_PAD)
         self.y2_size = self.num_output * self.plan.chunk * p
         # A TEST net's convolutions share one column buffer (protonet/scratch.py).
@@ -292,10 +297,15 @@ class _SingleConvolution(_BaseConvolution):
         for n0, n1 in self.plan.bounds:
             if self.plan.per_image_forward and self._per_image_on_numba(col, out):
                 blocks = self.plan.forward_block_array(n1 - n0, self.ho)
+                tiles = NO_TILES
+                if self.plan.tiles:
+                    tiles = (self.shift_tiles.weights(weight[0]), self.shift_tiles.window,
+                             self.shift_tiles.runs)
                 with threads.one_blas_thread():
                     per_image_forward.over(len(blocks))(
                         x[n0:n1], *self.geometry(), self.ho, self.wo, col, weight, blocks,
-                        out[n0:n1], *blas.function(), *epilogue, bottom_as_columns)
+                        out[n0:n1], *blas.function(), *epilogue, bottom_as_columns, *tiles,
+                        not self.shares_scratch)
                 continue
             if self.plan.per_image_forward and (self.plan.bands == 1
                                                 or n1 - n0 >= self.plan.threads):

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from helpers import build, check_gradient, run_forward
 
+from protonet import caffe_pb2
 from protonet.errors import NetDefinitionError, ShapeError
 from protonet.kernels import blas, threads
 from protonet.layers import conv as conv_layers
@@ -69,7 +70,8 @@ DIRECT = dataclasses.replace(TUNING, direct_min_k=0, direct_min_k_forward_only=0
 
 
 @pytest.fixture(params=["one GEMM per batch", "per-image forward, batch weight gradient",
-                        "per-image forward, blocked backward", "one GEMM per image",
+                        "per-image forward, blocked backward",
+                        "per-image forward on cblas, blocked backward", "one GEMM per image",
                         "Winograd F(2x2,3x3) forward",
                         "direct where it applies", "direct, GEMM data gradient",
                         "direct, batch GEMM data gradient",
@@ -80,7 +82,9 @@ def gemm_path(request):
     forward is taken by the stride-1 undilated 3x3 cases, the others keep im2col. The direct
     convolution (one group, not 1x1) is off on the other paths and taken whatever its padding
     waste and size on the direct ones, its data gradient there direct (stride 1), block by
-    block on the GEMMs (blocked_backward) or one GEMM over the batch."""
+    block on the GEMMs (blocked_backward) or one GEMM over the batch. The per-image forward
+    multiplies narrow rows by register tiles over kernel-column shifts (ConvPlan.tiles) but
+    on the "cblas" path."""
     if request.param.startswith("depthwise"):
         return TUNING
     if request.param.startswith("direct"):
@@ -95,7 +99,7 @@ def gemm_path(request):
         per_image_needs_an_image_a_thread=False,
         blocked_backward=request.param.endswith("blocked backward"),
         winograd_min_channels=1 if winograd else 1 << 30, winograd_min_tiles=1,
-        **NO_DIRECT, depthwise_direct=False)
+        **NO_DIRECT, depthwise_direct=False, tiles_on_shifts="cblas" not in request.param)
 
 
 def expected(layer, bottom, case, ref):
@@ -227,7 +231,6 @@ def test_lone_image_in_bands_of_rows_matches_direct_loops(case, phase, engine, m
     in a TEST net too (whose 1x1 layers multiply the bottom's planes in place of columns).
     Where numpy's BLAS is not OpenBLAS (the Python threads), the plan's bands give way to
     the split GEMM over the whole image."""
-    from protonet import caffe_pb2
     split_gemms = _threads_and_split_gemms(monkeypatch, engine, 3)
     shape = (1, *case[1][1:])
     layer, bottom, top = build(case[0], [shape], phase=getattr(caffe_pb2, phase))
@@ -278,7 +281,7 @@ def test_per_image_path_on_numba_threads_is_the_python_threads_bit_for_bit(case,
                                  per_image_max_floats=1 << 30, per_image_min_pixels=1,
                                  per_image_needs_an_image_a_thread=False,
                                  blocked_backward=blocked, winograd_min_channels=1 << 30,
-                                 **NO_DIRECT, depthwise_direct=False)
+                                 **NO_DIRECT, depthwise_direct=False, tiles_on_shifts=False)
     kernel_calls = []
     for name in ("per_image_forward", "per_image_backward", "per_image_weight_grads"):
         over = getattr(conv_layers, name).over
@@ -322,6 +325,42 @@ def test_per_image_path_on_numba_threads_is_the_python_threads_bit_for_bit(case,
                                rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("phase", ["TRAIN", "TEST"])
+def test_per_image_tiles_over_shifts_match_cblas_and_keep_columns_for_the_backward(phase):
+    """LeNet's conv2 shape on the per-image forward: its products by register tiles over
+    each image's kernel-column shifts (ConvPlan.tiles), against cblas_sgemm on its columns
+    (tiles off): outputs within float32 rounding, and the same gradients from the blocked
+    backward, which reads the columns the tiles' forward left (TRAIN) or builds them again
+    (TEST: the columns' buffer is shared)."""
+    if not blas.available():
+        pytest.skip("numpy's BLAS is not callable from a kernel here")
+    text = f'type: "Convolution" convolution_param {{ num_output: 50 kernel_size: 5 {F} }}'
+    shape = (6, 20, 12, 12)
+    x = np.random.default_rng(5).standard_normal(shape).astype(np.float32)
+    dy = np.random.default_rng(6).standard_normal((6, 50, 8, 8)).astype(np.float32)
+    results = []
+    for tiles in (True, False):
+        layer, bottom, top = build(text, [shape], phase=getattr(caffe_pb2, phase))
+        layer.tuning = dataclasses.replace(TUNING, **NO_DIRECT, tiles_on_shifts=tiles,
+                                           per_image_needs_an_image_a_thread=False)
+        layer.blobs[0].data[...] = np.random.default_rng(7).standard_normal(
+            layer.blobs[0].shape) * 0.1
+        bottom[0].data[...] = x
+        y = run_forward(layer, bottom, top)[0].copy()
+        assert layer.plan.per_image_forward and layer.plan.tiles == tiles
+        assert layer.plan.blocked_backward
+        top[0].diff[...] = dy
+        layer.blobs[0].diff[...] = 0
+        layer.backward(top, [True], bottom)
+        results.append((y, bottom[0].diff.copy(), layer.blobs[0].diff.copy()))
+    for with_tiles, with_cblas in zip(*results):
+        np.testing.assert_allclose(with_tiles, with_cblas, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(results[0][0], vision.conv(
+        x.astype(np.float64), layer.blobs[0].data.astype(np.float64),
+        layer.blobs[1].data.astype(np.float64), (1, 1), (0, 0), (1, 1), 1),
+        rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("case", [CASES[1], DECONV[0]])
 def test_convolution_applies_one_set_of_weights_to_each_bottom_top_pair(case, gemm_path):
     """Caffe allows any number of bottom/top pairs (OpenCV's conv_2_inps): each top is the
@@ -348,7 +387,6 @@ def test_test_phase_convolutions_share_columns_and_stay_exact(case, gemm_path):
     """In a TEST net every convolution uses one shared column buffer: a layer's backward after
     another layer's forward overwrote it still gives the TRAIN layer's gradients. A TEST 1x1
     convolution multiplies the bottom itself (no columns): bitwise the TRAIN layer's output."""
-    from protonet import caffe_pb2
     layers = {}
     for phase in (caffe_pb2.TRAIN, caffe_pb2.TEST):
         layer, bottom, top = build(case[0], [case[1]], phase=phase)
