@@ -123,7 +123,8 @@ class ConvTuning:
     # zmm), 2 threads, alternating: CIFAR-10 quick's forward at batch 16 2.28 against 3.51 ms (the
     # 4 x 4 tiles before), its training step at batch 100 33 against 54.5 ms. LeNet's conv2 (500,
     # 50 outputs padded to 64) forward at batch 64 1.12-1.16x the images/s of its GEMMs, at batch
-    # 1000 1.27-1.36x; its training step 1.01-1.04x (data gradient on the GEMMs, blocked_backward),
+    # 1000 1.27-1.36x (a TEST net's now runs tiles over shifts: tiles_on_shifts); its training
+    # step 1.01-1.04x (data gradient on the GEMMs, blocked_backward),
     # but tests/test_mpi.py's LeNet, trained 50 steps on 2 ranks at batch 32 against one process at
     # 64, then drifted apart by 3.7e-5 instead of 2e-7: the step-1 differences were the same
     # (4e-9), this trajectory amplified them. Training keeps LeNet's conv2 on the GEMMs. CIFAR-10's
@@ -169,15 +170,22 @@ class ConvTuning:
     # forward, TEST, 2 threads, alternating in one process: MobileNet v1 1.63x at batch 1 and
     # 1.50x at 16, MobileNet-SSD 1.14x and 1.33x.
     depthwise_direct: bool = True
-    # The per-image forward of narrow output rows (stride_h 1, under SHIFTS_BELOW_WIDTH wide)
-    # with at most direct_max_weights weights multiplies each image by register tiles over
-    # its kernel-column shifts (ConvPlan.tiles) instead of a cblas_sgemm on its columns:
-    # OpenBLAS runs LeNet's conv2 (50 x 500 by 500 x 64) at 68 GMAC/s on one core, the tiles
-    # over shifts that stay in L1 at about 95 (over the columns, 2 KB apart, 68). LeNet's
-    # training step at batch 64, 2 threads, alternating in one process: 0.958 of the time.
-    # (A TEST net's LeNet conv2 and GoogLeNet's 5x5 layers run direct; CIFAR-10's layers
-    # direct in training too.)
+    # A TEST net's per-image forward of narrow output rows (stride_h 1, under
+    # SHIFTS_BELOW_WIDTH wide) with at least tiles_min_k inputs per output (fewer: 20 x 25 by
+    # 25 x 576 took 1.2x cblas' time) and at most direct_max_weights weights multiplies each image
+    # by register tiles over its kernel-column shifts (ConvPlan.tiles) instead of a
+    # cblas_sgemm on its columns, and instead of the direct path where that pads its outputs
+    # to lanes: OpenBLAS runs LeNet's conv2 (50 x 500 by 500 x 64) at 68 GMAC/s on one core,
+    # the tiles over shifts that stay in L1 at about 95 (over the columns, 2 KB apart, 68).
+    # LeNet's whole TEST forward against its conv2 direct (the same bits), 2 threads,
+    # alternating in one process: 0.96 of the time at batch 64, 0.97 at 1000.
+    # In training they made LeNet's step 0.958 of the time (2 threads, alternating in one
+    # process), but tests/test_mpi.py's LeNet, 2 ranks at batch 32 against one process at 64,
+    # then ended 1.6e-5 apart under Nesterov (limit 1e-5; with cblas 7e-7): the gradients'
+    # sums over the batch differ in their last bits between the two splits (every layer's,
+    # 1e-7), and this trajectory amplified them more (as with the direct path, above).
     tiles_on_shifts: bool = True
+    tiles_min_k: int = 64
 
 
 TUNING = ConvTuning()
@@ -291,6 +299,16 @@ def plan_convolution(batch: int, k: int, pixels: int, group: int, threads: int,
         and (k * pixels <= tuning.per_image_max_floats
              or (columns_are_input and forward_only and tuning.per_image_input_columns))
         and (batch >= threads or not tuning.per_image_needs_an_image_a_thread))
+    # A TEST net's per-image forward of narrow rows by register tiles over shifts, rather
+    # than cblas, or than the direct path where its lanes would hold padding
+    tiles = (tuning.tiles_on_shifts and forward_only and per_image_forward and group == 1
+             and not (winograd or columns_are_input or lone_images) and bool(out_shape)
+             and geometry[4] == 1 and out_shape[1] < SHIFTS_BELOW_WIDTH
+             and tuning.tiles_min_k <= k and k * outputs <= tuning.direct_max_weights
+             and k * pixels <= tuning.block_floats
+             and (not direct or padded_width(outputs) > outputs))
+    if tiles:
+        direct = direct_data_grad = False
     bands = 1
     if (lone_images and threads > 1 and not winograd and out_shape and group == 1
             and pixels >= threads * outputs
@@ -306,10 +324,6 @@ def plan_convolution(batch: int, k: int, pixels: int, group: int, threads: int,
     if (outputs and not (per_image_forward or winograd or direct)
             and outputs * (k // group) * pixels * batch < tuning.gemm_split_min_macs):
         threads = 1
-    tiles = (tuning.tiles_on_shifts and per_image_forward and bands == 1 and group == 1
-             and not (winograd or direct or columns_are_input) and bool(out_shape)
-             and geometry[4] == 1 and out_shape[1] < SHIFTS_BELOW_WIDTH
-             and k * outputs <= tuning.direct_max_weights)
     return ConvPlan(chunk=chunk,
                     bounds=tuple((a, min(batch, a + chunk)) for a in range(0, batch, chunk)),
                     columns_are_input=columns_are_input,

@@ -37,9 +37,11 @@ the zeros). Over an 8 x 8 image, 5 x 5 window, pad 2 (CIFAR-10's conv3), a tile 
 row sums over 0.85 of the window: its forward and its backward at batch 100 took 0.83-0.84 of
 the time on one core, 0.79-0.93 on two (alternating in one process). oneDNN skips them too.
 
-The planner (conv_plan.py) says when (CIFAR-10's conv layers; LeNet's
-conv2 in a TEST net; the strided conv1s of CaffeNet, GoogLeNet and ResNet-50); layers/conv.py holds one
-DirectConvolution per layer (its offsets) and calls its forward / backward.
+The planner (conv_plan.py) says when (CIFAR-10's conv layers; the strided conv1s of
+CaffeNet, GoogLeNet and ResNet-50); layers/conv.py holds one DirectConvolution per layer
+(its offsets) and calls its forward / backward. run_tiles also serves the per-image forward
+of narrow rows over kernel-column shifts (kernels/conv.per_image_forward: LeNet's conv2 in a
+TEST net).
 """
 from __future__ import annotations
 

@@ -325,13 +325,13 @@ def test_per_image_path_on_numba_threads_is_the_python_threads_bit_for_bit(case,
                                rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("phase", ["TRAIN", "TEST"])
-def test_per_image_tiles_over_shifts_match_cblas_and_keep_columns_for_the_backward(phase):
-    """LeNet's conv2 shape on the per-image forward: its products by register tiles over
-    each image's kernel-column shifts (ConvPlan.tiles), against cblas_sgemm on its columns
-    (tiles off): outputs within float32 rounding, and the same gradients from the blocked
-    backward, which reads the columns the tiles' forward left (TRAIN) or builds them again
-    (TEST: the columns' buffer is shared)."""
+@pytest.mark.parametrize("other", ["cblas", "direct"])
+def test_test_net_tiles_over_shifts_match_the_other_paths(other):
+    """LeNet's conv2 shape in a TEST net: its per-image forward by register tiles over each
+    image's kernel-column shifts (ConvPlan.tiles), against cblas_sgemm on its columns
+    (outputs within float32 rounding) and against the direct path it replaces (the same
+    sums in the same order: the same bits); the backward builds the columns again (the
+    shared buffer) and gives the other path's gradients. A TRAIN net keeps cblas."""
     if not blas.available():
         pytest.skip("numpy's BLAS is not callable from a kernel here")
     text = f'type: "Convolution" convolution_param {{ num_output: 50 kernel_size: 5 {F} }}'
@@ -340,25 +340,32 @@ def test_per_image_tiles_over_shifts_match_cblas_and_keep_columns_for_the_backwa
     dy = np.random.default_rng(6).standard_normal((6, 50, 8, 8)).astype(np.float32)
     results = []
     for tiles in (True, False):
-        layer, bottom, top = build(text, [shape], phase=getattr(caffe_pb2, phase))
-        layer.tuning = dataclasses.replace(TUNING, **NO_DIRECT, tiles_on_shifts=tiles,
-                                           per_image_needs_an_image_a_thread=False)
+        layer, bottom, top = build(text, [shape], phase=caffe_pb2.TEST)
+        layer.tuning = dataclasses.replace(TUNING, tiles_on_shifts=tiles,
+                                           per_image_needs_an_image_a_thread=False,
+                                           **(NO_DIRECT if other == "cblas" else {}))
         layer.blobs[0].data[...] = np.random.default_rng(7).standard_normal(
             layer.blobs[0].shape) * 0.1
         bottom[0].data[...] = x
         y = run_forward(layer, bottom, top)[0].copy()
         assert layer.plan.per_image_forward and layer.plan.tiles == tiles
-        assert layer.plan.blocked_backward
+        assert layer.plan.direct == (other == "direct" and not tiles)
         top[0].diff[...] = dy
         layer.blobs[0].diff[...] = 0
         layer.backward(top, [True], bottom)
         results.append((y, bottom[0].diff.copy(), layer.blobs[0].diff.copy()))
-    for with_tiles, with_cblas in zip(*results):
-        np.testing.assert_allclose(with_tiles, with_cblas, rtol=1e-5, atol=1e-5)
+    if other == "direct":
+        np.testing.assert_array_equal(results[0][0], results[1][0])
+    for with_tiles, with_other in zip(*results):   # sums of 384 products in float32
+        np.testing.assert_allclose(with_tiles, with_other, rtol=1e-5,
+                                   atol=1e-5 * np.abs(with_other).max())
     np.testing.assert_allclose(results[0][0], vision.conv(
         x.astype(np.float64), layer.blobs[0].data.astype(np.float64),
         layer.blobs[1].data.astype(np.float64), (1, 1), (0, 0), (1, 1), 1),
         rtol=1e-5, atol=1e-5)
+    train, _, _ = build(text, [shape], phase=caffe_pb2.TRAIN)
+    train.tuning = layer.tuning
+    assert not train.plan.tiles
 
 
 @pytest.mark.parametrize("case", [CASES[1], DECONV[0]])
@@ -386,11 +393,13 @@ def test_convolution_pairs_need_one_top_per_bottom_of_one_shape():
 def test_test_phase_convolutions_share_columns_and_stay_exact(case, gemm_path):
     """In a TEST net every convolution uses one shared column buffer: a layer's backward after
     another layer's forward overwrote it still gives the TRAIN layer's gradients. A TEST 1x1
-    convolution multiplies the bottom itself (no columns): bitwise the TRAIN layer's output."""
+    convolution multiplies the bottom itself (no columns): bitwise the TRAIN layer's output.
+    (The tiles over kernel-column shifts, a TEST net's only, are off here: both phases take
+    one path.)"""
     layers = {}
     for phase in (caffe_pb2.TRAIN, caffe_pb2.TEST):
         layer, bottom, top = build(case[0], [case[1]], phase=phase)
-        layer.tuning = gemm_path
+        layer.tuning = dataclasses.replace(gemm_path, tiles_on_shifts=False)
         layers[phase] = (layer, bottom, top)
     other, o_bottom, o_top = build(CASES[3][0], [(2, 1, 30, 30)], phase=caffe_pb2.TEST)
     results = {}
@@ -479,8 +488,8 @@ def _plan(batch, channels, outputs, kernel, pad, size, stride=1, group=1, forwar
 
 def test_planner_takes_the_direct_path_where_it_measured_faster():
     """Default tuning: CIFAR-10's conv2/conv3 direct, LeNet's conv2 (50 outputs in 64
-    lanes) in a TEST net only, CIFAR-10's conv1, strided ones (CaffeNet's
-    conv1); LeNet's conv1 (few inputs per output), outputs wasting many lanes,
+    lanes) nowhere (a TEST net's by tiles over shifts), CIFAR-10's conv1, strided ones
+    (CaffeNet's conv1); LeNet's conv1 (few inputs per output), outputs wasting many lanes,
     grouped, 1x1 or big convolutions not, nor where Winograd takes the forward; the
     data gradient direct only when the bottom is no bigger than the top, else blocked on
     the GEMMs."""
@@ -496,7 +505,9 @@ def test_planner_takes_the_direct_path_where_it_measured_faster():
     # A bottom bigger than the top (no padding): the data gradient as a GEMM.
     bigger = _plan(64, 20, 64, 5, 0, 12)
     assert bigger.direct and not bigger.direct_data_grad and bigger.blocked_backward
-    assert _plan(64, 20, 50, 5, 0, 12, forward_only=True).direct
+    lenet2 = _plan(64, 20, 50, 5, 0, 12, forward_only=True)
+    assert lenet2.tiles and not lenet2.direct
+    assert _plan(64, 20, 64, 5, 0, 12, forward_only=True).direct   # no lane of padding
     winograd = _plan(100, 32, 32, 3, 1, 16)
     assert winograd.winograd and not winograd.direct
     # Strided: the data gradient on the GEMMs. CaffeNet's conv1 (3025 pixels, stride 4).
