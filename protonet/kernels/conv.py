@@ -330,7 +330,7 @@ _col2im_serial = col2im.serial
 @jit(parallel=True)
 def per_image_forward(x, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, weight, blocks,
                       out, address, bits, scale, shift, relu, negative_slope, from_input,
-                      wt, window, runs, keep_columns):
+                      wt, window, runs):
     """The per-image path's forward on numba's threads (layers/conv.py): each block
     (s, e, oy0, oy1) of blocks (B, 4) builds the columns of output rows oy0..oy1 of images
     s..e (im2col, into col as the whole chunk's), then multiplies weight[g] (M/group,
@@ -346,8 +346,8 @@ def per_image_forward(x, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, weight, bl
     With weights wt (K, M) (ConvPlan.tiles; else wt is empty), each image's products are
     run_tiles' register tiles (kernels/direct_conv.py) over its kernel-column shifts
     (image_shifts: window their offsets, runs the image's pixels in runs of LANES), which
-    stay in L1 where the columns would not: the columns are written only if keep_columns
-    (for the backward)."""
+    stay in L1 where the columns would not. No columns are written: a TEST net's only (its
+    backward builds them again)."""
     group, mg, kg = weight.shape
     p = ho * wo
     pitch = col.strides[0] // 4
@@ -361,11 +361,7 @@ def per_image_forward(x, kh, kw, ph, pw, sh, sw, dh, dw, ho, wo, col, weight, bl
             # LANES floats past the shifts: the last run's spare lanes read them.
             shifts = np.empty(channels * kw * (x.shape[2] + 2 * ph) * wo + LANES, np.float32)
             for n in range(s, e):
-                if keep_columns:
-                    _image_columns_by_shifts(x, n, kh, kw, ph, pw, sw, dh, dw, ho, wo, col, 0,
-                                             shifts)
-                else:
-                    image_shifts(x, n, kw, ph, pw, sw, dw, wo, shifts)
+                image_shifts(x, n, kw, ph, pw, sw, dw, wo, shifts)
                 planes = out[n]
                 planes[:] = 0.0
                 run_tiles(shifts, runs, window, wt, planes)

@@ -304,8 +304,7 @@ class _SingleConvolution(_BaseConvolution):
                 with threads.one_blas_thread():
                     per_image_forward.over(len(blocks))(
                         x[n0:n1], *self.geometry(), self.ho, self.wo, col, weight, blocks,
-                        out[n0:n1], *blas.function(), *epilogue, bottom_as_columns, *tiles,
-                        not self.shares_scratch)
+                        out[n0:n1], *blas.function(), *epilogue, bottom_as_columns, *tiles)
                 continue
             if self.plan.per_image_forward and (self.plan.bands == 1
                                                 or n1 - n0 >= self.plan.threads):
