@@ -82,9 +82,9 @@ def gemm_path(request):
     forward is taken by the stride-1 undilated 3x3 cases, the others keep im2col. The direct
     convolution (one group, not 1x1) is off on the other paths and taken whatever its padding
     waste and size on the direct ones, its data gradient there direct (stride 1), block by
-    block on the GEMMs (blocked_backward) or one GEMM over the batch. The per-image forward
-    multiplies narrow rows by register tiles over kernel-column shifts (ConvPlan.tiles) but
-    on the "cblas" path."""
+    block on the GEMMs (blocked_backward) or one GEMM over the batch. In a TEST net the
+    per-image forward multiplies narrow rows by register tiles over kernel-column shifts
+    (ConvPlan.tiles), but on the "cblas" path."""
     if request.param.startswith("depthwise"):
         return TUNING
     if request.param.startswith("direct"):
@@ -363,9 +363,8 @@ def test_test_net_tiles_over_shifts_match_the_other_paths(other):
         x.astype(np.float64), layer.blobs[0].data.astype(np.float64),
         layer.blobs[1].data.astype(np.float64), (1, 1), (0, 0), (1, 1), 1),
         rtol=1e-5, atol=1e-5)
-    train, _, _ = build(text, [shape], phase=caffe_pb2.TRAIN)
-    train.tuning = layer.tuning
-    assert not train.plan.tiles
+    train, _, _ = build(text, [shape], phase=caffe_pb2.TRAIN)   # planned with TUNING
+    assert train.plan.per_image_forward and not train.plan.tiles
 
 
 @pytest.mark.parametrize("case", [CASES[1], DECONV[0]])
