@@ -81,6 +81,15 @@ NO_TILES = (np.zeros((0, 0), np.float32), np.zeros(0, np.uint64), np.zeros((0, 3
 
 
 @jit()
+def _inside_span(shift, sw, width, wo):
+    """(lo, hi): the outputs lo <= ox < hi whose input column ox*sw + shift lies in a row
+    `width` wide (lo = hi when none does)."""
+    lo = min(wo, max(0, (sw - 1 - shift) // sw))
+    hi = max(lo, min(wo, (width - shift + sw - 1) // sw))
+    return lo, hi
+
+
+@jit()
 def image_shifts(x, n, kw, ph, pw, sw, dw, wo, shifts):
     """Image n shifted by each kernel column j and cropped to the output's width:
     shifts[c, j, y, ox] = x[n, c, y - ph, ox*sw + j*dw - pw] (0 in the padding), y over the
@@ -92,12 +101,7 @@ def image_shifts(x, n, kw, ph, pw, sw, dw, wo, shifts):
         plane = np.uint64((n * channels + c) * height * width)
         for j in range(kw):
             shift = j * dw - pw
-            lo = 0   # outputs lo <= ox < hi read inside the row
-            while lo < wo and lo * sw + shift < 0:
-                lo += 1
-            hi = lo
-            while hi < wo and hi * sw + shift < width:
-                hi += 1
+            lo, hi = _inside_span(shift, sw, width, wo)
             for y in range(hp):
                 # unsigned offsets: numba tests signed ones for wraparound at every access
                 d = np.uint64(((c * kw + j) * hp + y) * wo)
@@ -232,12 +236,7 @@ def _image_from_columns_by_shifts(col, n, kh, kw, ph, pw, sw, dh, dw, ho, wo, x,
             flat[plane + q] = 0.0
         for j in range(kw):
             shift = j * dw - pw
-            lo = 0   # outputs lo <= ox < hi came from inside the row
-            while lo < wo and lo * sw + shift < 0:
-                lo += 1
-            hi = lo
-            while hi < wo and hi * sw + shift < width:
-                hi += 1
+            lo, hi = _inside_span(shift, sw, width, wo)
             for y in range(height):
                 d = np.uint64(((c * kw + j) * hp + y + ph) * wo)
                 target = plane + np.uint64(y * width)
