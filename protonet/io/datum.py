@@ -66,7 +66,10 @@ def datum_to_array(datum, key, out: np.ndarray | None = None, where: str = "") -
 
 def _shaped(values, datum, key, where=""):
     shape = (datum.channels, datum.height, datum.width)
-    if values.size != int(np.prod(shape)):
+    # The product in Python: np.prod of a tuple took more than half of a Data layer's
+    # reading (a batch of 64 Fashion-MNIST records, AMD Zen 3: 0.87 ms against 0.38), on
+    # the prefetch thread, which holds the GIL the training loop needs between kernels.
+    if values.size != shape[0] * shape[1] * shape[2]:
         raise DataError(f"{_at(where, key)}: {values.size} values for shape {shape}")
     return values.reshape(shape)
 
