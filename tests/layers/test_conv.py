@@ -658,6 +658,21 @@ def test_top_diff_goes_into_lane_blocks_whole(outputs, pixels):
     assert not blocks[:, :3].any()
 
 
+def test_a_shifts_inside_span_is_every_output_reading_inside_the_row():
+    """_inside_span(shift, sw, width, wo): the outputs ox whose input column ox*sw + shift is
+    in [0, width), as one range lo <= ox < hi (lo = hi when none is), for shifts reaching
+    past either edge, every stride up to 4 and rows and outputs up to 14."""
+    from protonet.kernels.conv import _inside_span
+    for shift in range(-20, 21):
+        for sw in range(1, 5):
+            for width in range(1, 15):
+                for wo in range(1, 15):
+                    inside = [ox for ox in range(wo) if 0 <= ox * sw + shift < width]
+                    lo, hi = _inside_span(shift, sw, width, wo)
+                    assert 0 <= lo <= hi <= wo
+                    assert list(range(lo, hi)) == inside, (shift, sw, width, wo)
+
+
 @pytest.mark.parametrize("shape, kernel, pad, stride_w, dilation", [
     ((3, 20, 12, 12), (5, 5), (0, 0), 1, (1, 1)),   # LeNet's conv2
     ((2, 4, 8, 8), (5, 5), (2, 2), 1, (1, 1)),      # CIFAR-10's conv3, padded past the row
