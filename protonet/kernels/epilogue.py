@@ -60,6 +60,14 @@ def finish_channel_row(row, m, scale, shift, relu, negative_slope):
     finish_row(row, a, b, has_scale, has_shift, relu, negative_slope)
 
 
+@jit()
+def finish_channel_plane(plane, m, scale, shift, relu, negative_slope):
+    """A plane (H, W) of channel m in place, row by row: finish_channel_row on each, by a
+    kernel that has just written them (the rows still in its cache)."""
+    for row in range(plane.shape[0]):
+        finish_channel_row(plane[row], m, scale, shift, relu, negative_slope)
+
+
 @jit(parallel=True)
 def channel_epilogue(y, scale, shift, relu, negative_slope):
     """y (N, M, P) in place, channel m with scale[m] and shift[m]."""

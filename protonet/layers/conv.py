@@ -275,8 +275,7 @@ class _SingleConvolution(_BaseConvolution):
             return
         if self.plan.depthwise:
             depthwise_forward(bottom[0].data, self.blobs[0].data.reshape(-1, self.kh, self.kw),
-                              *self.geometry()[2:], top[0].data)
-            channel_epilogue(channel_planes(top[0].data), *self.output_epilogue())
+                              *self.geometry()[2:], top[0].data, self.output_epilogue())
             return
         mg = self.num_output // self.group
         weight = self.blobs[0].data.reshape(self.group, mg, -1)

@@ -8,7 +8,6 @@ from ..errors import NetDefinitionError
 from ..kernels.conv import conv_output_size
 from ..kernels.depthwise import (depthwise_backward_data, depthwise_backward_weight,
                                  depthwise_forward)
-from ..kernels.epilogue import channel_epilogue
 from ..registry import register_layer
 from .base import Layer
 from .conv import _pair
@@ -73,9 +72,8 @@ class ConvolutionDepthwise(Layer):
 
     def forward(self, bottom, top):
         weight = self.blobs[0].data.reshape(-1, self.kh, self.kw)
-        depthwise_forward(bottom[0].data, weight, *self.geometry(), top[0].data)
-        n, c = top[0].shape[:2]
-        channel_epilogue(top[0].data.reshape(n, c, -1), *self.output_epilogue())
+        depthwise_forward(bottom[0].data, weight, *self.geometry(), top[0].data,
+                          self.output_epilogue())
 
     def backward(self, top, propagate_down, bottom):
         dy = top[0].diff

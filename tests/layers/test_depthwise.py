@@ -7,6 +7,10 @@ from helpers import build, check_gradient, run_forward
 from protonet.errors import NetDefinitionError
 from reference import vision
 
+from protonet.kernels.epilogue import NONE, channel_epilogue
+
+NO_EPILOGUE = (NONE, NONE, False, np.float32(0))
+
 F = 'weight_filler { type: "gaussian" std: 0.5 } bias_filler { type: "gaussian" std: 0.5 }'
 # (prototxt, bottom shape, stride, pad, dilation)
 CASES = [
@@ -60,7 +64,7 @@ def test_depthwise_forward_inner_loop_is_vectorized():
     kernel = numba.njit(fastmath=False, error_model="numpy")(
         depthwise.depthwise_forward_on_phases.serial.py_func)
     kernel(np.zeros((1, 2, 8, 8), np.float32), np.zeros((2, 3, 3), np.float32),
-           1, 1, 1, 1, 1, 1, np.zeros((1, 2, 8, 8), np.float32))
+           1, 1, 1, 1, 1, 1, np.zeros((1, 2, 8, 8), np.float32), *NO_EPILOGUE)
     assert re.search(r"\bv?mulps\b", kernel.inspect_asm(kernel.signatures[0]))
 
 
@@ -87,7 +91,8 @@ def test_depthwise_forward_by_channel_blocks_gives_the_phase_planes_bits(
         shape, kernel, stride, pad, dilation):
     """The forwards depthwise_forward picks between sum in the same order, so a layer's
     outputs do not depend on its width: the same bits, NaN where NaN (which NaN an inf - inf
-    meeting a NaN gives depends on the operands' order in the vector add)."""
+    meeting a NaN gives depends on the operands' order in the vector add); and with the
+    output pass fused in, the bits of that pass run after the sums."""
     from protonet.kernels import depthwise
     rng = np.random.default_rng(3)
     x = rng.standard_normal(shape).astype(np.float32)
@@ -96,30 +101,34 @@ def test_depthwise_forward_by_channel_blocks_gives_the_phase_planes_bits(
     w = rng.standard_normal((shape[1], *kernel)).astype(np.float32)
     out = [(size + 2 * p - d * (k - 1) - 1) // s + 1
            for size, p, d, k, s in zip(shape[2:], pad, dilation, kernel, stride)]
-    on_phases = np.full((shape[0], shape[1], *out), 7, np.float32)
-    by_blocks = on_phases.copy()
     geometry = (*pad, *stride, *dilation)
-    depthwise.depthwise_forward_on_phases(x, w, *geometry, on_phases)
-    depthwise.depthwise_forward_by_channel_blocks(x, w, *geometry, by_blocks)
-    others = [by_blocks]
+    kernels = [lambda y, *e: depthwise.depthwise_forward_on_phases(x, w, *geometry, y, *e),
+               lambda y, *e: depthwise.depthwise_forward_by_channel_blocks(x, w, *geometry, y,
+                                                                           *e)]
     if kernel == (3, 3) and stride == dilation == (1, 1):
-        by_rows = on_phases.copy()
-        depthwise.depthwise_3x3_forward(x, w, *pad, by_rows)
-        others.append(by_rows)
+        kernels.append(lambda y, *e: depthwise.depthwise_3x3_forward(x, w, *pad, y, *e))
     if kernel == (3, 3) and pad == dilation == (1, 1) and stride in ((1, 1), (2, 2)):
-        in_place = on_phases.copy()
-        depthwise.depthwise_3x3_in_place(x, w, stride[0], in_place)
-        others.append(in_place)
+        kernels.append(lambda y, *e: depthwise.depthwise_3x3_in_place(x, w, stride[0], y, *e))
     if shape[2] > 100:
         reach = [(k - 1) * d + 1 for k, d in zip(kernel, dilation)]
         columns = max(shape[3] + 2 * pad[1], (out[1] - 1) * stride[1] + reach[1])
         assert depthwise.channel_block_bands(out[0], columns, reach[0], stride[0])[1] > 1
-    nan = np.isnan(on_phases)
-    assert nan.any()
-    for other in others:
-        assert np.array_equal(np.isnan(other), nan)
-        np.testing.assert_array_equal(other.view(np.uint32)[~nan],
-                                      on_phases.view(np.uint32)[~nan])
+    # Each kernel's output pass fused in (a folded BatchNorm + Scale and a leaky ReLU; a bias
+    # and a ReLU) gives the bits of the sums then the pass on its own; depthwise_forward's too.
+    scale, shift = (rng.standard_normal(shape[1]).astype(np.float32) for _ in range(2))
+    kernels.append(lambda y, *e: depthwise.depthwise_forward(x, w, *geometry, y, e))
+    for epilogue in [NO_EPILOGUE, (scale, shift, True, np.float32(0.1)),
+                     (NONE, shift, True, np.float32(0))]:
+        sums = np.full((shape[0], shape[1], *out), 7, np.float32)
+        kernels[0](sums, *NO_EPILOGUE)
+        channel_epilogue(sums.reshape(*sums.shape[:2], -1), *epilogue)
+        nan = np.isnan(sums)
+        assert nan.any()
+        for run in kernels:
+            got = np.full_like(sums, 7)
+            run(got, *epilogue)
+            assert np.array_equal(np.isnan(got), nan)
+            np.testing.assert_array_equal(got.view(np.uint32)[~nan], sums.view(np.uint32)[~nan])
 
 
 @pytest.mark.parametrize("avx512", [True, False])
