@@ -430,9 +430,14 @@ def main(argv=None):
         if name not in SECTIONS:
             p.error(f"unknown section {name!r} (sections: {', '.join(SECTIONS)})")
         print(f"\n## {name}", flush=True)
+        results["section"] = name
         SECTIONS[name](args, results)
+    results.pop("section", None)
     results["minutes"] = (time.monotonic() - started) / 60
     print(f"\nall sections: {results['minutes']:.1f} minutes")
+    # Said again at the end: a 45-minute run's skipped sections scroll out of sight.
+    for line in results.get("skipped", []):
+        print(f"SKIPPED {line}")
     out_dir = ROOT / "benchmarks"
     out_dir.mkdir(exist_ok=True)
     full_run = args.only.split(",") == DEFAULT_SECTIONS
@@ -531,8 +536,8 @@ def section_lenet(args, results):
         results["layers"] = layer_table
         results["torch_layers"] = torch_layers
     if not (ROOT / "data/fashion_mnist/fashion_mnist_train_lmdb").exists():
-        print("\nfirst iteration and peak RSS skipped: no data/fashion_mnist LMDBs "
-              "(make dataset)")
+        skipped(results, "no data/fashion_mnist LMDBs (make data)",
+                "first iteration and peak RSS")
         return
     with tempfile.TemporaryDirectory() as cache:
         cold = first_iteration_seconds(cache)
@@ -688,13 +693,21 @@ def round_ratio(got: list, theirs: str, ours: str, key: str):
     return statistics.median(ratios) if ratios else None
 
 
+def skipped(results, reason: str, what: str = "") -> None:
+    """Print that the running section (or `what` of it) is skipped and why, and keep the line
+    for the run's last lines."""
+    what = what or results["section"]
+    print(f"{what} skipped: {reason}")
+    results.setdefault("skipped", []).append(f"{what}: {reason}")
+
+
 def section_zoo(args, results, nets=None, batches=None, key="zoo"):
     """Forward of zoo nets (random weights, native input size) in protonet, PyTorch
     channels_last (the same layers in torch.nn, weights copied) and OpenCV dnn, milliseconds
     per forward and peak RSS of each (its process's VmHWM during the forwards)."""
     import bench_zoo
     if not bench_zoo.SHARED.exists():
-        print(f"skipped: {bench_zoo.SHARED} is absent")
+        skipped(results, f"{bench_zoo.SHARED} is absent")
         return
     threads = max(int(t) for t in args.threads_list.split(","))
     nets = nets or args.zoo_nets.split(",")
@@ -753,7 +766,7 @@ def section_fusion(args, results):
     off and on, and OpenCV dnn's, alternating in one process (bench_zoo.fusion_ab)."""
     import bench_zoo
     if not (bench_zoo.SHARED.exists() and bench_zoo.REAL_MODELS.exists()):
-        print(f"skipped: {bench_zoo.SHARED} or {bench_zoo.REAL_MODELS} is absent")
+        skipped(results, f"{bench_zoo.SHARED} or {bench_zoo.REAL_MODELS} is absent")
         return
     threads = max(int(t) for t in args.threads_list.split(","))
     nets = args.fusion_nets.split(",")
@@ -797,7 +810,7 @@ def section_train(args, results):
     base_lr) and random inputs: images/s and protonet's ratio."""
     import bench_zoo
     if not bench_zoo.SHARED.exists():
-        print(f"skipped: {bench_zoo.SHARED} is absent")
+        skipped(results, f"{bench_zoo.SHARED} is absent")
         return
     threads = max(int(t) for t in args.threads_list.split(","))
     seconds = 2.0 if args.quick else 2 * args.seconds
@@ -856,7 +869,7 @@ def section_memory(args, results):
     Net(prototxt, TEST, weights=) takes."""
     import bench_zoo
     if not bench_zoo.SHARED.exists():
-        print(f"skipped: {bench_zoo.SHARED} is absent")
+        skipped(results, f"{bench_zoo.SHARED} is absent")
         return
     threads = max(int(t) for t in args.threads_list.split(","))
     nets = [n for n in ("vgg16", "caffenet", "resnet50", "googlenet")
